@@ -1,0 +1,77 @@
+"""sparse-tvm: a sparse compiler plugin for Apache TVM.
+
+Prune a model, find the layers whose weights are sparse enough to gain, rewrite them into
+sparse TIR kernels and compile the whole model with TVM::
+
+    import sparse_tvm as st
+    compiled = st.compile("model.onnx", target="x86")
+    outputs = compiled.run({"x": x})
+    print(compiled.report)
+    compiled.export("model.tar"); again = st.load("model.tar")
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import onnx
+
+from sparse_tvm.errors import (
+    ArtefactError,
+    CompileError,
+    InputShapeError,
+    ModelLoadError,
+    SparseTVMError,
+    TargetError,
+)
+from sparse_tvm.report import LayerReport, Report
+from sparse_tvm.runtime import CompiledModel
+
+__version__ = "0.1.0"
+
+Model = str | os.PathLike | onnx.ModelProto
+
+
+def compile(model: Model, target: str | dict = "x86", records: str | None = None,  # noqa: A001
+            sparsity_threshold: float | None = None, dense: bool = False,
+            input_shapes: dict[str, tuple[int, ...]] | None = None,
+            measure: bool = True) -> CompiledModel:
+    """Compile an ONNX model; layers go sparse only where that is measured faster.
+
+    See :func:`sparse_tvm.driver.compile_model.compile_model` for the parameters.
+    """
+    from sparse_tvm.driver.compile_model import compile_model
+
+    return compile_model(model, target, records=records, sparsity_threshold=sparsity_threshold,
+                         dense=dense, input_shapes=input_shapes, measure=measure)
+
+
+def load(path: str | os.PathLike) -> CompiledModel:
+    """Load an artefact written by :meth:`CompiledModel.export`.
+
+    An artefact holds native code: load only artefacts you trust, like any shared library.
+    """
+    from sparse_tvm.runtime import load_artefact
+
+    return load_artefact(path)
+
+
+def inspect(model: Model, input_shapes: dict[str, tuple[int, ...]] | None = None,
+            sparsity_threshold: float | None = None) -> Report:
+    """Per-layer analysis: op, weight shape, sparsity, block structure, format picked."""
+    from sparse_tvm.driver.inspect_model import inspect_model
+
+    return inspect_model(model, input_shapes=input_shapes, sparsity_threshold=sparsity_threshold)
+
+
+def targets() -> dict[str, Any]:
+    """The target presets shipped in ``targets/``, by name."""
+    from sparse_tvm.target import presets
+
+    return dict(presets())
+
+
+__all__ = ["ArtefactError", "CompileError", "CompiledModel", "InputShapeError", "LayerReport",
+           "ModelLoadError", "Report", "SparseTVMError", "TargetError", "compile", "inspect",
+           "load", "targets"]

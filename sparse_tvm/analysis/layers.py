@@ -1,0 +1,248 @@
+"""Find the layers of a Relax model whose weight is a constant: the candidates for sparsity.
+
+A layer is a ``relax.matmul`` (ONNX MatMul and Gemm, the weight possibly behind a
+``permute_dims`` for Gemm's transB) or a ``relax.nn.conv2d`` whose weight is one of the model's
+weight parameters, together with the bias add and ReLU that follow it when nothing else reads the
+intermediate values (the sparse kernel fuses them).
+
+Weights are reported in the (n, k) orientation used everywhere in sparse-tvm: n output features
+by k input features (a MatMul's B transposed; a conv's (out, in*kh*kw)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import tvm
+from tvm import relax
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """The attributes of a conv2d layer (NCHW / OIHW)."""
+
+    input_shape: tuple[int, int, int, int]
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    padding: tuple[int, int, int, int]
+    dilation: tuple[int, int]
+    groups: int
+    output_hw: tuple[int, int]
+
+    @property
+    def is_pointwise(self) -> bool:
+        return (self.kernel == (1, 1) and self.strides == (1, 1)
+                and self.padding == (0, 0, 0, 0) and self.groups == 1)
+
+
+@dataclass
+class Layer:
+    """One layer with a constant weight, as found in the Relax function."""
+
+    name: str
+    op: str  # "matmul" or "conv2d"
+    weight: np.ndarray  # float32, (n, k)
+    weight_shape: tuple[int, ...]  # as stored in the model
+    m: int  # activation columns per batch item: tokens or output pixels
+    batch: int  # conv batch; 1 for matmul (tokens of all batches are columns)
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    call_var: relax.Var  # the binding var of the matmul / conv2d call
+    end_var: relax.Var  # the binding var of the last fused op (bias add or relu)
+    weight_var: relax.Var
+    transposed: bool = False  # the model stores the weight as (n, k) already (Gemm transB)
+    bias: np.ndarray | None = None
+    relu: bool = False
+    conv: ConvGeometry | None = None
+    dense_reason: str = ""  # non-empty: this layer cannot be compiled sparse, and why
+    fused: list[str] = field(default_factory=list)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.weight.shape)  # type: ignore[return-value]
+
+    @property
+    def sparsity(self) -> float:
+        return float(np.count_nonzero(self.weight == 0)) / max(1, self.weight.size)
+
+    @property
+    def sparse_capable(self) -> bool:
+        return not self.dense_reason
+
+
+def _shape(expr: relax.Expr) -> tuple[int, ...] | None:
+    ty = expr.ty
+    if not isinstance(ty, relax.TensorType) or ty.shape is None:
+        return None
+    try:
+        return tuple(int(s) for s in ty.shape)
+    except (TypeError, ValueError):  # symbolic dims
+        return None
+
+
+def _op_name(expr: relax.Expr | None) -> str:
+    """``"relax.matmul"`` for a call of that operator, ``""`` for anything else."""
+    if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+        return str(expr.op.name)
+    return ""
+
+
+class _FuncIndex:
+    """Bindings of a function's dataflow blocks: var -> value and var -> users."""
+
+    def __init__(self, func: relax.Function) -> None:
+        self.value: dict[relax.Var, relax.Expr] = {}
+        self.users: dict[relax.Var, int] = {}
+        self.outputs: set[relax.Var] = set()
+        for block in func.body.blocks:
+            for binding in block.bindings:
+                if isinstance(binding, relax.VarBinding):
+                    self.value[binding.var] = binding.value
+                    if not isinstance(binding.var, relax.DataflowVar):
+                        self.outputs.add(binding.var)
+            for var, users in relax.analysis.udchain(block).items():
+                self.users[var] = self.users.get(var, 0) + len(users)
+
+    def single_user(self, var: relax.Var) -> relax.Var | None:
+        """The one binding var that reads ``var``, if exactly one does and var is internal."""
+        if self.users.get(var, 0) != 1 or var in self.outputs:
+            return None
+        for other, value in self.value.items():
+            if isinstance(value, relax.Call) and any(a.same_as(var) for a in value.args):
+                return other
+        return None
+
+
+def _weight_of(expr: relax.Expr, weights: dict[relax.Var, np.ndarray],
+               index: _FuncIndex) -> tuple[relax.Var, bool] | None:
+    """The weight var behind ``expr`` (directly, or through a 2-D transpose)."""
+    if isinstance(expr, relax.Var) and expr in weights:
+        return expr, False
+    value = index.value.get(expr) if isinstance(expr, relax.Var) else None
+    if (value is not None and _op_name(value) == "relax.permute_dims"
+            and value.args[0] in weights and weights[value.args[0]].ndim == 2):
+        axes = value.attrs.axes
+        if axes is None or [int(a) for a in axes] == [1, 0]:
+            return value.args[0], True
+    return None
+
+
+def _bias_of(expr: relax.Expr, n: int, weights: dict[relax.Var, np.ndarray],
+             index: _FuncIndex, conv: bool) -> np.ndarray | None:
+    """A per-output-feature bias vector behind ``expr`` (a weight, maybe reshaped for NCHW)."""
+    if isinstance(expr, tvm.ir.expr.GenericConst):
+        arr = expr.data.numpy()
+    elif isinstance(expr, relax.Var) and expr in weights:
+        arr = weights[expr]
+    elif isinstance(expr, relax.Var) and _op_name(index.value.get(expr)) == "relax.reshape":
+        inner = index.value[expr].args[0]
+        if not (isinstance(inner, relax.Var) and inner in weights):
+            return None
+        arr = weights[inner].reshape(_shape(expr) or (-1,))
+    else:
+        return None
+    if conv:
+        return arr.reshape(n) if arr.shape in {(1, n, 1, 1), (n, 1, 1)} else None
+    return arr.reshape(n) if arr.shape in {(n,), (1, n)} else None
+
+
+def _fuse_epilogue(layer: Layer, weights, index: _FuncIndex) -> None:
+    """Extend the layer over a following bias add and ReLU that only it feeds."""
+    n = layer.weight.shape[0]
+    user = index.single_user(layer.end_var)
+    if user is not None and _op_name(index.value[user]) == "relax.add":
+        a, b = index.value[user].args
+        other = b if a.same_as(layer.end_var) else a
+        bias = _bias_of(other, n, weights, index, conv=layer.op == "conv2d")
+        if bias is not None and _shape(user) == layer.output_shape:
+            layer.bias, layer.end_var = bias.astype(np.float32), user
+            layer.fused.append("bias")
+            user = index.single_user(user)
+    if user is not None and _op_name(index.value[user]) == "relax.nn.relu":
+        layer.relu, layer.end_var = True, user
+        layer.fused.append("relu")
+
+
+def _matmul_layer(var, call, weights, names, index) -> Layer | None:
+    found = _weight_of(call.args[1], weights, index)
+    x_shape, out_shape = _shape(call.args[0]), _shape(var)
+    if found is None or x_shape is None or out_shape is None or len(x_shape) < 2:
+        return None
+    weight_var, transposed = found
+    w = weights[weight_var]
+    if w.ndim != 2:
+        return None
+    w_nk = w if transposed else w.T
+    layer = Layer(
+        name=names.get(weight_var.name, weight_var.name), op="matmul",
+        weight=np.ascontiguousarray(w_nk, dtype=np.float32), weight_shape=tuple(w.shape),
+        m=int(np.prod(x_shape[:-1])), batch=1, input_shape=x_shape, output_shape=out_shape,
+        call_var=var, end_var=var, weight_var=weight_var, transposed=transposed)
+    if w.dtype != np.float32 or str(call.args[0].ty.dtype) != "float32":
+        layer.dense_reason = f"dtype {w.dtype}: sparse kernels are float32"
+    return layer
+
+
+def _conv_layer(var, call, weights, names, index) -> Layer | None:
+    weight_var = call.args[1]
+    x_shape, out_shape = _shape(call.args[0]), _shape(var)
+    if not (isinstance(weight_var, relax.Var) and weight_var in weights) or x_shape is None:
+        return None
+    attrs = call.attrs
+    w = weights[weight_var]
+    if w.ndim != 4 or out_shape is None or len(x_shape) != 4:
+        return None
+    pad = [int(p) for p in attrs.padding]
+    pad = pad * 2 if len(pad) == 2 else pad
+    geometry = ConvGeometry(
+        input_shape=tuple(x_shape), kernel=(int(w.shape[2]), int(w.shape[3])),
+        strides=tuple(int(s) for s in attrs.strides), padding=tuple(pad),
+        dilation=tuple(int(d) for d in attrs.dilation), groups=int(attrs.groups),
+        output_hw=(out_shape[2], out_shape[3]))
+    layer = Layer(
+        name=names.get(weight_var.name, weight_var.name), op="conv2d",
+        weight=np.ascontiguousarray(w.reshape(w.shape[0], -1), dtype=np.float32),
+        weight_shape=tuple(w.shape), m=out_shape[2] * out_shape[3], batch=x_shape[0],
+        input_shape=x_shape, output_shape=out_shape, call_var=var, end_var=var,
+        weight_var=weight_var, conv=geometry)
+    if geometry.groups != 1:
+        kind = "depthwise" if geometry.groups == x_shape[1] else "grouped"
+        layer.dense_reason = f"{kind} conv (groups={geometry.groups}) stays dense"
+    elif str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW":
+        layer.dense_reason = f"layout {attrs.data_layout}/{attrs.kernel_layout} stays dense"
+    elif w.dtype != np.float32:
+        layer.dense_reason = f"dtype {w.dtype}: sparse kernels are float32"
+    return layer
+
+
+def find_layers(func: relax.Function, weights: dict[relax.Var, np.ndarray],
+                names: dict[str, str] | None = None) -> list[Layer]:
+    """Every matmul / conv2d of ``func`` whose weight is in ``weights``, in program order.
+
+    Parameters
+    ----------
+    func
+        The Relax function (usually ``mod["main"]``) with the weights as parameters.
+    weights
+        The weight parameters of ``func`` and their values.
+    names
+        Optional display names by parameter name hint (e.g. the ONNX initializer names).
+    """
+    names = names or {}
+    index = _FuncIndex(func)
+    layers: list[Layer] = []
+    for var, value in index.value.items():
+        op = _op_name(value)
+        if op == "relax.matmul":
+            layer = _matmul_layer(var, value, weights, names, index)
+        elif op == "relax.nn.conv2d":
+            layer = _conv_layer(var, value, weights, names, index)
+        else:
+            continue
+        if layer is None:
+            continue
+        if layer.sparse_capable:
+            _fuse_epilogue(layer, weights, index)
+        layers.append(layer)
+    return layers

@@ -1,0 +1,1 @@
+"""The ``sparse-tvm`` command line."""

@@ -1,0 +1,255 @@
+"""``sparse-tvm``: a thin command line over the Python API.
+
+Exit status: 0 on success; 1 with one ``error: ...`` line on stderr for any problem the user
+can fix; 2 for usage errors (argparse). ``--verbose`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from sparse_tvm.errors import SparseTVMError
+
+
+class CLIError(SparseTVMError):
+    """A bad option value or file found by the command line itself."""
+
+
+def _shapes(text: str | None):
+    if not text:
+        return None
+    from sparse_tvm.frontend import parse_input_shapes
+
+    return parse_input_shapes(text)
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _read_npz(path: str) -> dict:
+    import numpy as np
+
+    if not Path(path).is_file():
+        raise CLIError(f"inputs file '{path}' not found")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except Exception:
+        raise CLIError(f"'{path}' is not a readable .npz file: write one with "
+                       "numpy.savez(path, input_name=array)") from None
+
+
+def _write_atomically(path: Path, write) -> None:
+    """Write through a temporary file next to ``path`` so that no partial file is left."""
+    if path.is_dir():
+        raise CLIError(f"output '{path}' is a directory: give a file name")
+    if not path.parent.exists():
+        raise CLIError(f"output folder '{path.parent}' does not exist: create it first")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# -- commands --------------------------------------------------------------------------------
+def cmd_targets(args) -> int:
+    from sparse_tvm.target import presets, resolve_target
+
+    rows = []
+    for name, preset in presets().items():
+        resolved = resolve_target(name)
+        rows.append({"name": name, "family": preset.family, "description": preset.description,
+                     "tvm": resolved.to_json()["tvm"]})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        width = max(len(r["name"]) for r in rows)
+        for row in rows:
+            print(f"{row['name'].ljust(width)}  {row['description']}")
+            print(f"{''.ljust(width)}  tvm: {json.dumps(row['tvm'])}")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    import sparse_tvm as st
+
+    if str(args.model).endswith(".tar"):
+        from sparse_tvm.report import Report
+        from sparse_tvm.runtime import read_metadata
+
+        report = Report.from_dict(read_metadata(args.model).get("report", {}))
+    else:
+        report = st.inspect(args.model, input_shapes=_shapes(args.input_shapes),
+                            sparsity_threshold=args.sparsity_threshold)
+    print(report.to_json() if args.json else report)
+    return 0
+
+
+def cmd_compile(args) -> int:
+    from sparse_tvm.driver.compile_model import compile_model
+
+    out = Path(args.output)
+    if out.is_dir():
+        raise CLIError(f"output '{out}' is a directory: give a file name like model.tar")
+    if not out.parent.exists():
+        raise CLIError(f"output folder '{out.parent}' does not exist: create it first")
+    compiled = compile_model(args.model, args.target, records=args.records,
+                             sparsity_threshold=args.sparsity_threshold, dense=args.dense,
+                             input_shapes=_shapes(args.input_shapes),
+                             measure=not args.no_measure, progress=_say)
+    compiled.export(out)
+    print(compiled.report)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    import numpy as np
+
+    import sparse_tvm as st
+
+    compiled = st.load(args.artefact)
+    inputs = _read_npz(args.inputs)
+    outputs = compiled.run(inputs)
+    named = {spec.name: value for spec, value in zip(compiled.outputs, outputs)}
+    if args.outputs:
+        _write_atomically(Path(args.outputs), lambda tmp: np.savez(open(tmp, "wb"), **named))
+    for name, value in named.items():
+        print(f"{name}: shape {list(value.shape)} {value.dtype}  "
+              f"mean {float(value.mean()):.6g}  max {float(value.max()):.6g}")
+    if args.repeat and args.repeat > 1:
+        stats = compiled.benchmark(inputs, repeat=args.repeat)
+        print(f"latency over {args.repeat} runs: median {stats['median'] * 1e3:.3f} ms, "
+              f"min {stats['min'] * 1e3:.3f} ms, max {stats['max'] * 1e3:.3f} ms")
+    if args.profile:
+        print(compiled.report)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from sparse_tvm.demo import run_demo
+
+    return run_demo(quick=args.quick)
+
+
+def cmd_prune(args) -> int:
+    import onnx
+
+    from sparse_tvm.frontend import load_onnx
+    from sparse_tvm.prune import prune_magnitude
+
+    if args.method != "magnitude":
+        raise CLIError(f"--method {args.method} (fine-tuning) is not available in this release "
+                       "yet: use --method magnitude")
+    model = load_onnx(args.model)
+    exclude = [name for name in (args.exclude or "").split(",") if name]
+    pruned = prune_magnitude(model, args.sparsity, args.pattern, exclude=exclude)
+    _write_atomically(Path(args.output), lambda tmp: onnx.save(pruned, tmp))
+    import sparse_tvm as st
+
+    print(st.inspect(pruned))
+    print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_unavailable(args) -> int:
+    raise CLIError(f"`sparse-tvm {args.command}` is not available in this release yet")
+
+
+# -- parser ----------------------------------------------------------------------------------
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is outside [0, 1]")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sparse-tvm", description="Compile pruned neural networks into fast sparse code.")
+    parser.add_argument("--verbose", action="store_true", help="show details and tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="prune, compile and compare the bundled example models")
+    p.add_argument("--quick", action="store_true", help="smaller models (for a fast check)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("targets", help="list the target presets")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_targets)
+
+    p = sub.add_parser("inspect", help="per-layer analysis of an ONNX model or an artefact")
+    p.add_argument("model", help="MODEL.onnx, or a compiled .tar artefact")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--input-shapes", help="static shapes for dynamic inputs: name:1x128,...")
+    p.add_argument("--sparsity-threshold", type=_probability)
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("compile", help="compile an ONNX model into an artefact")
+    p.add_argument("model", help="MODEL.onnx")
+    p.add_argument("--target", default="x86", help="preset name or TVM target JSON (default x86)")
+    p.add_argument("-o", "--output", required=True, help="artefact to write (model.tar)")
+    p.add_argument("--records", help="tuning records folder")
+    p.add_argument("--cross-compiler", help="cross compiler for edge targets")
+    p.add_argument("--sparsity-threshold", type=_probability,
+                   help="layers below this sparsity stay dense")
+    p.add_argument("--dense", action="store_true", help="compile every layer dense")
+    p.add_argument("--input-shapes", help="static shapes for dynamic inputs: name:1x128,...")
+    p.add_argument("--no-measure", action="store_true",
+                   help="decide formats by the cost model alone (faster, less sure)")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("run", help="run a compiled artefact on inputs from an .npz file")
+    p.add_argument("artefact", help="model.tar from `sparse-tvm compile`")
+    p.add_argument("--inputs", required=True, help="IN.npz mapping input names to arrays")
+    p.add_argument("--outputs", help="OUT.npz to write the outputs to")
+    p.add_argument("--repeat", type=int, default=0, help="time this many runs")
+    p.add_argument("--profile", action="store_true", help="print the per-layer report")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("prune", help="prune the weights of an ONNX model")
+    p.add_argument("model", help="MODEL.onnx")
+    p.add_argument("-o", "--output", required=True, help="PRUNED.onnx to write")
+    p.add_argument("--sparsity", type=_probability, required=True)
+    p.add_argument("--pattern", default="1x1", help="1x1, 4x1, 16x1, 1x4 (n x k blocks)")
+    p.add_argument("--method", default="magnitude", choices=["magnitude", "gmp", "l0"])
+    p.add_argument("--exclude", help="weights or layers to keep dense: name,name")
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("tune", help="tune the sparse kernels of a model (next release)")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_unavailable)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except SparseTVMError as err:
+        if args.verbose:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

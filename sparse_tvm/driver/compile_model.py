@@ -1,0 +1,196 @@
+"""``compile_model``: the whole pipeline, one named stage after another.
+
+1. import   ONNX -> Relax with named weight parameters        (sparse_tvm.frontend)
+2. analyse  find the layers with constant weights              (sparse_tvm.analysis)
+3. choose   a format per layer, confirmed by measurement       (analysis.format_choice,
+                                                                driver.layer_timing)
+4. rewrite  chosen layers -> sparse kernel calls (DenseToSparse, sparse_tvm.transform)
+5. bind     the remaining dense weights as constants
+6. build    tvm.compile with the CPU schedule pipeline          (sparse_tvm.pipeline)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import onnx
+import tvm
+from tvm import relax
+
+from sparse_tvm.analysis import block_zero_fractions, choose_format, find_layers
+from sparse_tvm.analysis.format_choice import FormatChoice
+from sparse_tvm.analysis.layers import Layer
+from sparse_tvm.driver.layer_timing import time_dense, time_sparse
+from sparse_tvm.errors import CompileError, SparseTVMError, TargetError
+from sparse_tvm.formats import BlockSparseWeight
+from sparse_tvm.frontend import ImportedModel, import_onnx
+from sparse_tvm.pipeline import cpu_pipeline
+from sparse_tvm.report import LayerReport, Report
+from sparse_tvm.runtime.compiled_model import CompiledModel, TensorSpec
+from sparse_tvm.target import ResolvedTarget, resolve_target
+from sparse_tvm.transform.dense_to_sparse import DenseToSparse, SparsePlan
+
+# A sparse kernel must beat the dense layer by this margin to be kept: timing noise must not
+# turn a tie into a slower model.
+KEEP_SPARSE_MARGIN = 1.03
+
+SUPPORTED_FAMILIES = ("x86",)
+
+
+@dataclass
+class LayerDecision:
+    """What the compiler decided for one layer, with the evidence."""
+
+    layer: Layer
+    choice: FormatChoice
+    weight: BlockSparseWeight | None = None
+    dense_s: float | None = None
+    sparse_s: float | None = None
+
+
+def _model_name(model) -> str:
+    if isinstance(model, (str, os.PathLike)):
+        return os.path.basename(os.fspath(model))
+    if isinstance(model, onnx.ModelProto):
+        return model.graph.name or "model"
+    return "model"
+
+
+def analyse(imported: ImportedModel) -> list[Layer]:
+    """The layers of an imported model that have a constant weight."""
+    func = imported.mod["main"]
+    weights = {var: imported.params[var.name] for var in func.params
+               if var.name in imported.params}
+    return find_layers(func, weights)
+
+
+def decide(layer: Layer, target: ResolvedTarget, *, dense: bool = False,
+           sparsity_threshold: float | None = None, measure: bool = True,
+           zero_fractions: dict[str, float] | None = None) -> LayerDecision:
+    """Choose the format of one layer; with ``measure`` keep sparse only if measured faster."""
+    if dense:
+        return LayerDecision(layer, FormatChoice("dense", None, 1.0, "dense build requested"))
+    if not layer.sparse_capable:
+        return LayerDecision(layer, FormatChoice("dense", None, 1.0, layer.dense_reason))
+    choice = choose_format(layer.weight, layer.m, sparsity_threshold=sparsity_threshold,
+                           zero_fractions=zero_fractions)
+    if choice.format == "dense":
+        return LayerDecision(layer, choice)
+    weight = BlockSparseWeight.from_dense(layer.weight, choice.block)
+    decision = LayerDecision(layer, choice, weight)
+    if measure:
+        tvm_target = target.tvm_target
+        decision.dense_s = time_dense(layer, tvm_target)
+        decision.sparse_s = time_sparse(layer, weight, tvm_target)
+        if decision.sparse_s * KEEP_SPARSE_MARGIN > decision.dense_s:
+            decision.choice = FormatChoice(
+                "dense", None, decision.dense_s / decision.sparse_s,
+                f"{choice.label} measured {decision.dense_s / decision.sparse_s:.2f}x: kept dense")
+            decision.weight = None
+    return decision
+
+
+def _row(decision: LayerDecision, zero_fractions: dict[str, float]) -> LayerReport:
+    layer, choice = decision.layer, decision.choice
+    dense_bytes = int(layer.weight.size * 4)
+    stored = decision.weight.nbytes if decision.weight is not None else dense_bytes
+    return LayerReport(
+        name=layer.name, op=layer.op, weight_shape=list(layer.shape), m=layer.m * layer.batch,
+        sparsity=layer.sparsity, zero_blocks=zero_fractions, format=choice.label,
+        reason=choice.reason,
+        dense_us=None if decision.dense_s is None else decision.dense_s * 1e6,
+        sparse_us=None if decision.sparse_s is None else decision.sparse_s * 1e6,
+        dense_bytes=dense_bytes, stored_bytes=stored)
+
+
+def compile_model(model: str | os.PathLike | onnx.ModelProto, target: str | dict = "x86", *,
+                  records: str | os.PathLike | None = None,
+                  sparsity_threshold: float | None = None, dense: bool = False,
+                  input_shapes: dict[str, tuple[int, ...]] | None = None,
+                  measure: bool = True,
+                  progress: Callable[[str], None] | None = None) -> CompiledModel:
+    """Compile an ONNX model, making the layers sparse where that is faster.
+
+    Parameters
+    ----------
+    model
+        Path to an ``.onnx`` file or an ``onnx.ModelProto``.
+    target
+        A preset name (``sparse-tvm targets``) or a TVM target as a JSON string or dict.
+    records
+        Tuning records folder (applied by the tuning release; must be ``None`` for now).
+    sparsity_threshold
+        Layers whose sparsity is below this stay dense without being measured.
+    dense
+        Compile every layer dense (the baseline build).
+    input_shapes
+        Static shapes for inputs with dynamic dimensions, by input name.
+    measure
+        Measure each sparse candidate against its dense layer and keep the faster (default).
+        Without it the calibrated cost model alone decides.
+    progress
+        Called with one line per stage and per layer (the CLI prints them).
+    """
+    say = progress or (lambda _line: None)
+    if sparsity_threshold is not None and not 0.0 <= sparsity_threshold <= 1.0:
+        raise SparseTVMError(f"sparsity threshold {sparsity_threshold} is outside [0, 1]")
+    if records is not None:
+        raise SparseTVMError("tuning records are not supported by this release yet: "
+                             "compile without --records")
+    resolved = resolve_target(target)
+    if resolved.family not in SUPPORTED_FAMILIES:
+        raise TargetError(f"target family '{resolved.family}' ({resolved.name}) is not supported "
+                          f"by this release: use one of the x86 presets")
+    say(f"importing {_model_name(model)}")
+    imported = import_onnx(model, input_shapes)
+    layers = analyse(imported)
+    decisions, rows = [], []
+    for layer in layers:
+        fractions = block_zero_fractions(layer.weight)
+        decision = decide(layer, resolved, dense=dense, sparsity_threshold=sparsity_threshold,
+                          measure=measure, zero_fractions=fractions)
+        decisions.append(decision)
+        rows.append(_row(decision, fractions))
+        say(f"  {layer.name}: {rows[-1].format}"
+            + (f" ({rows[-1].speedup:.2f}x measured)" if rows[-1].speedup else ""))
+    plans = [SparsePlan(d.layer, d.weight) for d in decisions if d.weight is not None]
+    say(f"building {len(plans)} sparse and {len(layers) - len(plans)} dense layers")
+    executable = build(imported, plans, resolved)
+    report = Report(model=_model_name(model), target=resolved.name, layers=rows)
+    inputs = [TensorSpec(n, tuple(s), d) for n, s, d in
+              zip(imported.input_names, imported.input_shapes, imported.input_dtypes)]
+    outputs = _output_specs(imported)
+    return CompiledModel(executable=executable, inputs=inputs, outputs=outputs, report=report,
+                         target=resolved.to_json())
+
+
+def build(imported: ImportedModel, plans: list[SparsePlan],
+          target: ResolvedTarget) -> tvm.runtime.Executable:
+    """Rewrite the planned layers, bind the weights left dense, and compile."""
+    mod = DenseToSparse(plans, target.tvm_target)(imported.mod)
+    present = {p.name for p in mod["main"].params}
+    binding = {name: tvm.runtime.tensor(value) for name, value in imported.params.items()
+               if name in present}
+    mod = relax.transform.BindParams("main", binding)(mod)
+    try:
+        return tvm.compile(mod, target=target.tvm_target,
+                           relax_pipeline=cpu_pipeline(target.tvm_target))
+    except Exception as err:  # TVM reports failures as many exception types
+        message = " ".join(str(err).split())[:300]
+        raise CompileError(f"TVM failed to compile the model ({type(err).__name__}: {message}); "
+                           "try --dense, and report the model if that fails too") from err
+
+
+def _output_specs(imported: ImportedModel) -> list[TensorSpec]:
+    ret = imported.mod["main"].ret_ty
+    fields = ret.fields if isinstance(ret, relax.TupleType) else [ret]
+    specs = []
+    for name, field in zip(imported.output_names, fields):
+        shape = tuple(int(s) for s in field.shape) if field.shape is not None else ()
+        specs.append(TensorSpec(name, shape, str(field.dtype)))
+    return specs
+
+
+__all__ = ["LayerDecision", "analyse", "build", "compile_model", "decide"]

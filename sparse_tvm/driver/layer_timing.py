@@ -1,0 +1,116 @@
+"""Measure one layer dense and sparse, each compiled on its own the way the model will be.
+
+The compiler keeps a layer sparse only where the sparse kernel is measured faster than the
+dense layer with the same schedule pipeline: a user never gets a slower model from us. A layer
+is rebuilt as a one-layer Relax function (same input shape, weight orientation, fused bias and
+ReLU); the sparse version goes through the same :class:`DenseToSparse` pass as the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from sparse_tvm.analysis.layers import Layer, find_layers
+from sparse_tvm.formats import BlockSparseWeight
+from sparse_tvm.pipeline import cpu_pipeline
+from sparse_tvm.transform.dense_to_sparse import DenseToSparse, SparsePlan
+
+_CACHE: dict[tuple, float] = {}
+
+
+@dataclass(frozen=True)
+class LayerTiming:
+    dense_s: float
+    sparse_s: float
+
+    @property
+    def speedup(self) -> float:
+        return self.dense_s / self.sparse_s if self.sparse_s > 0 else 0.0
+
+
+def _single_layer_module(layer: Layer) -> tuple[tvm.IRModule, dict[str, np.ndarray]]:
+    """A Relax module ``main(x, weight[, bias])`` computing just this layer."""
+    x = relax.Var("x", relax.TensorType(list(layer.input_shape), "float32"))
+    w = relax.Var(layer.name, relax.TensorType(list(layer.weight_shape), "float32"))
+    params = [x, w]
+    stored = layer.weight if (layer.op == "conv2d" or layer.transposed) else layer.weight.T
+    values = {layer.name: np.ascontiguousarray(stored.reshape(layer.weight_shape))}
+    bias_var = None
+    if layer.bias is not None:
+        bias_var = relax.Var(f"{layer.name}.bias", relax.TensorType([layer.shape[0]], "float32"))
+        params.append(bias_var)
+        values[f"{layer.name}.bias"] = layer.bias
+    bb = relax.BlockBuilder()
+    with bb.function("main", params):
+        with bb.dataflow():
+            if layer.op == "matmul":
+                weight = bb.emit(relax.op.permute_dims(w, [1, 0])) if layer.transposed else w
+                y = bb.emit(relax.op.matmul(x, weight))
+                if bias_var is not None:
+                    y = bb.emit(relax.op.add(y, bias_var))
+            else:
+                g = layer.conv
+                y = bb.emit(relax.op.nn.conv2d(x, w, strides=g.strides, padding=g.padding,
+                                               dilation=g.dilation, groups=g.groups))
+                if bias_var is not None:
+                    shaped = bb.emit(relax.op.reshape(bias_var, (1, layer.shape[0], 1, 1)))
+                    y = bb.emit(relax.op.add(y, shaped))
+            if layer.relu:
+                y = bb.emit(relax.op.nn.relu(y))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    return bb.get(), values
+
+
+def _bind(mod: tvm.IRModule, values: dict[str, np.ndarray]) -> tvm.IRModule:
+    present = {p.name for p in mod["main"].params}
+    binding = {k: tvm.runtime.tensor(v) for k, v in values.items() if k in present}
+    return relax.transform.BindParams("main", binding)(mod)
+
+
+def _time(mod: tvm.IRModule, target: tvm.target.Target, input_shape, number: int,
+          repeat: int) -> float:
+    executable = tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target))
+    vm = relax.VirtualMachine(executable, tvm.cpu())
+    x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(input_shape, np.float32))
+    timer = vm.time_evaluator("main", tvm.cpu(), number=number, repeat=repeat, min_repeat_ms=20)
+    return float(np.median(timer(x).results))
+
+
+def _key(layer: Layer, extra) -> tuple:
+    digest = hashlib.sha1(np.ascontiguousarray(layer.weight != 0)).hexdigest()
+    return (layer.op, layer.input_shape, layer.weight_shape, layer.transposed,
+            layer.bias is not None, layer.relu, layer.conv, digest, extra)
+
+
+def time_dense(layer: Layer, target: tvm.target.Target, number: int = 5, repeat: int = 5) -> float:
+    """Median seconds of the layer compiled dense."""
+    key = _key(layer, ("dense", str(target)))
+    if key not in _CACHE:
+        mod, values = _single_layer_module(layer)
+        _CACHE[key] = _time(_bind(mod, values), target, layer.input_shape, number, repeat)
+    return _CACHE[key]
+
+
+def time_sparse(layer: Layer, weight: BlockSparseWeight, target: tvm.target.Target,
+                number: int = 5, repeat: int = 5) -> float:
+    """Median seconds of the layer rewritten to the sparse kernel with ``weight``."""
+    key = _key(layer, ("sparse", weight.block, str(target)))
+    if key not in _CACHE:
+        mod, values = _single_layer_module(layer)
+        func = mod["main"]
+        weights = {p: values[p.name] for p in func.params[1:]}
+        (single,) = find_layers(func, weights)
+        mod = DenseToSparse([SparsePlan(single, weight)], target)(mod)
+        _CACHE[key] = _time(_bind(mod, values), target, layer.input_shape, number, repeat)
+    return _CACHE[key]
+
+
+def time_layer(layer: Layer, weight: BlockSparseWeight, target: tvm.target.Target) -> LayerTiming:
+    """Dense and sparse latency of one layer, measured back to back."""
+    return LayerTiming(time_dense(layer, target), time_sparse(layer, weight, target))

@@ -1,0 +1,88 @@
+"""im2col: unfold the patches of an NCHW image into columns for a sparse convolution.
+
+A ``kh x kw`` convolution with a sparse weight runs as ``im2col`` followed by the SpMM kernel
+in layout ``"KM"``: ``Y[b] = W @ COL[b]`` with ``W = weight.reshape(out_channels, -1)``.
+Why: it reuses the one tuned SpMM micro-kernel (register tiles, vectorisation along the pixels)
+instead of a second direct sparse-conv kernel per kernel size, stride and dilation; the cost is
+a ``(batch, c * kh * kw, oh * ow)`` float32 buffer, ``kh * kw`` times the input for stride 1,
+written once and read by the SpMM with unit stride. A 1x1 stride-1 unpadded conv needs no
+im2col: its NCHW input already is ``(batch, c, h * w)``.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm.script import tirx as T
+
+
+def conv_output_size(
+    size: int, kernel: int, stride: int, pad_begin: int, pad_end: int, dilation: int
+) -> int:
+    """Output length of one spatial axis (ONNX/PyTorch formula, floor rounding)."""
+    return (size + pad_begin + pad_end - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def im2col_kernel(
+    batch: int,
+    channels: int,
+    height: int,
+    width: int,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int, int, int],
+    dilation: tuple[int, int],
+) -> tvm.tirx.PrimFunc:
+    """Build the im2col kernel ``(X, COL)``.
+
+    Parameters
+    ----------
+    batch, channels, height, width : int
+        Shape of the NCHW input ``X``.
+    kernel, stride, dilation : tuple[int, int]
+        ``(kh, kw)``, ``(sh, sw)``, ``(dh, dw)``.
+    padding : tuple[int, int, int, int]
+        ``(top, left, bottom, right)``, the ONNX ``pads`` order; padded values are zero.
+
+    Returns
+    -------
+    tvm.tirx.PrimFunc
+        Parameters ``X`` float32 ``(batch, c, h, w)`` and ``COL`` float32
+        ``(batch, c * kh * kw, oh * ow)`` where row ``q = (ci * kh + i) * kw + j`` of ``COL``
+        matches column ``q`` of the ONNX Conv weight ``w.reshape(out, -1)``, and column
+        ``p = oy * ow + ox``. Marked ``tirx.is_scheduled``; parallel over ``(batch, q)``,
+        vectorised along ``ox``.
+    """
+    kh, kw = kernel
+    sh, sw = stride
+    pt, pl, pb, pr = padding
+    dh, dw = dilation
+    oh = conv_output_size(height, kh, sh, pt, pb, dh)
+    ow = conv_output_size(width, kw, sw, pl, pr, dw)
+    if oh < 1 or ow < 1:
+        raise ValueError(f"convolution output is empty: oh={oh}, ow={ow}")
+    rows = channels * kh * kw
+    h, w = height, width
+
+    @T.prim_func
+    def im2col(
+        X: T.Buffer((batch, channels, h, w), "float32"),
+        COL: T.Buffer((batch, rows, oh * ow), "float32"),
+    ):
+        T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
+        for it in T.parallel(batch * rows):
+            b = T.meta_var(it // rows)
+            q = T.meta_var(it % rows)
+            ci = T.meta_var(q // (kh * kw))
+            i = T.meta_var(q // kw % kh)
+            j = T.meta_var(q % kw)
+            for oy in range(oh):
+                y = T.meta_var(oy * sh - pt + i * dh)
+                for ox in T.vectorized(ow):
+                    x = T.meta_var(ox * sw - pl + j * dw)
+                    COL[b, q, oy * ow + ox] = T.if_then_else(
+                        0 <= y and y < h and 0 <= x and x < w,
+                        X[b, ci, T.max(T.min(y, h - 1), 0), T.max(T.min(x, w - 1), 0)],
+                        T.float32(0),
+                    )
+
+    return im2col

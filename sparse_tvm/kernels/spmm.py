@@ -1,0 +1,232 @@
+"""Sparse weight x dense activation (SpMM) kernels for CPUs, written in TVMScript.
+
+Notation: the weight ``W`` has shape ``(n, k)`` = (output features, input features), stored as
+a :class:`~sparse_tvm.formats.BlockSparseWeight` with ``r x c`` blocks (``r`` output x ``c``
+input features). The activations have ``m`` columns (tokens or pixels).
+
+The kernels carry their x86 schedule in the loops themselves (``T.parallel``,
+``T.vectorized``, ``T.unroll``, register accumulators), so they are marked
+``tirx.is_scheduled`` and the dense scheduling passes (dlight ``ApplyDefaultSchedule``,
+MetaSchedule task extraction) leave them alone. Three strategies, picked by
+:func:`choose_strategy`:
+
+``rowvec``  (``r >= 4``, rows of X along tokens: layout ``"MK"``, or ``"KM"`` with ``m == 1``)
+    GEMM micro-kernel with a sparse K loop: ``MT`` rows of X x one block row of ``r``
+    outputs held in ``MT`` vector registers; per nonzero block one vector load of the ``r``
+    weights, ``MT`` broadcast FMAs. See :mod:`.spmm_rowvec`.
+``colvec``  (``m >= 2`` and either layout ``"KM"`` or ``r < 4``)
+    Vectorised along ``m``: per nonzero, ``MV / VL`` vector loads of an X row, one broadcast
+    weight, FMAs into ``r x MV`` accumulators. ``"MK"`` inputs are first transposed into a
+    ``(k, m)`` workspace. See :mod:`.spmm_colvec`.
+``scalar``  (``r < 4`` and ``m == 1``)
+    One scalar dot product per output row; memory bound. See :mod:`.spmm_scalar`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tvm
+from tvm.script import tirx as T
+from tvm.target import codegen
+
+from ..formats.block_sparse import BlockSparseWeight
+
+__all__ = ["SpmmSpec", "choose_strategy", "spmm_kernel", "vector_lanes"]
+
+# LowerTVMBuiltin turns every "local" allocation inside a parallel loop into a
+# TVMBackendAllocWorkspace call per iteration; this annotation keeps the register tile an
+# LLVM alloca, which SROA/mem2reg then promotes to vector registers. For the same reason the
+# kernels bind scalars with ``T.meta_var`` (inlined) instead of ``x = expr``, which TVMScript
+# 0.27 lowers to a one-element local buffer.
+_ON_STACK = {"disable_lower_builtin": True}
+
+
+@dataclass(frozen=True)
+class SpmmSpec:
+    """Everything a SpMM kernel is specialised on (shapes, block, fusion, machine)."""
+
+    n: int
+    k: int
+    r: int
+    c: int
+    n_data_blocks: int  # data.shape[0] (>= 1)
+    m: int
+    batch: int
+    x_layout: str
+    bias: bool
+    relu: bool
+    lanes: int  # float32 lanes of one vector register
+    cores: int
+
+    @property
+    def block_rows(self) -> int:
+        return -(-self.n // self.r)
+
+    @property
+    def n_tail(self) -> int:
+        """Rows of the last block row that exist (``r`` when ``n % r == 0``)."""
+        return self.n - (self.block_rows - 1) * self.r
+
+    @property
+    def x_shape(self) -> tuple[int, ...]:
+        return (self.m, self.k) if self.x_layout == "MK" else (self.batch, self.k, self.m)
+
+    @property
+    def y_shape(self) -> tuple[int, ...]:
+        return (self.m, self.n) if self.x_layout == "MK" else (self.batch, self.n, self.m)
+
+    @property
+    def rows(self) -> int:
+        """Rows of X seen as a row-major ``(rows, k)`` matrix (``MK``, or ``KM`` with m=1)."""
+        return self.m if self.x_layout == "MK" else self.batch
+
+    def epilogue(self, value, bias_buf, row):
+        """``value`` (+ bias[row]) then ReLU, as TIR."""
+        if self.bias:
+            value = value + bias_buf[row]
+        if self.relu:
+            value = T.max(value, T.float32(0))
+        return value
+
+
+def vector_lanes(target: tvm.target.Target | None) -> int:
+    """float32 lanes of the widest vector register of ``target`` (AVX-512 16, AVX2 8, else 4)."""
+    if target is None or target.kind.name != "llvm":
+        return 4
+    if codegen.target_has_features("avx512f", target):
+        return 16
+    if codegen.target_has_features("avx2", target) or codegen.target_has_features("avx", target):
+        return 8
+    return 4
+
+
+def _cores(target: tvm.target.Target | None) -> int:
+    if target is not None and "num-cores" in target.attrs:
+        return max(1, int(target.attrs["num-cores"]))
+    return 2
+
+
+def choose_strategy(spec: SpmmSpec) -> str:
+    """Pick ``"rowvec"``, ``"colvec"`` or ``"scalar"`` for a kernel spec (see module doc)."""
+    row_major_x = spec.x_layout == "MK" or spec.m == 1
+    if spec.r >= 4 and row_major_x:
+        return "rowvec"
+    if spec.m >= 2:
+        return "colvec"
+    return "scalar"
+
+
+def _wrap(spec: SpmmSpec, body) -> tvm.tirx.PrimFunc:
+    """Give a kernel body ``body(Xf, data, indices, indptr, B, Yf)`` its public signature.
+
+    ``Xf`` and ``Yf`` are flat aliases of X and Y so that one body serves both layouts.
+    """
+    x_shape, y_shape = spec.x_shape, spec.y_shape
+    x_size = spec.batch * spec.k * spec.m
+    y_size = spec.batch * spec.n * spec.m
+    d_shape = (spec.n_data_blocks, spec.c, spec.r)
+    nnzb, nbr, n = spec.n_data_blocks, spec.block_rows, spec.n
+    attrs = {"tirx.is_scheduled": True, "tirx.noalias": True}
+    if spec.bias:
+
+        @T.prim_func
+        def spmm(
+            X: T.Buffer(x_shape, "float32"),
+            data: T.Buffer(d_shape, "float32"),
+            indices: T.Buffer((nnzb,), "int32"),
+            indptr: T.Buffer((nbr + 1,), "int32"),
+            bias: T.Buffer((n,), "float32"),
+            Y: T.Buffer(y_shape, "float32"),
+        ):
+            T.func_attr(attrs)
+            Xf = T.decl_buffer((x_size,), "float32", data=X.data)
+            Yf = T.decl_buffer((y_size,), "float32", data=Y.data)
+            body(Xf, data, indices, indptr, bias, Yf)
+
+    else:
+
+        @T.prim_func
+        def spmm(
+            X: T.Buffer(x_shape, "float32"),
+            data: T.Buffer(d_shape, "float32"),
+            indices: T.Buffer((nnzb,), "int32"),
+            indptr: T.Buffer((nbr + 1,), "int32"),
+            Y: T.Buffer(y_shape, "float32"),
+        ):
+            T.func_attr(attrs)
+            Xf = T.decl_buffer((x_size,), "float32", data=X.data)
+            Yf = T.decl_buffer((y_size,), "float32", data=Y.data)
+            body(Xf, data, indices, indptr, None, Yf)
+
+    return spmm
+
+
+def spmm_kernel(
+    weight: BlockSparseWeight,
+    m: int,
+    *,
+    x_layout: str = "MK",
+    batch: int = 1,
+    bias: bool = False,
+    relu: bool = False,
+    target: tvm.target.Target | None = None,
+) -> tvm.tirx.PrimFunc:
+    """Build a SpMM kernel specialised on the shapes of ``weight`` and on ``m``.
+
+    Parameters
+    ----------
+    weight : BlockSparseWeight
+        The sparse ``(n, k)`` weight. The kernel reads ``data``/``indices``/``indptr`` as
+        arguments: it is specialised on their shapes, block shape and ``n``/``k`` only, not on
+        their values.
+    m : int
+        Columns of the activations (tokens or pixels).
+    x_layout : {"MK", "KM"}
+        ``"MK"`` (a MatMul, ``batch`` must be 1): X is ``(m, k)``, Y is ``(m, n)``,
+        ``Y = X @ W.T``. ``"KM"`` (a 1x1 conv in NCHW or an im2col output): X is
+        ``(batch, k, m)``, Y is ``(batch, n, m)``, ``Y[b] = W @ X[b]``.
+    batch : int
+        Leading dimension of X and Y for ``"KM"``.
+    bias : bool
+        Add a float32 ``bias[n]`` (per output feature) parameter.
+    relu : bool
+        Apply ReLU after the bias.
+    target : tvm.target.Target, optional
+        Used for the vector width (AVX-512: 16 lanes, AVX2: 8) and ``num-cores``.
+
+    Returns
+    -------
+    tvm.tirx.PrimFunc
+        Parameters ``X, data, indices, indptr, [bias], Y`` (all buffers, in that order),
+        attribute ``tirx.is_scheduled = True`` and no ``global_symbol`` (set it with
+        ``func.with_attr("global_symbol", name)``).
+    """
+    from .spmm_colvec import colvec_body
+    from .spmm_rowvec import rowvec_body
+    from .spmm_scalar import scalar_body
+
+    if x_layout not in ("MK", "KM"):
+        raise ValueError(f"x_layout must be 'MK' or 'KM', got {x_layout!r}")
+    if x_layout == "MK" and batch != 1:
+        raise ValueError("x_layout 'MK' takes batch == 1 (fold the batch into m)")
+    if m < 1 or batch < 1:
+        raise ValueError(f"m and batch must be positive, got m={m}, batch={batch}")
+    n, k = weight.shape
+    r, c = weight.block
+    spec = SpmmSpec(
+        n=n,
+        k=k,
+        r=r,
+        c=c,
+        n_data_blocks=int(weight.data.shape[0]),
+        m=int(m),
+        batch=int(batch),
+        x_layout=x_layout,
+        bias=bool(bias),
+        relu=bool(relu),
+        lanes=vector_lanes(target),
+        cores=_cores(target),
+    )
+    builders = {"rowvec": rowvec_body, "colvec": colvec_body, "scalar": scalar_body}
+    return _wrap(spec, builders[choose_strategy(spec)](spec))

@@ -1,0 +1,166 @@
+"""The Relax compilation pipeline for CPUs: TVM's default phases plus a default schedule.
+
+``tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target))`` runs, in order:
+
+1. library dispatch (sort/scan/sampling), as TVM's CPU pipeline does;
+2. legalize + fuse: ops become TIR, elementwise epilogues fuse into their matmul;
+3. schedule: each PrimFunc not already scheduled gets the first CPU rule that applies
+   (see :mod:`sparse_tvm.pipeline.cpu_rules`); constant weights the matmul rule asks to be
+   packed are packed at compile time (``SplitLayoutRewritePreproc`` + ``FoldConstant``);
+4. dataflow lowering and finalization (memory planning, VM lowering), as TVM's.
+
+PrimFuncs carrying ``tir.is_scheduled`` / ``tirx.is_scheduled`` (hand-written sparse kernels)
+are left exactly as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import tvm
+from tvm import relax, s_tir, tirx
+from tvm.ir import IRModule
+from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+from tvm.s_tir.dlight.base import ScheduleRule
+from tvm.target import Target
+
+from sparse_tvm.pipeline.cpu_rules import default_rules
+
+logger = logging.getLogger(__name__)
+
+SCHEDULED_ATTRS = ("tir.is_scheduled", "tirx.is_scheduled")
+
+
+def is_scheduled(func: tirx.PrimFunc) -> bool:
+    """Whether ``func`` says it is already scheduled (and must be left alone)."""
+    attrs = func.attrs
+    return attrs is not None and any(bool(attrs.get(name, False)) for name in SCHEDULED_ATTRS)
+
+
+@tvm.transform.module_pass(opt_level=0, name="ApplyCPUSchedules")
+class ApplyCPUSchedules:
+    """Give every unscheduled PrimFunc the schedule of the first rule that applies.
+
+    Unlike ``dlight.ApplyDefaultSchedule``, a rule that raises is skipped (the next rule
+    is tried), so an unexpected function shape costs speed, never the compilation.
+
+    Parameters
+    ----------
+    rules : list of ScheduleRule
+        Tried in order; ``None`` from ``apply`` means "not mine".
+    """
+
+    def __init__(self, rules: list[ScheduleRule]) -> None:
+        self.rules = list(rules)
+
+    def transform_module(self, mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
+        updates = {}
+        for gvar, func in mod.functions_items():
+            if not isinstance(func, tirx.PrimFunc) or is_scheduled(func):
+                continue
+            target = func.attrs.get("target") if func.attrs else None
+            target = target or Target.current(allow_none=False)
+            sch = self._schedule(func, target, gvar.name_hint)
+            if sch is not None:
+                updates[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+        for gvar, func in updates.items():
+            mod[gvar] = func
+        return mod
+
+    def _schedule(self, func: tirx.PrimFunc, target: Target, name: str) -> s_tir.Schedule | None:
+        for rule in self.rules:
+            try:
+                sch = rule.apply(func, target, False)
+            except Exception as err:  # noqa: BLE001 - any schedule error: try the next rule
+                logger.debug("%s: %s failed: %s", name, type(rule).__name__, err)
+                continue
+            if sch is not None:
+                logger.debug("%s: scheduled by %s", name, type(rule).__name__)
+                return sch[0] if isinstance(sch, list) else sch
+        logger.debug("%s: no rule applies, left unscheduled", name)
+        return None
+
+
+@tvm.transform.module_pass(opt_level=0, name="SplitWeightPrepack")
+def split_weight_prepack(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
+    """``SplitLayoutRewritePreproc``, sparing PrimFuncs without a root sblock.
+
+    TVM's pass asserts that every PrimFunc has one; hand-written kernels need not.
+    """
+    aside = {
+        gvar: func
+        for gvar, func in mod.functions_items()
+        if isinstance(func, tirx.PrimFunc) and not isinstance(func.body, s_tir.SBlockRealize)
+    }
+    if not aside:
+        return relax.transform.SplitLayoutRewritePreproc()(mod)
+    rest = IRModule(
+        {gvar: func for gvar, func in mod.functions_items() if gvar not in aside},
+        attrs=mod.attrs,
+    )
+    rest = relax.transform.SplitLayoutRewritePreproc()(rest)
+    for gvar, func in aside.items():
+        rest[gvar] = func
+    return rest
+
+
+@tvm.transform.module_pass(opt_level=0, name="AttachLayoutFreeBuffers")
+def attach_layout_free_buffers(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
+    """``AttachAttrLayoutFreeBuffers`` on the functions we schedule, and only those.
+
+    TVM's pass tags (and renames) every PrimFunc; already-scheduled kernels get their
+    original definition back.
+    """
+    originals = [
+        func
+        for func in mod.functions.values()
+        if isinstance(func, tirx.PrimFunc) and is_scheduled(func)
+    ]
+    mod = relax.transform.AttachAttrLayoutFreeBuffers()(mod)
+    for gvar, func in mod.functions_items():
+        if isinstance(func, tirx.PrimFunc) and is_scheduled(func):
+            for original in originals:
+                if tvm.ir.structural_equal(func.without_attr("layout_free_buffers"), original):
+                    mod[gvar] = original
+    return mod
+
+
+def schedule_passes(target: Target) -> list[tvm.transform.Pass]:
+    """Mark constant weights, schedule every PrimFunc, then pre-pack the weights."""
+    return [
+        attach_layout_free_buffers,
+        ApplyCPUSchedules(default_rules(target)),
+        split_weight_prepack,
+        relax.transform.FoldConstant(),
+        relax.transform.DeadCodeElimination(),
+    ]
+
+
+def cpu_pipeline(target: Target) -> tvm.transform.Pass:
+    """Relax pipeline for ``tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target))``.
+
+    Parameters
+    ----------
+    target : tvm.target.Target
+        An ``llvm`` target; ``mcpu`` sets the vector width the rules use and ``num-cores``
+        the parallelism they aim for.
+
+    Returns
+    -------
+    tvm.transform.Pass
+        A module pass running dispatch, legalize/fuse, schedule and finalize phases.
+    """
+
+    @tvm.transform.module_pass(opt_level=0, name="SparseTVMCPUPipeline")
+    def _pipeline(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
+        with target:
+            seq = tvm.transform.Sequential(
+                cpu_generic.library_dispatch_passes(target)
+                + cpu_generic.legalize_passes(target)
+                + schedule_passes(target)
+                + cpu_generic.dataflow_lower_passes(target)
+                + cpu_generic.finalize_passes(target)
+            )
+            return seq(mod)
+
+    return _pipeline

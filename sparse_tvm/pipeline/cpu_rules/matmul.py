@@ -1,0 +1,164 @@
+"""Register-tiled matmul for x86/Arm CPUs: dense layers and batched attention matmuls.
+
+Handles one ``C[S, I, J] += A[S, I, K] * B[S?, K, J]`` block, with spatial producers
+(transposes, reshapes) inlined into its reads and an injective epilogue (bias, residual,
+ReLU, GELU...) computed tile by tile while the accumulators are still in registers.
+
+Schedule, for an ``mr x nr`` register tile (``nr`` a multiple of the vector width)::
+
+    parallel for (s, j0, i0):            # outer tiles, fused and shared by the cores
+        acc[mr, nr] = 0                  # "local" scope: promoted to registers by LLVM
+        for k:                           # K innermost over the tile
+            for i1 in unroll(mr):
+                for j1 in vectorize(nr):
+                    acc[i1, j1] += A[i, k] * B[k, j]
+        out[tile] = epilogue(acc)        # vectorized along J
+
+When ``B`` is a constant weight (a ``layout_free_buffers`` entry), it is read through a
+packed ``(N / nr, K, nr)`` copy: the copy is a ``meta_schedule.layout_rewrite_preproc``
+block that ``SplitLayoutRewritePreproc`` + ``FoldConstant`` turn into a pre-packed constant.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.base import ScheduleRule
+from tvm.s_tir.dlight.gpu.matmul import IterKind, detect_iter_traits
+from tvm.target import Target
+from tvm.tirx.analysis import undefined_vars
+
+from ._common import const_extent, inline_injective, output_dtype_bits, vector_lanes
+
+PREPROC_ATTR = "meta_schedule.layout_rewrite_preproc"
+
+
+def _pick_tile(extent: int | None, candidates: tuple[int, ...]) -> int | None:
+    if extent is None:
+        return None
+    for c in candidates:
+        if extent % c == 0:
+            return c
+    return None
+
+
+class Matmul(ScheduleRule):
+    """Register-tiled, vectorized, parallel GEMM with fused epilogue and weight pre-packing.
+
+    Parameters
+    ----------
+    pack_weights : bool
+        Rewrite constant right-hand sides into the ``(N / nr, K, nr)`` panel layout.
+    """
+
+    def __init__(self, pack_weights: bool = True) -> None:
+        self.pack_weights = pack_weights
+
+    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool):
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        sch = s_tir.Schedule(func)
+        infos = inline_injective(sch)
+        if infos is None:
+            return None
+        reductions = [i for i in infos if not i.is_injective()]
+        if len(reductions) != 1 or any(k not in "SR" for k in reductions[0].dom_kind()):
+            return None
+        main_info = reductions[0]
+        main = main_info.block_rv
+        tail = infos[infos.index(main_info) + 1 :]
+        if infos.index(main_info) != 0 or len(tail) > 1:
+            return None
+        traits = detect_iter_traits(sch.get(main))
+        if traits is None:
+            return None
+        block_traits = traits[3]
+
+        stmt = sch.get(main)
+        iter_vars = [iv.var for iv in stmt.iter_vars]
+        kinds = [t.kind for t in block_traits]
+        j_vars = {v for v, k in zip(iter_vars, kinds) if k == IterKind.kIter_J}
+        # vectorizing along J needs J to be the contiguous axis of the output
+        c_last = undefined_vars(stmt.writes[0].region[-1].min)
+        if len(c_last) != 1 or c_last[0] not in j_vars:
+            return None
+        if not isinstance(stmt.body, tirx.BufferStore):
+            return None
+
+        lanes = vector_lanes(target, output_dtype_bits(sch, main))
+        loops = sch.get_loops(main)
+        groups: dict[IterKind, list] = {k: [] for k in IterKind}
+        for loop, kind in zip(loops, kinds):
+            groups[kind].append(loop)
+        j_ext = 1
+        i_ext = 1
+        for loop in groups[IterKind.kIter_J]:
+            j_ext = j_ext * (const_extent(sch, loop) or 0)
+        for loop in groups[IterKind.kIter_I]:
+            i_ext = i_ext * (const_extent(sch, loop) or 0)
+        if len(groups[IterKind.kIter_J]) != 1 or len(groups[IterKind.kIter_K]) != 1:
+            return None
+        nr = _pick_tile(j_ext, (4 * lanes, 3 * lanes, 2 * lanes, lanes))
+        if nr is None:
+            nr = j_ext if 0 < j_ext <= 4 * lanes else None
+        if nr is None:
+            return None
+        acc_regs = 24  # of 32 vector registers: the rest hold B and the broadcast A
+        mr_max = max(1, acc_regs // max(1, -(-nr // lanes)))
+        mr = _pick_tile(i_ext, tuple(range(mr_max, 0, -1))) if i_ext else 1
+
+        # Output tile goes through a small "local" accumulator.
+        if tail:
+            epilogue = tail[0].block_rv
+            sch.set_scope(main, 0, "local")
+        else:
+            epilogue = sch.cache_write(main, 0, "local")
+            main, epilogue = main, epilogue
+
+        if self.pack_weights:
+            self._pack_rhs(sch, main, func, nr)
+
+        loops = sch.get_loops(main)
+        groups = {k: [] for k in IterKind}
+        for loop, kind in zip(loops, kinds):
+            groups[kind].append(loop)
+        outer = groups[IterKind.kIter_T] + groups[IterKind.kIter_S]
+        s_loop = sch.fuse(*outer) if len(outer) > 1 else (outer[0] if outer else None)
+        i_loop = groups[IterKind.kIter_I]
+        i_loop = sch.fuse(*i_loop) if len(i_loop) > 1 else i_loop[0]
+        (j_loop,) = groups[IterKind.kIter_J]
+        (k_loop,) = groups[IterKind.kIter_K]
+        i0, i1 = sch.split(i_loop, factors=[None, mr])
+        j0, j1 = sch.split(j_loop, factors=[None, nr])
+        order = ([s_loop] if s_loop is not None else []) + [j0, i0, k_loop, i1, j1]
+        sch.reorder(*order)
+        par = sch.fuse(*order[: order.index(i0) + 1])
+        sch.parallel(par)
+        sch.reverse_compute_at(epilogue, par, preserve_unit_loops=True)
+        # vectorize before decomposing: the update block alone fails the dataflow check
+        sch.unroll(i1)
+        sch.vectorize(j1)
+        init = sch.decompose_reduction(main, k_loop)
+        init_loops = sch.get_loops(init)
+        sch.vectorize(init_loops[-1])
+        sch.unroll(init_loops[-2])
+        epi_loops = sch.get_loops(epilogue)
+        sch.vectorize(epi_loops[-1])
+        return sch
+
+    @staticmethod
+    def _pack_rhs(sch: s_tir.Schedule, main, func: tirx.PrimFunc, nr: int) -> None:
+        """Read a constant 2-D ``B[K, N]`` through a packed ``(N / nr, K, nr)`` copy."""
+        free = func.attrs.get("layout_free_buffers") if func.attrs else None
+        if not free:
+            return
+        rhs = sch.get(main).reads[1].source
+        if not any(func.params[int(i)].same_as(rhs) for i in free) or len(rhs.shape) != 2:
+            return
+        _, n_ext = (int(x) for x in rhs.shape)
+        if n_ext % nr or n_ext == nr:
+            return
+        cache = sch.cache_read(main, 1, "global")
+        sch.annotate(cache, PREPROC_ATTR, True)
+        sch.transform_layout(
+            cache, ("write", 0), lambda k, n: (n // nr, k, n % nr), pad_value=None
+        )

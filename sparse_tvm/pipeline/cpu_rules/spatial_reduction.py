@@ -1,0 +1,118 @@
+"""Convolutions, pooling and other reductions whose output has a contiguous spatial axis.
+
+For a reduction block ``out[..., r, v] = reduce(...)`` (NCHW conv2d: ``r = h``, ``v = w``),
+the output is tiled ``mr x nr`` over its last two axes, the reduction loops run inside the
+tile with the ``mr x nr`` accumulators in a "local" buffer (registers), ``v`` is vectorized
+and the outer tiles are shared by the cores; an injective epilogue (bias, ReLU) is computed
+per tile. Padding and other spatial producers are inlined into the reduction's reads.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.base import ScheduleRule
+from tvm.target import Target
+from tvm.tirx.analysis import undefined_vars
+
+from ._common import (
+    const_extent,
+    inline_injective,
+    output_dtype_bits,
+    schedule_injective_stage,
+    vector_lanes,
+)
+
+
+def _largest_divisor(extent: int, limit: int) -> int:
+    for d in range(min(extent, limit), 0, -1):
+        if extent % d == 0:
+            return d
+    return 1
+
+
+class SpatialReduction(ScheduleRule):
+    """Register-tiled reduction vectorized along the output's innermost axis."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool):
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        sch = s_tir.Schedule(func)
+        infos = inline_injective(sch, keep_pads=True)
+        if infos is None:
+            return None
+        pads = [i for i in infos if i.is_data_pad(sch)]
+        infos = [i for i in infos if not i.is_data_pad(sch)]
+        if not infos or infos[0].is_injective():
+            return None
+        main_info, tail = infos[0], infos[1:]
+        if len(tail) > 1 or any(not t.is_injective() for t in tail):
+            return None
+        if any(k not in "SR" for k in main_info.dom_kind()):
+            return None
+        main = main_info.block_rv
+        stmt = sch.get(main)
+        if len(stmt.writes) != 1 or not isinstance(stmt.body, tirx.BufferStore):
+            return None
+
+        iter_vars = [iv.var for iv in stmt.iter_vars]
+        out_axes = []
+        for rng in stmt.writes[0].region:
+            used = undefined_vars(rng.min)
+            out_axes.append(used[0] if len(used) == 1 and rng.min.same_as(used[0]) else None)
+        loops = sch.get_loops(main)
+        loop_of = {}
+        for loop, var in zip(loops, iter_vars):
+            loop_of[var] = loop
+        if out_axes[-1] is None or out_axes[-1] not in loop_of:
+            return None
+        v_var = out_axes[-1]
+        r_var = out_axes[-2] if len(out_axes) >= 2 and out_axes[-2] in loop_of else None
+
+        lanes = vector_lanes(target, output_dtype_bits(sch, main))
+        v_ext = const_extent(sch, loop_of[v_var])
+        if v_ext is None or v_ext < 2:
+            return None
+        nr = _largest_divisor(v_ext, 4 * lanes)
+        if nr < 2:
+            return None
+        vec_regs = -(-nr // lanes)
+        r_ext = const_extent(sch, loop_of[r_var]) if r_var is not None else None
+        mr = _largest_divisor(r_ext, max(1, 24 // vec_regs)) if r_ext else 1
+
+        if tail:
+            epilogue = tail[0].block_rv
+            sch.set_scope(main, 0, "local")
+        else:
+            epilogue = sch.cache_write(main, 0, "local")
+
+        kinds = main_info.dom_kind()
+        loops = sch.get_loops(main)
+        spatial = [
+            lp
+            for lp, var, k in zip(loops, iter_vars, kinds)
+            if k == "S" and var not in (v_var, r_var)
+        ]
+        reduce = [lp for lp, k in zip(loops, kinds) if k == "R"]
+        v_loop = loops[iter_vars.index(v_var)]
+        v0, v1 = sch.split(v_loop, factors=[None, nr])
+        if r_var is not None:
+            r0, r1 = sch.split(loops[iter_vars.index(r_var)], factors=[None, mr])
+            outer, inner = [*spatial, r0, v0], [r1, v1]
+        else:
+            outer, inner = [*spatial, v0], [v1]
+        sch.reorder(*outer, *reduce, *inner)
+        par = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+        sch.parallel(par)
+        sch.reverse_compute_at(epilogue, par, preserve_unit_loops=True)
+        if len(inner) == 2:
+            sch.unroll(inner[0])
+        sch.vectorize(inner[-1])
+        if reduce:
+            init = sch.decompose_reduction(main, reduce[0])
+            init_loops = sch.get_loops(init)
+            sch.vectorize(init_loops[-1])
+        epi_loops = sch.get_loops(epilogue)
+        sch.vectorize(epi_loops[-1])
+        for pad in pads:
+            schedule_injective_stage(sch, pad.block_rv, target)
+        return sch

@@ -1,0 +1,45 @@
+import pytest
+
+from sparse_tvm.errors import TargetError
+from sparse_tvm.target import presets, resolve_target
+from sparse_tvm.target.host_cpu import host_x86_mcpu
+
+
+def test_x86_preset_reads_the_host():
+    target = resolve_target("x86")
+    assert target.family == "x86"
+    assert target.tvm_target.kind.name == "llvm"
+    assert str(target.tvm_target.attrs["mcpu"]) == host_x86_mcpu()
+    assert int(target.tvm_target.attrs["num-cores"]) >= 1
+
+
+@pytest.mark.parametrize(("flags", "mcpu", "width"), [
+    ({"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx2", "fma"}, "skylake-avx512", 16),
+    ({"avx2", "fma", "bmi2", "avx"}, "haswell", 8),
+    ({"sse2"}, "x86-64", 4),
+])
+def test_host_flags_map_to_llvm_cpu_and_vector_width(flags, mcpu, width):
+    assert host_x86_mcpu(frozenset(flags)) == mcpu
+    assert resolve_target({"kind": "llvm", "mcpu": mcpu}).vector_width == width
+
+
+def test_presets_are_shipped_data():
+    names = set(presets())
+    assert {"x86", "x86-avx2", "x86-avx512"} <= names
+    assert all(p.description for p in presets().values())
+
+
+def test_json_target():
+    target = resolve_target('{"kind": "llvm", "mcpu": "haswell"}')
+    assert target.family == "x86" and str(target.tvm_target.attrs["mcpu"]) == "haswell"
+    assert int(target.tvm_target.attrs["num-cores"]) >= 1  # MetaSchedule needs it
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("nope", "unknown target 'nope'"),
+    ("{bad json", "target JSON is malformed"),
+    ('{"kind": "nosuchkind"}', "TVM rejects the target"),
+])
+def test_bad_targets_have_clear_errors(spec, message):
+    with pytest.raises(TargetError, match=message):
+        resolve_target(spec)
