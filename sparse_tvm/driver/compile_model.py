@@ -68,12 +68,21 @@ def analyse(imported: ImportedModel) -> list[Layer]:
 
 def decide(layer: Layer, target: ResolvedTarget, *, dense: bool = False,
            sparsity_threshold: float | None = None, measure: bool = True,
-           zero_fractions: dict[str, float] | None = None) -> LayerDecision:
-    """Choose the format of one layer; with ``measure`` keep sparse only if measured faster."""
+           zero_fractions: dict[str, float] | None = None,
+           force_block: tuple[int, int] | None = None) -> LayerDecision:
+    """Choose the format of one layer; with ``measure`` keep sparse only if measured faster.
+
+    ``force_block`` skips the cost model and the measurement and compiles the layer sparse
+    with that block shape (tests and benchmarks use it to exercise every kernel).
+    """
     if dense:
         return LayerDecision(layer, FormatChoice("dense", None, 1.0, "dense build requested"))
     if not layer.sparse_capable:
         return LayerDecision(layer, FormatChoice("dense", None, 1.0, layer.dense_reason))
+    if force_block is not None:
+        fmt = "csr" if tuple(force_block) == (1, 1) else "bsr"
+        weight = BlockSparseWeight.from_dense(layer.weight, tuple(force_block))
+        return LayerDecision(layer, FormatChoice(fmt, tuple(force_block), 0.0, "forced"), weight)
     choice = choose_format(layer.weight, layer.m, sparsity_threshold=sparsity_threshold,
                            zero_fractions=zero_fractions)
     if choice.format == "dense":
@@ -110,7 +119,8 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto, target: str | dict
                   sparsity_threshold: float | None = None, dense: bool = False,
                   input_shapes: dict[str, tuple[int, ...]] | None = None,
                   measure: bool = True,
-                  progress: Callable[[str], None] | None = None) -> CompiledModel:
+                  progress: Callable[[str], None] | None = None,
+                  force_block: tuple[int, int] | None = None) -> CompiledModel:
     """Compile an ONNX model, making the layers sparse where that is faster.
 
     Parameters
@@ -132,6 +142,9 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto, target: str | dict
         Without it the calibrated cost model alone decides.
     progress
         Called with one line per stage and per layer (the CLI prints them).
+    force_block
+        Compile every sparse-capable layer sparse with this block shape, unmeasured
+        (for tests and benchmarks: it can make a model slower).
     """
     say = progress or (lambda _line: None)
     if sparsity_threshold is not None and not 0.0 <= sparsity_threshold <= 1.0:
@@ -150,7 +163,7 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto, target: str | dict
     for layer in layers:
         fractions = block_zero_fractions(layer.weight)
         decision = decide(layer, resolved, dense=dense, sparsity_threshold=sparsity_threshold,
-                          measure=measure, zero_fractions=fractions)
+                          measure=measure, zero_fractions=fractions, force_block=force_block)
         decisions.append(decision)
         rows.append(_row(decision, fractions))
         say(f"  {layer.name}: {rows[-1].format}"

@@ -34,12 +34,12 @@ from ..formats.block_sparse import BlockSparseWeight
 
 __all__ = ["SpmmSpec", "choose_strategy", "spmm_kernel", "vector_lanes"]
 
-# LowerTVMBuiltin turns every "local" allocation inside a parallel loop into a
-# TVMBackendAllocWorkspace call per iteration; this annotation keeps the register tile an
-# LLVM alloca, which SROA/mem2reg then promotes to vector registers. For the same reason the
-# kernels bind scalars with ``T.meta_var`` (inlined) instead of ``x = expr``, which TVMScript
-# 0.27 lowers to a one-element local buffer.
-_ON_STACK = {"disable_lower_builtin": True}
+# Implementation notes shared by the kernels: LowerTVMBuiltin turns every allocation inside a
+# parallel loop into a TVMBackendAllocWorkspace call per iteration, except "global" ones of
+# constant size under 1 KiB, which stay LLVM allocas that SROA/mem2reg promote to vector
+# registers; so the register tiles are small "global" buffers. For the same reason scalars
+# are bound with ``T.meta_var`` (inlined): ``x = expr`` in TVMScript 0.27 makes a one-element
+# local buffer.
 
 
 @dataclass(frozen=True)

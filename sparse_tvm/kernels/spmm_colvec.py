@@ -2,15 +2,16 @@
 
 X is seen as ``(batch, k, m)`` with the ``m`` values of one input feature contiguous (layout
 ``"KM"``: a 1x1 conv in NCHW or an im2col output). For layout ``"MK"`` the kernel first
-transposes X into a ``(k, m)`` workspace (GEMM-style packing, ``m * k`` copies against
-``nnz * m`` FMAs) and stores Y transposed.
+transposes X into a ``(k, m)`` workspace (GEMM-style packing: ``m * k`` copies against
+``nnz * m`` FMAs), computes ``Y.T`` into a second workspace and transposes it back; both
+transposes are 16 x 16 tiled.
 
-* accumulators ``acc[r, MV]``: the ``r`` output rows of a block row x ``MV`` columns, i.e.
-  ``r * MV / VL`` vector registers (AVX-512: ``MV = 128`` for CSR, ``64`` for ``r = 4``,
-  ``16`` for ``r = 16``);
+* accumulators ``acc[RP, MV]``: ``RP`` output rows of a block row (the ``r`` rows in
+  ``r / RP`` passes) x ``MV`` columns, ``RP * MV / VL`` vector registers (AVX-512: ``MV = 128``
+  for CSR, ``48`` for ``r = 4``, ``16`` for ``r = 8, 16``);
 * per nonzero block, input column ``j`` and row ``i``: ``MV / VL`` vector loads of an X row
-  (reused by the ``r`` rows of the block), one broadcast weight, ``MV / VL`` FMAs;
-* bias and ReLU on the way out.
+  (reused by the ``RP`` rows), one broadcast weight, ``MV / VL`` FMAs;
+* bias and ReLU on the way out, stores contiguous along ``m``.
 
 The parallel loop is the fused ``(batch, m tile, block row)`` space, so each thread takes a
 contiguous range of m tiles and block rows. The last m tile is shifted back to end at ``m``
@@ -21,26 +22,32 @@ from __future__ import annotations
 
 from tvm.script import tirx as T
 
-from .spmm import _ON_STACK, SpmmSpec
+from .spmm import SpmmSpec
 
 
-def colvec_tiles(spec: SpmmSpec) -> int:
-    """Knob ``MV``: columns of m per register tile (a multiple of the vector width if m allows)."""
+def colvec_tiles(spec: SpmmSpec) -> tuple[int, int]:
+    """Knobs ``(RP, MV)``: block rows per pass and columns of m per register tile.
+
+    The tile ``RP x MV`` stays under 256 floats: LowerTVMBuiltin keeps only allocations under
+    1 KiB on the stack, larger ones become heap workspaces that LLVM cannot put in registers.
+    """
     vl = spec.lanes
-    vectors = max(1, min(8, 16 // spec.r))  # <= 16 accumulator registers
+    rp = max(d for d in range(1, min(spec.r, 8) + 1) if spec.r % d == 0)
+    vectors = max(1, min(8, 255 // (rp * vl)))
     mv = vl * vectors
     if spec.m >= mv:
-        return mv
+        return rp, mv
     if spec.m >= vl:
-        return vl * (spec.m // vl)
-    return spec.m
+        return rp, vl * (spec.m // vl)
+    return rp, spec.m
 
 
 def colvec_body(spec: SpmmSpec):
     """Return the TVMScript macro ``body(Xf, data, indices, indptr, B, Yf)``."""
-    MV = colvec_tiles(spec)
+    RP, MV = colvec_tiles(spec)
     n, k, r, c, m = spec.n, spec.k, spec.r, spec.c, spec.m
     nbr, batch = spec.block_rows, spec.batch
+    passes = r // RP
     ntile = -(-m // MV)
     k_ragged = k % c != 0
     n_ragged = spec.n_tail != r
@@ -48,58 +55,62 @@ def colvec_body(spec: SpmmSpec):
     epi = spec.epilogue
 
     @T.macro
-    def accumulate(acc, XT, xbase, m0, data, indices, indptr, br):
+    def tile(XT, xbase, YT, ybase, data, indices, indptr, B, br, m0, p):
+        acc = T.alloc_buffer((RP, MV), "float32", scope="global")
+        for rr in T.unroll(RP):
+            for v in T.vectorized(MV):
+                acc[rr, v] = T.float32(0)
         for b in range(indptr[br], indptr[br + 1]):
             for j in T.unroll(c):
                 kc = T.meta_var(indices[b] * c + j)
-                for ri in T.unroll(r):
+                for rr in T.unroll(RP):
                     for v in T.vectorized(MV):
                         if k_ragged:
-                            acc[ri, v] = acc[ri, v] + data[b, j, ri] * T.if_then_else(
+                            acc[rr, v] = acc[rr, v] + data[b, j, p * RP + rr] * T.if_then_else(
                                 kc < k, XT[xbase + T.min(kc, k - 1) * m + m0 + v], T.float32(0)
                             )
                         else:
-                            acc[ri, v] = acc[ri, v] + data[b, j, ri] * XT[xbase + kc * m + m0 + v]
+                            acc[rr, v] = acc[rr, v] + data[b, j, p * RP + rr] * XT[
+                                xbase + kc * m + m0 + v
+                            ]
+        for rr in T.unroll(RP):
+            row = T.meta_var(br * r + p * RP + rr)
+            if n_ragged:
+                if row < n:
+                    for v in T.vectorized(MV):
+                        YT[ybase + row * m + m0 + v] = epi(acc[rr, v], B, row)
+            else:
+                for v in T.vectorized(MV):
+                    YT[ybase + row * m + m0 + v] = epi(acc[rr, v], B, row)
+
+    @T.macro
+    def transpose(src, dst, rows, cols):
+        # dst (cols, rows) = src (rows, cols).T, in 16 x 16 tiles for cache locality.
+        for tc in T.parallel((cols + 15) // 16):
+            for tr in range((rows + 15) // 16):
+                for cc in T.unroll(16):
+                    for rr in range(16):
+                        if tc * 16 + cc < cols and tr * 16 + rr < rows:
+                            dst[(tc * 16 + cc) * rows + tr * 16 + rr] = src[
+                                (tr * 16 + rr) * cols + tc * 16 + cc
+                            ]
 
     @T.macro
     def body(Xf, data, indices, indptr, B, Yf):
         if packed:
+            # MK: pack X.T and compute Y.T in workspaces, transpose Y.T back at the end.
             XT = T.alloc_buffer((k * m,), "float32")
-            for kc in T.parallel(k):
-                for mi in range(m):
-                    XT[kc * m + mi] = Xf[mi * k + kc]
-        for it in T.parallel(batch * ntile * nbr):
-            bt = T.meta_var(it // (ntile * nbr))
-            t = T.meta_var(it // nbr % ntile)
-            br = T.meta_var(it % nbr)
-            m0 = T.meta_var(T.min(t * MV, m - MV))
-            acc = T.alloc_buffer((r, MV), "float32", scope="local", annotations=_ON_STACK)
-            for ri in T.unroll(r):
-                for v in T.vectorized(MV):
-                    acc[ri, v] = T.float32(0)
-            if packed:
-                accumulate(acc, XT, 0, m0, data, indices, indptr, br)
-                for ri in T.unroll(r):
-                    if n_ragged:
-                        if br * r + ri < n:
-                            for v in T.unroll(MV):
-                                Yf[(m0 + v) * n + br * r + ri] = epi(acc[ri, v], B, br * r + ri)
-                    else:
-                        for v in T.unroll(MV):
-                            Yf[(m0 + v) * n + br * r + ri] = epi(acc[ri, v], B, br * r + ri)
-            else:
-                accumulate(acc, Xf, bt * k * m, m0, data, indices, indptr, br)
-                for ri in T.unroll(r):
-                    if n_ragged:
-                        if br * r + ri < n:
-                            for v in T.vectorized(MV):
-                                Yf[bt * n * m + (br * r + ri) * m + m0 + v] = epi(
-                                    acc[ri, v], B, br * r + ri
-                                )
-                    else:
-                        for v in T.vectorized(MV):
-                            Yf[bt * n * m + (br * r + ri) * m + m0 + v] = epi(
-                                acc[ri, v], B, br * r + ri
-                            )
+            YT = T.alloc_buffer((n * m,), "float32")
+            transpose(Xf, XT, m, k)
+            for it in T.parallel(ntile * nbr):
+                for p in range(passes):
+                    tile(XT, 0, YT, 0, data, indices, indptr, B, it % nbr,
+                         T.min(it // nbr * MV, m - MV), p)
+            transpose(YT, Yf, n, m)
+        else:
+            for it in T.parallel(batch * ntile * nbr):
+                for p in range(passes):
+                    tile(Xf, it // (ntile * nbr) * k * m, Yf, it // (ntile * nbr) * n * m, data,
+                         indices, indptr, B, it % nbr, T.min(it // nbr % ntile * MV, m - MV), p)
 
     return body

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from tvm.script import tirx as T
 
-from .spmm import _ON_STACK, SpmmSpec
+from .spmm import SpmmSpec
 
 
 def rowvec_tiles(spec: SpmmSpec) -> tuple[int, int]:
@@ -51,7 +51,7 @@ def rowvec_body(spec: SpmmSpec):
                 for bri in range(G):
                     br = T.meta_var(g * G + bri)
                     if br < nbr:
-                        acc = T.alloc_buffer((MT, r), "float32", scope="local", annotations=_ON_STACK)
+                        acc = T.alloc_buffer((MT, r), "float32", scope="global")
                         m0 = T.meta_var(T.min(t * MT, rows - MT))
                         for mt in T.unroll(MT):
                             for ri in T.vectorized(r):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from tvm.script import tirx as T
 
-from .spmm import _ON_STACK, SpmmSpec
+from .spmm import SpmmSpec
 
 
 def scalar_body(spec: SpmmSpec):
@@ -27,7 +27,7 @@ def scalar_body(spec: SpmmSpec):
         for it in T.parallel(rows * nbr):
             mi = T.meta_var(it // nbr)
             br = T.meta_var(it % nbr)
-            acc = T.alloc_buffer((r,), "float32", scope="local", annotations=_ON_STACK)
+            acc = T.alloc_buffer((r,), "float32", scope="global")
             for ri in T.unroll(r):
                 acc[ri] = T.float32(0)
             for b in range(indptr[br], indptr[br + 1]):

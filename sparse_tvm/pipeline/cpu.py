@@ -23,6 +23,7 @@ from tvm.ir import IRModule
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
+from tvm_ffi import structural_equal
 
 from sparse_tvm.pipeline.cpu_rules import default_rules
 
@@ -120,7 +121,7 @@ def attach_layout_free_buffers(mod: IRModule, _ctx: tvm.transform.PassContext) -
     for gvar, func in mod.functions_items():
         if isinstance(func, tirx.PrimFunc) and is_scheduled(func):
             for original in originals:
-                if tvm.ir.structural_equal(func.without_attr("layout_free_buffers"), original):
+                if structural_equal(func.without_attr("layout_free_buffers"), original):
                     mod[gvar] = original
     return mod
 

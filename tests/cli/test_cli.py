@@ -1,0 +1,146 @@
+"""The command line: every command, and bad inputs that exit 1 with one line and no file left."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+
+from sparse_tvm.examples import mlp
+from sparse_tvm.prune import prune_magnitude
+from tests.conftest import ort_run, random_inputs
+
+
+def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sparse_tvm", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 1, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    assert sum(line.startswith("error: ") for line in lines) == 1
+    for fragment in fragments:
+        assert fragment in lines[-1]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    model = prune_magnitude(mlp(), 0.9, "16x1")
+    onnx.save(model, folder / "mlp.onnx")
+    inputs = random_inputs(model)
+    np.savez(folder / "in.npz", **inputs)
+    np.save(folder / "expected.npy", ort_run(model, inputs)[0])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def artefact(workdir):
+    result = cli("compile", workdir / "mlp.onnx", "--target", "x86", "-o", workdir / "mlp.tar")
+    assert result.returncode == 0, result.stderr
+    assert "wrote" in result.stdout
+    return workdir / "mlp.tar"
+
+
+def test_targets():
+    result = cli("targets", "--json")
+    assert result.returncode == 0
+    names = {row["name"] for row in json.loads(result.stdout)}
+    assert {"x86", "x86-avx2", "x86-avx512"} <= names
+
+
+def test_inspect_json(workdir):
+    result = cli("inspect", workdir / "mlp.onnx", "--json")
+    assert result.returncode == 0, result.stderr
+    layers = json.loads(result.stdout)["layers"]
+    assert [row["name"] for row in layers] == ["fc1.weight", "fc2.weight", "fc3.weight"]
+    assert layers[0]["sparsity"] == pytest.approx(0.9, abs=0.01)
+    assert layers[0]["zero_blocks"]["16x1"] == pytest.approx(0.9, abs=0.01)
+
+
+def test_compile_run_matches_onnxruntime(workdir, artefact):
+    out = workdir / "out.npz"
+    result = cli("run", artefact, "--inputs", workdir / "in.npz", "--outputs", out,
+                 "--repeat", "3")
+    assert result.returncode == 0, result.stderr
+    assert "median" in result.stdout
+    with np.load(out) as data:
+        np.testing.assert_allclose(data["logits"], np.load(workdir / "expected.npy"),
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_inspect_artefact(artefact):
+    result = cli("inspect", artefact)
+    assert result.returncode == 0, result.stderr
+    assert "fc1.weight" in result.stdout
+
+
+def test_prune_command(workdir):
+    out = workdir / "pruned.onnx"
+    result = cli("prune", workdir / "mlp.onnx", "-o", out, "--sparsity", "0.95",
+                 "--pattern", "4x1")
+    assert result.returncode == 0, result.stderr
+    from sparse_tvm.prune.weights import read_initializer
+
+    w = read_initializer(onnx.load(out), "fc2.weight")
+    assert np.mean(w == 0) == pytest.approx(0.95, abs=0.01)
+
+
+def test_missing_model(tmp_path):
+    out = tmp_path / "m.tar"
+    assert_one_line_error(cli("compile", tmp_path / "nope.onnx", "-o", out), "not found")
+    assert not out.exists()
+
+
+def test_text_file_named_onnx(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_text("this is not a model\n")
+    out = tmp_path / "m.tar"
+    assert_one_line_error(cli("compile", bad, "-o", out), "not an ONNX model")
+    assert not out.exists()
+
+
+def test_truncated_onnx(tmp_path, workdir):
+    data = (workdir / "mlp.onnx").read_bytes()
+    bad = tmp_path / "truncated.onnx"
+    bad.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "m.tar"
+    assert_one_line_error(cli("compile", bad, "-o", out))
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == [bad]
+
+
+def test_unknown_target(tmp_path, workdir):
+    out = tmp_path / "m.tar"
+    assert_one_line_error(cli("compile", workdir / "mlp.onnx", "--target", "pdp11", "-o", out),
+                          "unknown target 'pdp11'")
+    assert not out.exists()
+
+
+def test_wrong_input_name(tmp_path, artefact):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, nope=np.zeros((8, 64), np.float32))
+    out = tmp_path / "out.npz"
+    assert_one_line_error(cli("run", artefact, "--inputs", bad, "--outputs", out), "'nope'")
+    assert not out.exists()
+
+
+def test_wrong_input_shape(tmp_path, artefact):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros((2, 64), np.float32))
+    out = tmp_path / "out.npz"
+    assert_one_line_error(cli("run", artefact, "--inputs", bad, "--outputs", out),
+                          "has shape [2, 64]")
+    assert not out.exists()
+
+
+def test_usage_error_exits_2():
+    assert cli("compile").returncode == 2
+    assert cli("prune", "m.onnx", "-o", "x.onnx", "--sparsity", "1.5").returncode == 2
