@@ -132,7 +132,7 @@ def _bias_of(expr: relax.Expr, n: int, weights: dict[relax.Var, np.ndarray],
              index: _FuncIndex, conv: bool) -> np.ndarray | None:
     """A per-output-feature bias vector behind ``expr`` (a weight, maybe reshaped for NCHW)."""
     if isinstance(expr, tvm.ir.expr.GenericConst):
-        arr = expr.data.numpy()
+        arr = expr.value.numpy()
     elif isinstance(expr, relax.Var) and expr in weights:
         arr = weights[expr]
     elif isinstance(expr, relax.Var) and _op_name(index.value.get(expr)) == "relax.reshape":

@@ -21,9 +21,10 @@ def scalar_body(spec: SpmmSpec):
     k_ragged = k % c != 0
     n_ragged = spec.n_tail != r
     epi = spec.epilogue
+    VL = spec.lanes
 
     @T.macro
-    def body(Xf, data, indices, indptr, B, Yf):
+    def body_generic(Xf, data, indices, indptr, B, Yf):
         for it in T.parallel(rows * nbr):
             mi = T.meta_var(it // nbr)
             br = T.meta_var(it % nbr)
@@ -46,5 +47,40 @@ def scalar_body(spec: SpmmSpec):
                         Yf[mi * n + br * r + ri] = epi(acc[ri], B, br * r + ri)
                 else:
                     Yf[mi * n + br * r + ri] = epi(acc[ri], B, br * r + ri)
+
+    @T.macro
+    def body_rows(Xf, data, indices, indptr, B, Yf):
+        # r == 1: the nonzeros of a row, data[e, j, 0] for e in indptr[i]:indptr[i+1], are
+        # contiguous; VL independent partial sums break the FMA latency chain.
+        for it in T.parallel(rows * nbr):
+            mi = T.meta_var(it // nbr)
+            i = T.meta_var(it % nbr)
+            acc = T.alloc_buffer((VL,), "float32", scope="global")
+            for v in T.vectorized(VL):
+                acc[v] = T.float32(0)
+            for q in range((indptr[i + 1] - indptr[i]) * c // VL):
+                for v in T.vectorized(VL):
+                    e = T.meta_var(indptr[i] * c + q * VL + v)
+                    kc = T.meta_var(indices[e // c] * c + e % c)
+                    if k_ragged:
+                        acc[v] = acc[v] + data[e // c, e % c, 0] * T.if_then_else(
+                            kc < k, Xf[mi * k + T.min(kc, k - 1)], T.float32(0)
+                        )
+                    else:
+                        acc[v] = acc[v] + data[e // c, e % c, 0] * Xf[mi * k + kc]
+            for q in range((indptr[i + 1] - indptr[i]) * c % VL):
+                e = T.meta_var((indptr[i + 1] - indptr[i]) * c // VL * VL + indptr[i] * c + q)
+                kc = T.meta_var(indices[e // c] * c + e % c)
+                if k_ragged:
+                    acc[q] = acc[q] + data[e // c, e % c, 0] * T.if_then_else(
+                        kc < k, Xf[mi * k + T.min(kc, k - 1)], T.float32(0)
+                    )
+                else:
+                    acc[q] = acc[q] + data[e // c, e % c, 0] * Xf[mi * k + kc]
+            for v in range(1, VL):
+                acc[0] = acc[0] + acc[v]
+            Yf[mi * n + i] = epi(acc[0], B, i)
+
+    body = body_rows if r == 1 else body_generic
 
     return body

@@ -3,7 +3,8 @@
 ``tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target))`` runs, in order:
 
 1. library dispatch (sort/scan/sampling), as TVM's CPU pipeline does;
-2. legalize + fuse: ops become TIR, elementwise epilogues fuse into their matmul;
+2. legalize + fuse: ops become TIR, elementwise epilogues fuse into their matmul
+   (already-scheduled kernels are marked opaque so that fusion leaves them whole);
 3. schedule: each PrimFunc not already scheduled gets the first CPU rule that applies
    (see :mod:`sparse_tvm.pipeline.cpu_rules`); constant weights the matmul rule asks to be
    packed are packed at compile time (``SplitLayoutRewritePreproc`` + ``FoldConstant``);
@@ -36,6 +37,11 @@ def is_scheduled(func: tirx.PrimFunc) -> bool:
     """Whether ``func`` says it is already scheduled (and must be left alone)."""
     attrs = func.attrs
     return attrs is not None and any(bool(attrs.get(name, False)) for name in SCHEDULED_ATTRS)
+
+
+def scheduled_kernels(mod: IRModule) -> list[tirx.PrimFunc]:
+    """The PrimFuncs of ``mod`` that say they are already scheduled."""
+    return [f for f in mod.functions.values() if isinstance(f, tirx.PrimFunc) and is_scheduled(f)]
 
 
 @tvm.transform.module_pass(opt_level=0, name="ApplyCPUSchedules")
@@ -105,35 +111,76 @@ def split_weight_prepack(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRMo
     return rest
 
 
-@tvm.transform.module_pass(opt_level=0, name="AttachLayoutFreeBuffers")
-def attach_layout_free_buffers(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
-    """``AttachAttrLayoutFreeBuffers`` on the functions we schedule, and only those.
+OPAQUE_PATTERN = 8  # relax.OpPatternKind.kOpaque: FuseOps never fuses it
 
-    TVM's pass tags (and renames) every PrimFunc; already-scheduled kernels get their
-    original definition back.
-    """
-    originals = [
-        func
-        for func in mod.functions.values()
-        if isinstance(func, tirx.PrimFunc) and is_scheduled(func)
-    ]
-    mod = relax.transform.AttachAttrLayoutFreeBuffers()(mod)
-    for gvar, func in mod.functions_items():
-        if isinstance(func, tirx.PrimFunc) and is_scheduled(func):
-            for original in originals:
-                if structural_equal(func.without_attr("layout_free_buffers"), original):
-                    mod[gvar] = original
+
+@tvm.transform.module_pass(opt_level=0, name="KeepScheduledKernelsUnfused")
+def keep_scheduled_kernels_unfused(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
+    """Mark scheduled kernels opaque so that ``FuseOps``/``FuseTIR`` leave them whole."""
+    for gvar, func in list(mod.functions_items()):
+        if (
+            isinstance(func, tirx.PrimFunc)
+            and is_scheduled(func)
+            and "op_pattern" not in func.attrs
+        ):
+            mod[gvar] = func.with_attr("op_pattern", OPAQUE_PATTERN)
     return mod
 
 
-def schedule_passes(target: Target) -> list[tvm.transform.Pass]:
-    """Mark constant weights, schedule every PrimFunc, then pre-pack the weights."""
+def restore_scheduled_kernels(originals: list[tirx.PrimFunc]) -> tvm.transform.Pass:
+    """Give back the exact definitions of ``originals`` (attributes added on the way dropped).
+
+    ``keep_scheduled_kernels_unfused`` and ``AttachAttrLayoutFreeBuffers`` add attributes (the
+    latter also renames); the kernels leave the schedule phase as they came in.
+    """
+
+    def _strip(func: tirx.PrimFunc, original: tirx.PrimFunc) -> tirx.PrimFunc:
+        for key in list(func.attrs.keys()):
+            if key not in original.attrs:
+                func = func.without_attr(key)
+        return func
+
+    @tvm.transform.module_pass(opt_level=0, name="RestoreScheduledKernels")
+    def _restore(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
+        for gvar, func in list(mod.functions_items()):
+            if not isinstance(func, tirx.PrimFunc) or not is_scheduled(func):
+                continue
+            for original in originals:
+                if structural_equal(_strip(func, original), original):
+                    mod[gvar] = original
+                    break
+        return mod
+
+    return _restore
+
+
+def legalize_passes(target: Target) -> list[tvm.transform.Pass]:
+    """TVM's CPU legalize + fuse phase, with scheduled kernels kept out of fusion."""
+    del target
     return [
-        attach_layout_free_buffers,
+        relax.transform.LegalizeOps(),
+        keep_scheduled_kernels_unfused,
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+    ]
+
+
+def schedule_passes(
+    target: Target, originals: list[tirx.PrimFunc] | None = None
+) -> list[tvm.transform.Pass]:
+    """Mark constant weights, schedule every PrimFunc, then pre-pack the weights.
+
+    ``originals`` are the already-scheduled kernels of the input module, restored at the end.
+    """
+    return [
+        relax.transform.AttachAttrLayoutFreeBuffers(),
         ApplyCPUSchedules(default_rules(target)),
         split_weight_prepack,
         relax.transform.FoldConstant(),
         relax.transform.DeadCodeElimination(),
+        restore_scheduled_kernels(originals or []),
     ]
 
 
@@ -154,11 +201,12 @@ def cpu_pipeline(target: Target) -> tvm.transform.Pass:
 
     @tvm.transform.module_pass(opt_level=0, name="SparseTVMCPUPipeline")
     def _pipeline(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
+        originals = scheduled_kernels(mod)
         with target:
             seq = tvm.transform.Sequential(
                 cpu_generic.library_dispatch_passes(target)
-                + cpu_generic.legalize_passes(target)
-                + schedule_passes(target)
+                + legalize_passes(target)
+                + schedule_passes(target, originals)
                 + cpu_generic.dataflow_lower_passes(target)
                 + cpu_generic.finalize_passes(target)
             )

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import tvm
-from tvm import relax
+from tvm import relax, s_tir
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from sparse_tvm.analysis.layers import Layer
@@ -39,6 +39,15 @@ class SparsePlan:
 
 def _sanitize(name: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in name).strip("_") or "layer"
+
+
+def _with_root_block(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
+    """Wrap a loop-nest kernel in the root sblock that Relax's analyses (op-pattern and
+    reshape detection, layout-rewrite splitting) expect of every ``call_tir`` callee."""
+    if isinstance(func.body, s_tir.SBlockRealize):
+        return func
+    root = s_tir.SBlock([], [], [], "root", func.body)
+    return func.with_body(s_tir.SBlockRealize([], True, root))
 
 
 def _tensor(shape, dtype: str = "float32") -> relax.TensorType:
@@ -79,7 +88,8 @@ class _Rewriter(PyExprMutator):
         func = spmm_kernel(plan.weight, layer.m, x_layout=x_layout, batch=batch,
                            bias=layer.bias is not None, relu=layer.relu, target=self.target)
         name = f"sparse_{plan.weight.block[0]}x{plan.weight.block[1]}_{_sanitize(layer.name)}"
-        return self.builder_.add_func(func.with_attr("global_symbol", name), name)
+        func = _with_root_block(func).with_attr("global_symbol", name)
+        return self.builder_.add_func(func, name)
 
     def _emit_layer(self, plan: SparsePlan) -> relax.Expr:
         layer = plan.layer
@@ -104,7 +114,8 @@ class _Rewriter(PyExprMutator):
             im2col = im2col_kernel(batch, channels, height, width, geometry.kernel,
                                    geometry.strides, geometry.padding, geometry.dilation)
             name = f"im2col_{_sanitize(layer.name)}"
-            gv = self.builder_.add_func(im2col.with_attr("global_symbol", name), name)
+            im2col = _with_root_block(im2col).with_attr("global_symbol", name)
+            gv = self.builder_.add_func(im2col, name)
             cols = self.builder_.emit(relax.call_tir(
                 gv, [x], _tensor((batch, layer.weight.shape[1], layer.m))))
         out = self.builder_.emit(relax.call_tir(

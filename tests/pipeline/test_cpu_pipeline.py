@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -15,14 +17,14 @@ from tvm.script import tirx as T
 
 from sparse_tvm.examples import bert_block, mlp, small_cnn
 from sparse_tvm.pipeline import cpu_pipeline
-from sparse_tvm.pipeline.cpu import schedule_passes
+from sparse_tvm.pipeline.cpu import legalize_passes, schedule_passes, scheduled_kernels
 
 TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
 
 
 def _host_target() -> tvm.target.Target:
-    flags = open("/proc/cpuinfo").read() if __import__("os").path.exists("/proc/cpuinfo") else ""
-    if "avx512f" in flags:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists() and "avx512f" in cpuinfo.read_text():
         return TARGET
     return tvm.target.Target({"kind": "llvm", "num-cores": 2})
 
@@ -30,9 +32,7 @@ def _host_target() -> tvm.target.Target:
 def _onnxruntime(model, x: np.ndarray) -> np.ndarray:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
-    sess = ort.InferenceSession(
-        model.SerializeToString(), opts, providers=["CPUExecutionProvider"]
-    )
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     return sess.run(None, {sess.get_inputs()[0].name: x})[0]
 
 
@@ -61,7 +61,7 @@ def test_matches_onnxruntime(model, shape):
 def _scheduled(model) -> tvm.IRModule:
     mod = from_onnx(model, keep_params_in_input=False)
     with TARGET:
-        phases = cpu_generic.library_dispatch_passes(TARGET) + cpu_generic.legalize_passes(TARGET)
+        phases = cpu_generic.library_dispatch_passes(TARGET) + legalize_passes(TARGET)
         return tvm.transform.Sequential(phases + schedule_passes(TARGET))(mod)
 
 
@@ -80,11 +80,15 @@ def test_every_bert_function_is_scheduled_and_weights_prepacked():
 
 @I.ir_module
 class _HandScheduled:
-    @T.prim_func(private=True)
+    @T.prim_func(private=True, s_tir=True)
     def kernel(a: T.Buffer((64,), "float32"), out: T.Buffer((64,), "float32")):
         T.func_attr({"tir.is_scheduled": True, "tirx.noalias": True})
-        for i in range(64):
-            out[i] = a[i] * T.float32(2.0) + T.float32(1.0)
+        with T.sblock("root"):
+            for i0 in range(4):  # hand-scheduled: serial outer, 16-wide inner
+                for i1 in range(16):
+                    with T.sblock("scale"):
+                        vi = T.axis.spatial(64, i0 * 16 + i1)
+                        out[vi] = a[vi] * T.float32(2.0) + T.float32(1.0)
 
     @R.function
     def main(x: R.Tensor((64,), "float32")) -> R.Tensor((64,), "float32"):
@@ -99,7 +103,8 @@ class _HandScheduled:
 def test_is_scheduled_kernel_left_untouched():
     before = _HandScheduled["kernel"]
     with TARGET:
-        phases = cpu_generic.legalize_passes(TARGET) + schedule_passes(TARGET)
+        originals = scheduled_kernels(_HandScheduled)
+        phases = legalize_passes(TARGET) + schedule_passes(TARGET, originals)
         after = tvm.transform.Sequential(phases)(_HandScheduled)
     # passes may rename private functions ("kernel" -> "kernel1"): find it by name prefix
     (kernel,) = [f for gv, f in after.functions_items() if gv.name_hint.startswith("kernel")]

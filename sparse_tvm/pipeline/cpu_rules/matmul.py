@@ -76,7 +76,7 @@ class Matmul(ScheduleRule):
         stmt = sch.get(main)
         iter_vars = [iv.var for iv in stmt.iter_vars]
         kinds = [t.kind for t in block_traits]
-        j_vars = {v for v, k in zip(iter_vars, kinds) if k == IterKind.kIter_J}
+        j_vars = {v for v, k in zip(iter_vars, kinds, strict=True) if k == IterKind.kIter_J}
         # vectorizing along J needs J to be the contiguous axis of the output
         c_last = undefined_vars(stmt.writes[0].region[-1].min)
         if len(c_last) != 1 or c_last[0] not in j_vars:
@@ -87,7 +87,7 @@ class Matmul(ScheduleRule):
         lanes = vector_lanes(target, output_dtype_bits(sch, main))
         loops = sch.get_loops(main)
         groups: dict[IterKind, list] = {k: [] for k in IterKind}
-        for loop, kind in zip(loops, kinds):
+        for loop, kind in zip(loops, kinds, strict=True):
             groups[kind].append(loop)
         j_ext = 1
         i_ext = 1
@@ -119,7 +119,7 @@ class Matmul(ScheduleRule):
 
         loops = sch.get_loops(main)
         groups = {k: [] for k in IterKind}
-        for loop, kind in zip(loops, kinds):
+        for loop, kind in zip(loops, kinds, strict=True):
             groups[kind].append(loop)
         outer = groups[IterKind.kIter_T] + groups[IterKind.kIter_S]
         s_loop = sch.fuse(*outer) if len(outer) > 1 else (outer[0] if outer else None)
@@ -159,6 +159,4 @@ class Matmul(ScheduleRule):
             return
         cache = sch.cache_read(main, 1, "global")
         sch.annotate(cache, PREPROC_ATTR, True)
-        sch.transform_layout(
-            cache, ("write", 0), lambda k, n: (n // nr, k, n % nr), pad_value=None
-        )
+        sch.transform_layout(cache, ("write", 0), lambda k, n: (n // nr, k, n % nr), pad_value=None)

@@ -61,7 +61,7 @@ class SpatialReduction(ScheduleRule):
             out_axes.append(used[0] if len(used) == 1 and rng.min.same_as(used[0]) else None)
         loops = sch.get_loops(main)
         loop_of = {}
-        for loop, var in zip(loops, iter_vars):
+        for loop, var in zip(loops, iter_vars, strict=True):
             loop_of[var] = loop
         if out_axes[-1] is None or out_axes[-1] not in loop_of:
             return None
@@ -89,10 +89,10 @@ class SpatialReduction(ScheduleRule):
         loops = sch.get_loops(main)
         spatial = [
             lp
-            for lp, var, k in zip(loops, iter_vars, kinds)
+            for lp, var, k in zip(loops, iter_vars, kinds, strict=True)
             if k == "S" and var not in (v_var, r_var)
         ]
-        reduce = [lp for lp, k in zip(loops, kinds) if k == "R"]
+        reduce = [lp for lp, k in zip(loops, kinds, strict=True) if k == "R"]
         v_loop = loops[iter_vars.index(v_var)]
         v0, v1 = sch.split(v_loop, factors=[None, nr])
         if r_var is not None:

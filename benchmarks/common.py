@@ -1,0 +1,301 @@
+"""Shared helpers of the benchmark scripts: machine header, runners, interleaved timing, output.
+
+Every runner is a zero-argument callable that runs the workload once. :func:`measure`
+times all runners of one case in the same process, *interleaved*: in each round every
+runner is warmed once and then timed over a batch of ``number`` calls, and the reported
+latency is the median (over rounds) of the per-call batch mean. Interleaving spreads any
+background load over all methods instead of penalising the one that happened to run while
+something else was busy.
+
+TVM is timed by the VM's C++ ``time_evaluator`` (no Python in the loop); the other runners
+are timed with ``time.perf_counter`` around a Python loop of ``number`` calls (their
+per-call Python overhead is about a microsecond, see ``python_overhead_s`` in the JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as `python benchmarks/bench_*.py` from a plain checkout
+    sys.path.insert(0, str(ROOT))
+
+# Two threads everywhere (the machine has two cores). Set only where the user did not.
+THREADS = int(os.environ.get("SPARSE_TVM_BENCH_THREADS", "2"))
+os.environ.setdefault("TVM_NUM_THREADS", str(THREADS))
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+import scipy  # noqa: E402
+import tvm  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+# ---------------------------------------------------------------------------- machine header
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def blas_info() -> dict:
+    """What numpy's BLAS is and how many threads it uses (threadpoolctl when installed)."""
+    info: dict = {"env": {k: v for k, v in os.environ.items()
+                          if k.startswith(("OPENBLAS", "OMP_", "MKL_", "GOTO", "BLIS"))}}
+    try:
+        from threadpoolctl import threadpool_info
+
+        info["threadpoolctl"] = threadpool_info()
+    except ImportError:
+        info["threadpoolctl"] = "not installed"
+        try:
+            cfg = np.show_config(mode="dicts")
+            info["numpy_blas"] = cfg.get("Build Dependencies", {}).get("blas", {})
+        except TypeError:  # numpy < 1.26 has no mode=
+            pass
+    return info
+
+
+def machine() -> dict:
+    flags = cpu_flags()
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "avx512f": "avx512f" in flags,
+        "threads": THREADS,
+        "tvm_num_threads": os.environ.get("TVM_NUM_THREADS"),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": ort.__version__,
+        "tvm": tvm.__version__,
+        "loadavg_at_start": load,
+        "blas": blas_info(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+    }
+
+
+def header_line(info: dict) -> str:
+    return (f"# {info['cpu']}, {info['cores']} cores"
+            f"{' (AVX-512)' if info['avx512f'] else ''}, {info['threads']} threads; "
+            f"onnxruntime {info['onnxruntime']}, TVM {info['tvm']}, numpy {info['numpy']}, "
+            f"scipy {info['scipy']}; load avg {fmt_load(info['loadavg_at_start'])}")
+
+
+def fmt_load(load) -> str:
+    return "n/a" if load is None else " ".join(f"{v:.2f}" for v in load)
+
+
+# ---------------------------------------------------------------------------- runners
+
+
+@dataclass
+class Runner:
+    """One way of running a workload: ``call`` runs it once; ``tvm_timer`` if TVM."""
+
+    name: str
+    call: Callable[[], object]
+    tvm_timer: Callable[[int], float] | None = None  # number -> mean seconds per call
+    note: str = ""
+
+
+def tvm_runner(name: str, compiled, x: np.ndarray, note: str = "") -> Runner:
+    """A runner of a sparse-tvm ``CompiledModel`` on one input, timed by time_evaluator."""
+    vm = compiled.vm
+    arg = tvm.runtime.tensor(np.ascontiguousarray(x))
+    main = vm["main"]
+
+    def timer(number: int) -> float:
+        evaluator = vm.time_evaluator("main", tvm.cpu(), number=number, repeat=1)
+        return float(evaluator(arg).mean)
+
+    return Runner(name, lambda: main(arg), timer, note or "VM time_evaluator")
+
+
+def ort_session(model: onnx.ModelProto, threads: int = THREADS) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])
+
+
+def ort_runner(name: str, session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> Runner:
+    """onnxruntime through IO binding: inputs bound once, outputs left to ORT to allocate."""
+    binding = session.io_binding()
+    for key, value in feeds.items():
+        binding.bind_cpu_input(key, np.ascontiguousarray(value))
+    for out in session.get_outputs():
+        binding.bind_output(out.name)
+
+    def call():
+        session.run_with_iobinding(binding)
+
+    return Runner(name, call, note="run_with_iobinding, perf_counter loop")
+
+
+def ort_run(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    return session.run(None, feeds)
+
+
+# ---------------------------------------------------------------------------- timing
+
+
+def choose_number(runner: Runner, target_s: float) -> int:
+    """Calls per batch so that a batch lasts about ``target_s`` (at least 1)."""
+    runner.call()
+    start = time.perf_counter()
+    calls = 0
+    while True:
+        runner.call()
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed > 0.02 or calls >= 1000:
+            break
+    per_call = elapsed / calls
+    return max(1, min(100_000, int(target_s / max(per_call, 1e-7))))
+
+
+def _time_batch(runner: Runner, number: int) -> float:
+    runner.call()  # warm the caches and this runtime's thread pool after the previous runner
+    if runner.tvm_timer is not None:
+        return runner.tvm_timer(number)
+    call = runner.call
+    start = time.perf_counter()
+    for _ in range(number):
+        call()
+    return (time.perf_counter() - start) / number
+
+
+@dataclass
+class Timing:
+    name: str
+    median_s: float
+    min_s: float
+    max_s: float
+    rounds: int
+    number: int
+    note: str = ""
+    samples_s: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"median_s": self.median_s, "min_s": self.min_s, "max_s": self.max_s,
+                "rounds": self.rounds, "number": self.number, "how": self.note,
+                "samples_s": self.samples_s}
+
+
+def measure(runners: list[Runner], rounds: int, batch_s: float = 0.05) -> dict[str, Timing]:
+    """Interleaved timing of ``runners``: ``rounds`` rounds, each runner once per round."""
+    numbers = {r.name: choose_number(r, batch_s) for r in runners}
+    samples: dict[str, list[float]] = {r.name: [] for r in runners}
+    for _ in range(rounds):
+        for runner in runners:
+            samples[runner.name].append(_time_batch(runner, numbers[runner.name]))
+    out = {}
+    for runner in runners:
+        values = np.array(samples[runner.name])
+        out[runner.name] = Timing(runner.name, float(np.median(values)), float(values.min()),
+                                  float(values.max()), rounds, numbers[runner.name], runner.note,
+                                  [float(v) for v in values])
+    return out
+
+
+def python_overhead_s(number: int = 20000) -> float:
+    """Per-iteration cost of the Python timing loop with a trivial call."""
+
+    def nothing():
+        return None
+
+    start = time.perf_counter()
+    for _ in range(number):
+        nothing()
+    return (time.perf_counter() - start) / number
+
+
+# ---------------------------------------------------------------------------- output
+
+
+def fmt_us(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    us = seconds * 1e6
+    return f"{us:,.0f}" if us >= 100 else f"{us:.1f}"
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def table(head: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
+              for i, h in enumerate(head)]
+    lines = ["  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in
+                       enumerate(zip(head, widths))),
+             "  ".join("-" * w for w in widths)]
+    for row in rows:
+        lines.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
+                               enumerate(zip(row, widths))))
+    return "\n".join(lines)
+
+
+def write_json(path: str | os.PathLike, data: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_json_default))
+    os.replace(tmp, path)
+    return path
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, tuple):
+        return list(value)
+    return str(value)
+
+
+def max_abs_err(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+def rel_err(a: np.ndarray, b: np.ndarray) -> float:
+    """max |a - b| / max |b|: a scale-free check that two implementations agree."""
+    scale = float(np.max(np.abs(b))) or 1.0
+    return max_abs_err(a, b) / scale
