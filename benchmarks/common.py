@@ -27,9 +27,27 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as `python benchmarks/bench_*.py` from a plain checkout
     sys.path.insert(0, str(ROOT))
 
-# Two threads everywhere (the machine has two cores). Set only where the user did not.
-THREADS = int(os.environ.get("SPARSE_TVM_BENCH_THREADS", "2"))
-os.environ.setdefault("TVM_NUM_THREADS", str(THREADS))
+
+def _threads_from_argv() -> int | None:
+    """``--threads N`` of the calling script, read before numpy and TVM start their pools."""
+    for i, arg in enumerate(sys.argv):
+        if arg == "--threads" and i + 1 < len(sys.argv):
+            return int(sys.argv[i + 1])
+        if arg.startswith("--threads="):
+            return int(arg.split("=", 1)[1])
+    return None
+
+
+# Two threads everywhere by default (the machine has two cores): TVM_NUM_THREADS is set only
+# where the user did not, OpenBLAS is left to its default (one thread per core). An explicit
+# --threads N sets TVM_NUM_THREADS, OPENBLAS_NUM_THREADS and OMP_NUM_THREADS to N.
+EXPLICIT_THREADS = _threads_from_argv()
+THREADS = EXPLICIT_THREADS or 2
+if EXPLICIT_THREADS:
+    for _var in ("TVM_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        os.environ[_var] = str(EXPLICIT_THREADS)
+else:
+    os.environ.setdefault("TVM_NUM_THREADS", str(THREADS))
 
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
@@ -67,8 +85,13 @@ def cpu_flags() -> set[str]:
 
 def blas_info() -> dict:
     """What numpy's BLAS is and how many threads it uses (threadpoolctl when installed)."""
-    info: dict = {"env": {k: v for k, v in os.environ.items()
-                          if k.startswith(("OPENBLAS", "OMP_", "MKL_", "GOTO", "BLIS"))}}
+    info: dict = {
+        "env": {
+            k: v
+            for k, v in os.environ.items()
+            if k.startswith(("OPENBLAS", "OMP_", "MKL_", "GOTO", "BLIS"))
+        }
+    }
     try:
         from threadpoolctl import threadpool_info
 
@@ -83,6 +106,30 @@ def blas_info() -> dict:
     return info
 
 
+def source_state() -> dict:
+    """The git commit of the checkout and the files modified in it (what was measured)."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "modified": [
+            line
+            for line in git(
+                "status", "--porcelain", "--", "sparse_tvm", "schedules", "targets"
+            ).splitlines()
+            if line
+        ],
+    }
+
+
 def machine() -> dict:
     flags = cpu_flags()
     try:
@@ -94,6 +141,7 @@ def machine() -> dict:
         "cores": os.cpu_count(),
         "avx512f": "avx512f" in flags,
         "threads": THREADS,
+        "threads_set_by_flag": EXPLICIT_THREADS is not None,
         "tvm_num_threads": os.environ.get("TVM_NUM_THREADS"),
         "python": platform.python_version(),
         "numpy": np.__version__,
@@ -104,14 +152,17 @@ def machine() -> dict:
         "loadavg_at_start": load,
         "blas": blas_info(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "source": source_state(),
     }
 
 
 def header_line(info: dict) -> str:
-    return (f"# {info['cpu']}, {info['cores']} cores"
-            f"{' (AVX-512)' if info['avx512f'] else ''}, {info['threads']} threads; "
-            f"onnxruntime {info['onnxruntime']}, TVM {info['tvm']}, numpy {info['numpy']}, "
-            f"scipy {info['scipy']}; load avg {fmt_load(info['loadavg_at_start'])}")
+    return (
+        f"# {info['cpu']}, {info['cores']} cores"
+        f"{' (AVX-512)' if info['avx512f'] else ''}, {info['threads']} threads; "
+        f"onnxruntime {info['onnxruntime']}, TVM {info['tvm']}, numpy {info['numpy']}, "
+        f"scipy {info['scipy']}; load avg {fmt_load(info['loadavg_at_start'])}"
+    )
 
 
 def fmt_load(load) -> str:
@@ -150,8 +201,7 @@ def ort_session(model: onnx.ModelProto, threads: int = THREADS) -> ort.Inference
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), opts,
-                                providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
 def ort_runner(name: str, session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> Runner:
@@ -213,9 +263,51 @@ class Timing:
     samples_s: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"median_s": self.median_s, "min_s": self.min_s, "max_s": self.max_s,
-                "rounds": self.rounds, "number": self.number, "how": self.note,
-                "samples_s": self.samples_s}
+        return {
+            "median_s": self.median_s,
+            "min_s": self.min_s,
+            "max_s": self.max_s,
+            "rounds": self.rounds,
+            "number": self.number,
+            "how": self.note,
+            "samples_s": self.samples_s,
+        }
+
+
+class ForeignLoad:
+    """CPU time used by *other* processes while a block runs, in cores (0 = machine quiet).
+
+    Read from /proc/stat (all CPUs busy time) minus this process's own CPU time; on a
+    shared 2-core machine a value near 1 means another process had a core to itself.
+    """
+
+    def __enter__(self) -> ForeignLoad:
+        self.cores = None
+        self._start = (_busy_s(), _own_s(), time.perf_counter())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        busy, own, wall = _busy_s(), _own_s(), time.perf_counter()
+        if self._start[0] is None or busy is None:
+            return
+        elapsed = wall - self._start[2]
+        if elapsed > 0:
+            self.cores = max(0.0, ((busy - self._start[0]) - (own - self._start[1])) / elapsed)
+
+
+def _busy_s() -> float | None:
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_s() -> float:
+    t = os.times()
+    return t.user + t.system
 
 
 def measure(runners: list[Runner], rounds: int, batch_s: float = 0.05) -> dict[str, Timing]:
@@ -228,9 +320,16 @@ def measure(runners: list[Runner], rounds: int, batch_s: float = 0.05) -> dict[s
     out = {}
     for runner in runners:
         values = np.array(samples[runner.name])
-        out[runner.name] = Timing(runner.name, float(np.median(values)), float(values.min()),
-                                  float(values.max()), rounds, numbers[runner.name], runner.note,
-                                  [float(v) for v in values])
+        out[runner.name] = Timing(
+            runner.name,
+            float(np.median(values)),
+            float(values.min()),
+            float(values.max()),
+            rounds,
+            numbers[runner.name],
+            runner.note,
+            [float(v) for v in values],
+        )
     return out
 
 
@@ -261,14 +360,23 @@ def fmt_ratio(value: float | None) -> str:
 
 
 def table(head: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
-              for i, h in enumerate(head)]
-    lines = ["  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in
-                       enumerate(zip(head, widths))),
-             "  ".join("-" * w for w in widths)]
+    widths = [
+        max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(head)
+    ]
+    lines = [
+        "  ".join(
+            h.rjust(w) if i else h.ljust(w)
+            for i, (h, w) in enumerate(zip(head, widths, strict=True))
+        ),
+        "  ".join("-" * w for w in widths),
+    ]
     for row in rows:
-        lines.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
-                               enumerate(zip(row, widths))))
+        lines.append(
+            "  ".join(
+                c.rjust(w) if i else c.ljust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
     return "\n".join(lines)
 
 

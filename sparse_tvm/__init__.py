@@ -33,18 +33,30 @@ __version__ = "0.1.0"
 Model = str | os.PathLike | onnx.ModelProto
 
 
-def compile(model: Model, target: str | dict = "x86", records: str | None = None,  # noqa: A001
-            sparsity_threshold: float | None = None, dense: bool = False,
-            input_shapes: dict[str, tuple[int, ...]] | None = None,
-            measure: bool = True) -> CompiledModel:
+def compile(
+    model: Model,
+    target: str | dict = "x86",
+    records: str | None = None,  # noqa: A001
+    sparsity_threshold: float | None = None,
+    dense: bool = False,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    measure: bool = True,
+) -> CompiledModel:
     """Compile an ONNX model; layers go sparse only where that is measured faster.
 
     See :func:`sparse_tvm.driver.compile_model.compile_model` for the parameters.
     """
     from sparse_tvm.driver.compile_model import compile_model
 
-    return compile_model(model, target, records=records, sparsity_threshold=sparsity_threshold,
-                         dense=dense, input_shapes=input_shapes, measure=measure)
+    return compile_model(
+        model,
+        target,
+        records=records,
+        sparsity_threshold=sparsity_threshold,
+        dense=dense,
+        input_shapes=input_shapes,
+        measure=measure,
+    )
 
 
 def load(path: str | os.PathLike) -> CompiledModel:
@@ -57,8 +69,11 @@ def load(path: str | os.PathLike) -> CompiledModel:
     return load_artefact(path)
 
 
-def inspect(model: Model, input_shapes: dict[str, tuple[int, ...]] | None = None,
-            sparsity_threshold: float | None = None) -> Report:
+def inspect(
+    model: Model,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    sparsity_threshold: float | None = None,
+) -> Report:
     """Per-layer analysis: op, weight shape, sparsity, block structure, format picked."""
     from sparse_tvm.driver.inspect_model import inspect_model
 
@@ -72,6 +87,18 @@ def targets() -> dict[str, Any]:
     return dict(presets())
 
 
-__all__ = ["ArtefactError", "CompileError", "CompiledModel", "InputShapeError", "LayerReport",
-           "ModelLoadError", "Report", "SparseTVMError", "TargetError", "compile", "inspect",
-           "load", "targets"]
+__all__ = [
+    "ArtefactError",
+    "CompileError",
+    "CompiledModel",
+    "InputShapeError",
+    "LayerReport",
+    "ModelLoadError",
+    "Report",
+    "SparseTVMError",
+    "TargetError",
+    "compile",
+    "inspect",
+    "load",
+    "targets",
+]

@@ -23,8 +23,9 @@ SPARSITY = 0.9
 def _ort_session(model: onnx.ModelProto) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 0
-    return ort.InferenceSession(model.SerializeToString(), options,
-                                providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
 
 
 def _median_seconds(fn, repeat: int) -> float:
@@ -40,13 +41,17 @@ def _median_seconds(fn, repeat: int) -> float:
 def _case(title: str, model: onnx.ModelProto, pattern: str, repeat: int) -> bool:
     import sparse_tvm as st
 
-    print(f"\n=== {title}: prune to {SPARSITY:.0%} ({pattern} blocks), compile, compare ===",
-          flush=True)
+    print(
+        f"\n=== {title}: prune to {SPARSITY:.0%} ({pattern} blocks), compile, compare ===",
+        flush=True,
+    )
     pruned = prune_magnitude(model, SPARSITY, pattern)
     session = _ort_session(pruned)
     rng = np.random.default_rng(0)
-    inputs = {i.name: rng.standard_normal([int(d) for d in i.shape]).astype(np.float32)
-              for i in session.get_inputs()}
+    inputs = {
+        i.name: rng.standard_normal([int(d) for d in i.shape]).astype(np.float32)
+        for i in session.get_inputs()
+    }
     reference = session.run(None, inputs)
 
     start = time.perf_counter()
@@ -64,17 +69,23 @@ def _case(title: str, model: onnx.ModelProto, pattern: str, repeat: int) -> bool
         scale = max(float(np.abs(r).max()) for r in reference)
         good = error <= 1e-3 * max(1.0, scale)
         ok &= good
-        print(f"{name:6s} build vs onnxruntime: max abs error {error:.2e} "
-              f"({'ok' if good else 'MISMATCH'})")
+        print(
+            f"{name:6s} build vs onnxruntime: max abs error {error:.2e} "
+            f"({'ok' if good else 'MISMATCH'})"
+        )
 
     t_ort = _median_seconds(lambda: session.run(None, inputs), repeat)
     t_dense = dense.benchmark(inputs, repeat=repeat)["median"]
     t_sparse = sparse.benchmark(inputs, repeat=repeat)["median"]
-    print(f"median latency: onnxruntime {t_ort * 1e3:.2f} ms | sparse-tvm dense "
-          f"{t_dense * 1e3:.2f} ms | sparse-tvm sparse {t_sparse * 1e3:.2f} ms")
-    print(f"speedup of the sparse build: {t_dense / t_sparse:.2f}x over the dense build, "
-          f"{t_ort / t_sparse:.2f}x over onnxruntime  (compile {dense_compile:.0f} s dense, "
-          f"{sparse_compile:.0f} s sparse)")
+    print(
+        f"median latency: onnxruntime {t_ort * 1e3:.2f} ms | sparse-tvm dense "
+        f"{t_dense * 1e3:.2f} ms | sparse-tvm sparse {t_sparse * 1e3:.2f} ms"
+    )
+    print(
+        f"speedup of the sparse build: {t_dense / t_sparse:.2f}x over the dense build, "
+        f"{t_ort / t_sparse:.2f}x over onnxruntime  (compile {dense_compile:.0f} s dense, "
+        f"{sparse_compile:.0f} s sparse)"
+    )
     return ok
 
 
@@ -91,7 +102,9 @@ def run_demo(quick: bool = False) -> int:
         repeat = 20
     ok = _case("BERT-like encoder block", bert, "16x1", repeat)
     ok &= _case("small CNN", cnn, "1x1", repeat)
-    print(f"\ndemo finished in {time.perf_counter() - start:.0f} s: "
-          f"{'all outputs match onnxruntime' if ok else 'OUTPUT MISMATCH'}")
+    print(
+        f"\ndemo finished in {time.perf_counter() - start:.0f} s: "
+        f"{'all outputs match onnxruntime' if ok else 'OUTPUT MISMATCH'}"
+    )
     sys.stdout.flush()
     return 0 if ok else 1

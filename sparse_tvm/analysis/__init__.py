@@ -10,5 +10,14 @@ from sparse_tvm.analysis.format_choice import (
 )
 from sparse_tvm.analysis.layers import ConvGeometry, Layer, find_layers
 
-__all__ = ["CANDIDATE_BLOCKS", "ConvGeometry", "FormatChoice", "Layer", "block_label",
-           "block_zero_fractions", "choose_format", "find_layers", "parse_block"]
+__all__ = [
+    "CANDIDATE_BLOCKS",
+    "ConvGeometry",
+    "FormatChoice",
+    "Layer",
+    "block_label",
+    "block_zero_fractions",
+    "choose_format",
+    "find_layers",
+    "parse_block",
+]

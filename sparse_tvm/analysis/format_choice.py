@@ -52,8 +52,9 @@ class FormatChoice:
         return f"{self.format} {block_label(self.block)}" if self.block else self.format
 
 
-def block_zero_fractions(weight: np.ndarray,
-                         blocks=((1, 1), (4, 1), (8, 1), (16, 1), (1, 4))) -> dict[str, float]:
+def block_zero_fractions(
+    weight: np.ndarray, blocks=((1, 1), (4, 1), (8, 1), (16, 1), (1, 4))
+) -> dict[str, float]:
     """Fraction of all-zero blocks of each shape, keyed ``"16x1"`` etc."""
     return {block_label(b): float(zero_block_fraction(weight, b)) for b in blocks}
 
@@ -70,8 +71,13 @@ def estimate_speedup(zero_fraction: float, block: tuple[int, int], m: int) -> fl
     return efficiency / density
 
 
-def choose_format(weight: np.ndarray, m: int, *, sparsity_threshold: float | None = None,
-                  zero_fractions: dict[str, float] | None = None) -> FormatChoice:
+def choose_format(
+    weight: np.ndarray,
+    m: int,
+    *,
+    sparsity_threshold: float | None = None,
+    zero_fractions: dict[str, float] | None = None,
+) -> FormatChoice:
     """Pick dense, CSR or BSR for an (n, k) weight multiplied with m activation columns.
 
     Parameters
@@ -87,8 +93,12 @@ def choose_format(weight: np.ndarray, m: int, *, sparsity_threshold: float | Non
     """
     sparsity = float(np.count_nonzero(weight == 0)) / max(1, weight.size)
     if sparsity_threshold is not None and sparsity < sparsity_threshold:
-        return FormatChoice("dense", None, 1.0,
-                            f"sparsity {sparsity:.0%} below the threshold {sparsity_threshold:.0%}")
+        return FormatChoice(
+            "dense",
+            None,
+            1.0,
+            f"sparsity {sparsity:.0%} below the threshold {sparsity_threshold:.0%}",
+        )
     fractions = zero_fractions or block_zero_fractions(weight, CANDIDATE_BLOCKS)
     best_block, best = None, 0.0
     for block in CANDIDATE_BLOCKS:
@@ -96,7 +106,8 @@ def choose_format(weight: np.ndarray, m: int, *, sparsity_threshold: float | Non
         if estimate > best * 1.05:  # prefer earlier (bigger) blocks on near ties
             best_block, best = block, estimate
     if best_block is None or best < MIN_ESTIMATED_SPEEDUP:
-        return FormatChoice("dense", None, best,
-                            f"sparsity {sparsity:.0%} too low to gain (estimate {best:.2f}x)")
+        return FormatChoice(
+            "dense", None, best, f"sparsity {sparsity:.0%} too low to gain (estimate {best:.2f}x)"
+        )
     fmt = "csr" if best_block == (1, 1) else "bsr"
     return FormatChoice(fmt, best_block, best, f"estimated {best:.1f}x over dense")

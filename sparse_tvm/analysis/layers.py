@@ -32,8 +32,12 @@ class ConvGeometry:
 
     @property
     def is_pointwise(self) -> bool:
-        return (self.kernel == (1, 1) and self.strides == (1, 1)
-                and self.padding == (0, 0, 0, 0) and self.groups == 1)
+        return (
+            self.kernel == (1, 1)
+            and self.strides == (1, 1)
+            and self.padding == (0, 0, 0, 0)
+            and self.groups == 1
+        )
 
 
 @dataclass
@@ -114,22 +118,28 @@ class _FuncIndex:
         return None
 
 
-def _weight_of(expr: relax.Expr, weights: dict[relax.Var, np.ndarray],
-               index: _FuncIndex) -> tuple[relax.Var, bool] | None:
+def _weight_of(
+    expr: relax.Expr, weights: dict[relax.Var, np.ndarray], index: _FuncIndex
+) -> tuple[relax.Var, bool] | None:
     """The weight var behind ``expr`` (directly, or through a 2-D transpose)."""
     if isinstance(expr, relax.Var) and expr in weights:
         return expr, False
     value = index.value.get(expr) if isinstance(expr, relax.Var) else None
-    if (value is not None and _op_name(value) == "relax.permute_dims"
-            and value.args[0] in weights and weights[value.args[0]].ndim == 2):
+    if (
+        value is not None
+        and _op_name(value) == "relax.permute_dims"
+        and value.args[0] in weights
+        and weights[value.args[0]].ndim == 2
+    ):
         axes = value.attrs.axes
         if axes is None or [int(a) for a in axes] == [1, 0]:
             return value.args[0], True
     return None
 
 
-def _bias_of(expr: relax.Expr, n: int, weights: dict[relax.Var, np.ndarray],
-             index: _FuncIndex, conv: bool) -> np.ndarray | None:
+def _bias_of(
+    expr: relax.Expr, n: int, weights: dict[relax.Var, np.ndarray], index: _FuncIndex, conv: bool
+) -> np.ndarray | None:
     """A per-output-feature bias vector behind ``expr`` (a weight, maybe reshaped for NCHW)."""
     if isinstance(expr, tvm.ir.expr.GenericConst):
         arr = expr.value.numpy()
@@ -175,10 +185,19 @@ def _matmul_layer(var, call, weights, names, index) -> Layer | None:
         return None
     w_nk = w if transposed else w.T
     layer = Layer(
-        name=names.get(weight_var.name, weight_var.name), op="matmul",
-        weight=np.ascontiguousarray(w_nk, dtype=np.float32), weight_shape=tuple(w.shape),
-        m=int(np.prod(x_shape[:-1])), batch=1, input_shape=x_shape, output_shape=out_shape,
-        call_var=var, end_var=var, weight_var=weight_var, transposed=transposed)
+        name=names.get(weight_var.name, weight_var.name),
+        op="matmul",
+        weight=np.ascontiguousarray(w_nk, dtype=np.float32),
+        weight_shape=tuple(w.shape),
+        m=int(np.prod(x_shape[:-1])),
+        batch=1,
+        input_shape=x_shape,
+        output_shape=out_shape,
+        call_var=var,
+        end_var=var,
+        weight_var=weight_var,
+        transposed=transposed,
+    )
     if w.dtype != np.float32 or str(call.args[0].ty.dtype) != "float32":
         layer.dense_reason = f"dtype {w.dtype}: sparse kernels are float32"
     return layer
@@ -196,16 +215,28 @@ def _conv_layer(var, call, weights, names, index) -> Layer | None:
     pad = [int(p) for p in attrs.padding]
     pad = pad * 2 if len(pad) == 2 else pad
     geometry = ConvGeometry(
-        input_shape=tuple(x_shape), kernel=(int(w.shape[2]), int(w.shape[3])),
-        strides=tuple(int(s) for s in attrs.strides), padding=tuple(pad),
-        dilation=tuple(int(d) for d in attrs.dilation), groups=int(attrs.groups),
-        output_hw=(out_shape[2], out_shape[3]))
+        input_shape=tuple(x_shape),
+        kernel=(int(w.shape[2]), int(w.shape[3])),
+        strides=tuple(int(s) for s in attrs.strides),
+        padding=tuple(pad),
+        dilation=tuple(int(d) for d in attrs.dilation),
+        groups=int(attrs.groups),
+        output_hw=(out_shape[2], out_shape[3]),
+    )
     layer = Layer(
-        name=names.get(weight_var.name, weight_var.name), op="conv2d",
+        name=names.get(weight_var.name, weight_var.name),
+        op="conv2d",
         weight=np.ascontiguousarray(w.reshape(w.shape[0], -1), dtype=np.float32),
-        weight_shape=tuple(w.shape), m=out_shape[2] * out_shape[3], batch=x_shape[0],
-        input_shape=x_shape, output_shape=out_shape, call_var=var, end_var=var,
-        weight_var=weight_var, conv=geometry)
+        weight_shape=tuple(w.shape),
+        m=out_shape[2] * out_shape[3],
+        batch=x_shape[0],
+        input_shape=x_shape,
+        output_shape=out_shape,
+        call_var=var,
+        end_var=var,
+        weight_var=weight_var,
+        conv=geometry,
+    )
     if geometry.groups != 1:
         kind = "depthwise" if geometry.groups == x_shape[1] else "grouped"
         layer.dense_reason = f"{kind} conv (groups={geometry.groups}) stays dense"
@@ -216,8 +247,9 @@ def _conv_layer(var, call, weights, names, index) -> Layer | None:
     return layer
 
 
-def find_layers(func: relax.Function, weights: dict[relax.Var, np.ndarray],
-                names: dict[str, str] | None = None) -> list[Layer]:
+def find_layers(
+    func: relax.Function, weights: dict[relax.Var, np.ndarray], names: dict[str, str] | None = None
+) -> list[Layer]:
     """Every matmul / conv2d of ``func`` whose weight is in ``weights``, in program order.
 
     Parameters

@@ -42,8 +42,10 @@ def _read_npz(path: str) -> dict:
         with np.load(path, allow_pickle=False) as data:
             return {name: data[name] for name in data.files}
     except Exception:
-        raise CLIError(f"'{path}' is not a readable .npz file: write one with "
-                       "numpy.savez(path, input_name=array)") from None
+        raise CLIError(
+            f"'{path}' is not a readable .npz file: write one with "
+            "numpy.savez(path, input_name=array)"
+        ) from None
 
 
 def _write_atomically(path: Path, write) -> None:
@@ -69,8 +71,14 @@ def cmd_targets(args) -> int:
     rows = []
     for name, preset in presets().items():
         resolved = resolve_target(name)
-        rows.append({"name": name, "family": preset.family, "description": preset.description,
-                     "tvm": resolved.to_json()["tvm"]})
+        rows.append(
+            {
+                "name": name,
+                "family": preset.family,
+                "description": preset.description,
+                "tvm": resolved.to_json()["tvm"],
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -90,8 +98,11 @@ def cmd_inspect(args) -> int:
 
         report = Report.from_dict(read_metadata(args.model).get("report", {}))
     else:
-        report = st.inspect(args.model, input_shapes=_shapes(args.input_shapes),
-                            sparsity_threshold=args.sparsity_threshold)
+        report = st.inspect(
+            args.model,
+            input_shapes=_shapes(args.input_shapes),
+            sparsity_threshold=args.sparsity_threshold,
+        )
     print(report.to_json() if args.json else report)
     return 0
 
@@ -104,10 +115,16 @@ def cmd_compile(args) -> int:
         raise CLIError(f"output '{out}' is a directory: give a file name like model.tar")
     if not out.parent.exists():
         raise CLIError(f"output folder '{out.parent}' does not exist: create it first")
-    compiled = compile_model(args.model, args.target, records=args.records,
-                             sparsity_threshold=args.sparsity_threshold, dense=args.dense,
-                             input_shapes=_shapes(args.input_shapes),
-                             measure=not args.no_measure, progress=_say)
+    compiled = compile_model(
+        args.model,
+        args.target,
+        records=args.records,
+        sparsity_threshold=args.sparsity_threshold,
+        dense=args.dense,
+        input_shapes=_shapes(args.input_shapes),
+        measure=not args.no_measure,
+        progress=_say,
+    )
     compiled.export(out)
     print(compiled.report)
     print(f"wrote {out}")
@@ -124,14 +141,23 @@ def cmd_run(args) -> int:
     outputs = compiled.run(inputs)
     named = {spec.name: value for spec, value in zip(compiled.outputs, outputs)}
     if args.outputs:
-        _write_atomically(Path(args.outputs), lambda tmp: np.savez(open(tmp, "wb"), **named))
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as handle:  # a file object: savez would append ".npz" to a name
+                np.savez(handle, **named)
+
+        _write_atomically(Path(args.outputs), write)
     for name, value in named.items():
-        print(f"{name}: shape {list(value.shape)} {value.dtype}  "
-              f"mean {float(value.mean()):.6g}  max {float(value.max()):.6g}")
+        print(
+            f"{name}: shape {list(value.shape)} {value.dtype}  "
+            f"mean {float(value.mean()):.6g}  max {float(value.max()):.6g}"
+        )
     if args.repeat and args.repeat > 1:
         stats = compiled.benchmark(inputs, repeat=args.repeat)
-        print(f"latency over {args.repeat} runs: median {stats['median'] * 1e3:.3f} ms, "
-              f"min {stats['min'] * 1e3:.3f} ms, max {stats['max'] * 1e3:.3f} ms")
+        print(
+            f"latency over {args.repeat} runs: median {stats['median'] * 1e3:.3f} ms, "
+            f"min {stats['min'] * 1e3:.3f} ms, max {stats['max'] * 1e3:.3f} ms"
+        )
     if args.profile:
         print(compiled.report)
     return 0
@@ -150,8 +176,10 @@ def cmd_prune(args) -> int:
     from sparse_tvm.prune import prune_magnitude
 
     if args.method != "magnitude":
-        raise CLIError(f"--method {args.method} (fine-tuning) is not available in this release "
-                       "yet: use --method magnitude")
+        raise CLIError(
+            f"--method {args.method} (fine-tuning) is not available in this release "
+            "yet: use --method magnitude"
+        )
     model = load_onnx(args.model)
     exclude = [name for name in (args.exclude or "").split(",") if name]
     pruned = prune_magnitude(model, args.sparsity, args.pattern, exclude=exclude)
@@ -180,7 +208,8 @@ def _probability(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="sparse-tvm", description="Compile pruned neural networks into fast sparse code.")
+        prog="sparse-tvm", description="Compile pruned neural networks into fast sparse code."
+    )
     parser.add_argument("--verbose", action="store_true", help="show details and tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -205,12 +234,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="artefact to write (model.tar)")
     p.add_argument("--records", help="tuning records folder")
     p.add_argument("--cross-compiler", help="cross compiler for edge targets")
-    p.add_argument("--sparsity-threshold", type=_probability,
-                   help="layers below this sparsity stay dense")
+    p.add_argument(
+        "--sparsity-threshold", type=_probability, help="layers below this sparsity stay dense"
+    )
     p.add_argument("--dense", action="store_true", help="compile every layer dense")
     p.add_argument("--input-shapes", help="static shapes for dynamic inputs: name:1x128,...")
-    p.add_argument("--no-measure", action="store_true",
-                   help="decide formats by the cost model alone (faster, less sure)")
+    p.add_argument(
+        "--no-measure",
+        action="store_true",
+        help="decide formats by the cost model alone (faster, less sure)",
+    )
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("run", help="run a compiled artefact on inputs from an .npz file")

@@ -61,15 +61,20 @@ def _model_name(model) -> str:
 def analyse(imported: ImportedModel) -> list[Layer]:
     """The layers of an imported model that have a constant weight."""
     func = imported.mod["main"]
-    weights = {var: imported.params[var.name] for var in func.params
-               if var.name in imported.params}
+    weights = {var: imported.params[var.name] for var in func.params if var.name in imported.params}
     return find_layers(func, weights)
 
 
-def decide(layer: Layer, target: ResolvedTarget, *, dense: bool = False,
-           sparsity_threshold: float | None = None, measure: bool = True,
-           zero_fractions: dict[str, float] | None = None,
-           force_block: tuple[int, int] | None = None) -> LayerDecision:
+def decide(
+    layer: Layer,
+    target: ResolvedTarget,
+    *,
+    dense: bool = False,
+    sparsity_threshold: float | None = None,
+    measure: bool = True,
+    zero_fractions: dict[str, float] | None = None,
+    force_block: tuple[int, int] | None = None,
+) -> LayerDecision:
     """Choose the format of one layer; with ``measure`` keep sparse only if measured faster.
 
     ``force_block`` skips the cost model and the measurement and compiles the layer sparse
@@ -83,8 +88,9 @@ def decide(layer: Layer, target: ResolvedTarget, *, dense: bool = False,
         fmt = "csr" if tuple(force_block) == (1, 1) else "bsr"
         weight = BlockSparseWeight.from_dense(layer.weight, tuple(force_block))
         return LayerDecision(layer, FormatChoice(fmt, tuple(force_block), 0.0, "forced"), weight)
-    choice = choose_format(layer.weight, layer.m, sparsity_threshold=sparsity_threshold,
-                           zero_fractions=zero_fractions)
+    choice = choose_format(
+        layer.weight, layer.m, sparsity_threshold=sparsity_threshold, zero_fractions=zero_fractions
+    )
     if choice.format == "dense":
         return LayerDecision(layer, choice)
     weight = BlockSparseWeight.from_dense(layer.weight, choice.block)
@@ -95,8 +101,11 @@ def decide(layer: Layer, target: ResolvedTarget, *, dense: bool = False,
         decision.sparse_s = time_sparse(layer, weight, tvm_target)
         if decision.sparse_s * KEEP_SPARSE_MARGIN > decision.dense_s:
             decision.choice = FormatChoice(
-                "dense", None, decision.dense_s / decision.sparse_s,
-                f"{choice.label} measured {decision.dense_s / decision.sparse_s:.2f}x: kept dense")
+                "dense",
+                None,
+                decision.dense_s / decision.sparse_s,
+                f"{choice.label} measured {decision.dense_s / decision.sparse_s:.2f}x: kept dense",
+            )
             decision.weight = None
     return decision
 
@@ -106,21 +115,33 @@ def _row(decision: LayerDecision, zero_fractions: dict[str, float]) -> LayerRepo
     dense_bytes = int(layer.weight.size * 4)
     stored = decision.weight.nbytes if decision.weight is not None else dense_bytes
     return LayerReport(
-        name=layer.name, op=layer.op, weight_shape=list(layer.shape), m=layer.m * layer.batch,
-        sparsity=layer.sparsity, zero_blocks=zero_fractions, format=choice.label,
+        name=layer.name,
+        op=layer.op,
+        weight_shape=list(layer.shape),
+        m=layer.m * layer.batch,
+        sparsity=layer.sparsity,
+        zero_blocks=zero_fractions,
+        format=choice.label,
         reason=choice.reason,
         dense_us=None if decision.dense_s is None else decision.dense_s * 1e6,
         sparse_us=None if decision.sparse_s is None else decision.sparse_s * 1e6,
-        dense_bytes=dense_bytes, stored_bytes=stored)
+        dense_bytes=dense_bytes,
+        stored_bytes=stored,
+    )
 
 
-def compile_model(model: str | os.PathLike | onnx.ModelProto, target: str | dict = "x86", *,
-                  records: str | os.PathLike | None = None,
-                  sparsity_threshold: float | None = None, dense: bool = False,
-                  input_shapes: dict[str, tuple[int, ...]] | None = None,
-                  measure: bool = True,
-                  progress: Callable[[str], None] | None = None,
-                  force_block: tuple[int, int] | None = None) -> CompiledModel:
+def compile_model(
+    model: str | os.PathLike | onnx.ModelProto,
+    target: str | dict = "x86",
+    *,
+    records: str | os.PathLike | None = None,
+    sparsity_threshold: float | None = None,
+    dense: bool = False,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    measure: bool = True,
+    progress: Callable[[str], None] | None = None,
+    force_block: tuple[int, int] | None = None,
+) -> CompiledModel:
     """Compile an ONNX model, making the layers sparse where that is faster.
 
     Parameters
@@ -150,50 +171,76 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto, target: str | dict
     if sparsity_threshold is not None and not 0.0 <= sparsity_threshold <= 1.0:
         raise SparseTVMError(f"sparsity threshold {sparsity_threshold} is outside [0, 1]")
     if records is not None:
-        raise SparseTVMError("tuning records are not supported by this release yet: "
-                             "compile without --records")
+        raise SparseTVMError(
+            "tuning records are not supported by this release yet: compile without --records"
+        )
     resolved = resolve_target(target)
     if resolved.family not in SUPPORTED_FAMILIES:
-        raise TargetError(f"target family '{resolved.family}' ({resolved.name}) is not supported "
-                          f"by this release: use one of the x86 presets")
+        raise TargetError(
+            f"target family '{resolved.family}' ({resolved.name}) is not supported "
+            f"by this release: use one of the x86 presets"
+        )
     say(f"importing {_model_name(model)}")
     imported = import_onnx(model, input_shapes)
     layers = analyse(imported)
     decisions, rows = [], []
     for layer in layers:
         fractions = block_zero_fractions(layer.weight)
-        decision = decide(layer, resolved, dense=dense, sparsity_threshold=sparsity_threshold,
-                          measure=measure, zero_fractions=fractions, force_block=force_block)
+        decision = decide(
+            layer,
+            resolved,
+            dense=dense,
+            sparsity_threshold=sparsity_threshold,
+            measure=measure,
+            zero_fractions=fractions,
+            force_block=force_block,
+        )
         decisions.append(decision)
         rows.append(_row(decision, fractions))
-        say(f"  {layer.name}: {rows[-1].format}"
-            + (f" ({rows[-1].speedup:.2f}x measured)" if rows[-1].speedup else ""))
+        say(
+            f"  {layer.name}: {rows[-1].format}"
+            + (f" ({rows[-1].speedup:.2f}x measured)" if rows[-1].speedup else "")
+        )
     plans = [SparsePlan(d.layer, d.weight) for d in decisions if d.weight is not None]
     say(f"building {len(plans)} sparse and {len(layers) - len(plans)} dense layers")
     executable = build(imported, plans, resolved)
     report = Report(model=_model_name(model), target=resolved.name, layers=rows)
-    inputs = [TensorSpec(n, tuple(s), d) for n, s, d in
-              zip(imported.input_names, imported.input_shapes, imported.input_dtypes)]
+    inputs = [
+        TensorSpec(n, tuple(s), d)
+        for n, s, d in zip(imported.input_names, imported.input_shapes, imported.input_dtypes)
+    ]
     outputs = _output_specs(imported)
-    return CompiledModel(executable=executable, inputs=inputs, outputs=outputs, report=report,
-                         target=resolved.to_json())
+    return CompiledModel(
+        executable=executable,
+        inputs=inputs,
+        outputs=outputs,
+        report=report,
+        target=resolved.to_json(),
+    )
 
 
-def build(imported: ImportedModel, plans: list[SparsePlan],
-          target: ResolvedTarget) -> tvm.runtime.Executable:
+def build(
+    imported: ImportedModel, plans: list[SparsePlan], target: ResolvedTarget
+) -> tvm.runtime.Executable:
     """Rewrite the planned layers, bind the weights left dense, and compile."""
     mod = DenseToSparse(plans, target.tvm_target)(imported.mod)
     present = {p.name for p in mod["main"].params}
-    binding = {name: tvm.runtime.tensor(value) for name, value in imported.params.items()
-               if name in present}
+    binding = {
+        name: tvm.runtime.tensor(value)
+        for name, value in imported.params.items()
+        if name in present
+    }
     mod = relax.transform.BindParams("main", binding)(mod)
     try:
-        return tvm.compile(mod, target=target.tvm_target,
-                           relax_pipeline=cpu_pipeline(target.tvm_target))
+        return tvm.compile(
+            mod, target=target.tvm_target, relax_pipeline=cpu_pipeline(target.tvm_target)
+        )
     except Exception as err:  # TVM reports failures as many exception types
         message = " ".join(str(err).split())[:300]
-        raise CompileError(f"TVM failed to compile the model ({type(err).__name__}: {message}); "
-                           "try --dense, and report the model if that fails too") from err
+        raise CompileError(
+            f"TVM failed to compile the model ({type(err).__name__}: {message}); "
+            "try --dense, and report the model if that fails too"
+        ) from err
 
 
 def _output_specs(imported: ImportedModel) -> list[TensorSpec]:

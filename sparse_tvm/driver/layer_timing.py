@@ -55,8 +55,16 @@ def _single_layer_module(layer: Layer) -> tuple[tvm.IRModule, dict[str, np.ndarr
                     y = bb.emit(relax.op.add(y, bias_var))
             else:
                 g = layer.conv
-                y = bb.emit(relax.op.nn.conv2d(x, w, strides=g.strides, padding=g.padding,
-                                               dilation=g.dilation, groups=g.groups))
+                y = bb.emit(
+                    relax.op.nn.conv2d(
+                        x,
+                        w,
+                        strides=g.strides,
+                        padding=g.padding,
+                        dilation=g.dilation,
+                        groups=g.groups,
+                    )
+                )
                 if bias_var is not None:
                     shaped = bb.emit(relax.op.reshape(bias_var, (1, layer.shape[0], 1, 1)))
                     y = bb.emit(relax.op.add(y, shaped))
@@ -73,8 +81,9 @@ def _bind(mod: tvm.IRModule, values: dict[str, np.ndarray]) -> tvm.IRModule:
     return relax.transform.BindParams("main", binding)(mod)
 
 
-def _time(mod: tvm.IRModule, target: tvm.target.Target, input_shape, number: int,
-          repeat: int) -> float:
+def _time(
+    mod: tvm.IRModule, target: tvm.target.Target, input_shape, number: int, repeat: int
+) -> float:
     executable = tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target))
     vm = relax.VirtualMachine(executable, tvm.cpu())
     x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(input_shape, np.float32))
@@ -84,8 +93,17 @@ def _time(mod: tvm.IRModule, target: tvm.target.Target, input_shape, number: int
 
 def _key(layer: Layer, extra) -> tuple:
     digest = hashlib.sha1(np.ascontiguousarray(layer.weight != 0)).hexdigest()
-    return (layer.op, layer.input_shape, layer.weight_shape, layer.transposed,
-            layer.bias is not None, layer.relu, layer.conv, digest, extra)
+    return (
+        layer.op,
+        layer.input_shape,
+        layer.weight_shape,
+        layer.transposed,
+        layer.bias is not None,
+        layer.relu,
+        layer.conv,
+        digest,
+        extra,
+    )
 
 
 def time_dense(layer: Layer, target: tvm.target.Target, number: int = 5, repeat: int = 5) -> float:
@@ -97,8 +115,13 @@ def time_dense(layer: Layer, target: tvm.target.Target, number: int = 5, repeat:
     return _CACHE[key]
 
 
-def time_sparse(layer: Layer, weight: BlockSparseWeight, target: tvm.target.Target,
-                number: int = 5, repeat: int = 5) -> float:
+def time_sparse(
+    layer: Layer,
+    weight: BlockSparseWeight,
+    target: tvm.target.Target,
+    number: int = 5,
+    repeat: int = 5,
+) -> float:
     """Median seconds of the layer rewritten to the sparse kernel with ``weight``."""
     key = _key(layer, ("sparse", weight.block, str(target)))
     if key not in _CACHE:

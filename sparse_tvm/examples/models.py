@@ -57,8 +57,9 @@ def _output(graph: _Graph, tensor: str, name: str, shape) -> onnx.ValueInfoProto
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
 
 
-def mlp(batch: int = 8, features: int = 64, hidden: int = 256, classes: int = 10,
-        seed: int = 0) -> onnx.ModelProto:
+def mlp(
+    batch: int = 8, features: int = 64, hidden: int = 256, classes: int = 10, seed: int = 0
+) -> onnx.ModelProto:
     """MatMul+Add+Relu, Gemm(transB)+Relu, MatMul: input ``x`` of shape (batch, features)."""
     g = _Graph(seed)
     h = g.op("MatMul", ["x", g.weight("fc1.weight", (features, hidden), features)], "fc1")
@@ -98,8 +99,14 @@ def small_cnn(batch: int = 1, size: int = 32, classes: int = 10, seed: int = 0) 
     return g.model([x], [_output(g, h, "logits", [batch, classes])], "small_cnn")
 
 
-def bert_block(batch: int = 1, seq: int = 128, hidden: int = 768, heads: int = 12,
-               ffn: int = 3072, seed: int = 0) -> onnx.ModelProto:
+def bert_block(
+    batch: int = 1,
+    seq: int = 128,
+    hidden: int = 768,
+    heads: int = 12,
+    ffn: int = 3072,
+    seed: int = 0,
+) -> onnx.ModelProto:
     """One BERT encoder layer: attention, residual, LayerNorm, GELU (Erf) FFN.
 
     Input ``x`` of shape (batch, seq, hidden); output ``y`` of the same shape.
@@ -119,7 +126,9 @@ def bert_block(batch: int = 1, seq: int = 128, hidden: int = 768, heads: int = 1
         return g.op("Transpose", [x], perm=[0, 2, 1, 3])
 
     def layer_norm(x: str, name: str) -> str:
-        scale = g.const(f"{name}.weight", 1.0 + 0.1 * g.rng.standard_normal(hidden).astype(np.float32))
+        scale = g.const(
+            f"{name}.weight", 1.0 + 0.1 * g.rng.standard_normal(hidden).astype(np.float32)
+        )
         bias = g.const(f"{name}.bias", 0.1 * g.rng.standard_normal(hidden).astype(np.float32))
         return g.op("LayerNormalization", [x, scale, bias], name, axis=-1, epsilon=1e-5)
 

@@ -80,7 +80,7 @@ def im2col_kernel(
                 for ox in T.vectorized(ow):
                     x = T.meta_var(ox * sw - pl + j * dw)
                     COL[b, q, oy * ow + ox] = T.if_then_else(
-                        0 <= y and y < h and 0 <= x and x < w,
+                        y >= 0 and y < h and x >= 0 and x < w,
                         X[b, ci, T.max(T.min(y, h - 1), 0), T.max(T.min(x, w - 1), 0)],
                         T.float32(0),
                     )

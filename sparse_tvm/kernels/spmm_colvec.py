@@ -70,9 +70,9 @@ def colvec_body(spec: SpmmSpec):
                                 kc < k, XT[xbase + T.min(kc, k - 1) * m + m0 + v], T.float32(0)
                             )
                         else:
-                            acc[rr, v] = acc[rr, v] + data[b, j, p * RP + rr] * XT[
-                                xbase + kc * m + m0 + v
-                            ]
+                            acc[rr, v] = (
+                                acc[rr, v] + data[b, j, p * RP + rr] * XT[xbase + kc * m + m0 + v]
+                            )
         for rr in T.unroll(RP):
             row = T.meta_var(br * r + p * RP + rr)
             if n_ragged:
@@ -104,13 +104,35 @@ def colvec_body(spec: SpmmSpec):
             transpose(Xf, XT, m, k)
             for it in T.parallel(ntile * nbr):
                 for p in range(passes):
-                    tile(XT, 0, YT, 0, data, indices, indptr, B, it % nbr,
-                         T.min(it // nbr * MV, m - MV), p)
+                    tile(
+                        XT,
+                        0,
+                        YT,
+                        0,
+                        data,
+                        indices,
+                        indptr,
+                        B,
+                        it % nbr,
+                        T.min(it // nbr * MV, m - MV),
+                        p,
+                    )
             transpose(YT, Yf, n, m)
         else:
             for it in T.parallel(batch * ntile * nbr):
                 for p in range(passes):
-                    tile(Xf, it // (ntile * nbr) * k * m, Yf, it // (ntile * nbr) * n * m, data,
-                         indices, indptr, B, it % nbr, T.min(it // nbr % ntile * MV, m - MV), p)
+                    tile(
+                        Xf,
+                        it // (ntile * nbr) * k * m,
+                        Yf,
+                        it // (ntile * nbr) * n * m,
+                        data,
+                        indices,
+                        indptr,
+                        B,
+                        it % nbr,
+                        T.min(it // nbr % ntile * MV, m - MV),
+                        p,
+                    )
 
     return body

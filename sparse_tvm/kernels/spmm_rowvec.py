@@ -71,19 +71,20 @@ def rowvec_body(spec: SpmmSpec):
                                             )
                                         else:
                                             acc[mt, ri] = (
-                                                acc[mt, ri] + data[b, j, ri] * Xf[(m0 + mt) * k + kc]
+                                                acc[mt, ri]
+                                                + data[b, j, ri] * Xf[(m0 + mt) * k + kc]
                                             )
-                        if n_tail == r:
+                        if n_tail == r or br < nbr - 1:
                             for mt in T.unroll(MT):
                                 for ri in T.vectorized(r):
-                                    Yf[(m0 + mt) * n + br * r + ri] = epi(acc[mt, ri], B, br * r + ri)
-                        elif br < nbr - 1:
-                            for mt in T.unroll(MT):
-                                for ri in T.vectorized(r):
-                                    Yf[(m0 + mt) * n + br * r + ri] = epi(acc[mt, ri], B, br * r + ri)
+                                    Yf[(m0 + mt) * n + br * r + ri] = epi(
+                                        acc[mt, ri], B, br * r + ri
+                                    )
                         else:
                             for mt in T.unroll(MT):
                                 for ri in range(n_tail):
-                                    Yf[(m0 + mt) * n + br * r + ri] = epi(acc[mt, ri], B, br * r + ri)
+                                    Yf[(m0 + mt) * n + br * r + ri] = epi(
+                                        acc[mt, ri], B, br * r + ri
+                                    )
 
     return body

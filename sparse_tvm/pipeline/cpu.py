@@ -88,16 +88,30 @@ class ApplyCPUSchedules:
         return None
 
 
+HAND_WRITTEN_ATTR = "sparse_tvm.hand_written"
+
+
+def _has_inner_blocks(func: tirx.PrimFunc) -> bool:
+    """Whether ``func`` is a root sblock with sblocks inside (what schedules work on).
+
+    Hand-written loop-nest kernels carry ``sparse_tvm.hand_written`` (or have no root sblock).
+    """
+    if not isinstance(func.body, s_tir.SBlockRealize):
+        return False
+    return not (func.attrs is not None and bool(func.attrs.get(HAND_WRITTEN_ATTR, False)))
+
+
 @tvm.transform.module_pass(opt_level=0, name="SplitWeightPrepack")
 def split_weight_prepack(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
-    """``SplitLayoutRewritePreproc``, sparing PrimFuncs without a root sblock.
+    """``SplitLayoutRewritePreproc``, sparing hand-scheduled kernels.
 
-    TVM's pass asserts that every PrimFunc has one; hand-written kernels need not.
+    TVM's pass asserts that every PrimFunc has a root sblock with blocks inside; hand-written
+    loop-nest kernels have at most an empty root.
     """
     aside = {
         gvar: func
         for gvar, func in mod.functions_items()
-        if isinstance(func, tirx.PrimFunc) and not isinstance(func.body, s_tir.SBlockRealize)
+        if isinstance(func, tirx.PrimFunc) and not _has_inner_blocks(func)
     }
     if not aside:
         return relax.transform.SplitLayoutRewritePreproc()(mod)

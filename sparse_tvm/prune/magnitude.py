@@ -18,8 +18,9 @@ def parse_pattern(pattern: str) -> tuple[int, int]:
         if r < 1 or c < 1:
             raise ValueError
     except ValueError:
-        raise SparseTVMError(f"pattern '{pattern}' is not a block shape like 1x1, 4x1, 16x1 "
-                             "or 1x4") from None
+        raise SparseTVMError(
+            f"pattern '{pattern}' is not a block shape like 1x1, 4x1, 16x1 or 1x4"
+        ) from None
     return r, c
 
 
@@ -42,8 +43,9 @@ def block_mask(w: np.ndarray, sparsity: float, block: tuple[int, int]) -> np.nda
     return full[:n, :k]
 
 
-def prune_magnitude(model: onnx.ModelProto, sparsity: float, pattern: str = "1x1",
-                    exclude: Iterable[str] = ()) -> onnx.ModelProto:
+def prune_magnitude(
+    model: onnx.ModelProto, sparsity: float, pattern: str = "1x1", exclude: Iterable[str] = ()
+) -> onnx.ModelProto:
     """A copy of ``model`` with every prunable weight (except ``exclude``) pruned to
     ``sparsity`` by block magnitude."""
     if not 0.0 <= sparsity <= 1.0:

@@ -45,8 +45,9 @@ def prunable_weights(model: onnx.ModelProto) -> list[PrunableWeight]:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type == "Gemm" and attrs.get("transA", 0):
             continue
-        transposed = node.op_type == "MatMul" or (node.op_type == "Gemm"
-                                                  and not attrs.get("transB", 0))
+        transposed = node.op_type == "MatMul" or (
+            node.op_type == "Gemm" and not attrs.get("transB", 0)
+        )
         seen.add(name)
         found.append(PrunableWeight(name, node.name, node.op_type, transposed))
     return found

@@ -70,11 +70,15 @@ def safe_extract(tar: tarfile.TarFile, destination: Path) -> None:
     for member in tar.getmembers():
         target = (root / member.name).resolve()
         if not (target == root or root in target.parents):
-            raise ArtefactError(f"artefact member '{member.name}' would be written outside the "
-                                "extraction folder: refusing to load this artefact")
+            raise ArtefactError(
+                f"artefact member '{member.name}' would be written outside the "
+                "extraction folder: refusing to load this artefact"
+            )
         if not (member.isfile() or member.isdir()):
-            raise ArtefactError(f"artefact member '{member.name}' is a link or special file: "
-                                "refusing to load this artefact")
+            raise ArtefactError(
+                f"artefact member '{member.name}' is a link or special file: "
+                "refusing to load this artefact"
+            )
     tar.extractall(root, filter="data")
 
 
@@ -90,8 +94,10 @@ def read_metadata(path: str | os.PathLike) -> dict:
                 raise KeyError(METADATA)
             return json.loads(member.read())
     except (tarfile.TarError, KeyError, json.JSONDecodeError, OSError):
-        raise ArtefactError(f"'{path}' is not a sparse-tvm artefact (no readable {METADATA}): "
-                            "compile one with `sparse-tvm compile`") from None
+        raise ArtefactError(
+            f"'{path}' is not a sparse-tvm artefact (no readable {METADATA}): "
+            "compile one with `sparse-tvm compile`"
+        ) from None
 
 
 def load_artefact(path: str | os.PathLike) -> CompiledModel:
@@ -100,9 +106,11 @@ def load_artefact(path: str | os.PathLike) -> CompiledModel:
 
     metadata = read_metadata(path)
     if metadata.get("format_version") != FORMAT_VERSION:
-        raise ArtefactError(f"artefact '{path}' has format version "
-                            f"{metadata.get('format_version')}, this sparse-tvm reads "
-                            f"{FORMAT_VERSION}: recompile the model")
+        raise ArtefactError(
+            f"artefact '{path}' has format version "
+            f"{metadata.get('format_version')}, this sparse-tvm reads "
+            f"{FORMAT_VERSION}: recompile the model"
+        )
     folder = Path(tempfile.mkdtemp(prefix="sparse-tvm-artefact-"))
     try:
         with tarfile.open(path) as tar:
@@ -113,13 +121,16 @@ def load_artefact(path: str | os.PathLike) -> CompiledModel:
         raise
     except Exception as err:
         shutil.rmtree(folder, ignore_errors=True)
-        raise ArtefactError(f"cannot load the library in '{path}' ({type(err).__name__}): "
-                            "it was built for another target or is corrupt; recompile") from None
+        raise ArtefactError(
+            f"cannot load the library in '{path}' ({type(err).__name__}): "
+            "it was built for another target or is corrupt; recompile"
+        ) from None
     compiled = CompiledModel(
         executable=library,
         inputs=[TensorSpec.from_dict(d) for d in metadata["inputs"]],
         outputs=[TensorSpec.from_dict(d) for d in metadata["outputs"]],
         report=Report.from_dict(metadata.get("report", {})),
-        target=metadata.get("target", {}))
+        target=metadata.get("target", {}),
+    )
     weakref.finalize(compiled, shutil.rmtree, folder, True)
     return compiled

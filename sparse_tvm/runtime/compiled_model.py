@@ -71,27 +71,34 @@ class CompiledModel:
                     parts.append(f"unknown input(s) {', '.join(map(repr, unknown))}")
                 if missing:
                     parts.append(f"missing input(s) {', '.join(map(repr, missing))}")
-                raise InputShapeError(f"{'; '.join(parts)}: the model takes "
-                                      + ", ".join(f"{s.name} {list(s.shape)}" for s in self.inputs))
+                raise InputShapeError(
+                    f"{'; '.join(parts)}: the model takes "
+                    + ", ".join(f"{s.name} {list(s.shape)}" for s in self.inputs)
+                )
             arrays = [inputs[name] for name in names]
         else:
             arrays = list(inputs)
             if len(arrays) != len(self.inputs):
-                raise InputShapeError(f"the model takes {len(self.inputs)} input(s) "
-                                      f"({', '.join(s.name for s in self.inputs)}), got {len(arrays)}")
+                raise InputShapeError(
+                    f"the model takes {len(self.inputs)} input(s) "
+                    f"({', '.join(s.name for s in self.inputs)}), got {len(arrays)}"
+                )
         args = []
         for spec, array in zip(self.inputs, arrays):
             array = np.asarray(array)
             if tuple(array.shape) != spec.shape:
-                raise InputShapeError(f"input '{spec.name}' has shape {list(array.shape)}, the model "
-                                      f"was compiled for {list(spec.shape)}: recompile with "
-                                      f"--input-shapes {spec.name}:{'x'.join(map(str, array.shape))}")
+                raise InputShapeError(
+                    f"input '{spec.name}' has shape {list(array.shape)}, the model "
+                    f"was compiled for {list(spec.shape)}: recompile with "
+                    f"--input-shapes {spec.name}:{'x'.join(map(str, array.shape))}"
+                )
             if array.dtype != np.dtype(spec.dtype):
                 if np.can_cast(array.dtype, spec.dtype, casting="same_kind"):
                     array = array.astype(spec.dtype)
                 else:
-                    raise InputShapeError(f"input '{spec.name}' has dtype {array.dtype}, "
-                                          f"expected {spec.dtype}")
+                    raise InputShapeError(
+                        f"input '{spec.name}' has dtype {array.dtype}, expected {spec.dtype}"
+                    )
             args.append(tvm.runtime.tensor(np.ascontiguousarray(array)))
         return args
 
@@ -101,8 +108,12 @@ class CompiledModel:
         items = result if isinstance(result, (list, tuple, tvm.ir.Array)) else [result]
         return [item.numpy() for item in items]
 
-    def benchmark(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray],
-                  repeat: int = 50, warmup: int = 5) -> dict[str, float]:
+    def benchmark(
+        self,
+        inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray],
+        repeat: int = 50,
+        warmup: int = 5,
+    ) -> dict[str, float]:
         """Time ``repeat`` runs after ``warmup``: median, min, max and mean seconds."""
         args = self._arguments(inputs)
         main = self.vm["main"]
@@ -114,8 +125,13 @@ class CompiledModel:
             main(*args)
             times.append(time.perf_counter() - start)
         values = np.array(times)
-        return {"median": float(np.median(values)), "min": float(values.min()),
-                "max": float(values.max()), "mean": float(values.mean()), "repeat": len(times)}
+        return {
+            "median": float(np.median(values)),
+            "min": float(values.min()),
+            "max": float(values.max()),
+            "mean": float(values.mean()),
+            "repeat": len(times),
+        }
 
     def export(self, path: str) -> None:
         """Write the artefact (shared library, metadata and report) as a ``.tar``."""

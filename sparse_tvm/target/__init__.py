@@ -3,5 +3,11 @@
 from sparse_tvm.target.host_cpu import host_num_cores, host_x86_mcpu
 from sparse_tvm.target.presets import Preset, ResolvedTarget, presets, resolve_target
 
-__all__ = ["Preset", "ResolvedTarget", "presets", "resolve_target", "host_num_cores",
-           "host_x86_mcpu"]
+__all__ = [
+    "Preset",
+    "ResolvedTarget",
+    "presets",
+    "resolve_target",
+    "host_num_cores",
+    "host_x86_mcpu",
+]

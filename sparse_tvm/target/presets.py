@@ -20,8 +20,16 @@ from sparse_tvm.errors import TargetError
 from sparse_tvm.target.host_cpu import host_num_cores, host_x86_mcpu
 
 # Floats per vector register by LLVM cpu name prefix; used by the kernels' default tiles.
-_VECTOR_WIDTH = {"skylake-avx512": 16, "icelake": 16, "sapphirerapids": 16, "znver4": 16,
-                 "znver5": 16, "cascadelake": 16, "cooperlake": 16, "tigerlake": 16}
+_VECTOR_WIDTH = {
+    "skylake-avx512": 16,
+    "icelake": 16,
+    "sapphirerapids": 16,
+    "znver4": 16,
+    "znver5": 16,
+    "cascadelake": 16,
+    "cooperlake": 16,
+    "tigerlake": 16,
+}
 
 
 @dataclass(frozen=True)
@@ -90,9 +98,12 @@ def presets() -> dict[str, Preset]:
         data = tomllib.loads(entry.read_text())
         known = {"name", "description", "family", "tvm"}
         found[data["name"]] = Preset(
-            name=data["name"], description=data.get("description", ""),
-            family=data.get("family", "generic"), tvm=dict(data["tvm"]),
-            extra={k: v for k, v in data.items() if k not in known})
+            name=data["name"],
+            description=data.get("description", ""),
+            family=data.get("family", "generic"),
+            tvm=dict(data["tvm"]),
+            extra={k: v for k, v in data.items() if k not in known},
+        )
     return found
 
 
@@ -125,9 +136,11 @@ def resolve_target(spec: str | dict[str, Any] | ResolvedTarget) -> ResolvedTarge
         try:
             spec = json.loads(spec)
         except json.JSONDecodeError as err:
-            raise TargetError(f"target JSON is malformed ({err.msg}): give a preset name "
-                              f"({', '.join(presets())}) or a JSON object like "
-                              '{"kind": "llvm", "mcpu": "haswell"}') from None
+            raise TargetError(
+                f"target JSON is malformed ({err.msg}): give a preset name "
+                f"({', '.join(presets())}) or a JSON object like "
+                '{"kind": "llvm", "mcpu": "haswell"}'
+            ) from None
     if isinstance(spec, dict):
         tvm_dict = _fill_host(spec)
         if tvm_dict.get("kind") == "llvm":
@@ -136,8 +149,10 @@ def resolve_target(spec: str | dict[str, Any] | ResolvedTarget) -> ResolvedTarge
     else:
         preset = presets().get(str(spec))
         if preset is None:
-            raise TargetError(f"unknown target '{spec}': use one of {', '.join(presets())} "
-                              "(see `sparse-tvm targets`) or a TVM target as JSON")
+            raise TargetError(
+                f"unknown target '{spec}': use one of {', '.join(presets())} "
+                "(see `sparse-tvm targets`) or a TVM target as JSON"
+            )
         tvm_dict, name, family = _fill_host(preset.tvm), preset.name, preset.family
         description = preset.description
     try:

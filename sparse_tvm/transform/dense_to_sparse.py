@@ -27,6 +27,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from sparse_tvm.analysis.layers import Layer
 from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.kernels import im2col_kernel, spmm_kernel
+from sparse_tvm.pipeline.cpu import HAND_WRITTEN_ATTR
 
 
 @dataclass
@@ -44,10 +45,10 @@ def _sanitize(name: str) -> str:
 def _with_root_block(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
     """Wrap a loop-nest kernel in the root sblock that Relax's analyses (op-pattern and
     reshape detection, layout-rewrite splitting) expect of every ``call_tir`` callee."""
-    if isinstance(func.body, s_tir.SBlockRealize):
-        return func
-    root = s_tir.SBlock([], [], [], "root", func.body)
-    return func.with_body(s_tir.SBlockRealize([], True, root))
+    if not isinstance(func.body, s_tir.SBlockRealize):
+        root = s_tir.SBlock([], [], [], "root", func.body)
+        func = func.with_body(s_tir.SBlockRealize([], True, root))
+    return func.with_attr(HAND_WRITTEN_ATTR, True)
 
 
 def _tensor(shape, dtype: str = "float32") -> relax.TensorType:
@@ -56,8 +57,9 @@ def _tensor(shape, dtype: str = "float32") -> relax.TensorType:
 
 @mutator
 class _Rewriter(PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, plans: list[SparsePlan],
-                 target: tvm.target.Target) -> None:
+    def __init__(
+        self, mod: tvm.IRModule, plans: list[SparsePlan], target: tvm.target.Target
+    ) -> None:
         super().__init__(mod)
         self.target = target
         self.by_end: dict[relax.Var, SparsePlan] = {p.layer.end_var: p for p in plans}
@@ -85,8 +87,15 @@ class _Rewriter(PyExprMutator):
 
     def _kernel(self, plan: SparsePlan, x_layout: str, batch: int) -> relax.GlobalVar:
         layer = plan.layer
-        func = spmm_kernel(plan.weight, layer.m, x_layout=x_layout, batch=batch,
-                           bias=layer.bias is not None, relu=layer.relu, target=self.target)
+        func = spmm_kernel(
+            plan.weight,
+            layer.m,
+            x_layout=x_layout,
+            batch=batch,
+            bias=layer.bias is not None,
+            relu=layer.relu,
+            target=self.target,
+        )
         name = f"sparse_{plan.weight.block[0]}x{plan.weight.block[1]}_{_sanitize(layer.name)}"
         func = _with_root_block(func).with_attr("global_symbol", name)
         return self.builder_.add_func(func, name)
@@ -98,11 +107,16 @@ class _Rewriter(PyExprMutator):
         n = layer.weight.shape[0]
         if layer.op == "matmul":
             k = layer.weight.shape[1]
-            x2 = x if len(layer.input_shape) == 2 else self.builder_.emit(
-                relax.op.reshape(x, (layer.m, k)))
-            out = self.builder_.emit(relax.call_tir(
-                self._kernel(plan, "MK", 1), [x2, *self._constants(plan)],
-                _tensor((layer.m, n))))
+            x2 = (
+                x
+                if len(layer.input_shape) == 2
+                else self.builder_.emit(relax.op.reshape(x, (layer.m, k)))
+            )
+            out = self.builder_.emit(
+                relax.call_tir(
+                    self._kernel(plan, "MK", 1), [x2, *self._constants(plan)], _tensor((layer.m, n))
+                )
+            )
             if len(layer.output_shape) == 2:
                 return out
             return relax.op.reshape(out, layer.output_shape)
@@ -111,16 +125,29 @@ class _Rewriter(PyExprMutator):
         if geometry.is_pointwise:
             cols = self.builder_.emit(relax.op.reshape(x, (batch, channels, height * width)))
         else:
-            im2col = im2col_kernel(batch, channels, height, width, geometry.kernel,
-                                   geometry.strides, geometry.padding, geometry.dilation)
+            im2col = im2col_kernel(
+                batch,
+                channels,
+                height,
+                width,
+                geometry.kernel,
+                geometry.strides,
+                geometry.padding,
+                geometry.dilation,
+            )
             name = f"im2col_{_sanitize(layer.name)}"
             im2col = _with_root_block(im2col).with_attr("global_symbol", name)
             gv = self.builder_.add_func(im2col, name)
-            cols = self.builder_.emit(relax.call_tir(
-                gv, [x], _tensor((batch, layer.weight.shape[1], layer.m))))
-        out = self.builder_.emit(relax.call_tir(
-            self._kernel(plan, "KM", batch), [cols, *self._constants(plan)],
-            _tensor((batch, n, layer.m))))
+            cols = self.builder_.emit(
+                relax.call_tir(gv, [x], _tensor((batch, layer.weight.shape[1], layer.m)))
+            )
+        out = self.builder_.emit(
+            relax.call_tir(
+                self._kernel(plan, "KM", batch),
+                [cols, *self._constants(plan)],
+                _tensor((batch, n, layer.m)),
+            )
+        )
         return relax.op.reshape(out, layer.output_shape)
 
     def _call_of(self, layer: Layer) -> relax.Call:

@@ -16,8 +16,13 @@ from tests.conftest import ort_run, random_inputs
 
 
 def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sparse_tvm", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "sparse_tvm", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -67,13 +72,13 @@ def test_inspect_json(workdir):
 
 def test_compile_run_matches_onnxruntime(workdir, artefact):
     out = workdir / "out.npz"
-    result = cli("run", artefact, "--inputs", workdir / "in.npz", "--outputs", out,
-                 "--repeat", "3")
+    result = cli("run", artefact, "--inputs", workdir / "in.npz", "--outputs", out, "--repeat", "3")
     assert result.returncode == 0, result.stderr
     assert "median" in result.stdout
     with np.load(out) as data:
-        np.testing.assert_allclose(data["logits"], np.load(workdir / "expected.npy"),
-                                   rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(
+            data["logits"], np.load(workdir / "expected.npy"), rtol=1e-4, atol=1e-4
+        )
 
 
 def test_inspect_artefact(artefact):
@@ -84,8 +89,7 @@ def test_inspect_artefact(artefact):
 
 def test_prune_command(workdir):
     out = workdir / "pruned.onnx"
-    result = cli("prune", workdir / "mlp.onnx", "-o", out, "--sparsity", "0.95",
-                 "--pattern", "4x1")
+    result = cli("prune", workdir / "mlp.onnx", "-o", out, "--sparsity", "0.95", "--pattern", "4x1")
     assert result.returncode == 0, result.stderr
     from sparse_tvm.prune.weights import read_initializer
 
@@ -119,8 +123,10 @@ def test_truncated_onnx(tmp_path, workdir):
 
 def test_unknown_target(tmp_path, workdir):
     out = tmp_path / "m.tar"
-    assert_one_line_error(cli("compile", workdir / "mlp.onnx", "--target", "pdp11", "-o", out),
-                          "unknown target 'pdp11'")
+    assert_one_line_error(
+        cli("compile", workdir / "mlp.onnx", "--target", "pdp11", "-o", out),
+        "unknown target 'pdp11'",
+    )
     assert not out.exists()
 
 
@@ -136,8 +142,9 @@ def test_wrong_input_shape(tmp_path, artefact):
     bad = tmp_path / "bad.npz"
     np.savez(bad, x=np.zeros((2, 64), np.float32))
     out = tmp_path / "out.npz"
-    assert_one_line_error(cli("run", artefact, "--inputs", bad, "--outputs", out),
-                          "has shape [2, 64]")
+    assert_one_line_error(
+        cli("run", artefact, "--inputs", bad, "--outputs", out), "has shape [2, 64]"
+    )
     assert not out.exists()
 
 

@@ -44,8 +44,9 @@ def test_cnn_sparse_matches_onnxruntime(sparsity, block):
 
 @pytest.mark.parametrize(("sparsity", "block"), [(0.0, None), (0.7, (1, 1)), (0.9, (16, 1))])
 def test_bert_block_matches_onnxruntime(sparsity, block):
-    model = prune_magnitude(bert_block(**SMALL_BERT), sparsity,
-                            f"{block[0]}x{block[1]}" if block else "1x1")
+    model = prune_magnitude(
+        bert_block(**SMALL_BERT), sparsity, f"{block[0]}x{block[1]}" if block else "1x1"
+    )
     compiled = compile_model(model, "x86", force_block=block, dense=block is None)
     _check(model, compiled, rtol=2e-4, atol=2e-4)
 

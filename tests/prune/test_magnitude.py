@@ -32,7 +32,9 @@ def test_prune_model_orientation_and_exclude():
     assert fc1.shape == (256, 64)
     assert np.mean(fc1 == 0) == pytest.approx(0.9, abs=0.01)
     # 16 consecutive output features share their zeros
-    assert np.all((fc1.reshape(16, 16, 64) == 0).all(axis=1) == (fc1.reshape(16, 16, 64) == 0)[:, 0])
+    assert np.all(
+        (fc1.reshape(16, 16, 64) == 0).all(axis=1) == (fc1.reshape(16, 16, 64) == 0)[:, 0]
+    )
     assert np.count_nonzero(read_initializer(pruned, "fc3.weight") == 0) == 0
 
 

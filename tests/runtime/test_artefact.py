@@ -32,8 +32,9 @@ def _crafted(path, evil_name: str, link: bool = False) -> None:
             _add(tar, evil_name, b"owned")
 
 
-@pytest.mark.parametrize("evil", ["../escaped.txt", "/tmp/sparse_tvm_absolute_escape.txt",
-                                  "a/../../escaped.txt"])
+@pytest.mark.parametrize(
+    "evil", ["../escaped.txt", "/tmp/sparse_tvm_absolute_escape.txt", "a/../../escaped.txt"]
+)
 def test_member_outside_the_folder_is_refused(tmp_path, evil):
     artefact = tmp_path / "evil.tar"
     _crafted(artefact, evil)

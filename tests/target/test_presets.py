@@ -13,11 +13,14 @@ def test_x86_preset_reads_the_host():
     assert int(target.tvm_target.attrs["num-cores"]) >= 1
 
 
-@pytest.mark.parametrize(("flags", "mcpu", "width"), [
-    ({"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx2", "fma"}, "skylake-avx512", 16),
-    ({"avx2", "fma", "bmi2", "avx"}, "haswell", 8),
-    ({"sse2"}, "x86-64", 4),
-])
+@pytest.mark.parametrize(
+    ("flags", "mcpu", "width"),
+    [
+        ({"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx2", "fma"}, "skylake-avx512", 16),
+        ({"avx2", "fma", "bmi2", "avx"}, "haswell", 8),
+        ({"sse2"}, "x86-64", 4),
+    ],
+)
 def test_host_flags_map_to_llvm_cpu_and_vector_width(flags, mcpu, width):
     assert host_x86_mcpu(frozenset(flags)) == mcpu
     assert resolve_target({"kind": "llvm", "mcpu": mcpu}).vector_width == width
@@ -35,11 +38,14 @@ def test_json_target():
     assert int(target.tvm_target.attrs["num-cores"]) >= 1  # MetaSchedule needs it
 
 
-@pytest.mark.parametrize(("spec", "message"), [
-    ("nope", "unknown target 'nope'"),
-    ("{bad json", "target JSON is malformed"),
-    ('{"kind": "nosuchkind"}', "TVM rejects the target"),
-])
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("nope", "unknown target 'nope'"),
+        ("{bad json", "target JSON is malformed"),
+        ('{"kind": "nosuchkind"}', "TVM rejects the target"),
+    ],
+)
 def test_bad_targets_have_clear_errors(spec, message):
     with pytest.raises(TargetError, match=message):
         resolve_target(spec)

@@ -30,8 +30,11 @@ def _ops(func: relax.Function) -> list[str]:
 
 def _rewrite(model, chosen: set[str], block=(4, 1)):
     imported = import_onnx(model)
-    plans = [SparsePlan(layer, BlockSparseWeight.from_dense(layer.weight, block))
-             for layer in analyse(imported) if layer.name in chosen]
+    plans = [
+        SparsePlan(layer, BlockSparseWeight.from_dense(layer.weight, block))
+        for layer in analyse(imported)
+        if layer.name in chosen
+    ]
     target = resolve_target("x86").tvm_target
     return imported, DenseToSparse(plans, target)(imported.mod)
 
@@ -44,7 +47,7 @@ def test_only_planned_layers_are_rewritten_with_epilogue_fused():
     assert ops.count("relax.matmul") == 2
     assert ops.count("relax.nn.relu") == 1 and ops.count("relax.add") == 1
     assert ops.count("relax.permute_dims") == 0  # the transposed weight is no longer read
-    assert ["call_tir:sparse_4x1_fc2_weight"] == [o for o in ops if o.startswith("call_tir")]
+    assert [o for o in ops if o.startswith("call_tir")] == ["call_tir:sparse_4x1_fc2_weight"]
     # the weight is stored compressed, as constants, and its parameter is unused now
     assert "fc2.weight" not in {v.name for v in relax.analysis.free_vars(mod["main"].body)}
 
@@ -52,8 +55,12 @@ def test_only_planned_layers_are_rewritten_with_epilogue_fused():
 def test_kernel_arguments_are_the_compressed_weight():
     model = prune_magnitude(mlp(), 0.9, "4x1")
     imported, mod = _rewrite(model, {"fc1.weight"})
-    (call,) = [b.value for blk in mod["main"].body.blocks for b in blk.bindings
-               if isinstance(b.value, relax.Call) and b.value.op.name == "relax.call_tir"]
+    (call,) = [
+        b.value
+        for blk in mod["main"].body.blocks
+        for b in blk.bindings
+        if isinstance(b.value, relax.Call) and b.value.op.name == "relax.call_tir"
+    ]
     x, data, indices, indptr, bias = call.args[1].fields
     expected = BlockSparseWeight.from_dense(imported.params["fc1.weight"].T.copy(), (4, 1))
     np.testing.assert_array_equal(data.value.numpy(), expected.data)
@@ -63,8 +70,7 @@ def test_kernel_arguments_are_the_compressed_weight():
 
 
 def test_convs_become_im2col_and_spmm():
-    _, mod = _rewrite(prune_magnitude(small_cnn(), 0.9, "4x1"),
-                      {"conv1.weight", "conv2.weight"})
+    _, mod = _rewrite(prune_magnitude(small_cnn(), 0.9, "4x1"), {"conv1.weight", "conv2.weight"})
     ops = _ops(mod["main"])
     assert "call_tir:im2col_conv1_weight" in ops  # 3x3: im2col first
     assert "call_tir:sparse_4x1_conv1_weight" in ops

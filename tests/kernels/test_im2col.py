@@ -1,0 +1,90 @@
+"""im2col against a numpy reference; im2col + SpMM("KM") against a direct convolution."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+
+from sparse_tvm.formats import BlockSparseWeight
+from sparse_tvm.kernels import im2col_kernel, spmm_kernel
+
+TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
+
+
+def im2col_reference(x, kernel, stride, padding, dilation):
+    """Rows ordered (ci, i, j) like ``conv_weight.reshape(out, -1)``; columns (oy, ox)."""
+    b, c, h, w = x.shape
+    (kh, kw), (sh, sw), (pt, pl, pb, pr), (dh, dw) = kernel, stride, padding, dilation
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    col = np.empty((b, c, kh, kw, oh, ow), np.float32)
+    for i in range(kh):
+        for j in range(kw):
+            col[:, :, i, j] = xp[
+                :,
+                :,
+                i * dh : i * dh + sh * (oh - 1) + 1 : sh,
+                j * dw : j * dw + sw * (ow - 1) + 1 : sw,
+            ]
+    return col.reshape(b, c * kh * kw, oh * ow)
+
+
+def run_im2col(x, kernel, stride, padding, dilation):
+    b, c, h, w = x.shape
+    func = im2col_kernel(b, c, h, w, kernel, stride, padding, dilation)
+    rt = tvm.compile(func, TARGET).jit()
+    rows, cols = (int(d) for d in func.params[1].shape[1:])
+    out = tvm.runtime.tensor(np.full((b, rows, cols), np.nan, np.float32))
+    rt["main"](tvm.runtime.tensor(x), out)
+    return out.numpy()
+
+
+@pytest.mark.parametrize(
+    ("shape", "kernel", "stride", "padding", "dilation"),
+    [
+        ((1, 3, 8, 8), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+        ((2, 4, 9, 7), (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),
+        ((1, 2, 10, 11), (3, 2), (2, 1), (0, 2, 1, 0), (2, 2)),
+        ((1, 5, 6, 6), (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),
+        ((1, 1, 5, 5), (5, 5), (1, 1), (2, 2, 2, 2), (1, 1)),
+        ((1, 3, 17, 19), (7, 7), (2, 2), (3, 3, 3, 3), (1, 1)),
+    ],
+)
+def test_im2col_matches_reference(shape, kernel, stride, padding, dilation):
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    np.testing.assert_array_equal(
+        run_im2col(x, kernel, stride, padding, dilation),
+        im2col_reference(x, kernel, stride, padding, dilation),
+    )
+
+
+def test_im2col_then_spmm_is_a_convolution():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 4, 9, 9)).astype(np.float32)
+    weight = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    weight[rng.random(weight.shape) < 0.7] = 0
+    kernel, stride, padding, dilation = (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)
+    col = run_im2col(x, kernel, stride, padding, dilation)
+    # direct convolution reference
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    ref = np.zeros((2, 6, 5, 5), np.float32)
+    for oy in range(5):
+        for ox in range(5):
+            patch = xp[:, :, 2 * oy : 2 * oy + 3, 2 * ox : 2 * ox + 3]
+            ref[:, :, oy, ox] = np.einsum("bchw,ochw->bo", patch, weight)
+    bw = BlockSparseWeight.from_dense(weight.reshape(6, -1), (1, 1))
+    func = spmm_kernel(bw, 25, x_layout="KM", batch=2, target=TARGET)
+    y = tvm.runtime.tensor(np.zeros((2, 6, 25), np.float32))
+    tvm.compile(func, TARGET).jit()["main"](
+        *(tvm.runtime.tensor(a) for a in (col, bw.data, bw.indices, bw.indptr)), y
+    )
+    np.testing.assert_allclose(y.numpy().reshape(2, 6, 5, 5), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_im2col_is_scheduled_and_rejects_empty_output():
+    func = im2col_kernel(1, 1, 4, 4, (3, 3), (1, 1), (0, 0, 0, 0), (1, 1))
+    assert bool(func.attrs["tirx.is_scheduled"])
+    with pytest.raises(ValueError, match="empty"):
+        im2col_kernel(1, 1, 2, 2, (3, 3), (1, 1), (0, 0, 0, 0), (1, 1))

@@ -1,0 +1,154 @@
+"""SpMM kernels against numpy: shapes off the block/vector grid, sparsity 0..1, fusion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sparse_tvm.formats import BlockSparseWeight
+from sparse_tvm.kernels import spmm_kernel
+from sparse_tvm.kernels.spmm import SpmmSpec, choose_strategy, vector_lanes
+
+TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
+AVX2 = tvm.target.Target({"kind": "llvm", "mcpu": "haswell", "num-cores": 2})
+BLOCKS = [(1, 1), (4, 1), (8, 1), (16, 1), (1, 4)]
+
+
+def random_block_sparse(rng, n, k, block, sparsity):
+    r, c = block
+    keep = rng.random((-(-n // r), -(-k // c))) >= sparsity
+    mask = np.repeat(np.repeat(keep, r, axis=0), c, axis=1)[:n, :k]
+    return (rng.standard_normal((n, k)) * mask).astype(np.float32)
+
+
+def run_spmm(w, block, m, *, layout="MK", batch=1, bias=False, relu=False, target=TARGET, seed=0):
+    """Compile and run the kernel; return (result, numpy reference)."""
+    rng = np.random.default_rng(seed)
+    n, k = w.shape
+    bw = BlockSparseWeight.from_dense(w, block)
+    func = spmm_kernel(bw, m, x_layout=layout, batch=batch, bias=bias, relu=relu, target=target)
+    rt = tvm.compile(func, target).jit()
+    b = rng.standard_normal(n).astype(np.float32)
+    if layout == "MK":
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        ref = x @ w.T + (b if bias else 0)
+        y = np.full((m, n), np.nan, np.float32)
+    else:
+        x = rng.standard_normal((batch, k, m)).astype(np.float32)
+        ref = np.einsum("nk,bkm->bnm", w, x) + (b[:, None] if bias else 0)
+        y = np.full((batch, n, m), np.nan, np.float32)
+    if relu:
+        ref = np.maximum(ref, 0)
+    args = [x, bw.data, bw.indices, bw.indptr, *([b] if bias else []), y]
+    tensors = [tvm.runtime.tensor(a) for a in args]
+    rt["main"](*tensors)
+    return tensors[-1].numpy(), ref
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    n=st.integers(1, 70),
+    k=st.integers(1, 70),
+    m=st.one_of(st.just(1), st.integers(2, 150)),
+    block=st.sampled_from(BLOCKS),
+    sparsity=st.sampled_from([0.0, 0.5, 0.9, 0.99, 1.0]),
+    layout=st.sampled_from(["MK", "KM"]),
+    fuse=st.sampled_from([(False, False), (True, False), (True, True), (False, True)]),
+    seed=st.integers(0, 2**16),
+)
+def test_spmm_random(n, k, m, block, sparsity, layout, fuse, seed):
+    w = random_block_sparse(np.random.default_rng(seed), n, k, block, sparsity)
+    batch = 2 if layout == "KM" else 1
+    y, ref = run_spmm(
+        w, block, m, layout=layout, batch=batch, bias=fuse[0], relu=fuse[1], seed=seed
+    )
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("block", BLOCKS)
+@pytest.mark.parametrize(("layout", "m"), [("MK", 1), ("MK", 37), ("KM", 1), ("KM", 37)])
+def test_every_block_and_strategy(block, layout, m):
+    # n, k off the block and vector grid; bias + relu on
+    w = random_block_sparse(np.random.default_rng(1), 45, 23, block, 0.5)
+    y, ref = run_spmm(
+        w, block, m, layout=layout, batch=3 if layout == "KM" else 1, bias=True, relu=True
+    )
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("block", [(1, 1), (16, 1)])
+@pytest.mark.parametrize("sparsity", [0.0, 1.0])
+@pytest.mark.parametrize("m", [1, 20])
+def test_dense_and_empty_weights(block, sparsity, m):
+    w = random_block_sparse(np.random.default_rng(2), 33, 17, block, sparsity)
+    y, ref = run_spmm(w, block, m, bias=True)
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_empty_rows_give_bias():
+    w = np.zeros((40, 24), np.float32)
+    w[3, 5] = 2.0
+    w[39, 23] = -1.0
+    y, ref = run_spmm(w, (1, 1), 17, layout="KM", bias=True, relu=True)
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_avx2_target():
+    w = random_block_sparse(np.random.default_rng(3), 50, 30, (8, 1), 0.7)
+    for layout, m in [("MK", 19), ("KM", 19)]:
+        y, ref = run_spmm(w, (8, 1), m, layout=layout, target=AVX2)
+        np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_bert_ffn_shape_16x1():
+    w = random_block_sparse(np.random.default_rng(4), 768, 3072, (16, 1), 0.9)
+    y, ref = run_spmm(w, (16, 1), 128, bias=True)
+    np.testing.assert_allclose(y, ref, rtol=1e-3, atol=1e-3)
+
+
+def test_signature_and_attributes():
+    w = random_block_sparse(np.random.default_rng(5), 32, 16, (16, 1), 0.5)
+    bw = BlockSparseWeight.from_dense(w, (16, 1))
+    func = spmm_kernel(bw, 8, bias=True, target=TARGET)
+    shapes = [tuple(int(d) for d in p.shape) for p in func.params]
+    assert [p.name for p in func.params] == ["X", "data", "indices", "indptr", "bias", "Y"]
+    assert shapes == [(8, 16), bw.data.shape, bw.indices.shape, bw.indptr.shape, (32,), (8, 32)]
+    assert bool(func.attrs["tirx.is_scheduled"])
+    named = func.with_attr("global_symbol", "sparse_fc")
+    assert named.attrs["global_symbol"] == "sparse_fc"
+    # dlight skips kernels that are already scheduled
+    mod = tvm.IRModule({"sparse_fc": named})
+    with TARGET:
+        out = tvm.s_tir.dlight.ApplyDefaultSchedule(tvm.s_tir.dlight.cpu.GEMV())(mod)
+    tvm.ir.assert_structural_equal(out["sparse_fc"], named)
+
+
+@pytest.mark.parametrize(("block", "layout", "m"), [((16, 1), "MK", 64), ((1, 1), "KM", 64)])
+def test_inner_loop_uses_zmm_fma(block, layout, m):
+    w = random_block_sparse(np.random.default_rng(6), 64, 64, block, 0.5)
+    func = spmm_kernel(BlockSparseWeight.from_dense(w, block), m, x_layout=layout, target=TARGET)
+    asm = tvm.compile(func, TARGET).mod.inspect_source("asm")
+    assert any("vfmadd" in line and "zmm" in line for line in asm.splitlines())
+
+
+def test_strategy_choice():
+    def spec(r, c, m, layout):
+        return SpmmSpec(64, 64, r, c, 1, m, 1, layout, False, False, 16, 2)
+
+    assert choose_strategy(spec(16, 1, 128, "MK")) == "rowvec"
+    assert choose_strategy(spec(16, 1, 1, "KM")) == "rowvec"
+    assert choose_strategy(spec(16, 1, 128, "KM")) == "colvec"
+    assert choose_strategy(spec(1, 1, 128, "MK")) == "colvec"
+    assert choose_strategy(spec(1, 4, 1, "MK")) == "scalar"
+    assert vector_lanes(TARGET) == 16 and vector_lanes(AVX2) == 8
+
+
+def test_rejects_bad_arguments():
+    bw = BlockSparseWeight.from_dense(np.eye(4, dtype=np.float32), (1, 1))
+    with pytest.raises(ValueError, match="x_layout"):
+        spmm_kernel(bw, 4, x_layout="NCHW")
+    with pytest.raises(ValueError, match="batch"):
+        spmm_kernel(bw, 4, batch=2)
