@@ -32,7 +32,7 @@ import numpy as np
 
 import sparse_tvm
 from sparse_tvm.examples import bert_block
-from sparse_tvm.prune import prune_magnitude
+from sparse_tvm.pruning import prune_magnitude
 
 RUNS = [
     ("stvm_dense_model", "dense", "sparse-tvm, dense model"),

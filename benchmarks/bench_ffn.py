@@ -34,7 +34,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from sparse_tvm.driver.compile_model import compile_model
 from sparse_tvm.formats import BlockSparseWeight
-from sparse_tvm.prune import block_mask
+from sparse_tvm.pruning import block_mask
 
 LAYERS = {"ffn.up": (3072, 768), "ffn.down": (768, 3072)}
 METHODS = ["sparse", "tvm_dense", "ort", "numpy", "scipy_csr"]

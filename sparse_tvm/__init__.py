@@ -80,6 +80,20 @@ def inspect(
     return inspect_model(model, input_shapes=input_shapes, sparsity_threshold=sparsity_threshold)
 
 
+def prune(
+    model: Model,
+    sparsity: float,
+    pattern: str = "1x1",
+    method: str = "magnitude",
+    exclude=(),
+    **training,
+):
+    """Prune the MatMul / Gemm / Conv weights of a model; see :func:`sparse_tvm.pruning.prune`."""
+    from sparse_tvm.pruning import prune as _prune
+
+    return _prune(model, sparsity, pattern, method=method, exclude=exclude, **training)
+
+
 def targets() -> dict[str, Any]:
     """The target presets shipped in ``targets/``, by name."""
     from sparse_tvm.target import presets

@@ -15,7 +15,7 @@ import onnx
 import onnxruntime as ort
 
 from sparse_tvm.examples import bert_block, small_cnn
-from sparse_tvm.prune import prune_magnitude
+from sparse_tvm.pruning import prune_magnitude
 
 SPARSITY = 0.9
 

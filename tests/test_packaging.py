@@ -9,8 +9,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_wheel_contains_targets_and_schedules(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(tmp_path), str(ROOT)], check=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        timeout=300,
+    )
     (wheel,) = tmp_path.glob("sparse_tvm-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for preset in (ROOT / "targets").glob("*.toml"):

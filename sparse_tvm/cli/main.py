@@ -173,7 +173,7 @@ def cmd_prune(args) -> int:
     import onnx
 
     from sparse_tvm.frontend import load_onnx
-    from sparse_tvm.prune import prune_magnitude
+    from sparse_tvm.pruning import prune_magnitude
 
     if args.method != "magnitude":
         raise CLIError(
@@ -233,7 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="x86", help="preset name or TVM target JSON (default x86)")
     p.add_argument("-o", "--output", required=True, help="artefact to write (model.tar)")
     p.add_argument("--records", help="tuning records folder")
-    p.add_argument("--cross-compiler", help="cross compiler for edge targets")
+    p.add_argument(
+        "--cross-compiler",
+        help="C compiler that links the library (cross compiler for edge targets)",
+    )
     p.add_argument(
         "--sparsity-threshold", type=_probability, help="layers below this sparsity stay dense"
     )

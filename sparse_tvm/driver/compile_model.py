@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -141,6 +142,7 @@ def compile_model(
     measure: bool = True,
     progress: Callable[[str], None] | None = None,
     force_block: tuple[int, int] | None = None,
+    cross_compiler: str | None = None,
 ) -> CompiledModel:
     """Compile an ONNX model, making the layers sparse where that is faster.
 
@@ -163,11 +165,17 @@ def compile_model(
         Without it the calibrated cost model alone decides.
     progress
         Called with one line per stage and per layer (the CLI prints them).
+    cross_compiler
+        The C compiler that links the exported library (default: the host's).
     force_block
         Compile every sparse-capable layer sparse with this block shape, unmeasured
         (for tests and benchmarks: it can make a model slower).
     """
     say = progress or (lambda _line: None)
+    if cross_compiler is not None and shutil.which(cross_compiler) is None:
+        raise SparseTVMError(
+            f"cross compiler '{cross_compiler}' not found on PATH: install it or give its full path"
+        )
     if sparsity_threshold is not None and not 0.0 <= sparsity_threshold <= 1.0:
         raise SparseTVMError(f"sparsity threshold {sparsity_threshold} is outside [0, 1]")
     if records is not None:
@@ -211,6 +219,7 @@ def compile_model(
     ]
     outputs = _output_specs(imported)
     return CompiledModel(
+        cross_compiler=cross_compiler,
         executable=executable,
         inputs=inputs,
         outputs=outputs,

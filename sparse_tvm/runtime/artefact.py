@@ -51,7 +51,14 @@ def export_artefact(compiled: CompiledModel, path: str | os.PathLike) -> None:
     }
     with tempfile.TemporaryDirectory(prefix="sparse-tvm-export-") as work:
         work_path = Path(work)
-        compiled.executable.export_library(str(work_path / LIBRARY))
+        if compiled.cross_compiler:
+            from tvm.support import cc
+
+            compiled.executable.export_library(
+                str(work_path / LIBRARY), fcompile=cc.cross_compiler(compiled.cross_compiler)
+            )
+        else:
+            compiled.executable.export_library(str(work_path / LIBRARY))
         (work_path / METADATA).write_text(json.dumps(metadata, indent=2))
         (work_path / REPORT).write_text(str(compiled.report) + "\n")
         partial = path.with_name(f".{path.name}.partial")

@@ -52,6 +52,7 @@ class CompiledModel:
     outputs: list[TensorSpec]
     report: Report
     target: dict[str, Any] = field(default_factory=dict)
+    cross_compiler: str | None = None  # C compiler that links the exported library
     _vm: Any = field(default=None, repr=False)
 
     @property

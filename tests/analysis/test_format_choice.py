@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from sparse_tvm.analysis import block_zero_fractions, choose_format
-from sparse_tvm.prune import block_mask
+from sparse_tvm.pruning import block_mask
 
 
 def _pruned(n, k, sparsity, block, seed=0):

@@ -11,7 +11,7 @@ import onnx
 import pytest
 
 from sparse_tvm.examples import mlp
-from sparse_tvm.prune import prune_magnitude
+from sparse_tvm.pruning import prune_magnitude
 from tests.conftest import ort_run, random_inputs
 
 
@@ -91,7 +91,7 @@ def test_prune_command(workdir):
     out = workdir / "pruned.onnx"
     result = cli("prune", workdir / "mlp.onnx", "-o", out, "--sparsity", "0.95", "--pattern", "4x1")
     assert result.returncode == 0, result.stderr
-    from sparse_tvm.prune.weights import read_initializer
+    from sparse_tvm.pruning.weights import read_initializer
 
     w = read_initializer(onnx.load(out), "fc2.weight")
     assert np.mean(w == 0) == pytest.approx(0.95, abs=0.01)

@@ -8,7 +8,7 @@ import pytest
 import sparse_tvm as st
 from sparse_tvm.driver.compile_model import compile_model
 from sparse_tvm.examples import bert_block, mlp, small_cnn
-from sparse_tvm.prune import prune_magnitude
+from sparse_tvm.pruning import prune_magnitude
 from tests.conftest import ort_run, random_inputs
 
 SMALL_BERT = dict(seq=16, hidden=64, heads=4, ffn=128)

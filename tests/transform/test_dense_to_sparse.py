@@ -10,7 +10,7 @@ from sparse_tvm.driver.compile_model import analyse
 from sparse_tvm.examples import mlp, small_cnn
 from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.frontend import import_onnx
-from sparse_tvm.prune import prune_magnitude
+from sparse_tvm.pruning import prune_magnitude
 from sparse_tvm.target import resolve_target
 from sparse_tvm.transform import DenseToSparse, SparsePlan
 

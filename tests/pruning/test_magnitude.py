@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from sparse_tvm.examples import mlp, small_cnn
-from sparse_tvm.prune import block_mask, prunable_weights, prune_magnitude
-from sparse_tvm.prune.weights import read_initializer
+from sparse_tvm.pruning import block_mask, prunable_weights, prune_magnitude
+from sparse_tvm.pruning.weights import read_initializer
 
 
 @pytest.mark.parametrize("block", [(1, 1), (4, 1), (16, 1), (1, 4)])
@@ -43,3 +43,13 @@ def test_prune_conv_weights():
     w = read_initializer(pruned, "conv3.weight")
     assert w.shape == (64, 32, 3, 3)
     assert np.mean(w == 0) == pytest.approx(0.5, abs=0.01)
+
+
+def test_prune_api_reports_sparsity_and_refuses_fine_tuning_methods():
+    import sparse_tvm as st
+
+    result = st.prune(mlp(), 0.8, "4x1", exclude=["fc3.weight"])
+    assert result.report["fc1.weight"] == pytest.approx(0.8, abs=0.01)
+    assert result.report["fc3.weight"] == 0.0
+    with pytest.raises(st.SparseTVMError, match="fine-tuning"):
+        st.prune(mlp(), 0.8, method="gmp")

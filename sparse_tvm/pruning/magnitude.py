@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 
 from sparse_tvm.errors import SparseTVMError
-from sparse_tvm.prune.weights import prunable_weights, read_initializer, write_initializer
+from sparse_tvm.pruning.weights import prunable_weights, read_initializer, write_initializer
 
 
 def parse_pattern(pattern: str) -> tuple[int, int]:

@@ -1,6 +1,0 @@
-"""Where the pruning driver lives (one-shot magnitude now; gradual and L0 arrive with issue 4)."""
-
-from sparse_tvm.prune.magnitude import block_mask, parse_pattern, prune_magnitude
-from sparse_tvm.prune.weights import PrunableWeight, prunable_weights
-
-__all__ = ["PrunableWeight", "block_mask", "parse_pattern", "prunable_weights", "prune_magnitude"]
