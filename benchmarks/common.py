@@ -310,12 +310,20 @@ def _own_s() -> float:
     return t.user + t.system
 
 
+# Thread pools spin-wait after a call (OpenBLAS for up to ~0.1 s, onnxruntime briefly): a runner
+# timed right after another runtime would share the cores with those spinning threads. The
+# pause lets them park first. Without it the fast sparse kernels timed right after numpy came
+# out 5-80x slower than alone.
+SETTLE_S = 0.15
+
+
 def measure(runners: list[Runner], rounds: int, batch_s: float = 0.05) -> dict[str, Timing]:
     """Interleaved timing of ``runners``: ``rounds`` rounds, each runner once per round."""
     numbers = {r.name: choose_number(r, batch_s) for r in runners}
     samples: dict[str, list[float]] = {r.name: [] for r in runners}
     for _ in range(rounds):
         for runner in runners:
+            time.sleep(SETTLE_S)
             samples[runner.name].append(_time_batch(runner, numbers[runner.name]))
     out = {}
     for runner in runners:

@@ -6,6 +6,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+# Block shapes whose zero fractions the table shows (percent), in this order.
+BLOCK_COLUMNS = ("1x1", "4x1", "8x1", "16x1", "1x4")
+
 
 @dataclass
 class LayerReport:
@@ -80,8 +83,7 @@ class Report:
             "weight (n x k)",
             "m",
             "sparsity",
-            "zero 16x1",
-            "zero 1x1",
+            "zero blocks " + "/".join(BLOCK_COLUMNS),
             "format",
             "dense us",
             "sparse us",
@@ -98,8 +100,7 @@ class Report:
                     f"{r.weight_shape[0]}x{r.weight_shape[1]}",
                     str(r.m),
                     f"{r.sparsity:.1%}",
-                    f"{r.zero_blocks.get('16x1', 0):.1%}",
-                    f"{r.zero_blocks.get('1x1', 0):.1%}",
+                    "/".join(f"{100 * r.zero_blocks.get(b, 0):.0f}" for b in BLOCK_COLUMNS),
                     r.format,
                     "" if r.dense_us is None else f"{r.dense_us:.1f}",
                     "" if r.sparse_us is None else f"{r.sparse_us:.1f}",

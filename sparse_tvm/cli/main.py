@@ -254,7 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inputs", required=True, help="IN.npz mapping input names to arrays")
     p.add_argument("--outputs", help="OUT.npz to write the outputs to")
     p.add_argument("--repeat", type=int, default=0, help="time this many runs")
-    p.add_argument("--profile", action="store_true", help="print the per-layer report")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="print the per-layer report (formats, latencies measured at compile time)",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("prune", help="prune the weights of an ONNX model")

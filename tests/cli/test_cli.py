@@ -151,3 +151,35 @@ def test_wrong_input_shape(tmp_path, artefact):
 def test_usage_error_exits_2():
     assert cli("compile").returncode == 2
     assert cli("prune", "m.onnx", "-o", "x.onnx", "--sparsity", "1.5").returncode == 2
+
+
+def test_dynamic_input_needs_shapes(tmp_path):
+    model = prune_magnitude(mlp(), 0.9, "16x1")
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    path = tmp_path / "dynamic.onnx"
+    onnx.save(model, path)
+    out = tmp_path / "m.tar"
+    result = cli("compile", path, "-o", out)
+    assert_one_line_error(result, "dynamic dimensions [batch]", "--input-shapes")
+    assert not out.exists()
+    result = cli("compile", path, "-o", out, "--input-shapes", "x:3x64")
+    assert result.returncode == 0, result.stderr
+    inputs = tmp_path / "in.npz"
+    x = np.random.default_rng(0).standard_normal((3, 64)).astype(np.float32)
+    np.savez(inputs, x=x)
+    result = cli("run", out, "--inputs", inputs, "--outputs", tmp_path / "out.npz")
+    assert result.returncode == 0, result.stderr
+    static = prune_magnitude(mlp(batch=3), 0.9, "16x1")
+    with np.load(tmp_path / "out.npz") as data:
+        np.testing.assert_allclose(
+            data["logits"], ort_run(static, {"x": x})[0], rtol=1e-4, atol=1e-4
+        )
+
+
+def test_demo_quick():
+    result = cli("demo", "--quick")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("build vs onnxruntime") == 4  # 2 models x (dense, sparse)
+    assert "MISMATCH" not in result.stdout
+    assert "all outputs match onnxruntime" in result.stdout
+    assert "layers sparse" in result.stdout  # the per-layer report is printed
