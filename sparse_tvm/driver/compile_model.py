@@ -51,7 +51,7 @@ class LayerDecision:
     sparse_s: float | None = None
 
 
-def _model_name(model) -> str:
+def model_name(model) -> str:
     if isinstance(model, (str, os.PathLike)):
         return os.path.basename(os.fspath(model))
     if isinstance(model, onnx.ModelProto):
@@ -111,7 +111,7 @@ def decide(
     return decision
 
 
-def _row(decision: LayerDecision, zero_fractions: dict[str, float]) -> LayerReport:
+def layer_row(decision: LayerDecision, zero_fractions: dict[str, float]) -> LayerReport:
     layer, choice = decision.layer, decision.choice
     dense_bytes = int(layer.weight.size * 4)
     stored = decision.weight.nbytes if decision.weight is not None else dense_bytes
@@ -188,7 +188,7 @@ def compile_model(
             f"target family '{resolved.family}' ({resolved.name}) is not supported "
             f"by this release: use one of the x86 presets"
         )
-    say(f"importing {_model_name(model)}")
+    say(f"importing {model_name(model)}")
     imported = import_onnx(model, input_shapes)
     layers = analyse(imported)
     decisions, rows = [], []
@@ -204,7 +204,7 @@ def compile_model(
             force_block=force_block,
         )
         decisions.append(decision)
-        rows.append(_row(decision, fractions))
+        rows.append(layer_row(decision, fractions))
         say(
             f"  {layer.name}: {rows[-1].format}"
             + (f" ({rows[-1].speedup:.2f}x measured)" if rows[-1].speedup else "")
@@ -212,7 +212,7 @@ def compile_model(
     plans = [SparsePlan(d.layer, d.weight) for d in decisions if d.weight is not None]
     say(f"building {len(plans)} sparse and {len(layers) - len(plans)} dense layers")
     executable = build(imported, plans, resolved)
-    report = Report(model=_model_name(model), target=resolved.name, layers=rows)
+    report = Report(model=model_name(model), target=resolved.name, layers=rows)
     inputs = [
         TensorSpec(n, tuple(s), d)
         for n, s, d in zip(imported.input_names, imported.input_shapes, imported.input_dtypes)

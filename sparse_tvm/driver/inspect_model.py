@@ -6,10 +6,11 @@ import os
 
 import onnx
 
-from sparse_tvm.analysis import block_zero_fractions, choose_format
-from sparse_tvm.formats import BlockSparseWeight
+from sparse_tvm.analysis import block_zero_fractions
+from sparse_tvm.driver.compile_model import analyse, decide, layer_row, model_name
 from sparse_tvm.frontend import import_onnx
-from sparse_tvm.report import LayerReport, Report
+from sparse_tvm.report import Report
+from sparse_tvm.target import resolve_target
 
 
 def inspect_model(
@@ -19,40 +20,19 @@ def inspect_model(
     sparsity_threshold: float | None = None,
 ) -> Report:
     """Per layer: op, weight shape, sparsity, zero-block fractions and the format the compiler
-    would pick (before measuring: the compiler keeps a sparse pick only if it is faster)."""
-    from sparse_tvm.driver.compile_model import _model_name, analyse
-
+    would pick (by the cost model: compiling also measures, and keeps a sparse pick only if it
+    is faster)."""
     imported = import_onnx(model, input_shapes)
+    target = resolve_target("x86")
     rows = []
     for layer in analyse(imported):
         fractions = block_zero_fractions(layer.weight)
-        if layer.sparse_capable:
-            choice = choose_format(
-                layer.weight,
-                layer.m,
-                sparsity_threshold=sparsity_threshold,
-                zero_fractions=fractions,
-            )
-            label, reason = choice.label, choice.reason
-            stored = (
-                BlockSparseWeight.from_dense(layer.weight, choice.block).nbytes
-                if choice.block
-                else layer.weight.size * 4
-            )
-        else:
-            label, reason, stored = "dense", layer.dense_reason, layer.weight.size * 4
-        rows.append(
-            LayerReport(
-                name=layer.name,
-                op=layer.op,
-                weight_shape=list(layer.shape),
-                m=layer.m * layer.batch,
-                sparsity=layer.sparsity,
-                zero_blocks=fractions,
-                format=label,
-                reason=reason,
-                dense_bytes=layer.weight.size * 4,
-                stored_bytes=int(stored),
-            )
+        decision = decide(
+            layer,
+            target,
+            sparsity_threshold=sparsity_threshold,
+            measure=False,
+            zero_fractions=fractions,
         )
-    return Report(model=_model_name(model), target="(analysis only)", layers=rows)
+        rows.append(layer_row(decision, fractions))
+    return Report(model=model_name(model), target="(analysis only)", layers=rows)
