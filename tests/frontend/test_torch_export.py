@@ -116,3 +116,25 @@ def test_import_matches_onnxruntime(exported, batch, seq):
     expected = run_onnxruntime(exported, feeds)[0]
     actual = run_tvm(imported, feeds)[0]
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_pruned_export_compiles_sparse_and_matches_onnxruntime(exported, tmp_path):
+    import onnx
+
+    import sparse_tvm as st
+    from sparse_tvm.driver.compile_model import compile_model
+
+    pruned = st.prune(exported, 0.8, "4x1").model
+    path = tmp_path / "pruned.onnx"
+    onnx.save(pruned, path)
+    shapes = {"x": (BATCH, SEQ, HIDDEN), "mask": (BATCH, SEQ)}
+    compiled = compile_model(path, "x86", input_shapes=shapes, force_block=(4, 1))
+    sparse_layers = [row for row in compiled.report.layers if row.format == "bsr 4x1"]
+    assert len(sparse_layers) == 4  # qkv, out, up, down
+    rng = np.random.default_rng(2)
+    feeds = {
+        "x": rng.standard_normal((BATCH, SEQ, HIDDEN)).astype(np.float32),
+        "mask": np.ones((BATCH, SEQ), np.int64),
+    }
+    expected = run_onnxruntime(str(path), feeds)[0]
+    np.testing.assert_allclose(compiled.run(feeds)[0], expected, rtol=1e-4, atol=1e-4)
