@@ -32,10 +32,15 @@ from sparse_tvm.pipeline.cpu import HAND_WRITTEN_ATTR
 
 @dataclass
 class SparsePlan:
-    """A layer to rewrite and its weight in the chosen sparse format."""
+    """A layer to rewrite, its weight in the chosen sparse format, and optionally the kernel.
+
+    ``kernel`` (a PrimFunc with the signature of :func:`spmm_kernel`'s result, e.g. one applied
+    from tuning records) replaces the hand-scheduled default kernel.
+    """
 
     layer: Layer
     weight: BlockSparseWeight
+    kernel: tvm.tirx.PrimFunc | None = None
 
 
 def _sanitize(name: str) -> str:
@@ -87,15 +92,18 @@ class _Rewriter(PyExprMutator):
 
     def _kernel(self, plan: SparsePlan, x_layout: str, batch: int) -> relax.GlobalVar:
         layer = plan.layer
-        func = spmm_kernel(
-            plan.weight,
-            layer.m,
-            x_layout=x_layout,
-            batch=batch,
-            bias=layer.bias is not None,
-            relu=layer.relu,
-            target=self.target,
-        )
+        if plan.kernel is not None:
+            func = plan.kernel
+        else:
+            func = spmm_kernel(
+                plan.weight,
+                layer.m,
+                x_layout=x_layout,
+                batch=batch,
+                bias=layer.bias is not None,
+                relu=layer.relu,
+                target=self.target,
+            )
         name = f"sparse_{plan.weight.block[0]}x{plan.weight.block[1]}_{_sanitize(layer.name)}"
         func = _with_root_block(func).with_attr("global_symbol", name)
         return self.builder_.add_func(func, name)
