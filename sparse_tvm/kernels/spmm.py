@@ -32,7 +32,14 @@ from tvm.target import codegen
 
 from ..formats.block_sparse import BlockSparseWeight
 
-__all__ = ["SpmmSpec", "choose_strategy", "spmm_kernel", "vector_lanes"]
+__all__ = [
+    "SpmmSpec",
+    "choose_strategy",
+    "spmm_kernel",
+    "target_cores",
+    "vector_lanes",
+    "wrap_kernel",
+]
 
 # Implementation notes shared by the kernels: LowerTVMBuiltin turns every allocation inside a
 # parallel loop into a TVMBackendAllocWorkspace call per iteration, except "global" ones of
@@ -101,7 +108,7 @@ def vector_lanes(target: tvm.target.Target | None) -> int:
     return 4
 
 
-def _cores(target: tvm.target.Target | None) -> int:
+def target_cores(target: tvm.target.Target | None) -> int:
     if target is not None and "num-cores" in target.attrs:
         return max(1, int(target.attrs["num-cores"]))
     return 2
@@ -117,7 +124,7 @@ def choose_strategy(spec: SpmmSpec) -> str:
     return "scalar"
 
 
-def _wrap(spec: SpmmSpec, body) -> tvm.tirx.PrimFunc:
+def wrap_kernel(spec: SpmmSpec, body) -> tvm.tirx.PrimFunc:
     """Give a kernel body ``body(Xf, data, indices, indptr, B, Yf)`` its public signature.
 
     ``Xf`` and ``Yf`` are flat aliases of X and Y so that one body serves both layouts.
@@ -226,7 +233,7 @@ def spmm_kernel(
         bias=bool(bias),
         relu=bool(relu),
         lanes=vector_lanes(target),
-        cores=_cores(target),
+        cores=target_cores(target),
     )
     builders = {"rowvec": rowvec_body, "colvec": colvec_body, "scalar": scalar_body}
-    return _wrap(spec, builders[choose_strategy(spec)](spec))
+    return wrap_kernel(spec, builders[choose_strategy(spec)](spec))

@@ -20,9 +20,26 @@ contiguous range of m tiles and block rows. The last m tile is shifted back to e
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from tvm.script import tirx as T
 
 from .spmm import SpmmSpec
+
+
+@dataclass(frozen=True)
+class ColvecKnobs:
+    """Schedule knobs of the column-vector kernel (the tuner searches them).
+
+    ``RP`` block rows per pass, ``MV`` columns per register tile (a multiple of the vector
+    width), ``order`` 0 = block rows innermost in the parallel space, 1 = m tiles innermost;
+    ``unroll`` = unroll factor of the loop over the nonzero blocks of a block row.
+    """
+
+    RP: int
+    MV: int
+    order: int = 0
+    unroll: int = 1
 
 
 def colvec_tiles(spec: SpmmSpec) -> tuple[int, int]:
@@ -42,11 +59,22 @@ def colvec_tiles(spec: SpmmSpec) -> tuple[int, int]:
     return rp, spec.m
 
 
-def colvec_body(spec: SpmmSpec):
-    """Return the TVMScript macro ``body(Xf, data, indices, indptr, B, Yf)``."""
-    RP, MV = colvec_tiles(spec)
+def default_colvec_knobs(spec: SpmmSpec) -> ColvecKnobs:
+    """The hand-picked knobs: the default schedule without tuning records."""
+    rp, mv = colvec_tiles(spec)
+    return ColvecKnobs(RP=rp, MV=mv)
+
+
+def colvec_body(spec: SpmmSpec, knobs: ColvecKnobs | None = None):
+    """The TVMScript macro ``body(Xf, data, indices, indptr, B, Yf)`` for ``knobs``
+    (default: the hand-picked :func:`default_colvec_knobs`)."""
+    knobs = knobs if knobs is not None else default_colvec_knobs(spec)
+    RP, MV, order, U = knobs.RP, knobs.MV, knobs.order, knobs.unroll
     n, k, r, c, m = spec.n, spec.k, spec.r, spec.c, spec.m
     nbr, batch = spec.block_rows, spec.batch
+    if r % RP:
+        raise ValueError(f"RP={RP} must divide r={r}")
+    MV = max(1, min(MV, m))
     passes = r // RP
     ntile = -(-m // MV)
     k_ragged = k % c != 0
@@ -55,24 +83,37 @@ def colvec_body(spec: SpmmSpec):
     epi = spec.epilogue
 
     @T.macro
+    def fma(XT, xbase, data, indices, acc, b, m0, p):
+        for j in T.unroll(c):
+            kc = T.meta_var(indices[b] * c + j)
+            for rr in T.unroll(RP):
+                for v in T.vectorized(MV):
+                    if k_ragged:
+                        acc[rr, v] = acc[rr, v] + data[b, j, p * RP + rr] * T.if_then_else(
+                            kc < k, XT[xbase + T.min(kc, k - 1) * m + m0 + v], T.float32(0)
+                        )
+                    else:
+                        acc[rr, v] = (
+                            acc[rr, v] + data[b, j, p * RP + rr] * XT[xbase + kc * m + m0 + v]
+                        )
+
+    @T.macro
     def tile(XT, xbase, YT, ybase, data, indices, indptr, B, br, m0, p):
         acc = T.alloc_buffer((RP, MV), "float32", scope="global")
         for rr in T.unroll(RP):
             for v in T.vectorized(MV):
                 acc[rr, v] = T.float32(0)
-        for b in range(indptr[br], indptr[br + 1]):
-            for j in T.unroll(c):
-                kc = T.meta_var(indices[b] * c + j)
-                for rr in T.unroll(RP):
-                    for v in T.vectorized(MV):
-                        if k_ragged:
-                            acc[rr, v] = acc[rr, v] + data[b, j, p * RP + rr] * T.if_then_else(
-                                kc < k, XT[xbase + T.min(kc, k - 1) * m + m0 + v], T.float32(0)
-                            )
-                        else:
-                            acc[rr, v] = (
-                                acc[rr, v] + data[b, j, p * RP + rr] * XT[xbase + kc * m + m0 + v]
-                            )
+        start = T.meta_var(indptr[br])
+        count = T.meta_var(indptr[br + 1] - indptr[br])
+        if U == 1:
+            for b in range(indptr[br], indptr[br + 1]):
+                fma(XT, xbase, data, indices, acc, b, m0, p)
+        else:
+            for bo in range(count // U):
+                for bu in T.unroll(U):
+                    fma(XT, xbase, data, indices, acc, start + bo * U + bu, m0, p)
+            for bt in range(count % U):
+                fma(XT, xbase, data, indices, acc, start + count // U * U + bt, m0, p)
         for rr in T.unroll(RP):
             row = T.meta_var(br * r + p * RP + rr)
             if n_ragged:
@@ -85,7 +126,6 @@ def colvec_body(spec: SpmmSpec):
 
     @T.macro
     def transpose(src, dst, rows, cols):
-        # dst (cols, rows) = src (rows, cols).T, in 16 x 16 tiles for cache locality.
         for tc in T.parallel((cols + 15) // 16):
             for tr in range((rows + 15) // 16):
                 for cc in T.unroll(16):
@@ -96,43 +136,31 @@ def colvec_body(spec: SpmmSpec):
                             ]
 
     @T.macro
+    def parallel_tiles(XT, YT, data, indices, indptr, B):
+        for it in T.parallel(batch * ntile * nbr):
+            bt = T.meta_var(it // (ntile * nbr))
+            rest = T.meta_var(it % (ntile * nbr))
+            for p in range(passes):
+                if order == 0:
+                    tile(
+                        XT, bt * k * m, YT, bt * n * m, data, indices, indptr, B,
+                        rest % nbr, T.min(rest // nbr * MV, m - MV), p,
+                    )  # fmt: skip
+                else:
+                    tile(
+                        XT, bt * k * m, YT, bt * n * m, data, indices, indptr, B,
+                        rest // ntile, T.min(rest % ntile * MV, m - MV), p,
+                    )  # fmt: skip
+
+    @T.macro
     def body(Xf, data, indices, indptr, B, Yf):
         if packed:
-            # MK: pack X.T and compute Y.T in workspaces, transpose Y.T back at the end.
             XT = T.alloc_buffer((k * m,), "float32")
             YT = T.alloc_buffer((n * m,), "float32")
             transpose(Xf, XT, m, k)
-            for it in T.parallel(ntile * nbr):
-                for p in range(passes):
-                    tile(
-                        XT,
-                        0,
-                        YT,
-                        0,
-                        data,
-                        indices,
-                        indptr,
-                        B,
-                        it % nbr,
-                        T.min(it // nbr * MV, m - MV),
-                        p,
-                    )
+            parallel_tiles(XT, YT, data, indices, indptr, B)
             transpose(YT, Yf, n, m)
         else:
-            for it in T.parallel(batch * ntile * nbr):
-                for p in range(passes):
-                    tile(
-                        Xf,
-                        it // (ntile * nbr) * k * m,
-                        Yf,
-                        it // (ntile * nbr) * n * m,
-                        data,
-                        indices,
-                        indptr,
-                        B,
-                        it % nbr,
-                        T.min(it // nbr % ntile * MV, m - MV),
-                        p,
-                    )
+            parallel_tiles(Xf, Yf, data, indices, indptr, B)
 
     return body

@@ -1,0 +1,294 @@
+"""Tune one SpMM kernel with MetaSchedule (XGBoost cost model, evolutionary search).
+
+The tuning task is the layer's :func:`~sparse_tvm.tuning.space_x86.workload`; its key in the
+database covers the shapes, the fusion, the target's vector width and core count and a digest of
+the sparsity structure, so a record applies to exactly the layer it was measured on. Candidates
+are measured with the layer's real ``indices``/``indptr`` (random index data would read out of
+bounds): :class:`RealSparsityArguments` is the runners' ``f_alloc_argument``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import tvm
+from tvm.ir.utils import derived_object
+from tvm.s_tir import meta_schedule as ms
+
+from ..formats.block_sparse import BlockSparseWeight
+from ..kernels.spmm import SpmmSpec, spmm_kernel
+from .space_x86 import (
+    KnobFeatures,
+    MaterializeBuild,
+    MutateKnob,
+    knobs_of,
+    make_spec,
+    materialize,
+    space_fn,
+    structure_digest,
+    supports,
+    workload,
+)
+
+__all__ = ["RealSparsityArguments", "TunedKernel", "query_kernel", "tune_kernel"]
+
+
+@dataclass(frozen=True)
+class TunedKernel:
+    """The result of :func:`tune_kernel`.
+
+    Attributes
+    ----------
+    func : tvm.tirx.PrimFunc
+        The best kernel: parameters ``X, data, indices, indptr, [bias], Y`` like
+        :func:`sparse_tvm.kernels.spmm_kernel`'s, ``tirx.is_scheduled``, no ``global_symbol``.
+    knobs : dict[str, int]
+        Its knob values (see :mod:`sparse_tvm.kernels.spmm_rowvec` / ``spmm_colvec``).
+    latency_s, default_latency_s : float
+        Median seconds of the tuned and of the hand-written kernel, measured back to back in
+        this process with the layer's real structure.
+    tuning_s : float
+        Wall time of the MetaSchedule search.
+    trials : int
+        Candidates measured (this call's records in the database).
+    """
+
+    func: tvm.tirx.PrimFunc = field(repr=False)
+    knobs: dict[str, int]
+    latency_s: float
+    default_latency_s: float
+    tuning_s: float
+    trials: int
+    workload: tvm.tirx.PrimFunc = field(repr=False)
+
+    @property
+    def speedup(self) -> float:
+        """Hand-written latency / tuned latency."""
+        return self.default_latency_s / self.latency_s if self.latency_s > 0 else 0.0
+
+
+class RealSparsityArguments:
+    """``f_alloc_argument`` for MetaSchedule runners: the layer's real ``data``, ``indices``,
+    ``indptr``; random activations and bias. Picklable (runs in the runner's worker, local or
+    remote)."""
+
+    def __init__(self, weight: BlockSparseWeight, seed: int = 0) -> None:
+        self.data = np.ascontiguousarray(weight.data, np.float32)
+        self.indices = np.ascontiguousarray(weight.indices, np.int32)
+        self.indptr = np.ascontiguousarray(weight.indptr, np.int32)
+        self.seed = seed
+
+    def __call__(self, device, args_info, alloc_repeat: int) -> list[list]:
+        rng = np.random.default_rng(self.seed)
+        repeated = []
+        for _ in range(alloc_repeat):
+            args = []
+            for index, info in enumerate(args_info):
+                _, dtype, shape = info  # ("TENSOR", dtype, shape)
+                if index == 1:
+                    value = self.data
+                elif index == 2:
+                    value = self.indices
+                elif index == 3:
+                    value = self.indptr
+                else:
+                    value = rng.standard_normal(tuple(shape)).astype(dtype)
+                args.append(tvm.runtime.tensor(value, device=device))
+            repeated.append(args)
+        return repeated
+
+
+@derived_object
+class _StopAfter(ms.measure_callback.PyMeasureCallback):
+    """Terminate the task once ``max_seconds`` have passed (checked after each batch)."""
+
+    def __init__(self, max_seconds: float) -> None:
+        self.deadline = time.monotonic() + max_seconds
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+        if time.monotonic() > self.deadline:
+            task_scheduler.terminate_task(task_id)
+
+
+def _tuning_module(weight: BlockSparseWeight, spec: SpmmSpec) -> tvm.IRModule:
+    return tvm.IRModule({"main": workload(spec, structure_digest(weight))})
+
+
+def _space(spec: SpmmSpec) -> ms.space_generator.ScheduleFn:
+    return ms.space_generator.ScheduleFn(
+        space_fn(spec),
+        sch_rules=[],
+        postprocs=[],
+        mutator_probs={MutateKnob(): 0.7, ms.mutator.MutateTileSize(): 0.3},
+    )
+
+
+def _best_func(
+    database: ms.database.Database, mod: tvm.IRModule, target: tvm.target.Target
+) -> tuple[tvm.tirx.PrimFunc, dict[str, int]] | None:
+    sch = database.query_schedule(mod, target, workload_name="main")
+    if sch is None:
+        return None
+    annotated = sch.mod["main"]
+    return materialize(annotated), knobs_of(annotated)
+
+
+def query_kernel(
+    weight: BlockSparseWeight,
+    m: int,
+    *,
+    x_layout: str = "MK",
+    batch: int = 1,
+    bias: bool = False,
+    relu: bool = False,
+    target: tvm.target.Target,
+    database: ms.database.Database,
+) -> tvm.tirx.PrimFunc | None:
+    """The best tuned kernel for this layer in ``database``, or ``None`` without a record.
+
+    What the compiler calls at compile time: same arguments as
+    :func:`sparse_tvm.kernels.spmm_kernel` plus the database.
+    """
+    spec = make_spec(weight, m, x_layout=x_layout, batch=batch, bias=bias, relu=relu, target=target)
+    if not supports(spec):
+        return None
+    best = _best_func(database, _tuning_module(weight, spec), target)
+    return None if best is None else best[0]
+
+
+def _inputs(weight: BlockSparseWeight, spec: SpmmSpec, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    args = [rng.standard_normal(spec.x_shape).astype(np.float32)]
+    args += [weight.data, weight.indices, weight.indptr]
+    if spec.bias:
+        args.append(rng.standard_normal(spec.n).astype(np.float32))
+    args.append(np.zeros(spec.y_shape, np.float32))
+    return args
+
+
+def measure(
+    func: tvm.tirx.PrimFunc,
+    args: list[np.ndarray],
+    target: tvm.target.Target,
+    *,
+    repeat: int = 7,
+    min_repeat_ms: int = 40,
+) -> tuple[float, np.ndarray]:
+    """Median seconds of ``func`` on ``args`` and its output."""
+    rt = tvm.compile(func.with_attr("global_symbol", "main"), target).jit()
+    tensors = [tvm.runtime.tensor(a) for a in args]
+    rt["main"](*tensors)
+    out = tensors[-1].numpy()
+    timer = rt.time_evaluator(
+        "main", tvm.cpu(), number=1, repeat=repeat, min_repeat_ms=min_repeat_ms
+    )
+    return float(np.median(timer(*tensors).results)), out
+
+
+def tune_kernel(
+    weight: BlockSparseWeight,
+    m: int,
+    *,
+    x_layout: str = "MK",
+    batch: int = 1,
+    bias: bool = False,
+    relu: bool = False,
+    target: tvm.target.Target,
+    trials: int,
+    work_dir: str | None = None,
+    database: ms.database.Database | None = None,
+    runner: ms.runner.Runner | None = None,
+    max_seconds: float | None = None,
+    num_trials_per_iter: int = 16,
+    seed: int | None = None,
+) -> TunedKernel:
+    """Search the x86 space of this layer's SpMM kernel and return the best kernel.
+
+    Parameters
+    ----------
+    weight, m, x_layout, batch, bias, relu, target
+        As :func:`sparse_tvm.kernels.spmm_kernel` (``target`` needs ``num-cores``).
+    trials : int
+        Candidates to measure (at most; the search stops early once the space is exhausted).
+    work_dir : str, optional
+        MetaSchedule's working directory (logs; the JSON database when ``database`` is None).
+        A temporary directory when both are None.
+    database : ms.database.Database, optional
+        Where the records go and where earlier ones are reused from.
+    runner : ms.runner.Runner, optional
+        Defaults to a :class:`~tvm.s_tir.meta_schedule.runner.LocalRunner` with
+        :class:`RealSparsityArguments`; a remote runner must allocate arguments the same way.
+    max_seconds : float, optional
+        Stop the search after this much wall time (checked between batches).
+
+    Returns
+    -------
+    TunedKernel
+        The best kernel in the database for this layer, with its latency and the hand-written
+        kernel's measured here back to back. ``RuntimeError`` when no candidate ran.
+    """
+    spec = make_spec(weight, m, x_layout=x_layout, batch=batch, bias=bias, relu=relu, target=target)
+    if not supports(spec):
+        raise ValueError("no tuning space for this layer (m == 1 with narrow blocks: scalar)")
+    if work_dir is None:
+        work_dir = tempfile.mkdtemp(prefix="sparse_tvm_tune_")
+    os.makedirs(work_dir, exist_ok=True)
+    if database is None:
+        database = ms.database.JSONDatabase(work_dir=work_dir)
+    if runner is None:
+        runner = ms.runner.LocalRunner(
+            evaluator_config=ms.runner.EvaluatorConfig(
+                number=1, repeat=3, min_repeat_ms=20, enable_cpu_cache_flush=False
+            ),
+            f_alloc_argument=RealSparsityArguments(weight),
+        )
+    mod = _tuning_module(weight, spec)
+    callbacks = ms.measure_callback.MeasureCallback.create("default")
+    if max_seconds is not None:
+        callbacks.append(_StopAfter(max_seconds))
+    before = len(database)
+    start = time.perf_counter()
+    ms.tune_tir(
+        mod,
+        target,
+        work_dir,
+        max_trials_global=trials,
+        num_trials_per_iter=min(num_trials_per_iter, trials),
+        builder=ms.builder.LocalBuilder(f_build=MaterializeBuild(spec)),
+        runner=runner,
+        database=database,
+        cost_model=ms.cost_model.XGBModel(extractor=KnobFeatures(), adaptive_training=True),
+        measure_callbacks=callbacks,
+        task_scheduler="round-robin",
+        space=_space(spec),
+        strategy=ms.search_strategy.EvolutionarySearch(
+            population_size=128, init_min_unmeasured=32, genetic_num_iters=3
+        ),
+        seed=seed,
+    )
+    tuning_s = time.perf_counter() - start
+    best = _best_func(database, mod, target)
+    if best is None:
+        raise RuntimeError("tuning measured no valid candidate (see the logs in work_dir)")
+    func, knobs = best
+    args = _inputs(weight, spec)
+    default = spmm_kernel(
+        weight, m, x_layout=x_layout, batch=batch, bias=bias, relu=relu, target=target
+    )
+    default_s, expected = measure(default, args, target)
+    latency_s, got = measure(func, args, target)
+    if not np.allclose(got, expected, rtol=1e-4, atol=1e-4):
+        raise RuntimeError(f"tuned kernel {knobs} disagrees with the hand-written kernel")
+    return TunedKernel(
+        func=func,
+        knobs=knobs,
+        latency_s=latency_s,
+        default_latency_s=default_s,
+        tuning_s=tuning_s,
+        trials=len(database) - before,
+        workload=mod["main"],
+    )

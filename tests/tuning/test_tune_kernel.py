@@ -1,0 +1,64 @@
+"""tune_kernel: a short MetaSchedule run returns a kernel that matches numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from tvm.s_tir import meta_schedule as ms
+
+from sparse_tvm.formats import BlockSparseWeight
+from sparse_tvm.tuning import RealSparsityArguments, query_kernel, tune_kernel
+from sparse_tvm.tuning.space_x86 import make_spec
+from tests.tuning.test_spaces import TARGET, run, sparse_weight
+
+
+def test_real_sparsity_arguments():
+    bw = BlockSparseWeight.from_dense(sparse_weight(20, 12, (4, 1), 0.5), (4, 1))
+    infos = [
+        ("TENSOR", "float32", [3, 12]),
+        ("TENSOR", "float32", list(bw.data.shape)),
+        ("TENSOR", "int32", list(bw.indices.shape)),
+        ("TENSOR", "int32", list(bw.indptr.shape)),
+        ("TENSOR", "float32", [3, 20]),
+    ]
+    (args,) = RealSparsityArguments(bw)(tvm.cpu(), infos, 1)
+    np.testing.assert_array_equal(args[2].numpy(), bw.indices)
+    np.testing.assert_array_equal(args[3].numpy(), bw.indptr)
+    np.testing.assert_array_equal(args[1].numpy(), bw.data)
+    assert args[0].shape == (3, 12)
+
+
+def _tune_and_check(tmp_path, n, k, block, m, layout, batch, trials):
+    w = sparse_weight(n, k, block, 0.8, seed=2, empty_rows=range(0, n, 9))
+    bw = BlockSparseWeight.from_dense(w, block)
+    database = ms.database.JSONDatabase(work_dir=str(tmp_path))
+    kwargs = dict(x_layout=layout, batch=batch, bias=True, relu=True, target=TARGET)
+    result = tune_kernel(
+        bw, m, trials=trials, work_dir=str(tmp_path), database=database, seed=0, **kwargs
+    )
+    assert 0 < result.trials <= trials
+    assert result.latency_s > 0 and result.default_latency_s > 0
+    spec = make_spec(bw, m, **kwargs)
+    y, ref = run(result.func, w, bw, spec)
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+    # the compiler's view: the record is found again for the same layer, not for another one
+    again = query_kernel(bw, m, database=database, **kwargs)
+    assert again is not None
+    y2, _ = run(again, w, bw, spec)
+    np.testing.assert_array_equal(y2, y)
+    other = BlockSparseWeight.from_dense(np.roll(w, 1, axis=1), block)
+    assert query_kernel(other, m, database=database, **kwargs) is None
+    return result
+
+
+@pytest.mark.slow  # ~40 s idle, over 60 s on a loaded machine (worker start-up ~20 s)
+def test_short_tuning_rowvec(tmp_path):
+    result = _tune_and_check(tmp_path, 64, 48, (16, 1), 30, "MK", 1, trials=6)
+    assert set(result.knobs) == {"G", "MT", "partition", "order", "unroll"}
+
+
+@pytest.mark.slow
+def test_short_tuning_colvec(tmp_path):
+    result = _tune_and_check(tmp_path, 40, 36, (1, 1), 45, "KM", 2, trials=6)
+    assert set(result.knobs) == {"RP", "MV", "order", "unroll"}
