@@ -172,21 +172,35 @@ def cmd_demo(args) -> int:
 def cmd_prune(args) -> int:
     import onnx
 
-    from sparse_tvm.frontend import load_onnx
-    from sparse_tvm.pruning import prune_magnitude
-
-    if args.method != "magnitude":
-        raise CLIError(
-            f"--method {args.method} (fine-tuning) is not available in this release "
-            "yet: use --method magnitude"
-        )
-    model = load_onnx(args.model)
-    exclude = [name for name in (args.exclude or "").split(",") if name]
-    pruned = prune_magnitude(model, args.sparsity, args.pattern, exclude=exclude)
-    _write_atomically(Path(args.output), lambda tmp: onnx.save(pruned, tmp))
     import sparse_tvm as st
+    from sparse_tvm.training import print_progress
 
-    print(st.inspect(pruned))
+    exclude = [name for name in (args.exclude or "").split(",") if name]
+    training = {}
+    if args.method != "magnitude":
+        training = dict(
+            data=args.data,
+            eval_data=args.eval_data,
+            epochs=args.epochs,
+            lr=args.lr,
+            seed=args.seed,
+            optimizer=args.optimizer,
+            batch_size=args.batch_size,
+            callbacks=[print_progress],
+        )
+    elif args.data or args.eval_data:
+        raise CLIError("--data and --eval-data are for fine-tuning: use --method gmp or l0")
+    result = st.prune(
+        args.model,
+        args.sparsity,
+        args.pattern,
+        method=args.method,
+        exclude=exclude,
+        scope=args.scope,
+        **training,
+    )
+    _write_atomically(Path(args.output), lambda tmp: onnx.save(result.model, tmp))
+    print(result.report.to_json() if args.json else result.report)
     print(f"wrote {args.output}")
     return 0
 
@@ -265,9 +279,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="MODEL.onnx")
     p.add_argument("-o", "--output", required=True, help="PRUNED.onnx to write")
     p.add_argument("--sparsity", type=_probability, required=True)
-    p.add_argument("--pattern", default="1x1", help="1x1, 4x1, 16x1, 1x4 (n x k blocks)")
-    p.add_argument("--method", default="magnitude", choices=["magnitude", "gmp", "l0"])
+    p.add_argument(
+        "--pattern", default="1x1", help="1x1, 4x1, 16x1, 1x4 (n x k blocks) or N:M such as 2:4"
+    )
+    p.add_argument(
+        "--method",
+        default="magnitude",
+        choices=["magnitude", "gmp", "l0"],
+        help="one-shot magnitude, or gradual magnitude / L0 with fine-tuning on --data",
+    )
+    p.add_argument(
+        "--scope",
+        default="layer",
+        choices=["layer", "global"],
+        help="magnitude ranking per layer or over all layers",
+    )
     p.add_argument("--exclude", help="weights or layers to keep dense: name,name")
+    p.add_argument("--data", help="TRAIN.npz: the model inputs plus labels or targets")
+    p.add_argument("--eval-data", help="VAL.npz to report accuracy (or loss) before and after")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, help="learning rate (default: 0.05 SGD, 0.002 Adam)")
+    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("tune", help="tune the sparse kernels of a model (next release)")

@@ -1,33 +1,142 @@
 """``prune``: the pruning entry point of the Python API.
 
-This release prunes one-shot by magnitude (no data needed); the fine-tuning methods ("gmp",
-"l0") come with the training driver.
+Methods: ``"magnitude"`` (one-shot, no data), ``"gmp"`` (gradual magnitude pruning with
+fine-tuning, Zhu & Gupta 2017) and ``"l0"`` (hard-concrete L0 gates, Louizos et al. 2018).
+Fine-tuning runs in TVM (:mod:`sparse_tvm.training`).
 """
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import onnx
 
 from sparse_tvm.errors import SparseTVMError
-from sparse_tvm.pruning.magnitude import prune_magnitude
-from sparse_tvm.pruning.weights import prunable_weights, read_initializer
+from sparse_tvm.pruning.gmp import magnitude_masks
+from sparse_tvm.pruning.patterns import Pattern, parse
+from sparse_tvm.pruning.weights import (
+    PrunableWeight,
+    prunable_weights,
+    read_initializer,
+    write_initializer,
+)
+
+METHODS = ("magnitude", "gmp", "l0")
+SCOPES = ("layer", "global")
+
+
+@dataclass
+class PruneReport:
+    """Per-layer sparsity, loss per epoch, and the metric before and after.
+
+    Indexing by weight name gives its sparsity (``report["fc1.weight"]``).
+    """
+
+    method: str
+    pattern: str
+    target_sparsity: float
+    sparsity: dict[str, float]  # weight name -> share of zeros (every prunable weight)
+    excluded: list[str] = field(default_factory=list)
+    epochs: list[dict] = field(default_factory=list)  # EpochLog fields per epoch
+    metric: str | None = None  # "accuracy" or "mse"
+    before: float | None = None  # dense model
+    after: float | None = None  # pruned (and fine-tuned) model
+    evaluated_on: str | None = None  # "eval_data" or "training data"
+    gate_sparsity: dict[str, float] | None = None  # l0: zeros the gates reached themselves
+
+    def __getitem__(self, name: str) -> float:
+        return self.sparsity[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.sparsity
+
+    def __iter__(self):
+        return iter(self.sparsity)
+
+    def items(self):
+        return self.sparsity.items()
+
+    @property
+    def pruned_sparsity(self) -> float:
+        """Share of zeros over the weights that were pruned (excluded ones left out)."""
+        kept = [v for k, v in self.sparsity.items() if k not in self.excluded]
+        return float(np.mean(kept)) if kept else 0.0
+
+    def loss_per_epoch(self) -> list[float]:
+        return [e["loss"] for e in self.epochs]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    def __str__(self) -> str:
+        width = max((len(name) for name in self.sparsity), default=4)
+        lines = [
+            f"{self.method} pruning, pattern {self.pattern}, target {self.target_sparsity:.1%}"
+        ]
+        for name, value in self.sparsity.items():
+            note = "  (excluded)" if name in self.excluded else ""
+            lines.append(f"  {name.ljust(width)}  {value:.1%}{note}")
+        for e in self.epochs:
+            lines.append(f"  epoch {e['epoch']}: loss {e['loss']:.4f}")
+        if self.metric is not None:
+            fmt = "{:.2%}" if self.metric == "accuracy" else "{:.4g}"
+            lines.append(
+                f"  {self.metric} on {self.evaluated_on}: before {fmt.format(self.before)}, "
+                f"after {fmt.format(self.after)}"
+            )
+        return "\n".join(lines)
 
 
 @dataclass
 class PruneResult:
-    """The pruned model and the per-weight sparsity it reached."""
+    """The pruned model and its report."""
 
     model: onnx.ModelProto
-    report: dict[str, float]  # weight name -> fraction of zeros
+    report: PruneReport
 
     def __str__(self) -> str:
-        width = max((len(name) for name in self.report), default=4)
-        return "\n".join(f"{name.ljust(width)}  {value:.1%}" for name, value in self.report.items())
+        return str(self.report)
+
+
+def _selected(model: onnx.ModelProto, exclude: Iterable[str]) -> tuple[list, list[str]]:
+    excluded = set(exclude)
+    weights = prunable_weights(model)
+    known = {w.name for w in weights} | {w.node for w in weights}
+    unknown = sorted(excluded - known)
+    if unknown:
+        raise SparseTVMError(
+            f"exclude names {', '.join(unknown)}, which is no prunable weight or node; "
+            f"the prunable weights are {', '.join(w.name for w in weights)}"
+        )
+    chosen = [w for w in weights if w.name not in excluded and w.node not in excluded]
+    return chosen, [w.name for w in weights if w not in chosen]
+
+
+def _check(sparsity: float, pattern: Pattern, method: str, scope: str) -> None:
+    if method not in METHODS:
+        raise SparseTVMError(f"method '{method}' is not one of {', '.join(METHODS)}")
+    if scope not in SCOPES:
+        raise SparseTVMError(f"scope '{scope}' is not one of {', '.join(SCOPES)}")
+    if not 0.0 <= sparsity <= 1.0:
+        raise SparseTVMError(f"sparsity {sparsity} is outside [0, 1]")
+    if pattern.n_of_m and abs(sparsity - pattern.max_sparsity) > 1e-6:
+        raise SparseTVMError(
+            f"pattern {pattern.text} fixes the sparsity at {pattern.max_sparsity:g}: "
+            f"pass sparsity={pattern.max_sparsity:g}"
+        )
+
+
+def _sparsity_report(model: onnx.ModelProto) -> dict[str, float]:
+    out = {}
+    for weight in prunable_weights(model):
+        array = read_initializer(model, weight.name)
+        out[weight.name] = float(np.count_nonzero(array == 0)) / max(1, array.size)
+    return out
 
 
 def prune(
@@ -36,38 +145,109 @@ def prune(
     pattern: str = "1x1",
     method: str = "magnitude",
     exclude: Iterable[str] = (),
-    **training,
+    *,
+    scope: str = "layer",
+    data=None,
+    eval_data=None,
+    epochs: int = 10,
+    lr: float | None = None,
+    batch_size: int = 32,
+    optimizer: str = "sgd",
+    seed: int = 0,
+    callbacks: Sequence[Callable] | None = None,
+    lr_schedule: str = "cosine",
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    **unknown,
 ) -> PruneResult:
-    """Prune every prunable weight of ``model`` (MatMul, Gemm, Conv) to ``sparsity``.
+    """Prune the prunable weights of ``model`` (MatMul, Gemm, Conv) to ``sparsity``.
 
     Parameters
     ----------
     model
         Path to an ``.onnx`` file or a ``ModelProto``.
     sparsity
-        Fraction of zeros per weight, in [0, 1].
+        Share of zeros per weight (``scope="layer"``) or over all pruned weights
+        (``"global"``), in [0, 1]. N:M patterns fix it at ``1 - N/M``.
     pattern
-        Block shape on the (output x input) view: ``1x1``, ``4x1``, ``16x1``, ``1x4``.
+        ``1x1`` (unstructured), ``r x c`` blocks on the (output x input) view (``4x1``,
+        ``16x1``, ``1x4``), or N:M (``2:4``, ``1:4``).
     method
-        ``"magnitude"`` (one-shot). ``"gmp"`` and ``"l0"`` need the fine-tuning driver.
+        ``"magnitude"`` (one-shot), ``"gmp"`` (gradual magnitude + fine-tuning) or ``"l0"``
+        (hard-concrete L0 gates + fine-tuning); the last two need ``data``.
     exclude
         Weight or node names to leave dense.
+    scope
+        ``"layer"``: every weight reaches ``sparsity``; ``"global"``: one threshold overall.
+    data, eval_data
+        ``(inputs, labels)``, a dict, or an ``.npz`` with the model inputs plus ``labels``
+        (class ids: cross-entropy) or ``targets`` (MSE); with neither, the dense model's
+        outputs are the targets (distillation). ``eval_data`` (default: ``data``) gives the
+        metric before and after.
+    epochs, lr, batch_size, optimizer, seed, lr_schedule, momentum, weight_decay
+        Fine-tuning: ``optimizer`` is ``"sgd"`` (momentum) or ``"adam"``; ``lr`` defaults to
+        0.05 (sgd) / 0.002 (adam); ``lr_schedule`` is ``cosine``, ``linear`` or ``constant``.
+        The same ``seed`` gives identical weights.
+    callbacks
+        Called with an :class:`~sparse_tvm.training.EpochLog` after every epoch; default:
+        a progress line on stderr when it is a terminal.
+
+    Returns
+    -------
+    PruneResult
+        ``model`` (the same graph with pruned weights) and ``report``.
     """
     from sparse_tvm.frontend import load_onnx
 
-    if method != "magnitude":
+    if unknown:
+        raise SparseTVMError(f"prune() has no option(s) {', '.join(sorted(unknown))}")
+    parsed = parse(pattern)
+    _check(sparsity, parsed, method, scope)
+    proto = load_onnx(model)
+    chosen, excluded = _selected(proto, exclude)
+    if method == "magnitude":
+        if data is not None or eval_data is not None:
+            raise SparseTVMError(
+                "method 'magnitude' prunes without data: use method='gmp' or 'l0' to fine-tune"
+            )
+        out = onnx.ModelProto()
+        out.CopyFrom(proto)
+        weights = {w.name: read_initializer(out, w.name).astype(np.float32) for w in chosen}
+        masks = magnitude_masks(weights, chosen, sparsity, parsed, scope)
+        for w in chosen:
+            dtype = read_initializer(out, w.name).dtype
+            write_initializer(out, w.name, (weights[w.name] * masks[w.name]).astype(dtype))
+        report = PruneReport(method, parsed.text, sparsity, _sparsity_report(out), excluded)
+        return PruneResult(out, report)
+
+    if data is None:
         raise SparseTVMError(
-            f"method '{method}' needs fine-tuning, which this release does not "
-            "have yet: use method='magnitude'"
+            f"method '{method}' fine-tunes and needs data=(inputs, labels) or a .npz file"
         )
-    if training:
-        raise SparseTVMError(
-            f"option(s) {', '.join(sorted(training))} apply to fine-tuning, "
-            "which this release does not have yet"
-        )
-    pruned = prune_magnitude(load_onnx(model), sparsity, pattern, exclude=exclude)
-    report = {}
-    for weight in prunable_weights(pruned):
-        array = read_initializer(pruned, weight.name)
-        report[weight.name] = float(np.count_nonzero(array == 0)) / max(1, array.size)
-    return PruneResult(pruned, report)
+    if not isinstance(epochs, int) or epochs < 1:
+        raise SparseTVMError(f"epochs must be a positive integer, not {epochs!r}")
+    if lr is not None and not lr > 0:
+        raise SparseTVMError(f"lr must be positive, not {lr!r}")
+    from sparse_tvm.pruning.fine_tune import fine_tune
+    from sparse_tvm.training import TrainConfig, print_progress
+
+    if callbacks is None:
+        callbacks = [print_progress] if sys.stderr.isatty() else []
+    config = TrainConfig(
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        lr_schedule=lr_schedule,
+        seed=seed,
+    )
+    out, extra = fine_tune(
+        proto, chosen, parsed, sparsity, method, scope, config, data, eval_data, callbacks
+    )
+    report = PruneReport(method, parsed.text, sparsity, _sparsity_report(out), excluded, **extra)
+    return PruneResult(out, report)
+
+
+__all__ = ["PruneReport", "PruneResult", "PrunableWeight", "prune"]

@@ -183,3 +183,64 @@ def test_demo_quick():
     assert "MISMATCH" not in result.stdout
     assert "all outputs match onnxruntime" in result.stdout
     assert "layers sparse" in result.stdout  # the per-layer report is printed
+
+
+def _training_data(path, labels_high=10):
+    rng = np.random.default_rng(3)
+    np.savez(
+        path,
+        x=rng.standard_normal((32, 64)).astype(np.float32),
+        labels=rng.integers(0, labels_high, 32),
+    )
+
+
+def test_prune_gmp_with_data(tmp_path):
+    onnx.save(mlp(), tmp_path / "mlp.onnx")
+    _training_data(tmp_path / "train.npz")
+    out = tmp_path / "gmp.onnx"
+    result = cli(
+        "prune",
+        tmp_path / "mlp.onnx",
+        "-o",
+        out,
+        "--sparsity",
+        "0.8",
+        "--method",
+        "gmp",
+        "--pattern",
+        "4x1",
+        "--data",
+        tmp_path / "train.npz",
+        "--epochs",
+        "2",
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout[: result.stdout.rindex("}") + 1])
+    assert report["method"] == "gmp" and len(report["epochs"]) == 2
+    from sparse_tvm.pruning.weights import read_initializer
+
+    w = read_initializer(onnx.load(out), "fc1.weight")
+    assert np.mean(w == 0) == pytest.approx(0.8, abs=0.01)
+
+
+def test_prune_bad_labels(tmp_path):
+    onnx.save(mlp(), tmp_path / "mlp.onnx")
+    _training_data(tmp_path / "train.npz", labels_high=50)  # the model has 10 classes
+    out = tmp_path / "gmp.onnx"
+    result = cli(
+        "prune",
+        tmp_path / "mlp.onnx",
+        "-o",
+        out,
+        "--sparsity",
+        "0.8",
+        "--method",
+        "gmp",
+        "--data",
+        tmp_path / "train.npz",
+        "--epochs",
+        "1",
+    )
+    assert_one_line_error(result, "label")
+    assert not out.exists()

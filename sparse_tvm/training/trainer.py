@@ -1,0 +1,363 @@
+"""The training loop in TVM: one compiled module holds the forward pass, the loss gradient and
+the optimizer steps; numpy holds the data, the masks and the schedules.
+
+``Trainer`` imports an ONNX model at its training batch shape, builds
+``loss_adjoint`` (``relax.transform.Gradient``) and the optimizer ``step`` functions, compiles
+them once, and then runs mini-batch epochs. Pruning methods steer it through ``masks``
+(weights kept at zero after every step), optional L0 ``gates`` and a per-step hook.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import tvm
+from tvm import relax
+
+from sparse_tvm.errors import SparseTVMError
+from sparse_tvm.frontend import graph_inputs, import_onnx, load_onnx
+from sparse_tvm.pruning.weights import write_initializer
+from sparse_tvm.training.data import Dataset, load_dataset, minibatches, padded_batches
+from sparse_tvm.training.graph import Gate, gradient_module
+from sparse_tvm.training.optim import add_step_function, lr_at, make_optimizer, scalar
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of a fine-tuning run."""
+
+    epochs: int = 10
+    lr: float | None = None  # None: 0.05 for sgd, 0.002 for adam
+    batch_size: int = 32
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    lr_schedule: str = "cosine"
+    warmup_steps: int = 0
+    seed: int = 0
+    gate_lr: float = 0.05  # Adam on the L0 gates' log_alpha
+
+    def base_lr(self) -> float:
+        if self.lr is not None:
+            return float(self.lr)
+        return 0.05 if self.optimizer == "sgd" else 0.002
+
+
+@dataclass
+class EpochLog:
+    """What a callback gets after every epoch."""
+
+    epoch: int
+    epochs: int
+    loss: float  # mean task loss (cross-entropy or MSE) over the epoch's steps
+    objective: float  # mean training objective (task loss + L0 penalty)
+    lr: float
+    sparsity: float  # share of zeros over the pruned weights (gates: expected)
+    seconds: float
+    eval_metric: str | None = None
+    eval_value: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    def line(self) -> str:
+        text = (
+            f"epoch {self.epoch}/{self.epochs}  loss {self.loss:.4f}  lr {self.lr:.4g}  "
+            f"sparsity {self.sparsity:.1%}"
+        )
+        if self.eval_metric is not None:
+            value = (
+                f"{self.eval_value:.2%}"
+                if self.eval_metric == "accuracy"
+                else f"{self.eval_value:.4g}"
+            )
+            text += f"  eval {self.eval_metric} {value}"
+        return text + f"  ({self.seconds:.1f} s)"
+
+
+def print_progress(log: EpochLog) -> None:
+    """A callback that prints one line per epoch to stderr."""
+    print(log.line(), file=sys.stderr, flush=True)
+
+
+def _trainable(name: str, value: np.ndarray) -> bool:
+    # exporters store constants (sqrt(2), 0.5, a scale) as float initializers: leave scalars
+    return value.ndim >= 1 and value.size > 1
+
+
+class Trainer:
+    """A compiled training program for one ONNX model.
+
+    Parameters
+    ----------
+    model
+        The ONNX model (path or ``ModelProto``).
+    config
+        Hyper-parameters; ``batch_size`` applies where the batch axis is dynamic (a static
+        batch axis is the training batch).
+    objective
+        ``"cross_entropy"`` (labels) or ``"mse"`` (targets, distillation).
+    masked
+        Names of the weights that carry a keep-mask.
+    gates
+        L0 gates (hard-concrete) on some of those weights.
+    """
+
+    def __init__(
+        self,
+        model: str | onnx.ModelProto,
+        config: TrainConfig,
+        masked: Sequence[str] = (),
+        gates: Sequence[Gate] = (),
+    ) -> None:
+        self.config = config
+        self.objective: str | None = None
+        self.model = load_onnx(model)
+        self.batch = self._batch_shapes()
+        self.imported = import_onnx(self.model, input_shapes=self.batch_shapes)
+        self.weights = {k: v.astype(np.float32) for k, v in self.imported.params.items()}
+        self.trainable = [k for k, v in self.weights.items() if _trainable(k, v)]
+        self.masked = [m for m in masked if m in self.trainable]
+        self.masks = {name: np.ones_like(self.weights[name]) for name in self.masked}
+        self.gates = list(gates)
+        self.log_alpha = {g.weight.name: np.zeros(g.grid, np.float32) for g in self.gates}
+        self.lambdas = {g.weight.name: 0.0 for g in self.gates}
+        self.gates_active = bool(self.gates)
+        self.eval_hook: Callable[[], dict[str, np.ndarray]] | None = None
+        self.density_hook: Callable[[list[float]], None] | None = None
+
+    # -- set-up -----------------------------------------------------------------------------
+
+    def _batch_shapes(self) -> int:
+        inputs = graph_inputs(self.model)
+        firsts = {dims[0] if dims else None for _, dims, _ in inputs}
+        static = [d for d in firsts if isinstance(d, int)]
+        batch = static[0] if len(firsts) == 1 and static else self.config.batch_size
+        shapes = {}
+        for name, dims, _ in inputs:
+            if dims is None or any(not isinstance(d, int) for d in dims[1:]):
+                raise SparseTVMError(
+                    f"input '{name}' has dynamic dimensions past the batch axis ({dims}): "
+                    "export the model with static shapes to fine-tune it"
+                )
+            shapes[name] = (batch, *dims[1:])
+        self.batch_shapes = shapes
+        return batch
+
+    def compile(self, objective: str, target: tvm.target.Target | None = None) -> None:
+        """Build and compile forward, ``loss_adjoint`` and the optimizer steps."""
+        self.objective = objective
+        target = target or tvm.target.Target({"kind": "llvm"})
+        mod, self.loss_names, grad_names = gradient_module(
+            self.imported.mod, self.objective, self.trainable, self.gates
+        )
+        self.grad_names = grad_names
+        weight_grads = [n for n in grad_names if n in self.weights]
+        assert weight_grads == self.trainable, (weight_grads, self.trainable)
+        loss_params = {p.name: p for p in mod["loss"].params}
+        self.weight_optimizer = make_optimizer(
+            self.config.optimizer, self.config.momentum, self.config.weight_decay
+        )
+        mod = add_step_function(
+            mod,
+            "step_weights",
+            self.weight_optimizer,
+            [loss_params[n] for n in self.trainable],
+            [n in self.masks for n in self.trainable],
+        )
+        if self.gates:
+            self.gate_optimizer = make_optimizer("adam")
+            mod = add_step_function(
+                mod,
+                "step_gates",
+                self.gate_optimizer,
+                [loss_params[f"{g.weight.name}.log_alpha"] for g in self.gates],
+                [False] * len(self.gates),
+            )
+        self.vm = relax.VirtualMachine(tvm.compile(mod, target=target), tvm.cpu())
+        self.weight_state = self.weight_optimizer.state
+        self.gate_state = self.gate_optimizer.state if self.gates else None
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """Shape of the first output at the training batch."""
+        out_ty = self.imported.mod["main"].ret_ty
+        if isinstance(out_ty, relax.TupleType):
+            out_ty = out_ty.fields[0]
+        return tuple(int(d) for d in out_ty.shape)
+
+    # -- data -------------------------------------------------------------------------------
+
+    def dataset(self, data, what: str = "training data") -> Dataset:
+        """Read and check ``data`` against this model (see :mod:`sparse_tvm.training.data`)."""
+        names = self.imported.input_names
+        return load_dataset(
+            data,
+            names,
+            {n: self.batch_shapes[n][1:] for n in names},
+            dict(zip(names, self.imported.input_dtypes)),
+            self.output_shape[-1],
+            self.output_shape[1:],
+            what,
+        )
+
+    # -- running ----------------------------------------------------------------------------
+
+    def predict(self, data: Dataset, weights: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """First output of the forward pass for every sample (padded batches)."""
+        weights = self.weights if weights is None else weights
+        values = [tvm.runtime.tensor(weights[n]) for n in self.imported.params]
+        outs = []
+        for index, real in padded_batches(len(data), self.batch):
+            args = [tvm.runtime.tensor(data.inputs[n][index]) for n in self.imported.input_names]
+            out = self.vm["main"](*args, *values)
+            if not isinstance(out, tvm.runtime.Tensor):
+                out = out[0]
+            outs.append(out.numpy()[:real])
+        return np.concatenate(outs)
+
+    def evaluate(
+        self, data: Dataset, weights: dict[str, np.ndarray] | None = None
+    ) -> tuple[str, float]:
+        """``("accuracy", share)`` with labels, else ``("mse", value)`` against targets."""
+        pred = self.predict(data, weights)
+        if data.labels is not None:
+            return "accuracy", float(np.mean(pred.argmax(axis=-1) == data.labels))
+        return "mse", float(np.mean((pred - data.targets) ** 2))
+
+    def effective_weights(self) -> dict[str, np.ndarray]:
+        """The weights as the pruned model holds them (masks applied)."""
+        out = dict(self.weights)
+        for name, mask in self.masks.items():
+            out[name] = self.weights[name] * mask
+        return out
+
+    def _y(self, data: Dataset, index: np.ndarray) -> np.ndarray:
+        if self.objective == "cross_entropy":
+            classes = self.output_shape[-1]
+            return np.eye(classes, dtype=np.float32)[data.labels[index]]
+        return data.targets[index]
+
+    def fit(
+        self,
+        data: Dataset,
+        eval_data: Dataset | None = None,
+        epochs: int | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+        callbacks: Sequence[Callable[[EpochLog], None]] = (),
+        sparsity: Callable[[], float] | None = None,
+        first_epoch: int = 1,
+        total_epochs: int | None = None,
+    ) -> list[EpochLog]:
+        """Run ``epochs`` epochs; ``on_step(step, total_steps)`` runs before every step."""
+        cfg = self.config
+        epochs = cfg.epochs if epochs is None else epochs
+        total_epochs = total_epochs or epochs
+        if len(data) < self.batch:
+            raise SparseTVMError(
+                f"training data has {len(data)} samples, fewer than one batch of {self.batch}"
+            )
+        steps_per_epoch = len(data) // self.batch
+        total = steps_per_epoch * total_epochs
+        step = (first_epoch - 1) * steps_per_epoch
+        rng = np.random.default_rng([cfg.seed, first_epoch])
+        trainable = self.trainable
+        logs = []
+        for epoch in range(first_epoch, first_epoch + epochs):
+            start, losses, tasks = time.perf_counter(), [], []
+            for index in minibatches(len(data), self.batch, rng):
+                if on_step is not None:
+                    on_step(step, total)
+                lr = lr_at(cfg.lr_schedule, cfg.base_lr(), step, total, cfg.warmup_steps)
+                outputs, grads = self._loss_and_grads(data, index, rng)
+                losses.append(float(outputs[0].numpy()))
+                tasks.append(float(outputs[1].numpy()))
+                params = [tvm.runtime.tensor(self.weights[n]) for n in trainable]
+                masks = [tvm.runtime.tensor(self.masks[n]) for n in trainable if n in self.masks]
+                weight_grads = [grads[i] for i, n in enumerate(self.grad_names) if n in trainable]
+                new, self.weight_state = self.vm["step_weights"](
+                    params, weight_grads, self.weight_state, scalar(lr), *masks
+                )
+                for name, value in zip(trainable, new):
+                    self.weights[name] = value.numpy()
+                if self.gates_active:
+                    self._step_gates(grads, [float(o.numpy()) for o in outputs[2:]])
+                if not np.isfinite(losses[-1]):
+                    raise SparseTVMError(
+                        f"the training loss became {losses[-1]} at epoch {epoch}: lower the "
+                        "learning rate (lr=)"
+                    )
+                step += 1
+            log = EpochLog(
+                epoch,
+                total_epochs,
+                float(np.mean(tasks)),
+                float(np.mean(losses)),
+                lr,
+                sparsity() if sparsity is not None else 0.0,
+                time.perf_counter() - start,
+            )
+            if eval_data is not None:
+                log.eval_metric, log.eval_value = self.evaluate(eval_data, self.eval_weights())
+            logs.append(log)
+            for callback in callbacks:
+                callback(log)
+        return logs
+
+    def eval_weights(self) -> dict[str, np.ndarray]:
+        """Weights for evaluation: masks applied (gates add their own, see ``l0``)."""
+        if self.gates_active and self.eval_hook is not None:
+            return self.eval_hook()
+        return self.effective_weights()
+
+    def _loss_and_grads(self, data: Dataset, index: np.ndarray, rng: np.random.Generator):
+        args = {n: data.inputs[n][index] for n in self.imported.input_names}
+        args.update(self.effective_weights())
+        args["y"] = self._y(data, index)
+        for gate in self.gates:
+            name = gate.weight.name
+            if self.gates_active:
+                u = rng.uniform(1e-6, 1.0 - 1e-6, gate.grid).astype(np.float32)
+                args[f"{name}.log_alpha"] = self.log_alpha[name]
+                args[f"{name}.noise"] = np.log(u) - np.log1p(-u)
+                args[f"{name}.lambda"] = np.float32(self.lambdas[name])
+            else:  # gates pinned open: z = 1 exactly (the clip saturates)
+                args[f"{name}.log_alpha"] = np.full(gate.grid, 30.0, np.float32)
+                args[f"{name}.noise"] = np.zeros(gate.grid, np.float32)
+                args[f"{name}.lambda"] = np.float32(0.0)
+        inputs = set(self.imported.input_names)
+        values = [
+            tvm.runtime.tensor(args[n] if n in inputs else np.asarray(args[n], np.float32))
+            for n in self.loss_names
+        ]
+        outputs, grads = self.vm["loss_adjoint"](*values)
+        return outputs, grads
+
+    def _step_gates(self, grads, densities: list[float]) -> None:
+        names = [g.weight.name for g in self.gates]
+        gate_grads = [grads[self.grad_names.index(f"{n}.log_alpha")] for n in names]
+        params = [tvm.runtime.tensor(self.log_alpha[n]) for n in names]
+        new, self.gate_state = self.vm["step_gates"](
+            params, gate_grads, self.gate_state, scalar(self.config.gate_lr)
+        )
+        for name, value in zip(names, new):
+            self.log_alpha[name] = value.numpy()
+        if self.density_hook is not None:
+            self.density_hook(densities)
+
+    # -- output -----------------------------------------------------------------------------
+
+    def export(self, weights: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
+        """The original ONNX graph with its initializers replaced by the trained weights."""
+        weights = self.effective_weights() if weights is None else weights
+        out = onnx.ModelProto()
+        out.CopyFrom(self.model)
+        present = {t.name: t for t in out.graph.initializer}
+        for name in self.trainable:
+            if name in present:
+                dtype = onnx.helper.tensor_dtype_to_np_dtype(present[name].data_type)
+                write_initializer(out, name, weights[name].astype(dtype))
+        return out

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+
+import sparse_tvm as st
+from sparse_tvm.examples import mlp, small_cnn
+from sparse_tvm.pruning import cubic_sparsity, follows_pattern, n_of_m_mask, parse, prunable_weights
+from sparse_tvm.pruning.weights import read_initializer
+
+
+@pytest.mark.parametrize("n,m", [(2, 4), (1, 4)])
+def test_n_of_m_mask_keeps_the_largest_n_of_every_group(n, m):
+    scores = np.abs(np.random.default_rng(0).standard_normal((6, 10)))
+    mask = n_of_m_mask(scores, n, m)
+    for row in range(6):
+        for start in range(0, 10, m):
+            group = scores[row, start : start + m]
+            expected = np.zeros(len(group), bool)
+            expected[np.argsort(-group, kind="stable")[:n]] = True
+            assert np.array_equal(mask[row, start : start + m], expected)
+
+
+@pytest.mark.parametrize("pattern", ["1x1", "4x1", "1x4", "2:4", "1:4"])
+def test_pruned_zeros_follow_the_pattern(pattern):
+    parsed = parse(pattern)
+    sparsity = parsed.max_sparsity if parsed.n_of_m else 0.9
+    model = st.prune(small_cnn(), sparsity, pattern).model
+    for w in prunable_weights(model):
+        nk = w.to_nk(read_initializer(model, w.name))
+        assert follows_pattern(nk, parsed), w.name
+        if parsed.n_of_m is None and not np.any(np.mod(nk.shape, parsed.block)):
+            assert np.mean(nk == 0) == pytest.approx(0.9, abs=0.02)
+        elif parsed.n_of_m and nk.shape[1] % parsed.n_of_m[1] == 0:
+            assert np.mean(nk == 0) == pytest.approx(sparsity, abs=1e-9)
+
+
+def test_n_of_m_refuses_another_sparsity():
+    with pytest.raises(st.SparseTVMError, match="fixes the sparsity at 0.5"):
+        st.prune(mlp(), 0.9, "2:4")
+
+
+def test_global_magnitude_has_one_threshold():
+    model = mlp()
+    result = st.prune(model, 0.8, scope="global")
+    weights = {w.name: read_initializer(model, w.name) for w in prunable_weights(model)}
+    pruned = {w.name: read_initializer(result.model, w.name) for w in prunable_weights(model)}
+    all_w = np.concatenate([np.abs(v).ravel() for v in weights.values()])
+    threshold = np.sort(all_w)[int(round(0.8 * all_w.size)) - 1]
+    for name, value in weights.items():
+        assert np.array_equal(pruned[name] == 0, np.abs(value) <= threshold), name
+    total = sum(v.size for v in pruned.values())
+    assert sum(int(np.sum(v == 0)) for v in pruned.values()) / total == pytest.approx(0.8, abs=1e-3)
+    # the layers differ: fc1 (fan-in 64) has larger weights than fc2 (fan-in 256)
+    assert result.report["fc1.weight"] < 0.8 < result.report["fc2.weight"]
+
+
+def test_cubic_schedule_matches_zhu_and_gupta():
+    # s_t = s_f + (s_i - s_f) (1 - (t - t0) / (n dt))^3
+    assert cubic_sparsity(0, 0.9, 0, 100) == 0.0
+    assert cubic_sparsity(50, 0.9, 0, 100) == pytest.approx(0.9 * (1 - 0.5**3))
+    assert cubic_sparsity(100, 0.9, 0, 100) == 0.9
+    assert cubic_sparsity(150, 0.9, 0, 100) == 0.9
+
+
+def test_unknown_exclude_and_option_are_errors():
+    with pytest.raises(st.SparseTVMError, match="no prunable weight"):
+        st.prune(mlp(), 0.5, exclude=["fc9.weight"])
+    with pytest.raises(st.SparseTVMError, match="no option"):
+        st.prune(mlp(), 0.5, epoch=3)
