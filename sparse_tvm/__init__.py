@@ -94,6 +94,34 @@ def prune(
     return _prune(model, sparsity, pattern, method=method, exclude=exclude, **training)
 
 
+def tune(
+    model: Model,
+    target: str | dict = "x86",
+    records: str = "records",
+    trials: int = 64,
+    timeout: float | None = None,
+    rpc_tracker: str | None = None,
+    rpc_key: str | None = None,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+):
+    """Tune the sparse kernels of ``model`` into the ``records`` folder (MetaSchedule).
+
+    ``compile(model, records=...)`` applies them. See :func:`sparse_tvm.driver.tune_model`.
+    """
+    from sparse_tvm.driver.tune_model import tune_model
+
+    return tune_model(
+        model,
+        target,
+        records,
+        trials=trials,
+        timeout=timeout,
+        rpc_tracker=rpc_tracker,
+        rpc_key=rpc_key,
+        input_shapes=input_shapes,
+    )
+
+
 def targets() -> dict[str, Any]:
     """The target presets shipped in ``targets/``, by name."""
     from sparse_tvm.target import presets

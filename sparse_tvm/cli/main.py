@@ -205,8 +205,22 @@ def cmd_prune(args) -> int:
     return 0
 
 
-def cmd_unavailable(args) -> int:
-    raise CLIError(f"`sparse-tvm {args.command}` is not available in this release yet")
+def cmd_tune(args) -> int:
+    from sparse_tvm.driver.tune_model import tune_model
+
+    summary = tune_model(
+        args.model,
+        args.target,
+        args.records,
+        trials=args.trials,
+        timeout=args.timeout,
+        rpc_tracker=args.rpc_tracker,
+        rpc_key=args.rpc_key,
+        input_shapes=_shapes(args.input_shapes),
+        progress=_say,
+    )
+    print(summary)
+    return 0
 
 
 # -- parser ----------------------------------------------------------------------------------
@@ -305,9 +319,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_prune)
 
-    p = sub.add_parser("tune", help="tune the sparse kernels of a model (next release)")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_unavailable)
+    p = sub.add_parser("tune", help="tune the sparse kernels of a model with MetaSchedule")
+    p.add_argument("model", help="MODEL.onnx")
+    p.add_argument("--target", default="x86", help="preset name or TVM target JSON (default x86)")
+    p.add_argument("--records", required=True, help="folder for the tuning records")
+    p.add_argument("--trials", type=int, default=64, help="measured trials per candidate kernel")
+    p.add_argument("--timeout", type=float, help="seconds for the whole run")
+    p.add_argument("--rpc-tracker", help="HOST:PORT of a TVM RPC tracker (remote measurement)")
+    p.add_argument("--rpc-key", help="device key registered with the tracker")
+    p.add_argument("--input-shapes", help="static shapes for dynamic inputs: name:1x128,...")
+    p.set_defaults(func=cmd_tune)
     return parser
 
 

@@ -49,6 +49,7 @@ class LayerDecision:
     weight: BlockSparseWeight | None = None
     dense_s: float | None = None
     sparse_s: float | None = None
+    kernel: tvm.tirx.PrimFunc | None = None  # a tuned kernel from records, else the default
 
 
 def model_name(model) -> str:
@@ -75,11 +76,14 @@ def decide(
     measure: bool = True,
     zero_fractions: dict[str, float] | None = None,
     force_block: tuple[int, int] | None = None,
+    records=None,
 ) -> LayerDecision:
     """Choose the format of one layer; with ``measure`` keep sparse only if measured faster.
 
     ``force_block`` skips the cost model and the measurement and compiles the layer sparse
     with that block shape (tests and benchmarks use it to exercise every kernel).
+    ``records`` (a MetaSchedule database of tuned kernels): among the candidate formats with
+    a tuned kernel the fastest is taken, with its tuned kernel.
     """
     if dense:
         return LayerDecision(layer, FormatChoice("dense", None, 1.0, "dense build requested"))
@@ -92,14 +96,26 @@ def decide(
     choice = choose_format(
         layer.weight, layer.m, sparsity_threshold=sparsity_threshold, zero_fractions=zero_fractions
     )
-    if choice.format == "dense":
+    below_threshold = sparsity_threshold is not None and layer.sparsity < sparsity_threshold
+    if choice.format == "dense" and (records is None or below_threshold):
         return LayerDecision(layer, choice)
-    weight = BlockSparseWeight.from_dense(layer.weight, choice.block)
-    decision = LayerDecision(layer, choice, weight)
+    tuned = None
+    if records is not None:
+        tuned = _tuned_choice(layer, target, records, zero_fractions)
+    if tuned is not None:
+        choice, weight, kernel, kernel_id = tuned
+    elif choice.format == "dense":
+        return LayerDecision(layer, choice)
+    else:
+        weight = BlockSparseWeight.from_dense(layer.weight, choice.block)
+        kernel, kernel_id = None, "default"
+    decision = LayerDecision(layer, choice, weight, kernel=kernel)
     if measure:
         tvm_target = target.tvm_target
         decision.dense_s = time_dense(layer, tvm_target)
-        decision.sparse_s = time_sparse(layer, weight, tvm_target)
+        decision.sparse_s = time_sparse(
+            layer, weight, tvm_target, kernel=kernel, kernel_id=kernel_id
+        )
         if decision.sparse_s * KEEP_SPARSE_MARGIN > decision.dense_s:
             decision.choice = FormatChoice(
                 "dense",
@@ -108,7 +124,67 @@ def decide(
                 f"{choice.label} measured {decision.dense_s / decision.sparse_s:.2f}x: kept dense",
             )
             decision.weight = None
+            decision.kernel = None
     return decision
+
+
+def _records_database(records, target: ResolvedTarget, dense: bool):
+    """The tuning records to apply: the user's folder, else those shipped for the family."""
+    if dense:
+        return None
+    if records is not None:
+        from sparse_tvm.tuning.records import RecordStore
+
+        if not os.path.isdir(records):
+            raise SparseTVMError(
+                f"records folder '{records}' not found: tune first with "
+                "`sparse-tvm tune MODEL --records DIR`, or drop --records"
+            )
+        return RecordStore(records).database
+    from importlib import resources
+
+    shipped = resources.files("sparse_tvm") / "_data" / "schedules" / f"{target.family}.json"
+    if not shipped.is_file():
+        return None
+    from sparse_tvm.tuning.records import load_exported
+
+    return load_exported(str(shipped))
+
+
+def _tuned_choice(layer: Layer, target: ResolvedTarget, records, zero_fractions):
+    """The fastest candidate format with a tuned kernel in ``records``, or None."""
+    from sparse_tvm.driver.tune_model import candidate_blocks
+    from sparse_tvm.transform.dense_to_sparse import kernel_layout
+    from sparse_tvm.tuning import lookup_kernel
+
+    fractions = zero_fractions or block_zero_fractions(layer.weight)
+    x_layout, batch = kernel_layout(layer)
+    best = None
+    for block in candidate_blocks(layer, fractions):
+        weight = BlockSparseWeight.from_dense(layer.weight, block)
+        found = lookup_kernel(
+            weight,
+            layer.m,
+            x_layout=x_layout,
+            batch=batch,
+            bias=layer.bias is not None,
+            relu=layer.relu,
+            target=target.tvm_target,
+            database=records,
+        )
+        if found is None or found.latency_s is None:
+            continue
+        if best is None or found.latency_s < best[0]:
+            best = (found.latency_s, block, weight, found)
+    if best is None:
+        return None
+    latency, block, weight, found = best
+    fmt = "csr" if block == (1, 1) else "bsr"
+    how = "tuned" if found.exact else "tuned on the same shapes"
+    reason = f"{how} ({latency * 1e6:.0f} us while tuning)"
+    choice = FormatChoice(fmt, block, 0.0, reason)
+    kernel_id = "tuned:" + ",".join(f"{k}={v}" for k, v in sorted(found.knobs.items()))
+    return choice, weight, found.func, kernel_id
 
 
 def layer_row(decision: LayerDecision, zero_fractions: dict[str, float]) -> LayerReport:
@@ -153,7 +229,8 @@ def compile_model(
     target
         A preset name (``sparse-tvm targets``) or a TVM target as a JSON string or dict.
     records
-        Tuning records folder (applied by the tuning release; must be ``None`` for now).
+        Tuning records folder written by ``sparse-tvm tune``; without it the records shipped
+        in ``schedules/`` apply where they match a layer, and the default schedules elsewhere.
     sparsity_threshold
         Layers whose sparsity is below this stay dense without being measured.
     dense
@@ -178,16 +255,13 @@ def compile_model(
         )
     if sparsity_threshold is not None and not 0.0 <= sparsity_threshold <= 1.0:
         raise SparseTVMError(f"sparsity threshold {sparsity_threshold} is outside [0, 1]")
-    if records is not None:
-        raise SparseTVMError(
-            "tuning records are not supported by this release yet: compile without --records"
-        )
     resolved = resolve_target(target)
     if resolved.family not in SUPPORTED_FAMILIES:
         raise TargetError(
             f"target family '{resolved.family}' ({resolved.name}) is not supported "
             f"by this release: use one of the x86 presets"
         )
+    database = _records_database(records, resolved, dense)
     say(f"importing {model_name(model)}")
     imported = import_onnx(model, input_shapes)
     layers = analyse(imported)
@@ -202,6 +276,7 @@ def compile_model(
             measure=measure,
             zero_fractions=fractions,
             force_block=force_block,
+            records=database,
         )
         decisions.append(decision)
         rows.append(layer_row(decision, fractions))
@@ -209,7 +284,7 @@ def compile_model(
             f"  {layer.name}: {rows[-1].format}"
             + (f" ({rows[-1].speedup:.2f}x measured)" if rows[-1].speedup else "")
         )
-    plans = [SparsePlan(d.layer, d.weight) for d in decisions if d.weight is not None]
+    plans = [SparsePlan(d.layer, d.weight, d.kernel) for d in decisions if d.weight is not None]
     say(f"building {len(plans)} sparse and {len(layers) - len(plans)} dense layers")
     executable = build(imported, plans, resolved)
     report = Report(model=model_name(model), target=resolved.name, layers=rows)

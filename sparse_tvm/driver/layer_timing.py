@@ -121,15 +121,21 @@ def time_sparse(
     target: tvm.target.Target,
     number: int = 5,
     repeat: int = 5,
+    kernel: tvm.tirx.PrimFunc | None = None,
+    kernel_id: str = "default",
 ) -> float:
-    """Median seconds of the layer rewritten to the sparse kernel with ``weight``."""
-    key = _key(layer, ("sparse", weight.block, str(target)))
+    """Median seconds of the layer rewritten to the sparse kernel with ``weight``.
+
+    ``kernel`` (e.g. from tuning records, named by ``kernel_id`` for the cache) replaces the
+    default kernel.
+    """
+    key = _key(layer, ("sparse", weight.block, str(target), kernel_id))
     if key not in _CACHE:
         mod, values = _single_layer_module(layer)
         func = mod["main"]
         weights = {p: values[p.name] for p in func.params[1:]}
         (single,) = find_layers(func, weights)
-        mod = DenseToSparse([SparsePlan(single, weight)], target)(mod)
+        mod = DenseToSparse([SparsePlan(single, weight, kernel)], target)(mod)
         _CACHE[key] = _time(_bind(mod, values), target, layer.input_shape, number, repeat)
     return _CACHE[key]
 

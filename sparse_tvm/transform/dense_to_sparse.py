@@ -56,6 +56,14 @@ def _with_root_block(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
     return func.with_attr(HAND_WRITTEN_ATTR, True)
 
 
+def kernel_layout(layer: Layer) -> tuple[str, int]:
+    """``(x_layout, batch)`` of the SpMM kernel a layer becomes: a matmul reads its activations
+    as (m, k) rows ("MK"); a conv reads NCHW, i.e. (batch, k, m) ("KM")."""
+    if layer.op == "matmul":
+        return "MK", 1
+    return "KM", int(layer.conv.input_shape[0])
+
+
 def _tensor(shape, dtype: str = "float32") -> relax.TensorType:
     return relax.TensorType([int(s) for s in shape], dtype)
 

@@ -9,6 +9,7 @@ bounds): :class:`RealSparsityArguments` is the runners' ``f_alloc_argument``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import time
@@ -21,6 +22,7 @@ from tvm.s_tir import meta_schedule as ms
 
 from ..formats.block_sparse import BlockSparseWeight
 from ..kernels.spmm import SpmmSpec, spmm_kernel
+from .records import ContinueFromRecords
 from .space_x86 import (
     KnobFeatures,
     MaterializeBuild,
@@ -29,12 +31,20 @@ from .space_x86 import (
     make_spec,
     materialize,
     space_fn,
+    spec_of,
     structure_digest,
     supports,
     workload,
 )
 
-__all__ = ["RealSparsityArguments", "TunedKernel", "query_kernel", "tune_kernel"]
+__all__ = [
+    "KernelRecord",
+    "RealSparsityArguments",
+    "TunedKernel",
+    "lookup_kernel",
+    "query_kernel",
+    "tune_kernel",
+]
 
 
 @dataclass(frozen=True)
@@ -114,6 +124,39 @@ class _StopAfter(ms.measure_callback.PyMeasureCallback):
             task_scheduler.terminate_task(task_id)
 
 
+@derived_object
+class _Progress(ms.measure_callback.PyMeasureCallback):
+    """Report ``(trials measured, best seconds so far)`` after each measured batch."""
+
+    def __init__(self, report) -> None:
+        self.report = report
+        self.trials = 0
+        self.best: float | None = None
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+        for result in runner_results:
+            self.trials += 1
+            if result.error_msg is None and result.run_secs:
+                secs = float(np.mean([float(v) for v in result.run_secs]))
+                self.best = secs if self.best is None else min(self.best, secs)
+        self.report(self.trials, self.best)
+
+
+def _measured(
+    database: ms.database.Database, mod: tvm.IRModule, target: tvm.target.Target
+) -> list[ms.database.TuningRecord]:
+    """The records (failed trials included) of workload ``mod`` on ``target``."""
+    if not database.has_workload(mod):
+        return []
+    workload = database.commit_workload(mod)
+    target_str = str(target)
+    return [
+        r
+        for r in database.get_all_tuning_records()
+        if r.workload.same_as(workload) and str(r.target) == target_str
+    ]
+
+
 def _tuning_module(weight: BlockSparseWeight, spec: SpmmSpec) -> tvm.IRModule:
     return tvm.IRModule({"main": workload(spec, structure_digest(weight))})
 
@@ -158,6 +201,67 @@ def query_kernel(
         return None
     best = _best_func(database, _tuning_module(weight, spec), target)
     return None if best is None else best[0]
+
+
+@dataclass(frozen=True)
+class KernelRecord:
+    """A tuned kernel found in a database for a layer (see :func:`lookup_kernel`)."""
+
+    func: tvm.tirx.PrimFunc = field(repr=False)
+    knobs: dict[str, int]
+    latency_s: float | None  # as measured while tuning (on the record's own structure)
+    exact: bool  # tuned on this very sparsity structure, not only the same shapes
+
+
+def _same_shapes(a: SpmmSpec, b: SpmmSpec) -> bool:
+    return dataclasses.replace(a, n_data_blocks=0) == dataclasses.replace(b, n_data_blocks=0)
+
+
+def lookup_kernel(
+    weight: BlockSparseWeight,
+    m: int,
+    *,
+    x_layout: str = "MK",
+    batch: int = 1,
+    bias: bool = False,
+    relu: bool = False,
+    target: tvm.target.Target,
+    database: ms.database.Database,
+) -> KernelRecord | None:
+    """The best record for this layer: tuned on the same sparsity structure if there is one,
+    else the knobs of the best record tuned on a layer with the same shapes, block, layout,
+    fusion and machine (the knobs do not depend on where the nonzeros are).
+    """
+    spec = make_spec(weight, m, x_layout=x_layout, batch=batch, bias=bias, relu=relu, target=target)
+    if not supports(spec):
+        return None
+    mod = _tuning_module(weight, spec)
+    record = database.query_tuning_record(mod, target, workload_name="main")
+    exact = record is not None
+    if record is None:
+        target_str = str(target)
+        for candidate in database.get_all_tuning_records():  # best first
+            if str(candidate.target) != target_str or not candidate.run_secs:
+                continue
+            try:
+                other = spec_of(candidate.workload.mod["main"])
+            except Exception:  # noqa: BLE001 - a record of some other kind of workload
+                continue
+            if _same_shapes(other, spec):
+                record = candidate
+                break
+    if record is None:
+        return None
+    sch = tvm.s_tir.Schedule(record.workload.mod)
+    record.trace.apply_to_schedule(sch, remove_postproc=False)
+    knobs = knobs_of(sch.mod["main"])
+    secs = [float(v) for v in record.run_secs] if record.run_secs else []
+    return KernelRecord(
+        func=materialize(mod["main"], knobs=knobs, spec=spec),
+        knobs=knobs,
+        latency_s=float(np.mean(secs)) if secs else None,
+        exact=exact,
+    )
 
 
 def _inputs(weight: BlockSparseWeight, spec: SpmmSpec, seed: int = 0) -> list[np.ndarray]:
@@ -205,6 +309,7 @@ def tune_kernel(
     max_seconds: float | None = None,
     num_trials_per_iter: int = 16,
     seed: int | None = None,
+    progress=None,
 ) -> TunedKernel:
     """Search the x86 space of this layer's SpMM kernel and return the best kernel.
 
@@ -224,6 +329,8 @@ def tune_kernel(
         :class:`RealSparsityArguments`; a remote runner must allocate arguments the same way.
     max_seconds : float, optional
         Stop the search after this much wall time (checked between batches).
+    progress : callable, optional
+        Called after each measured batch with ``(trials measured, best seconds so far)``.
 
     Returns
     -------
@@ -247,29 +354,38 @@ def tune_kernel(
             f_alloc_argument=RealSparsityArguments(weight),
         )
     mod = _tuning_module(weight, spec)
-    callbacks = ms.measure_callback.MeasureCallback.create("default")
+    callbacks = list(ms.measure_callback.MeasureCallback.create("default"))
     if max_seconds is not None:
         callbacks.append(_StopAfter(max_seconds))
-    before = len(database)
+    if progress is not None:
+        callbacks.append(_Progress(progress))
+    previous = len(_measured(database, mod, target))
+    remaining = trials - previous
     start = time.perf_counter()
-    ms.tune_tir(
-        mod,
-        target,
-        work_dir,
-        max_trials_global=trials,
-        num_trials_per_iter=min(num_trials_per_iter, trials),
-        builder=ms.builder.LocalBuilder(f_build=MaterializeBuild(spec)),
-        runner=runner,
-        database=database,
-        cost_model=ms.cost_model.XGBModel(extractor=KnobFeatures(), adaptive_training=True),
-        measure_callbacks=callbacks,
-        task_scheduler="round-robin",
-        space=_space(spec),
-        strategy=ms.search_strategy.EvolutionarySearch(
-            population_size=128, init_min_unmeasured=32, genetic_num_iters=3
-        ),
-        seed=seed,
-    )
+    if remaining > 0:
+        # A rerun continues an interrupted one: the budget counts the records already there,
+        # the cost model starts from them, and recorded schedules are not measured again.
+        strategy = ContinueFromRecords(
+            ms.search_strategy.EvolutionarySearch(
+                population_size=128, init_min_unmeasured=32, genetic_num_iters=3
+            )
+        )
+        ms.tune_tir(
+            mod,
+            target,
+            work_dir,
+            max_trials_global=remaining,
+            num_trials_per_iter=min(num_trials_per_iter, remaining),
+            builder=ms.builder.LocalBuilder(f_build=MaterializeBuild(spec)),
+            runner=runner,
+            database=database,
+            cost_model=ms.cost_model.XGBModel(extractor=KnobFeatures(), adaptive_training=True),
+            measure_callbacks=callbacks,
+            task_scheduler="round-robin",
+            space=_space(spec),
+            strategy=strategy,
+            seed=seed,
+        )
     tuning_s = time.perf_counter() - start
     best = _best_func(database, mod, target)
     if best is None:
@@ -289,6 +405,6 @@ def tune_kernel(
         latency_s=latency_s,
         default_latency_s=default_s,
         tuning_s=tuning_s,
-        trials=len(database) - before,
+        trials=len(_measured(database, mod, target)) - previous,
         workload=mod["main"],
     )

@@ -1,0 +1,183 @@
+"""RPC measurement: tracker address parsing, fast failures, and tuning through a loopback board."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sparse_tvm.tuning.rpc import (
+    RPCError,
+    check_tracker,
+    parse_tracker,
+    rpc_runner,
+    tracker_summary,
+)
+
+KEY = "sparse-tvm-test"
+
+
+def test_parse_tracker():
+    assert parse_tracker("127.0.0.1:9190") == ("127.0.0.1", 9190)
+    assert parse_tracker(" board.local:9000 ") == ("board.local", 9000)
+    assert parse_tracker("[::1]:9190") == ("::1", 9190)
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1", ":9190", "host:", "host:port", "host:0", "h:70000"])
+def test_parse_tracker_rejects_bad_text(text):
+    with pytest.raises(RPCError, match=r"is not HOST:PORT, e\.g\. 127\.0\.0\.1:9190"):
+        parse_tracker(text)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_tracker_fails_at_once():
+    port = _free_port()
+    start = time.monotonic()
+    with pytest.raises(RPCError, match=f"cannot reach the RPC tracker at 127.0.0.1:{port}"):
+        rpc_runner(f"127.0.0.1:{port}", KEY)
+    assert time.monotonic() - start < 5
+
+
+def test_a_silent_service_is_not_waited_for():
+    with socket.socket() as listener:  # accepts connections, never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with pytest.raises(RPCError, match="timed out"):
+            check_tracker(f"127.0.0.1:{port}", KEY, timeout=0.5)
+
+
+def _start(args: list[str], log) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", *args],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # the server forks a child per session
+    )
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _wait_for(condition, seconds: float, what: str, proc: subprocess.Popen, log) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited: {Path(log.name).read_text()[-2000:]}")
+        try:
+            if condition():
+                return
+        except RPCError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} did not come up in {seconds} s")
+
+
+@pytest.fixture(scope="module")
+def tracker(tmp_path_factory):
+    """A tracker on 127.0.0.1 with one server registered under KEY; stopped afterwards."""
+    pytest.importorskip("tornado", reason="TVM's RPC tracker needs tornado")
+    logs = tmp_path_factory.mktemp("rpc")
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    tracker_log = open(logs / "tracker.log", "w")  # noqa: SIM115 (closed in finally)
+    server_log = open(logs / "server.log", "w")  # noqa: SIM115
+    procs = [
+        _start(
+            [
+                "tvm.exec.rpc_tracker",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--port-end",
+                str(port + 1),
+            ],
+            tracker_log,
+        )
+    ]
+    try:
+        _wait_for(
+            lambda: tracker_summary(address, timeout=1) is not None,
+            30,
+            "the tracker",
+            procs[0],
+            tracker_log,
+        )
+        server_port = _free_port()
+        procs.append(
+            _start(
+                [
+                    "tvm.exec.rpc_server",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(server_port),
+                    "--port-end",
+                    str(server_port + 50),
+                    "--tracker",
+                    address,
+                    "--key",
+                    KEY,
+                    "--custom-addr",
+                    "127.0.0.1",
+                ],
+                server_log,
+            )
+        )
+        _wait_for(
+            lambda: check_tracker(address, KEY) >= 1, 60, "the RPC server", procs[1], server_log
+        )
+        yield address
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+        tracker_log.close()
+        server_log.close()
+
+
+def test_unknown_key_fails_with_the_command_to_run(tracker):
+    with pytest.raises(RPCError) as info:
+        rpc_runner(tracker, "x")
+    assert str(info.value) == (
+        f"no RPC server registered under key 'x' at {tracker}: start one with "
+        f"python -m tvm.exec.rpc_server --tracker {tracker} --key x"
+    )
+
+
+def test_tuning_through_rpc_records_and_matches_numpy(tracker, tmp_path):
+    from sparse_tvm.tuning.records import RecordStore
+    from tests.tuning.test_records import evaluator, matmul, run_best, tune
+
+    runner = rpc_runner(tracker, KEY, timeout=30, n_parallel=1, evaluator_config=evaluator())
+    result = tune(tmp_path, 8, runner=runner)
+    assert result.previous_trials == 0 and result.new_trials == 8
+    store = RecordStore(tmp_path)
+    records = store.measured(matmul())
+    assert len(records) == 8
+    assert result.best_latency is not None and result.best_latency < 1e-2
+    best = records[0]  # sorted by run time
+    assert all(float(s) < 1 for s in best.run_secs)  # measured, not a failed trial
+    import tvm
+
+    sch = tvm.s_tir.Schedule(best.workload.mod)
+    best.trace.apply_to_schedule(sch, remove_postproc=False)
+    run_best(sch)
