@@ -107,9 +107,50 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def _compile_micro(args, target) -> int:
+    """A microcontroller target: a C project folder, or its .tar when -o ends in .tar."""
+    import shutil
+    import tarfile
+
+    from sparse_tvm.micro import compile_micro
+
+    out = Path(args.output)
+    as_tar = out.suffix == ".tar"
+    if out.exists() and not (as_tar and out.is_file()):
+        raise CLIError(f"output '{out}' exists: remove it or name a new folder")
+    if not out.parent.exists():
+        raise CLIError(f"output folder '{out.parent}' does not exist: create it first")
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        project = compile_micro(
+            args.model,
+            target,
+            work / out.stem,
+            input_shapes=_shapes(args.input_shapes),
+            sparsity_threshold=args.sparsity_threshold,
+            dense=args.dense,
+            progress=_say,
+        )
+        if as_tar:
+            with tarfile.open(work / out.name, "w") as tar:
+                tar.add(work / out.stem, arcname=out.stem)
+            os.replace(work / out.name, out)
+        else:
+            os.replace(work / out.stem, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(project.report)
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_compile(args) -> int:
     from sparse_tvm.driver.compile_model import compile_model
+    from sparse_tvm.target import resolve_target
 
+    resolved = resolve_target(args.target)
+    if resolved.family == "micro":
+        return _compile_micro(args, resolved.name)
     out = Path(args.output)
     if out.is_dir():
         raise CLIError(f"output '{out}' is a directory: give a file name like model.tar")

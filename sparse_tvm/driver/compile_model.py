@@ -256,6 +256,12 @@ def compile_model(
     if sparsity_threshold is not None and not 0.0 <= sparsity_threshold <= 1.0:
         raise SparseTVMError(f"sparsity threshold {sparsity_threshold} is outside [0, 1]")
     resolved = resolve_target(target)
+    if resolved.family == "micro":
+        raise TargetError(
+            f"'{resolved.name}' is a microcontroller: it gets a C project, not a loadable model: "
+            f"use `sparse-tvm compile MODEL --target {resolved.name} -o out/` or "
+            "sparse_tvm.micro.compile_micro"
+        )
     if resolved.family not in SUPPORTED_FAMILIES:
         raise TargetError(
             f"target family '{resolved.family}' ({resolved.name}) is not supported "

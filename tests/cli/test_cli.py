@@ -244,3 +244,26 @@ def test_prune_bad_labels(tmp_path):
     )
     assert_one_line_error(result, "label")
     assert not out.exists()
+
+
+def test_compile_for_cortex_m4_writes_a_c_project(tmp_path, workdir):
+    out = tmp_path / "proj"
+    result = cli("compile", workdir / "mlp.onnx", "--target", "cortex-m4", "-o", out)
+    assert result.returncode == 0, result.stderr
+    for name in ("model.h", "model.c", "model_weights.c", "Makefile", "report.txt"):
+        assert (out / name).is_file()
+    assert "int model_run(" in (out / "model.h").read_text()
+    assert "flash total" in result.stdout
+    # again into the same folder: refused, nothing touched
+    before = sorted(p.name for p in out.iterdir())
+    assert_one_line_error(cli("compile", workdir / "mlp.onnx", "--target", "cortex-m4",
+                              "-o", out), "exists")
+    assert sorted(p.name for p in out.iterdir()) == before
+    tar = tmp_path / "proj.tar"
+    result = cli("compile", workdir / "mlp.onnx", "--target", "cortex-m4", "-o", tar)
+    assert result.returncode == 0, result.stderr
+    import tarfile
+
+    with tarfile.open(tar) as archive:
+        assert "proj/model.h" in archive.getnames()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["proj", "proj.tar"]

@@ -1,0 +1,24 @@
+"""Pruned example models for the micro tests, sized for a microcontroller."""
+
+import shutil
+
+import pytest
+
+from sparse_tvm.examples import mlp, small_cnn
+from sparse_tvm.pruning import prune_magnitude
+
+CROSS_TOOLS = ("arm-none-eabi-gcc", "qemu-system-arm", "make")
+missing = [tool for tool in CROSS_TOOLS if shutil.which(tool) is None]
+needs_qemu = pytest.mark.skipif(
+    bool(missing),
+    reason=f"{', '.join(missing)} not installed (apt-get install gcc-arm-none-eabi "
+    "libnewlib-arm-none-eabi qemu-system-arm make)",
+)
+needs_host_cc = pytest.mark.skipif(
+    shutil.which("cc") is None or shutil.which("make") is None, reason="no host C compiler / make"
+)
+
+
+def micro_model(name: str, pattern: str = "1x1", sparsity: float | None = 0.9):
+    model = mlp() if name == "mlp" else small_cnn(size=16)
+    return model if sparsity is None else prune_magnitude(model, sparsity, pattern)
