@@ -260,8 +260,10 @@ def _record_lines(folder: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+# SIGKILL (the harshest) runs in CI; SIGINT (Ctrl-C) with the slow tests.
+@pytest.mark.parametrize(
+    "sig", [signal.SIGKILL, pytest.param(signal.SIGINT, marks=pytest.mark.slow)]
+)
 def test_interrupted_tuning_keeps_its_records_and_a_rerun_continues(tmp_path, sig):
     trials = 20
     folder = tmp_path / "records"
