@@ -165,6 +165,7 @@ def cmd_compile(args) -> int:
         input_shapes=_shapes(args.input_shapes),
         measure=not args.no_measure,
         progress=_say,
+        cross_compiler=args.cross_compiler,
     )
     compiled.export(out)
     print(compiled.report)

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +38,10 @@ from sparse_tvm.transform.dense_to_sparse import DenseToSparse, SparsePlan
 # turn a tie into a slower model.
 KEEP_SPARSE_MARGIN = 1.03
 
-SUPPORTED_FAMILIES = ("x86",)
+SUPPORTED_FAMILIES = ("x86", "arm")
+
+# platform.machine() of the hosts that can run each family's code (and so time it).
+_HOST_MACHINES = {"x86": ("x86_64", "amd64", "i686"), "arm": ("aarch64", "arm64")}
 
 
 @dataclass
@@ -58,6 +62,21 @@ def model_name(model) -> str:
     if isinstance(model, onnx.ModelProto):
         return model.graph.name or "model"
     return "model"
+
+
+def runs_on_host(target: ResolvedTarget) -> bool:
+    """Whether code built for ``target`` runs on this machine, so that it can be timed here."""
+    return platform.machine().lower() in _HOST_MACHINES.get(target.family, ())
+
+
+def preset_cross_compiler(target: ResolvedTarget) -> str | None:
+    """The ``cross_compiler`` of the target's preset when this machine cannot run its code."""
+    from sparse_tvm.target import presets
+
+    preset = presets().get(target.name)
+    if preset is None or runs_on_host(target):
+        return None
+    return preset.extra.get("cross_compiler")
 
 
 def analyse(imported: ImportedModel) -> list[Layer]:
@@ -239,23 +258,27 @@ def compile_model(
         Static shapes for inputs with dynamic dimensions, by input name.
     measure
         Measure each sparse candidate against its dense layer and keep the faster (default).
-        Without it the calibrated cost model alone decides.
+        Without it the calibrated cost model alone decides; it also decides for a target
+        whose code this machine cannot run (aarch64 on an x86 host), and the report says so.
     progress
         Called with one line per stage and per layer (the CLI prints them).
     cross_compiler
-        The C compiler that links the exported library (default: the host's).
+        The C compiler that links the exported library (default: the preset's
+        ``cross_compiler`` when the target is not this machine, else the host's).
     force_block
         Compile every sparse-capable layer sparse with this block shape, unmeasured
         (for tests and benchmarks: it can make a model slower).
     """
     say = progress or (lambda _line: None)
+    resolved = resolve_target(target)
+    if cross_compiler is None:
+        cross_compiler = preset_cross_compiler(resolved)
     if cross_compiler is not None and shutil.which(cross_compiler) is None:
         raise SparseTVMError(
             f"cross compiler '{cross_compiler}' not found on PATH: install it or give its full path"
         )
     if sparsity_threshold is not None and not 0.0 <= sparsity_threshold <= 1.0:
         raise SparseTVMError(f"sparsity threshold {sparsity_threshold} is outside [0, 1]")
-    resolved = resolve_target(target)
     if resolved.family == "micro":
         raise TargetError(
             f"'{resolved.name}' is a microcontroller: it gets a C project, not a loadable model: "
@@ -265,7 +288,14 @@ def compile_model(
     if resolved.family not in SUPPORTED_FAMILIES:
         raise TargetError(
             f"target family '{resolved.family}' ({resolved.name}) is not supported "
-            f"by this release: use one of the x86 presets"
+            f"by this release: use an x86 or Arm (aarch64, rpi4) preset"
+        )
+    notes = []
+    if measure and not dense and not runs_on_host(resolved):
+        measure = False
+        notes.append(
+            f"formats chosen by the cost model: this {platform.machine()} machine cannot time "
+            f"{resolved.family} code (tune on the board over RPC to measure)"
         )
     database = _records_database(records, resolved, dense)
     say(f"importing {model_name(model)}")
@@ -293,7 +323,7 @@ def compile_model(
     plans = [SparsePlan(d.layer, d.weight, d.kernel) for d in decisions if d.weight is not None]
     say(f"building {len(plans)} sparse and {len(layers) - len(plans)} dense layers")
     executable = build(imported, plans, resolved)
-    report = Report(model=model_name(model), target=resolved.name, layers=rows)
+    report = Report(model=model_name(model), target=resolved.name, layers=rows, notes=notes)
     inputs = [
         TensorSpec(n, tuple(s), d)
         for n, s, d in zip(imported.input_names, imported.input_shapes, imported.input_dtypes)
