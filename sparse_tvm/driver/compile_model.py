@@ -135,6 +135,18 @@ def decide(
         decision.sparse_s = time_sparse(
             layer, weight, tvm_target, kernel=kernel, kernel_id=kernel_id
         )
+        if kernel is not None:
+            # a record can lose to the default schedule (few trials, another machine's load,
+            # a default improved since): keep whichever kernel is measured faster
+            default_s = time_sparse(layer, weight, tvm_target)
+            if default_s < decision.sparse_s:
+                decision.sparse_s, decision.kernel = default_s, None
+                decision.choice = FormatChoice(
+                    choice.format,
+                    choice.block,
+                    0.0,
+                    f"default schedule (measured faster than the record, {choice.reason})",
+                )
         if decision.sparse_s * KEEP_SPARSE_MARGIN > decision.dense_s:
             decision.choice = FormatChoice(
                 "dense",

@@ -29,7 +29,11 @@ def test_tune_then_compile_with_records(tmp_path):
 
     compiled = st.compile(path, target="x86", records=str(records))
     notes = [row.reason for row in compiled.report.layers if row.format != "dense"]
-    assert notes and all(note.startswith("tuned") for note in notes)
+    # the record was applied, or measured slower than the default schedule and set aside
+    assert notes and all(
+        note.startswith(("tuned", "default schedule (measured faster than the record"))
+        for note in notes
+    )
     inputs = random_inputs(model)
     np.testing.assert_allclose(compiled.run(inputs)[0], ort_run(model, inputs)[0],
                                rtol=1e-4, atol=1e-4)
