@@ -135,7 +135,10 @@ def case_model(shape: tuple[int, int, int], sparsity: float, block: str, seed: i
 
 def tuned_subset(args) -> set[tuple[tuple[int, int, int], float, str]]:
     return {
-        (shape, s, b) for shape in args.tune_shapes for s in args.tune_sparsities for b in args.tune_blocks
+        (shape, s, b)
+        for shape in args.tune_shapes
+        for s in args.tune_sparsities
+        for b in args.tune_blocks
     }
 
 
@@ -363,24 +366,30 @@ def main(argv: list[str] | None = None) -> int:
         "--shapes", nargs="+", default=[shape_label(s) for s in SHAPES], help="INxOUTxHW ..."
     )
     parser.add_argument(
-        "--sparsities", nargs="+", type=float, default=[round(s * 100) for s in SPARSITIES],
+        "--sparsities",
+        nargs="+",
+        type=float,
+        default=[round(s * 100) for s in SPARSITIES],
         help="percent",
     )
     parser.add_argument("--blocks", nargs="+", default=BLOCKS)
     parser.add_argument(
-        "--tune-trials", type=int, default=24,
+        "--tune-trials",
+        type=int,
+        default=24,
         help="MetaSchedule trials per tuned kernel (0: no tuning, no 'tuned' column)",
     )
     parser.add_argument(
-        "--tune-shapes", nargs="+", default=[shape_label(s) for s in TUNE_SHAPES],
+        "--tune-shapes",
+        nargs="+",
+        default=[shape_label(s) for s in TUNE_SHAPES],
         help="shapes of the tuned subset",
     )
-    parser.add_argument(
-        "--tune-sparsities", nargs="+", type=float, default=[90.0], help="percent"
-    )
+    parser.add_argument("--tune-sparsities", nargs="+", type=float, default=[90.0], help="percent")
     parser.add_argument("--tune-blocks", nargs="+", default=TUNE_BLOCKS)
     parser.add_argument(
-        "--records", default=str(DEFAULT_RECORDS),
+        "--records",
+        default=str(DEFAULT_RECORDS),
         help="records folder (shared with tune_shipped.py: same weights, no second tuning)",
     )
     parser.add_argument("--seed", type=int, default=0)

@@ -79,8 +79,7 @@ def jobs(args) -> list[tuple[str, object]]:
 
 
 def spec_key(spec) -> tuple:
-    return (spec.n, spec.k, spec.r, spec.c, spec.m, spec.batch, spec.x_layout, spec.bias,
-            spec.relu)
+    return (spec.n, spec.k, spec.r, spec.c, spec.m, spec.batch, spec.x_layout, spec.bias, spec.relu)
 
 
 def check_records(args, store: RecordStore) -> tuple[set[tuple], list[dict]]:

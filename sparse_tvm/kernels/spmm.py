@@ -36,6 +36,7 @@ __all__ = [
     "SpmmSpec",
     "choose_strategy",
     "spmm_kernel",
+    "spmm_spec",
     "target_cores",
     "vector_lanes",
     "wrap_kernel",
@@ -169,6 +170,41 @@ def wrap_kernel(spec: SpmmSpec, body) -> tvm.tirx.PrimFunc:
     return spmm
 
 
+def spmm_spec(
+    weight: BlockSparseWeight,
+    m: int,
+    *,
+    x_layout: str = "MK",
+    batch: int = 1,
+    bias: bool = False,
+    relu: bool = False,
+    target: tvm.target.Target | None = None,
+) -> SpmmSpec:
+    """Everything :func:`spmm_kernel` specialises on, checked (parameters as there)."""
+    if x_layout not in ("MK", "KM"):
+        raise ValueError(f"x_layout must be 'MK' or 'KM', got {x_layout!r}")
+    if x_layout == "MK" and batch != 1:
+        raise ValueError("x_layout 'MK' takes batch == 1 (fold the batch into m)")
+    if m < 1 or batch < 1:
+        raise ValueError(f"m and batch must be positive, got m={m}, batch={batch}")
+    n, k = weight.shape
+    r, c = weight.block
+    return SpmmSpec(
+        n=n,
+        k=k,
+        r=r,
+        c=c,
+        n_data_blocks=int(weight.data.shape[0]),
+        m=int(m),
+        batch=int(batch),
+        x_layout=x_layout,
+        bias=bool(bias),
+        relu=bool(relu),
+        lanes=vector_lanes(target),
+        cores=target_cores(target),
+    )
+
+
 def spmm_kernel(
     weight: BlockSparseWeight,
     m: int,
@@ -213,27 +249,6 @@ def spmm_kernel(
     from .spmm_rowvec import rowvec_body
     from .spmm_scalar import scalar_body
 
-    if x_layout not in ("MK", "KM"):
-        raise ValueError(f"x_layout must be 'MK' or 'KM', got {x_layout!r}")
-    if x_layout == "MK" and batch != 1:
-        raise ValueError("x_layout 'MK' takes batch == 1 (fold the batch into m)")
-    if m < 1 or batch < 1:
-        raise ValueError(f"m and batch must be positive, got m={m}, batch={batch}")
-    n, k = weight.shape
-    r, c = weight.block
-    spec = SpmmSpec(
-        n=n,
-        k=k,
-        r=r,
-        c=c,
-        n_data_blocks=int(weight.data.shape[0]),
-        m=int(m),
-        batch=int(batch),
-        x_layout=x_layout,
-        bias=bool(bias),
-        relu=bool(relu),
-        lanes=vector_lanes(target),
-        cores=target_cores(target),
-    )
+    spec = spmm_spec(weight, m, x_layout=x_layout, batch=batch, bias=bias, relu=relu, target=target)
     builders = {"rowvec": rowvec_body, "colvec": colvec_body, "scalar": scalar_body}
     return wrap_kernel(spec, builders[choose_strategy(spec)](spec))

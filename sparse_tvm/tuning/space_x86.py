@@ -38,7 +38,7 @@ from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 from tvm.script import tirx as T
 
 from ..formats.block_sparse import BlockSparseWeight
-from ..kernels.spmm import SpmmSpec, choose_strategy, target_cores, vector_lanes, wrap_kernel
+from ..kernels.spmm import SpmmSpec, choose_strategy, spmm_spec, wrap_kernel
 from ..kernels.spmm_colvec import ColvecKnobs, colvec_body
 from ..kernels.spmm_rowvec import RowvecKnobs, rowvec_body
 
@@ -64,37 +64,7 @@ _MAX_TILE_FLOATS = 255
 _MAX_TILE_VECTORS = 16
 
 
-def make_spec(
-    weight: BlockSparseWeight,
-    m: int,
-    *,
-    x_layout: str = "MK",
-    batch: int = 1,
-    bias: bool = False,
-    relu: bool = False,
-    target: tvm.target.Target | None = None,
-) -> SpmmSpec:
-    """The :class:`SpmmSpec` that :func:`sparse_tvm.kernels.spmm_kernel` would build."""
-    if x_layout not in ("MK", "KM"):
-        raise ValueError(f"x_layout must be 'MK' or 'KM', got {x_layout!r}")
-    if x_layout == "MK" and batch != 1:
-        raise ValueError("x_layout 'MK' takes batch == 1 (fold the batch into m)")
-    n, k = weight.shape
-    r, c = weight.block
-    return SpmmSpec(
-        n=n,
-        k=k,
-        r=r,
-        c=c,
-        n_data_blocks=int(weight.data.shape[0]),
-        m=int(m),
-        batch=int(batch),
-        x_layout=x_layout,
-        bias=bool(bias),
-        relu=bool(relu),
-        lanes=vector_lanes(target),
-        cores=target_cores(target),
-    )
+make_spec = spmm_spec  # the spec spmm_kernel builds; re-exported for the tuning API
 
 
 def supports(spec: SpmmSpec) -> bool:

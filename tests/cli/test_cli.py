@@ -256,8 +256,9 @@ def test_compile_for_cortex_m4_writes_a_c_project(tmp_path, workdir):
     assert "flash total" in result.stdout
     # again into the same folder: refused, nothing touched
     before = sorted(p.name for p in out.iterdir())
-    assert_one_line_error(cli("compile", workdir / "mlp.onnx", "--target", "cortex-m4",
-                              "-o", out), "exists")
+    assert_one_line_error(
+        cli("compile", workdir / "mlp.onnx", "--target", "cortex-m4", "-o", out), "exists"
+    )
     assert sorted(p.name for p in out.iterdir()) == before
     tar = tmp_path / "proj.tar"
     result = cli("compile", workdir / "mlp.onnx", "--target", "cortex-m4", "-o", tar)

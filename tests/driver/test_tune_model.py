@@ -35,8 +35,9 @@ def test_tune_then_compile_with_records(tmp_path):
         for note in notes
     )
     inputs = random_inputs(model)
-    np.testing.assert_allclose(compiled.run(inputs)[0], ort_run(model, inputs)[0],
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        compiled.run(inputs)[0], ort_run(model, inputs)[0], rtol=1e-4, atol=1e-4
+    )
 
 
 def test_missing_records_folder_is_a_clear_error(tmp_path):
@@ -50,5 +51,6 @@ def test_low_sparsity_model_compiles_all_dense():
     compiled = st.compile(model, target="x86")
     assert {row.format for row in compiled.report.layers} == {"dense"}
     inputs = random_inputs(model)
-    np.testing.assert_allclose(compiled.run(inputs)[0], ort_run(model, inputs)[0],
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        compiled.run(inputs)[0], ort_run(model, inputs)[0], rtol=1e-4, atol=1e-4
+    )
