@@ -184,23 +184,16 @@ def query_kernel(
     weight: BlockSparseWeight,
     m: int,
     *,
-    x_layout: str = "MK",
-    batch: int = 1,
-    bias: bool = False,
-    relu: bool = False,
     target: tvm.target.Target,
     database: ms.database.Database,
+    **layer,
 ) -> tvm.tirx.PrimFunc | None:
-    """The best tuned kernel for this layer in ``database``, or ``None`` without a record.
+    """The kernel tuned on exactly this layer (shapes and sparsity structure), or ``None``.
 
-    What the compiler calls at compile time: same arguments as
-    :func:`sparse_tvm.kernels.spmm_kernel` plus the database.
+    ``layer`` takes ``x_layout``, ``batch``, ``bias``, ``relu`` as :func:`lookup_kernel`.
     """
-    spec = make_spec(weight, m, x_layout=x_layout, batch=batch, bias=bias, relu=relu, target=target)
-    if not supports(spec):
-        return None
-    best = _best_func(database, _tuning_module(weight, spec), target)
-    return None if best is None else best[0]
+    found = lookup_kernel(weight, m, target=target, database=database, **layer)
+    return found.func if found is not None and found.exact else None
 
 
 @dataclass(frozen=True)
