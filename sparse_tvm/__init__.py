@@ -15,6 +15,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from sparse_tvm.target.host_cpu import host_num_cores
+
+# TVM's thread pool assumes x86 cores are hyper-threaded and uses half of them unless told
+# otherwise: on a 2-core machine without SMT every kernel ran on one core. Use the cores this
+# process may run on, unless the user set TVM_NUM_THREADS (read when the pool first starts).
+os.environ.setdefault("TVM_NUM_THREADS", str(host_num_cores()))
+
 import onnx
 
 from sparse_tvm.errors import (

@@ -18,6 +18,7 @@ from sparse_tvm.examples import bert_block, small_cnn
 from sparse_tvm.pruning import prune_magnitude
 
 SPARSITY = 0.9
+SETTLE_S = 0.3
 
 
 def _ort_session(model: onnx.ModelProto) -> ort.InferenceSession:
@@ -74,8 +75,12 @@ def _case(title: str, model: onnx.ModelProto, pattern: str, repeat: int) -> bool
             f"({'ok' if good else 'MISMATCH'})"
         )
 
+    # each runtime's thread pool spins for a while after its last call: let it park before
+    # timing the next one, or the next one shares the cores with it
     t_ort = _median_seconds(lambda: session.run(None, inputs), repeat)
+    time.sleep(SETTLE_S)
     t_dense = dense.benchmark(inputs, repeat=repeat)["median"]
+    time.sleep(SETTLE_S)
     t_sparse = sparse.benchmark(inputs, repeat=repeat)["median"]
     print(
         f"median latency: onnxruntime {t_ort * 1e3:.2f} ms | sparse-tvm dense "

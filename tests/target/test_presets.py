@@ -49,3 +49,19 @@ def test_json_target():
 def test_bad_targets_have_clear_errors(spec, message):
     with pytest.raises(TargetError, match=message):
         resolve_target(spec)
+
+
+def test_tvm_uses_every_core_unless_told_otherwise():
+    import os
+    import subprocess
+    import sys
+
+    from sparse_tvm.target import host_num_cores
+
+    code = "import os, sparse_tvm; print(os.environ['TVM_NUM_THREADS'])"
+    env = {k: v for k, v in os.environ.items() if k != "TVM_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == str(host_num_cores())
+    env["TVM_NUM_THREADS"] = "1"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "1"
