@@ -18,6 +18,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from sparse_tvm.analysis.layers import Layer
 from sparse_tvm.micro import kernels
 from sparse_tvm.micro.compact import CompactSparseWeight
+from sparse_tvm.transform.dense_to_sparse import rebind
 
 
 @dataclass
@@ -52,12 +53,7 @@ class _Rewriter(PyExprMutator):
         if plan is None:
             super().visit_var_binding_(binding)
             return
-        value = self._emit_layer(plan)
-        if isinstance(binding.var, relax.DataflowVar):
-            new_var = self.builder_.emit(value, binding.var.name)
-        else:
-            new_var = self.builder_.emit_output(value, binding.var.name)
-        self.set_var_remap(binding.var, new_var)
+        rebind(self, binding.var, self._emit_layer(plan))
 
     def _emit_layer(self, plan: MicroPlan) -> relax.Expr:
         layer, w = plan.layer, plan.weight

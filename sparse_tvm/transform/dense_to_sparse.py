@@ -64,6 +64,18 @@ def kernel_layout(layer: Layer) -> tuple[str, int]:
     return "KM", int(layer.conv.input_shape[0])
 
 
+def rebind(rewriter: PyExprMutator, var: relax.Var, value: relax.Expr) -> None:
+    """Bind ``value`` where ``var`` was bound and make later uses of ``var`` read it.
+
+    A dataflow block output must stay visible after the block, so it is emitted as an output.
+    """
+    if isinstance(var, relax.DataflowVar):
+        new_var = rewriter.builder_.emit(value, var.name)
+    else:
+        new_var = rewriter.builder_.emit_output(value, var.name)
+    rewriter.set_var_remap(var, new_var)
+
+
 def _tensor(shape, dtype: str = "float32") -> relax.TensorType:
     return relax.TensorType([int(s) for s in shape], dtype)
 
@@ -76,19 +88,13 @@ class _Rewriter(PyExprMutator):
         super().__init__(mod)
         self.target = target
         self.by_end: dict[relax.Var, SparsePlan] = {p.layer.end_var: p for p in plans}
-        self.inputs: dict[relax.Var, relax.Expr] = {}
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
         plan = self.by_end.get(binding.var)
         if plan is None:
             super().visit_var_binding_(binding)
             return
-        value = self._emit_layer(plan)
-        if isinstance(binding.var, relax.DataflowVar):
-            new_var = self.builder_.emit(value, binding.var.name)
-        else:  # a dataflow block output: it must stay visible after the block
-            new_var = self.builder_.emit_output(value, binding.var.name)
-        self.set_var_remap(binding.var, new_var)
+        rebind(self, binding.var, self._emit_layer(plan))
 
     # -- one layer ------------------------------------------------------------------------
     def _constants(self, plan: SparsePlan) -> list[relax.Expr]:
