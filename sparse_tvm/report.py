@@ -2,12 +2,57 @@
 
 from __future__ import annotations
 
+import base64
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+import numpy as np
 
 # Block shapes whose zero fractions the table shows (percent), in this order.
 BLOCK_COLUMNS = ("1x1", "4x1", "8x1", "16x1", "1x4")
+
+# The pattern summary of a weight is at most this many cells a side (64 x 64 bytes: a few
+# kilobytes of base64 per layer in the artefact's report JSON).
+PATTERN_CELLS = 64
+
+
+def pattern_summary(weight: np.ndarray, cells: int = PATTERN_CELLS) -> dict[str, Any]:
+    """A downsampled picture of where the nonzeros of an (n, k) weight are.
+
+    The weight is cut into a grid of at most ``cells`` x ``cells`` cells (each cell covers
+    whole rows and columns, sizes differ by at most one); a cell holds the fraction of its
+    entries that are nonzero, quantised to a byte (0 = all zero, 255 = all nonzero).
+
+    Returns
+    -------
+    dict
+        ``{"grid": [rows, cols], "density_u8": base64 of rows * cols bytes, row-major}``,
+        plain JSON; :func:`pattern_density` decodes it.
+    """
+    nonzero = np.asarray(weight) != 0
+    if nonzero.ndim != 2 or nonzero.size == 0:
+        raise ValueError(f"pattern_summary takes a non-empty (n, k) weight, not {nonzero.shape}")
+    n, k = nonzero.shape
+    row_edges = np.linspace(0, n, min(n, cells) + 1).astype(np.int64)
+    col_edges = np.linspace(0, k, min(k, cells) + 1).astype(np.int64)
+    counts = np.add.reduceat(nonzero.astype(np.int64), row_edges[:-1], axis=0)
+    counts = np.add.reduceat(counts, col_edges[:-1], axis=1)
+    sizes = np.outer(np.diff(row_edges), np.diff(col_edges))
+    density = np.rint(255.0 * counts / sizes).astype(np.uint8)
+    return {
+        "grid": [int(density.shape[0]), int(density.shape[1])],
+        "density_u8": base64.b64encode(density.tobytes()).decode("ascii"),
+    }
+
+
+def pattern_density(summary: dict[str, Any]) -> np.ndarray:
+    """The (rows, cols) nonzero-density grid in [0, 1] of a :func:`pattern_summary`."""
+    rows, cols = (int(v) for v in summary["grid"])
+    raw = np.frombuffer(base64.b64decode(summary["density_u8"]), dtype=np.uint8)
+    if raw.size != rows * cols:
+        raise ValueError(f"pattern summary holds {raw.size} cells, not {rows} x {cols}")
+    return raw.reshape(rows, cols).astype(np.float64) / 255.0
 
 
 @dataclass
@@ -26,6 +71,7 @@ class LayerReport:
     sparse_us: float | None = None
     dense_bytes: int = 0
     stored_bytes: int = 0  # values + indices as compiled
+    pattern: dict[str, Any] | None = None  # pattern_summary() of the (n, k) weight
 
     @property
     def speedup(self) -> float | None:
@@ -61,8 +107,14 @@ class Report:
             model=data.get("model", ""),
             target=data.get("target", ""),
             notes=list(data.get("notes", [])),
-            layers=[LayerReport(**row) for row in data.get("layers", [])],
+            layers=[LayerReport(**_known(row)) for row in data.get("layers", [])],
         )
+
+    def to_html(self) -> str:
+        """A self-contained HTML page of this report (see :mod:`sparse_tvm.report_html`)."""
+        from sparse_tvm.report_html import render_html
+
+        return render_html(self)
 
     def totals(self) -> dict[str, Any]:
         dense_bytes = sum(row.dense_bytes for row in self.layers)
@@ -127,3 +179,12 @@ class Report:
         )
         lines += self.notes
         return "\n".join(lines)
+
+
+_LAYER_FIELDS = {f.name for f in fields(LayerReport)}
+
+
+def _known(row: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a stored row that this version's LayerReport has (artefacts written by a
+    newer version may carry more)."""
+    return {key: value for key, value in row.items() if key in _LAYER_FIELDS}

@@ -89,21 +89,37 @@ def cmd_targets(args) -> int:
     return 0
 
 
+def _check_report_path(path: str | None) -> None:
+    """Refuse a bad ``--report`` path before any long work."""
+    if path is None:
+        return
+    report = Path(path)
+    if report.is_dir():
+        raise CLIError(f"report '{report}' is a directory: give a file name like report.html")
+    if not report.parent.is_dir():
+        raise CLIError(f"report folder '{report.parent}' does not exist: create it first")
+
+
+def _write_report(report, path: str | None) -> None:
+    if path is None:
+        return
+    from sparse_tvm.report_html import write_html
+
+    write_html(report, path)
+    _say(f"wrote {path}")  # stderr: stdout may be --json
+
+
 def cmd_inspect(args) -> int:
     import sparse_tvm as st
 
-    if str(args.model).endswith(".tar"):
-        from sparse_tvm.report import Report
-        from sparse_tvm.runtime import read_metadata
-
-        report = Report.from_dict(read_metadata(args.model).get("report", {}))
-    else:
-        report = st.inspect(
-            args.model,
-            input_shapes=_shapes(args.input_shapes),
-            sparsity_threshold=args.sparsity_threshold,
-        )
+    _check_report_path(args.report)
+    report = st.inspect(
+        args.model,
+        input_shapes=_shapes(args.input_shapes),
+        sparsity_threshold=args.sparsity_threshold,
+    )
     print(report.to_json() if args.json else report)
+    _write_report(report, args.report)
     return 0
 
 
@@ -150,7 +166,13 @@ def cmd_compile(args) -> int:
 
     resolved = resolve_target(args.target)
     if resolved.family == "micro":
+        if args.report is not None:
+            raise CLIError(
+                "--report is for Linux targets: a microcontroller project has its size "
+                "report (report.txt) in the output"
+            )
         return _compile_micro(args, resolved.name)
+    _check_report_path(args.report)
     out = Path(args.output)
     if out.is_dir():
         raise CLIError(f"output '{out}' is a directory: give a file name like model.tar")
@@ -170,6 +192,7 @@ def cmd_compile(args) -> int:
     compiled.export(out)
     print(compiled.report)
     print(f"wrote {out}")
+    _write_report(compiled.report, args.report)
     return 0
 
 
@@ -296,6 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--input-shapes", help="static shapes for dynamic inputs: name:1x128,...")
     p.add_argument("--sparsity-threshold", type=_probability)
+    p.add_argument(
+        "--report",
+        metavar="REPORT.html",
+        help="also write the report as a self-contained HTML page",
+    )
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("compile", help="compile an ONNX model into an artefact")
@@ -316,6 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-measure",
         action="store_true",
         help="decide formats by the cost model alone (faster, less sure)",
+    )
+    p.add_argument(
+        "--report",
+        metavar="REPORT.html",
+        help="also write the per-layer report as a self-contained HTML page",
     )
     p.set_defaults(func=cmd_compile)
 

@@ -29,7 +29,7 @@ from sparse_tvm.errors import CompileError, SparseTVMError, TargetError
 from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.frontend import ImportedModel, import_onnx
 from sparse_tvm.pipeline import cpu_pipeline
-from sparse_tvm.report import LayerReport, Report
+from sparse_tvm.report import LayerReport, Report, pattern_summary
 from sparse_tvm.runtime.compiled_model import CompiledModel, TensorSpec
 from sparse_tvm.target import ResolvedTarget, resolve_target
 from sparse_tvm.transform.dense_to_sparse import DenseToSparse, SparsePlan
@@ -235,6 +235,7 @@ def layer_row(decision: LayerDecision, zero_fractions: dict[str, float]) -> Laye
         sparse_us=None if decision.sparse_s is None else decision.sparse_s * 1e6,
         dense_bytes=dense_bytes,
         stored_bytes=stored,
+        pattern=pattern_summary(layer.weight),
     )
 
 

@@ -21,7 +21,15 @@ def inspect_model(
 ) -> Report:
     """Per layer: op, weight shape, sparsity, zero-block fractions and the format the compiler
     would pick (by the cost model: compiling also measures, and keeps a sparse pick only if it
-    is faster)."""
+    is faster).
+
+    A compiled artefact (a path ending in ``.tar``) gives the report stored in it at compile
+    time, with the measured latencies.
+    """
+    if isinstance(model, (str, os.PathLike)) and os.fspath(model).endswith(".tar"):
+        from sparse_tvm.runtime import read_metadata
+
+        return Report.from_dict(read_metadata(model).get("report", {}))
     imported = import_onnx(model, input_shapes)
     target = resolve_target("x86")
     rows = []
