@@ -44,10 +44,6 @@ RUNS = [
 DENSE_GOAL = 1.5  # sparse-tvm's dense block within 1.5x of onnxruntime
 
 
-def _error(err: Exception) -> str:
-    return f"{type(err).__name__}: {' '.join(str(err).split())[:400]}"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -59,13 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sparsity", type=float, default=0.9)
     parser.add_argument("--pattern", default="16x1")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=2,
-        help="threads of every runtime (default 2; an explicit value also sets "
-        "TVM_NUM_THREADS / OPENBLAS_NUM_THREADS / OMP_NUM_THREADS)",
-    )
+    common.add_threads_option(parser)
     args = parser.parse_args(argv)
     rounds = args.repeat or (5 if args.quick else 15)
     seq = args.seq or (32 if args.quick else 128)
@@ -106,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             results["max_rel_err_vs_ort"][name] = common.rel_err(out, reference[key])
             runners.append(common.tvm_runner(name, compiled, x))
         except Exception as err:  # keep going: report it with the numbers we do have
-            results["errors"][name] = _error(err)
+            results["errors"][name] = common.error_text(err)
             traceback.print_exc()
 
     print("timing ...", flush=True)

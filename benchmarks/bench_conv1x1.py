@@ -41,7 +41,6 @@ import common  # noqa: I001  (puts the repository root on sys.path, sets TVM_NUM
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from sparse_tvm.driver.compile_model import compile_model
 from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.pruning import block_mask
 
@@ -206,30 +205,24 @@ def run_case(
             ]
             builds.append(("tuned", {"records": records}))
         except Exception as err:  # keep going: report the failure in the table and JSON
-            case["errors"]["tune"] = f"{type(err).__name__}: {' '.join(str(err).split())[:400]}"
+            case["errors"]["tune"] = common.error_text(err)
             traceback.print_exc()
     builds.append(("tvm_dense", {"dense": True}))
 
     runners = []
     for label, kwargs in builds:
-        try:
-            start = time.perf_counter()
-            compiled = compile_model(model, "x86", **kwargs)
-            case["compile_s"][label] = time.perf_counter() - start
-            row = compiled.report.layers[0] if compiled.report.layers else None
-            if label in ("sparse", "tuned") and row is not None:
-                case[f"{label}_format"] = row.format
-                case[f"{label}_reason"] = row.reason
-                if label == "tuned":
-                    case["tuned_measured_us"] = {"dense": row.dense_us, "sparse": row.sparse_us}
-                if label == "sparse" and row.format == "dense":
-                    case["errors"][label] = f"layer compiled dense, not sparse: {row.reason}"
-            (out,) = compiled.run({"x": x})
-            case["max_rel_err"][label] = common.rel_err(out, reference)
-            runners.append(common.tvm_runner(label, compiled, x))
-        except Exception as err:  # keep going: report the failure in the table and JSON
-            case["errors"][label] = f"{type(err).__name__}: {' '.join(str(err).split())[:400]}"
-            traceback.print_exc()
+        compiled, runner = common.compiled_runner(label, model, x, reference, case, **kwargs)
+        if runner is None:
+            continue
+        runners.append(runner)
+        row = compiled.report.layers[0] if compiled.report.layers else None
+        if label in ("sparse", "tuned") and row is not None:
+            case[f"{label}_format"] = row.format
+            case[f"{label}_reason"] = row.reason
+            if label == "tuned":
+                case["tuned_measured_us"] = {"dense": row.dense_us, "sparse": row.sparse_us}
+            if label == "sparse" and row.format == "dense":
+                case["errors"][label] = f"layer compiled dense, not sparse: {row.reason}"
 
     session = common.ort_session(model)
     case["max_rel_err"]["ort"] = common.rel_err(session.run(None, {"x": x})[0], reference)
@@ -393,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         help="records folder (shared with tune_shipped.py: same weights, no second tuning)",
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2, help="threads of every runtime")
+    common.add_threads_option(parser)
     args = parser.parse_args(argv)
     args.shapes = [parse_shape(s) for s in args.shapes]
     args.sparsities = [s / 100 for s in args.sparsities]

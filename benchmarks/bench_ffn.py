@@ -25,14 +25,12 @@ from __future__ import annotations
 
 import argparse
 import time
-import traceback
 
 import common  # noqa: I001  (puts the repository root on sys.path, sets TVM_NUM_THREADS)
 import numpy as np
 import scipy.sparse
 from onnx import TensorProto, helper, numpy_helper
 
-from sparse_tvm.driver.compile_model import compile_model
 from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.pruning import block_mask
 
@@ -99,21 +97,15 @@ def run_case(
         ("sparse", {"force_block": block, "measure": False}),
         ("tvm_dense", {"dense": True}),
     ):
-        try:
-            start = time.perf_counter()
-            compiled = compile_model(model, "x86", **kwargs)
-            case["compile_s"][label] = time.perf_counter() - start
-            if label == "sparse":
-                formats = [row.format for row in compiled.report.layers]
-                case["compiled_formats"] = formats
-                if all(f == "dense" for f in formats):
-                    case["errors"][label] = f"layer compiled dense, not sparse: {formats}"
-            (out,) = compiled.run({"x": x})
-            case["max_rel_err"][label] = common.rel_err(out, reference)
-            runners.append(common.tvm_runner(label, compiled, x))
-        except Exception as err:  # keep going: report the failure in the table and JSON
-            case["errors"][label] = f"{type(err).__name__}: {' '.join(str(err).split())[:400]}"
-            traceback.print_exc()
+        compiled, runner = common.compiled_runner(label, model, x, reference, case, **kwargs)
+        if runner is None:
+            continue
+        runners.append(runner)
+        if label == "sparse":
+            formats = [row.format for row in compiled.report.layers]
+            case["compiled_formats"] = formats
+            if all(f == "dense" for f in formats):
+                case["errors"][label] = f"layer compiled dense, not sparse: {formats}"
 
     session = common.ort_session(model)
     case["max_rel_err"]["ort"] = common.rel_err(session.run(None, {"x": x})[0], reference)
@@ -285,13 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks", nargs="+", default=["16x1", "1x1"])
     parser.add_argument("--layers", nargs="+", default=list(LAYERS), choices=list(LAYERS))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=2,
-        help="threads of every runtime (default 2; an explicit value also sets "
-        "TVM_NUM_THREADS / OPENBLAS_NUM_THREADS / OMP_NUM_THREADS)",
-    )
+    common.add_threads_option(parser)
     args = parser.parse_args(argv)
     rounds = args.repeat or (5 if args.quick else 21)
     batch_s = 0.02 if args.quick else 0.05

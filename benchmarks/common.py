@@ -19,6 +19,7 @@ import os
 import platform
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,18 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 # ---------------------------------------------------------------------------- machine header
+
+
+def add_threads_option(parser) -> None:
+    """The scripts' ``--threads N`` (read from sys.argv at import, see EXPLICIT_THREADS; the
+    option is declared so that argparse accepts it and --help lists it)."""
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="threads of every runtime (default 2; an explicit value also sets "
+        "TVM_NUM_THREADS / OPENBLAS_NUM_THREADS / OMP_NUM_THREADS)",
+    )
 
 
 def cpu_model() -> str:
@@ -220,6 +233,36 @@ def ort_runner(name: str, session: ort.InferenceSession, feeds: dict[str, np.nda
 
 def ort_run(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     return session.run(None, feeds)
+
+
+def error_text(err: BaseException) -> str:
+    """One line for the tables and the JSON: the exception type and its message, shortened."""
+    return f"{type(err).__name__}: {' '.join(str(err).split())[:400]}"
+
+
+def compiled_runner(
+    label: str, model: onnx.ModelProto, x: np.ndarray, reference: np.ndarray, case: dict, **kwargs
+):
+    """Compile ``model`` with sparse-tvm (``compile_model(model, "x86", **kwargs)``), check its
+    output on ``x`` against ``reference`` and return ``(compiled, runner)``.
+
+    The compile time goes to ``case["compile_s"][label]``, the output's relative error to
+    ``case["max_rel_err"][label]``; a failure is recorded in ``case["errors"][label]`` (the run
+    goes on with the other methods) and gives ``(None, None)``.
+    """
+    from sparse_tvm.driver.compile_model import compile_model
+
+    try:
+        start = time.perf_counter()
+        compiled = compile_model(model, "x86", **kwargs)
+        case["compile_s"][label] = time.perf_counter() - start
+        (out,) = compiled.run([x])
+        case["max_rel_err"][label] = rel_err(out, reference)
+        return compiled, tvm_runner(label, compiled, x)
+    except Exception as err:  # keep going: report the failure in the table and JSON
+        case["errors"][label] = error_text(err)
+        traceback.print_exc()
+        return None, None
 
 
 # ---------------------------------------------------------------------------- timing

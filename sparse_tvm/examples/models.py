@@ -1,4 +1,4 @@
-"""Small ONNX models written with ``onnx.helper``: an MLP, a CNN and a BERT-like encoder block.
+"""Small ONNX models written with ``onnx.helper``: an MLP, CNNs and a BERT-like encoder block.
 
 Weights are random (seeded) so that the models are self-contained; the demo and the tests
 prune them and compare sparse-tvm's outputs with onnxruntime's.
@@ -97,6 +97,60 @@ def small_cnn(batch: int = 1, size: int = 32, classes: int = 10, seed: int = 0) 
     h = g.op("Gemm", [h, w, b], "fc", transB=1)
     x = helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch, 3, size, size])
     return g.model([x], [_output(g, h, "logits", [batch, classes])], "small_cnn")
+
+
+# MobileNet-v1's depthwise-separable blocks: (output channels, stride of the depthwise conv).
+MOBILENET_V1_BLOCKS = [
+    (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
+    (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1),
+]  # fmt: skip
+
+
+def mobilenet(
+    batch: int = 1,
+    size: int = 224,
+    width: float = 1.0,
+    classes: int = 1000,
+    blocks: int = 13,
+    seed: int = 0,
+) -> onnx.ModelProto:
+    """MobileNet-v1: a 3x3 stride-2 stem, depthwise 3x3 + pointwise 1x1 blocks, pooling, Gemm.
+
+    ``width`` scales every channel count (MobileNet's width multiplier); ``blocks`` keeps the
+    first that many of the 13 depthwise-separable blocks (smaller variants for tests). Input
+    ``image`` (N, 3, size, size). The 1x1 convs hold nearly all the weights: the layers worth
+    making sparse.
+    """
+    g = _Graph(seed)
+
+    def conv(x: str, cin: int, cout: int, k: int, stride: int, name: str, group: int = 1) -> str:
+        w = g.weight(f"{name}.weight", (cout, cin // group, k, k), cin // group * k * k)
+        b = g.const(f"{name}.bias", g.rng.standard_normal(cout).astype(np.float32) * 0.1)
+        y = g.op(
+            "Conv",
+            [x, w, b],
+            name,
+            kernel_shape=[k, k],
+            strides=[stride, stride],
+            pads=[k // 2] * 4,
+            group=group,
+        )
+        return g.op("Relu", [y])
+
+    channels = max(8, int(32 * width))
+    h = conv("image", 3, channels, 3, 2, "stem")
+    for i, (cout, stride) in enumerate(MOBILENET_V1_BLOCKS[:blocks]):
+        cout = max(8, int(cout * width))
+        h = conv(h, channels, channels, 3, stride, f"block{i + 1}.dw", group=channels)
+        h = conv(h, channels, cout, 1, 1, f"block{i + 1}.pw")
+        channels = cout
+    h = g.op("GlobalAveragePool", [h])
+    h = g.op("Flatten", [h], axis=1)
+    w = g.weight("fc.weight", (classes, channels), channels)
+    b = g.const("fc.bias", np.zeros(classes, np.float32))
+    h = g.op("Gemm", [h, w, b], "fc", transB=1)
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch, 3, size, size])
+    return g.model([x], [_output(g, h, "logits", [batch, classes])], "mobilenet")
 
 
 def bert_block(

@@ -1,0 +1,196 @@
+"""The benchmark suite's outputs (JSON, markdown, PNG plots) from a tiny measured run.
+
+The default test times one small layer and a small MLP for real (a couple of rounds): what it
+checks is that the suite's numbers reach the JSON, the tables and the plots intact. The slow
+test runs ``benchmarks/run_suite.py --quick`` end to end, as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+if str(BENCHMARKS) not in sys.path:
+    sys.path.insert(0, str(BENCHMARKS))
+
+import common  # noqa: E402
+import run_suite  # noqa: E402
+import suite_kernels  # noqa: E402
+import suite_models  # noqa: E402
+import suite_report  # noqa: E402
+
+from sparse_tvm.examples import mlp  # noqa: E402
+
+METHODS = ["sparse", "tvm_dense", "ort", "numpy", "scipy_csr"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    shapes = [
+        suite_kernels.KernelShape("tiny.fc", "matmul", 64, 32, 8),
+        suite_kernels.KernelShape("tiny.conv", "conv1x1", 32, 16, 16),
+    ]
+    kernels = []
+    for shape in shapes:
+        kernels += suite_kernels.run_shape(
+            shape, [0.5, 0.9], ["16x1"], rounds=2, batch_s=0.002, say=lambda _: None
+        )
+    models = [
+        suite_models.run_model(
+            "mlp",
+            0.9,
+            ["16x1"],
+            rounds=2,
+            batch_s=0.002,
+            model=mlp(batch=4, features=32, hidden=64),
+            say=lambda _: None,
+        )
+    ]
+    config = dict(run_suite.PRESETS["quick"], shapes=shapes, kernel_rounds=2, model_rounds=2)
+    data = {
+        "machine": common.machine(),
+        "config": {**config, "shapes": [vars(s) for s in shapes]},
+        "kernels": kernels,
+        "models": models,
+    }
+    folder = tmp_path_factory.mktemp("suite")
+    written = run_suite.write_outputs(data, folder)
+    return data, folder, written
+
+
+def test_kernel_cases_are_measured_and_checked(tiny_run):
+    data, _, _ = tiny_run
+    cases = data["kernels"]
+    assert [(c["shape"], c["sparsity_target"]) for c in cases] == [
+        ("tiny.fc", 0.5),
+        ("tiny.fc", 0.9),
+        ("tiny.conv", 0.5),
+        ("tiny.conv", 0.9),
+    ]
+    for c in cases:
+        assert c["errors"] == {}, c["errors"]
+        assert set(c["max_rel_err"]) == set(METHODS)
+        assert max(c["max_rel_err"].values()) < 1e-4
+        assert c["format"] == "bsr 16x1"
+        assert all(c["latency_s"][name] > 0 for name in METHODS)
+        for name in ("tvm_dense", "ort", "numpy", "scipy_csr"):
+            assert c["speedup"][name] == pytest.approx(
+                c["latency_s"][name] / c["latency_s"]["sparse"]
+            )
+        assert c["sparsity"] == pytest.approx(c["sparsity_target"], abs=0.01)
+        assert c["ideal_speedup"] == pytest.approx(1 / (1 - c["sparsity"]))
+        assert c["timing"]["sparse"]["rounds"] == 2 and len(c["timing"]["sparse"]["samples_s"]) == 2
+    # the dense baselines are timed once per shape and shared by its variants
+    fc = [c for c in cases if c["shape"] == "tiny.fc"]
+    assert fc[0]["latency_s"]["ort"] == fc[1]["latency_s"]["ort"]
+    assert fc[0]["latency_s"]["sparse"] != fc[1]["latency_s"]["sparse"]
+
+
+def test_model_result_has_layers_and_matches_onnxruntime(tiny_run):
+    (result,) = tiny_run[0]["models"]
+    assert result["errors"] == {}
+    assert max(result["max_rel_err"].values()) < 1e-4
+    assert set(result["latency_s"]) == {"ort", "tvm_dense", "sparse/16x1"}
+    build = result["builds"]["sparse/16x1"]
+    assert [r["name"] for r in build["layer_rows"]] == ["fc1.weight", "fc2.weight", "fc3.weight"]
+    lat = result["latency_s"]
+    assert result["speedup"]["sparse/16x1"]["ort"] == pytest.approx(lat["ort"] / lat["sparse/16x1"])
+
+
+def test_json_and_markdown_carry_the_measured_numbers(tiny_run):
+    data, folder, written = tiny_run
+    assert {p.name for p in written} == {
+        "suite.json",
+        "suite.md",
+        suite_report.SPEEDUP_PNG,
+        suite_report.per_layer_png("mlp"),
+    }
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in written)
+    stored = json.loads((folder / "suite.json").read_text())
+    assert stored["kernels"][1]["latency_s"] == data["kernels"][1]["latency_s"]
+    md = (folder / "suite.md").read_text()
+    assert "Problems in this run" not in md
+    for c in data["kernels"]:
+        cells = (
+            f"| {c['label']} | 16x1 | {c['sparsity']:.0%} | {common.fmt_us(c['latency_s']['sparse'])}"
+            f" | {common.fmt_us(c['latency_s']['tvm_dense'])} |"
+        )
+        assert cells in md
+    headline = md.split("### Kernels at 90%")[1].split("###")[0]
+    assert headline.count("| tiny.") == 2  # only the 90 % cases
+    assert f"{data['machine']['cores']} cores" in md and "same run" in md
+
+
+def test_plots_are_real_pictures(tiny_run):
+    _, folder, _ = tiny_run
+    for name, min_size in (
+        (suite_report.SPEEDUP_PNG, (400, 600)),
+        ("per_layer_mlp.png", (500, 200)),
+    ):
+        with Image.open(folder / name) as image:
+            assert image.format == "PNG"
+            assert image.size[0] >= min_size[0] and image.size[1] >= min_size[1]
+            pixels = np.asarray(image.convert("RGB"))
+        colours = {tuple(p) for p in pixels.reshape(-1, 3)[::7]}
+        assert len(colours) > 20  # lines, bars and text, not a blank canvas
+
+
+def test_problems_are_listed():
+    data = {
+        "kernels": [
+            {
+                "label": "x",
+                "pattern": "4x1",
+                "sparsity_target": 0.9,
+                "errors": {"sparse": "boom"},
+                "max_rel_err": {"sparse": 0.5, "ort": 1e-7},
+            }
+        ],
+        "models": [],
+    }
+    assert suite_report.problems(data) == [
+        "x 4x1 90% sparse: boom",
+        "x 4x1 90% sparse: output differs from the reference (5.0e-01)",
+    ]
+
+
+@pytest.mark.slow
+def test_quick_suite_end_to_end(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "run_suite.py"), "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads((tmp_path / "suite.json").read_text())
+    assert len(data["kernels"]) == 2 * 2 * 3 and len(data["models"]) == 1
+    assert suite_report.problems(data) == []
+    assert (tmp_path / suite_report.SPEEDUP_PNG).stat().st_size > 10_000
+    assert "### Kernels at 90%" in result.stdout
+
+
+def test_mobilenet_example_compiles_sparse_and_matches_onnxruntime():
+    from sparse_tvm.driver.compile_model import compile_model
+    from sparse_tvm.examples import mobilenet
+    from sparse_tvm.pruning import prune_magnitude
+    from tests.conftest import ort_run, random_inputs
+
+    model = prune_magnitude(mobilenet(size=32, width=0.5, blocks=4, classes=10), 0.9, "16x1")
+    names = [n.name for n in model.graph.node if n.op_type == "Conv"]
+    assert names == ["stem"] + [f"block{i}.{kind}" for i in range(1, 5) for kind in ("dw", "pw")]
+    inputs = random_inputs(model)
+    compiled = compile_model(model, "x86", measure=False)
+    formats = {row.name: row.format for row in compiled.report.layers}
+    assert formats["block4.dw.weight"] == "dense"  # depthwise convs stay dense
+    assert formats["block4.pw.weight"].startswith(("bsr", "csr"))
+    np.testing.assert_allclose(
+        compiled.run(inputs)[0], ort_run(model, inputs)[0], rtol=1e-4, atol=1e-4
+    )
