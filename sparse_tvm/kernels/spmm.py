@@ -24,7 +24,7 @@ MetaSchedule task extraction) leave them alone. Three strategies, picked by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import tvm
 from tvm.script import tirx as T
@@ -37,10 +37,15 @@ __all__ = [
     "choose_strategy",
     "spmm_kernel",
     "spmm_spec",
+    "structure_of",
     "target_cores",
     "vector_lanes",
     "wrap_kernel",
 ]
+
+# Weights with at most this many stored values (nonzero blocks x r x c) carry their sparsity
+# structure in their spec, for the fully unrolled kernel of small layers (spmm_unrolled).
+MAX_UNROLLED_TERMS = 2048
 
 # Implementation notes shared by the kernels: LowerTVMBuiltin turns every allocation inside a
 # parallel loop into a TVMBackendAllocWorkspace call per iteration, except "global" ones of
@@ -66,6 +71,11 @@ class SpmmSpec:
     relu: bool
     lanes: int  # float32 lanes of one vector register
     cores: int
+    # (indptr, indices) of a small weight, for the fully unrolled kernel (spmm_unrolled);
+    # None for larger ones. Not part of equality: kernels of other strategies ignore it.
+    structure: tuple[tuple[int, ...], tuple[int, ...]] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     @property
     def block_rows(self) -> int:
@@ -202,7 +212,17 @@ def spmm_spec(
         relu=bool(relu),
         lanes=vector_lanes(target),
         cores=target_cores(target),
+        structure=structure_of(weight),
     )
+
+
+def structure_of(weight: BlockSparseWeight) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """``(indptr, indices)`` of a weight small enough for the unrolled kernel, else None."""
+    r, c = weight.block
+    if weight.nnz_blocks * r * c > MAX_UNROLLED_TERMS:
+        return None
+    indptr = tuple(int(v) for v in weight.indptr)
+    return indptr, tuple(int(v) for v in weight.indices[: indptr[-1]])
 
 
 def spmm_kernel(
@@ -248,7 +268,10 @@ def spmm_kernel(
     from .spmm_colvec import colvec_body
     from .spmm_rowvec import rowvec_body
     from .spmm_scalar import scalar_body
+    from .spmm_unrolled import unroll_eligible, unrolled_body
 
     spec = spmm_spec(weight, m, x_layout=x_layout, batch=batch, bias=bias, relu=relu, target=target)
+    if unroll_eligible(spec):  # small layer: straight-line code on one thread
+        return wrap_kernel(spec, unrolled_body(spec))
     builders = {"rowvec": rowvec_body, "colvec": colvec_body, "scalar": scalar_body}
     return wrap_kernel(spec, builders[choose_strategy(spec)](spec))

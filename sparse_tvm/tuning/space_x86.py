@@ -23,6 +23,12 @@ iteration (see :mod:`sparse_tvm.kernels.spmm`), not registers. So the space work
    (:class:`MaterializeBuild`) does it before compiling each candidate; the cost model sees the
    knobs through :class:`KnobFeatures`; :class:`MutateKnob` mutates the categorical decisions
    (MetaSchedule's own mutators only touch unroll / parallel / thread-binding samples).
+
+Knobs per strategy: rowvec ``G`` (block rows per group), ``MT``, ``partition``, ``order``,
+``unroll``; colvec ``RP``, ``MV``, ``order``, ``unroll``; scalar ``accs`` (partial-sum
+registers), ``unroll``. Small layers (:func:`~sparse_tvm.kernels.spmm_unrolled.unroll_eligible`)
+add ``unrolled`` (full unroll: straight-line code generated from the structure, which the
+workload then carries in its attributes) and ``parts`` (its thread chunks).
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ from ..formats.block_sparse import BlockSparseWeight
 from ..kernels.spmm import SpmmSpec, choose_strategy, spmm_spec, wrap_kernel
 from ..kernels.spmm_colvec import ColvecKnobs, colvec_body
 from ..kernels.spmm_rowvec import RowvecKnobs, rowvec_body
+from ..kernels.spmm_scalar import ScalarKnobs, scalar_body
+from ..kernels.spmm_unrolled import UnrolledKnobs, unroll_eligible, unrolled_body
 
 __all__ = [
     "SPACE_VERSION",
@@ -69,7 +77,7 @@ make_spec = spmm_spec  # the spec spmm_kernel builds; re-exported for the tuning
 
 def supports(spec: SpmmSpec) -> bool:
     """Whether the space covers the strategy :func:`choose_strategy` picks for ``spec``."""
-    return choose_strategy(spec) in ("rowvec", "colvec")
+    return choose_strategy(spec) in ("rowvec", "colvec", "scalar")
 
 
 def structure_digest(weight: BlockSparseWeight) -> str:
@@ -103,6 +111,9 @@ def workload(spec: SpmmSpec, digest: str) -> tvm.tirx.PrimFunc:
         "sparse_tvm.cores": spec.cores,
         "sparse_tvm.relu": spec.relu,
     }
+    if unroll_eligible(spec):  # the unrolled kernel is generated from the structure itself
+        attrs["sparse_tvm.indptr"] = list(spec.structure[0])
+        attrs["sparse_tvm.indices"] = list(spec.structure[1])
 
     @T.macro
     def element(X, data, indices, indptr, B, Y, bt, i, br, ri):
@@ -178,6 +189,12 @@ def spec_of(func: tvm.tirx.PrimFunc) -> SpmmSpec:
     mk = len(x_shape) == 2
     m, k = (x_shape[0], x_shape[1]) if mk else (x_shape[2], x_shape[1])
     n = y_shape[1]
+    structure = None
+    if "sparse_tvm.indptr" in func.attrs:
+        structure = tuple(
+            tuple(int(v) for v in func.attrs[f"sparse_tvm.{name}"])
+            for name in ("indptr", "indices")
+        )
     return SpmmSpec(
         n=n,
         k=k,
@@ -191,6 +208,7 @@ def spec_of(func: tvm.tirx.PrimFunc) -> SpmmSpec:
         relu=bool(func.attrs["sparse_tvm.relu"]),
         lanes=int(func.attrs["sparse_tvm.lanes"]),
         cores=int(func.attrs["sparse_tvm.cores"]),
+        structure=structure,
     )
 
 
@@ -215,11 +233,18 @@ def _mv_choices(spec: SpmmSpec) -> list[int]:
     return [vl * v for v in (1, 2, 3, 4, 6, 8) if vl * v <= spec.m] or [vl]
 
 
+def _parts_choices(spec: SpmmSpec) -> list[int]:
+    return [p for p in (1, 2, 4, 8, 16, 32) if p <= spec.cores and p <= spec.block_rows] or [1]
+
+
 def space_fn(spec: SpmmSpec):
-    """The MetaSchedule schedule function of the space: sample the knobs, annotate them."""
+    """The MetaSchedule schedule function of the space: sample the knobs, annotate them.
+
+    Small layers (:func:`~sparse_tvm.kernels.spmm_unrolled.unroll_eligible`) get two more
+    knobs, sampled last so that the traces of the other layers stay as they were: ``unrolled``
+    (the fully unrolled kernel instead of the strategy's) and its thread ``parts``.
+    """
     strategy = choose_strategy(spec)
-    if strategy not in ("rowvec", "colvec"):
-        raise ValueError(f"no tuning space for the {strategy!r} strategy yet")
 
     def fn(sch: tvm.s_tir.Schedule) -> None:
         block = sch.get_sblock("spmm")
@@ -248,6 +273,13 @@ def space_fn(spec: SpmmSpec):
             categorical("MV", _mv_choices(spec))
             categorical("order", [0, 1])
             categorical("unroll", [1, 2, 4])
+        if strategy == "scalar":
+            # partial-sum registers per row (r == 1 only) and unroll of the nonzero loop
+            categorical("accs", [1, 2, 4] if spec.r == 1 else [1])
+            categorical("unroll", [1, 2, 4])
+        if unroll_eligible(spec):
+            categorical("unrolled", [0, 1])
+            categorical("parts", _parts_choices(spec))
 
     return fn
 
@@ -262,8 +294,23 @@ def knobs_of(func: tvm.tirx.PrimFunc) -> dict[str, int]:
     }
 
 
-def _knob_objects(spec: SpmmSpec, knobs: dict[str, int]) -> RowvecKnobs | ColvecKnobs:
-    if choose_strategy(spec) == "rowvec":
+Knobs = RowvecKnobs | ColvecKnobs | ScalarKnobs | UnrolledKnobs
+
+
+def _knob_objects(spec: SpmmSpec, knobs: dict[str, int]) -> Knobs:
+    """The kernel knobs the annotated values stand for (unrolled kernel first)."""
+    if knobs.get("unrolled", 0):
+        return UnrolledKnobs(parts=knobs.get("parts", 1))
+    return _strategy_knobs(spec, knobs)
+
+
+def _strategy_knobs(
+    spec: SpmmSpec, knobs: dict[str, int]
+) -> RowvecKnobs | ColvecKnobs | ScalarKnobs:
+    strategy = choose_strategy(spec)
+    if strategy == "scalar":
+        return ScalarKnobs(accs=knobs["accs"], unroll=knobs["unroll"])
+    if strategy == "rowvec":
         group = max(1, knobs["G"])
         return RowvecKnobs(
             MT=knobs["MT"],
@@ -280,7 +327,16 @@ def _knob_objects(spec: SpmmSpec, knobs: dict[str, int]) -> RowvecKnobs | Colvec
 
 
 def default_knobs(spec: SpmmSpec) -> dict[str, int]:
-    """The knobs of the hand-written kernel (:mod:`sparse_tvm.kernels`): one point of the space."""
+    """The knobs of the hand-written kernel (:mod:`sparse_tvm.kernels`): one point of the space.
+
+    Small layers default to the unrolled kernel on one thread, like ``spmm_kernel``."""
+    knobs = _strategy_defaults(spec)
+    if unroll_eligible(spec):
+        knobs.update(unrolled=1, parts=1)
+    return knobs
+
+
+def _strategy_defaults(spec: SpmmSpec) -> dict[str, int]:
     from ..kernels.spmm_colvec import colvec_tiles
     from ..kernels.spmm_rowvec import rowvec_tiles
 
@@ -293,6 +349,8 @@ def default_knobs(spec: SpmmSpec) -> dict[str, int]:
             "order": 0,
             "unroll": 1,
         }
+    if choose_strategy(spec) == "scalar":
+        return {"accs": 1, "unroll": 1}
     rp, mv = colvec_tiles(spec)
     return {"RP": rp, "MV": mv, "order": 0, "unroll": 1}
 
@@ -308,9 +366,13 @@ def materialize(
     spec = spec if spec is not None else spec_of(func)
     knobs = knobs if knobs is not None else knobs_of(func)
     objects = _knob_objects(spec, knobs)
-    if isinstance(objects, RowvecKnobs):
-        return wrap_kernel(spec, rowvec_body(spec, objects))
-    return wrap_kernel(spec, colvec_body(spec, objects))
+    builders = {
+        RowvecKnobs: rowvec_body,
+        ColvecKnobs: colvec_body,
+        ScalarKnobs: scalar_body,
+        UnrolledKnobs: unrolled_body,
+    }
+    return wrap_kernel(spec, builders[type(objects)](spec, objects))
 
 
 class MaterializeBuild:
@@ -368,14 +430,19 @@ class KnobFeatures(ms.feature_extractor.PyFeatureExtractor):
         spec = spec_of(context.mod["main"])
         out = []
         for candidate in candidates:
-            knobs = _knob_objects(spec, knobs_of(candidate.sch.mod["main"]))
+            annotated = knobs_of(candidate.sch.mod["main"])
+            knobs = _strategy_knobs(spec, annotated)
             values = [float(v) for v in vars(knobs).values()]
             if isinstance(knobs, RowvecKnobs):
                 mt = max(1, min(knobs.MT, spec.rows))
                 tiles = -(-spec.rows // mt)
                 values += [np.log2(mt), float(tiles * knobs.NG), float(spec.rows % mt)]
-            else:
+            elif isinstance(knobs, ColvecKnobs):
                 tiles = -(-spec.m // knobs.MV)
                 values += [knobs.RP * knobs.MV / spec.lanes, float(tiles * spec.block_rows)]
+            else:
+                values += [float(knobs.accs * knobs.unroll)]
+            if unroll_eligible(spec):
+                values += [float(annotated.get("unrolled", 0)), float(annotated.get("parts", 1))]
             out.append(tvm.runtime.tensor(np.asarray([values], dtype=np.float32)))
         return out

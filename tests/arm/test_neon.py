@@ -14,7 +14,8 @@ from sparse_tvm.kernels.spmm import SpmmSpec, choose_strategy, spmm_kernel
 from sparse_tvm.target import resolve_target
 
 
-def _weight(block, sparsity=0.9, shape=(64, 128)):
+def _weight(block, sparsity=0.9, shape=(128, 256)):
+    # big enough for the loop kernels (small layers get straight-line code, no loops)
     rng = np.random.default_rng(0)
     w = rng.standard_normal(shape).astype(np.float32)
     w[rng.random(shape) < sparsity] = 0
@@ -39,7 +40,7 @@ CASES = [  # (block, m, layout, strategy)
 def test_inner_loops_use_neon_fmla(preset, block, m, layout, strategy):
     target = resolve_target(preset).tvm_target
     weight = _weight(block)
-    spec = SpmmSpec(64, 128, *block, int(weight.data.shape[0]), m, 1, layout, False, False, 4, 4)
+    spec = SpmmSpec(128, 256, *block, int(weight.data.shape[0]), m, 1, layout, False, False, 4, 4)
     assert choose_strategy(spec) == strategy
     asm = _asm(weight, m, layout, target)
     assert neon_fmla_in_loops(asm) >= 1, "no fmla v.4s inside a loop"

@@ -24,12 +24,25 @@ def random_block_sparse(rng, n, k, block, sparsity):
     return (rng.standard_normal((n, k)) * mask).astype(np.float32)
 
 
-def run_spmm(w, block, m, *, layout="MK", batch=1, bias=False, relu=False, target=TARGET, seed=0):
-    """Compile and run the kernel; return (result, numpy reference)."""
+def run_spmm(
+    w,
+    block,
+    m,
+    *,
+    layout="MK",
+    batch=1,
+    bias=False,
+    relu=False,
+    target=TARGET,
+    seed=0,
+    kernel=spmm_kernel,
+):
+    """Compile and run the kernel ``kernel`` (``spmm_kernel``'s signature) makes; return
+    (result, numpy reference)."""
     rng = np.random.default_rng(seed)
     n, k = w.shape
     bw = BlockSparseWeight.from_dense(w, block)
-    func = spmm_kernel(bw, m, x_layout=layout, batch=batch, bias=bias, relu=relu, target=target)
+    func = kernel(bw, m, x_layout=layout, batch=batch, bias=bias, relu=relu, target=target)
     rt = tvm.compile(func, target).jit()
     b = rng.standard_normal(n).astype(np.float32)
     if layout == "MK":

@@ -68,6 +68,9 @@ CASES = [
     (50, 29, (1, 1), 37, "KM", 2, True, True),  # colvec CSR, 1x1 conv layout
     (41, 30, (1, 1), 21, "MK", 1, False, False),  # colvec CSR, packed MK
     (36, 22, (4, 1), 50, "KM", 1, True, False),  # colvec, r = 4 in passes
+    (300, 90, (1, 1), 1, "MK", 1, True, True),  # scalar CSR rows, too big to unroll
+    (45, 37, (1, 4), 1, "KM", 3, False, False),  # scalar rows of 1x4 blocks, batch rows
+    (29, 40, (2, 1), 1, "MK", 1, True, False),  # scalar generic (r = 2)
 ]
 
 
@@ -109,15 +112,17 @@ def test_mutated_trace_replays_to_a_valid_kernel():
     np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize(("block", "layout"), [((16, 1), "MK"), ((1, 1), "KM")])
-def test_default_knobs_are_the_hand_written_kernel(block, layout):
+@pytest.mark.parametrize(
+    ("block", "layout", "m"), [((16, 1), "MK", 33), ((1, 1), "KM", 33), ((1, 1), "MK", 1)]
+)
+def test_default_knobs_are_the_hand_written_kernel(block, layout, m):
     w = sparse_weight(40, 26, block, 0.6, seed=5)
     bw = BlockSparseWeight.from_dense(w, block)
-    spec = make_spec(bw, 33, x_layout=layout, bias=True, relu=True, target=TARGET)
+    spec = make_spec(bw, m, x_layout=layout, bias=True, relu=True, target=TARGET)
     func = workload(spec, structure_digest(bw))
     y, ref = run(materialize(func, knobs=default_knobs(spec), spec=spec), w, bw, spec)
     hand, _ = run(
-        spmm_kernel(bw, 33, x_layout=layout, bias=True, relu=True, target=TARGET), w, bw, spec
+        spmm_kernel(bw, m, x_layout=layout, bias=True, relu=True, target=TARGET), w, bw, spec
     )
     np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(y, hand)
@@ -137,9 +142,29 @@ def test_workload_key_follows_the_structure():
         tvm.ir.assert_structural_equal(a, workload(spec, structure_digest(other)))
 
 
-def test_scalar_strategy_has_no_space_yet():
-    bw = BlockSparseWeight.from_dense(sparse_weight(16, 16, (1, 1), 0.5), (1, 1))
-    spec = make_spec(bw, 1, target=TARGET)
-    assert not supports(spec)
-    with pytest.raises(ValueError, match="scalar"):
-        space_fn(spec)
+@pytest.mark.parametrize(("block", "m", "layout"), [((1, 1), 1, "MK"), ((4, 1), 24, "KM")])
+def test_small_layers_can_be_fully_unrolled(block, m, layout):
+    w = sparse_weight(20, 48, block, 0.8, seed=7, empty_rows=(3,))
+    bw = BlockSparseWeight.from_dense(w, block)
+    spec = make_spec(bw, m, x_layout=layout, bias=True, relu=True, target=TARGET)
+    assert supports(spec)
+    func = workload(spec, structure_digest(bw))
+    assert spec_of(func).structure == spec.structure is not None  # the key carries it
+    sampled = [knobs_of(sample(spec, func, seed).mod["main"]) for seed in range(12)]
+    assert {k["unrolled"] for k in sampled} == {0, 1}
+    for parts in (1, 2):
+        knobs = {**default_knobs(spec), "unrolled": 1, "parts": parts}
+        kernel = materialize(func, knobs=knobs)  # spec and structure recovered from func
+        assert "indptr[" not in kernel.script()
+        y, ref = run(kernel, w, bw, spec)
+        np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_large_layers_keep_their_traces():
+    # no unroll knob where it cannot apply: records tuned before it still replay
+    bw = BlockSparseWeight.from_dense(sparse_weight(256, 64, (16, 1), 0.5), (16, 1))
+    spec = make_spec(bw, 64, target=TARGET)
+    func = workload(spec, structure_digest(bw))
+    knobs = knobs_of(sample(spec, func, 0).mod["main"])
+    assert set(knobs) == {"G", "MT", "partition", "order", "unroll"}
+    assert "sparse_tvm.indptr" not in func.attrs
