@@ -38,7 +38,7 @@ from sparse_tvm.transform.dense_to_sparse import DenseToSparse, SparsePlan
 # turn a tie into a slower model.
 KEEP_SPARSE_MARGIN = 1.03
 
-SUPPORTED_FAMILIES = ("x86", "arm")
+SUPPORTED_FAMILIES = ("x86", "arm", "cuda")
 
 # platform.machine() of the hosts that can run each family's code (and so time it).
 _HOST_MACHINES = {"x86": ("x86_64", "amd64", "i686"), "arm": ("aarch64", "arm64")}
@@ -301,10 +301,16 @@ def compile_model(
     if resolved.family not in SUPPORTED_FAMILIES:
         raise TargetError(
             f"target family '{resolved.family}' ({resolved.name}) is not supported "
-            f"by this release: use an x86 or Arm (aarch64, rpi4) preset"
+            f"by this release: use an x86, Arm (aarch64, rpi4) or CUDA (cuda, cuda-sm90) preset"
         )
     notes = []
-    if measure and not dense and not runs_on_host(resolved):
+    if measure and not dense and resolved.family == "cuda":
+        measure = False  # layer timing runs CPU builds: nothing times GPU kernels yet
+        notes.append(
+            "formats chosen by the cost model: sparse-tvm does not time layers on a GPU "
+            "(the CUDA kernels are compiled, not measured)"
+        )
+    elif measure and not dense and not runs_on_host(resolved):
         measure = False
         notes.append(
             f"formats chosen by the cost model: this {platform.machine()} machine cannot time "
@@ -364,10 +370,14 @@ def build(
         if name in present
     }
     mod = relax.transform.BindParams("main", binding)(mod)
+    if target.family == "cuda":
+        from sparse_tvm.pipeline.cuda import cuda_pipeline
+
+        pipeline = cuda_pipeline(target.tvm_target)
+    else:
+        pipeline = cpu_pipeline(target.tvm_target)
     try:
-        return tvm.compile(
-            mod, target=target.tvm_target, relax_pipeline=cpu_pipeline(target.tvm_target)
-        )
+        return tvm.compile(mod, target=target.tvm_target, relax_pipeline=pipeline)
     except Exception as err:  # TVM reports failures as many exception types
         message = " ".join(str(err).split())[:300]
         raise CompileError(

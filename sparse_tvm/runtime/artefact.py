@@ -118,6 +118,9 @@ def load_artefact(path: str | os.PathLike) -> CompiledModel:
             f"{metadata.get('format_version')}, this sparse-tvm reads "
             f"{FORMAT_VERSION}: recompile the model"
         )
+    from sparse_tvm.runtime.compiled_model import device_for
+
+    device_for(metadata.get("target", {}))  # a CUDA artefact needs a GPU before it can load
     folder = Path(tempfile.mkdtemp(prefix="sparse-tvm-artefact-"))
     try:
         with tarfile.open(path) as tar:

@@ -11,7 +11,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from sparse_tvm.errors import InputShapeError
+from sparse_tvm.errors import InputShapeError, SparseTVMError
 from sparse_tvm.report import Report
 
 
@@ -29,6 +29,24 @@ class TensorSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TensorSpec:
         return cls(str(data["name"]), tuple(int(s) for s in data["shape"]), str(data["dtype"]))
+
+
+def device_for(target: Mapping[str, Any]) -> tvm.runtime.Device:
+    """The device a model compiled for ``target`` (``CompiledModel.target``) runs on.
+
+    Raises :class:`~sparse_tvm.errors.SparseTVMError` for a CUDA build on a machine without
+    a usable GPU.
+    """
+    if target.get("family") != "cuda" and target.get("tvm", {}).get("kind") != "cuda":
+        return tvm.cpu()
+    device = tvm.cuda(0)
+    if not device.exist:
+        raise SparseTVMError(
+            "no CUDA device: this model was compiled for an NVIDIA GPU "
+            f"({target.get('name', 'cuda')}) and this machine has none (or no driver); "
+            "run it on a GPU machine"
+        )
+    return device
 
 
 @dataclass
@@ -56,9 +74,14 @@ class CompiledModel:
     _vm: Any = field(default=None, repr=False)
 
     @property
+    def device(self) -> tvm.runtime.Device:
+        """Where the model runs: the first GPU for a CUDA build, else the CPU."""
+        return device_for(self.target)
+
+    @property
     def vm(self) -> relax.VirtualMachine:
         if self._vm is None:
-            self._vm = relax.VirtualMachine(self.executable, tvm.cpu())
+            self._vm = relax.VirtualMachine(self.executable, self.device)
         return self._vm
 
     def _arguments(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> list:
@@ -100,7 +123,7 @@ class CompiledModel:
                     raise InputShapeError(
                         f"input '{spec.name}' has dtype {array.dtype}, expected {spec.dtype}"
                     )
-            args.append(tvm.runtime.tensor(np.ascontiguousarray(array)))
+            args.append(tvm.runtime.tensor(np.ascontiguousarray(array), device=self.device))
         return args
 
     def run(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -118,12 +141,15 @@ class CompiledModel:
         """Time ``repeat`` runs after ``warmup``: median, min, max and mean seconds."""
         args = self._arguments(inputs)
         main = self.vm["main"]
+        device = self.device  # GPU launches are asynchronous: wait for each run to finish
         for _ in range(max(0, warmup)):
             main(*args)
+        device.sync()
         times = []
         for _ in range(max(1, repeat)):
             start = time.perf_counter()
             main(*args)
+            device.sync()
             times.append(time.perf_counter() - start)
         values = np.array(times)
         return {

@@ -43,6 +43,16 @@ class SparsePlan:
     kernel: tvm.tirx.PrimFunc | None = None
 
 
+def kernel_factories(target: tvm.target.Target | None):
+    """``(spmm, im2col)`` kernel builders for ``target``: the CUDA kernels for a ``cuda`` target
+    (:mod:`sparse_tvm.kernels.cuda`), else the CPU ones. Same parameters and results."""
+    if target is not None and target.kind.name == "cuda":
+        from sparse_tvm.kernels.cuda import cuda_im2col_kernel, cuda_spmm_kernel
+
+        return cuda_spmm_kernel, cuda_im2col_kernel
+    return spmm_kernel, im2col_kernel
+
+
 def _sanitize(name: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in name).strip("_") or "layer"
 
@@ -109,7 +119,7 @@ class _Rewriter(PyExprMutator):
         if plan.kernel is not None:
             func = plan.kernel
         else:
-            func = spmm_kernel(
+            func = kernel_factories(self.target)[0](
                 plan.weight,
                 layer.m,
                 x_layout=x_layout,
@@ -147,7 +157,7 @@ class _Rewriter(PyExprMutator):
         if geometry.is_pointwise:
             cols = self.builder_.emit(relax.op.reshape(x, (batch, channels, height * width)))
         else:
-            im2col = im2col_kernel(
+            im2col = kernel_factories(self.target)[1](
                 batch,
                 channels,
                 height,
