@@ -12,7 +12,8 @@ onnxruntime, numpy and scipy.sparse. Whole models (``suite_models.py``): a BERT-
 layer at sequence 128, MobileNet-v1 and an MLP, dense against 90 % in each pattern.
 
 Writes into the output folder: ``suite.json`` (every sample, the machine, the config),
-``suite.md`` (the tables), ``speedup_vs_sparsity.png`` and ``per_layer_<model>.png``.
+``suite.md`` (the tables), ``speedup_vs_sparsity.png``, ``per_layer_<model>.png`` and
+``report_<model>.html`` (sparse-tvm's own HTML report of the model's 90 % 16x1 build).
 """
 
 from __future__ import annotations
@@ -145,6 +146,7 @@ def write_outputs(data: dict, folder: Path) -> list[Path]:
     os.replace(tmp, md)
     written.append(md)
     written += suite_report.plot_all(data, folder)
+    written += suite_report.write_html_reports(data, folder)
     return written
 
 

@@ -20,6 +20,24 @@ def per_layer_png(model: str) -> str:
     return f"per_layer_{model}.png"
 
 
+def report_html(model: str) -> str:
+    return f"report_{model}.html"
+
+
+def write_html_reports(data: dict, folder: Path) -> list[Path]:
+    """The sparse-tvm HTML report (``--report``) of each model build that kept its report."""
+    from sparse_tvm.report import Report
+    from sparse_tvm.report_html import write_html
+
+    written = []
+    for result in data.get("models", []):
+        for build in result.get("builds", {}).values():
+            if "report" in build:
+                path = folder / report_html(result["model"])
+                written.append(write_html(Report.from_dict(build["report"]), path))
+    return written
+
+
 # ---------------------------------------------------------------------------- markdown
 
 

@@ -6,7 +6,7 @@ anywhere, so it can be mailed, attached to a CI run or opened from a folder.
 
 The pattern picture of a layer is its :func:`sparse_tvm.report.pattern_summary`: the (n, k)
 weight cut into at most 64 x 64 cells, each drawn darker the more nonzeros it holds (white: all
-zero). Rows are output features (n), columns input features (k); the picture keeps the
+zero; square-root scale). Rows are output features (n), columns input features (k); the picture keeps the
 weight's aspect ratio (within 1:8).
 """
 
@@ -25,7 +25,8 @@ import numpy as np
 from sparse_tvm.errors import SparseTVMError
 from sparse_tvm.report import LayerReport, Report, pattern_density
 
-# Density 0 is white, density 1 this colour; linear in between.
+# Density 0 is white, density 1 this colour; in between on a square-root scale, so that the
+# structure of a 90 %-sparse weight (10 % dense cells) is still visible.
 _EMPTY = np.array([255.0, 255.0, 255.0])
 _FULL = np.array([24.0, 52.0, 128.0])
 _PICTURE_PX = 128  # the longer side of a pattern picture on the page
@@ -70,8 +71,9 @@ def png_bytes(rgb: np.ndarray) -> bytes:
 
 
 def pattern_png(density: np.ndarray) -> bytes:
-    """The PNG picture of a nonzero-density grid in [0, 1] (one pixel per cell)."""
-    d = np.clip(np.asarray(density, np.float64), 0.0, 1.0)[..., None]
+    """The PNG picture of a nonzero-density grid in [0, 1] (one pixel per cell, white for an
+    empty cell, darker for more nonzeros on a square-root scale)."""
+    d = np.sqrt(np.clip(np.asarray(density, np.float64), 0.0, 1.0))[..., None]
     rgb = np.rint(_EMPTY + d * (_FULL - _EMPTY)).astype(np.uint8)
     return png_bytes(rgb)
 
@@ -245,7 +247,8 @@ def render_html(report: Report) -> str:
 </table>
 <p class="meta">Latencies are medians measured per layer at compile time (each layer built
 alone, dense and sparse). Pictures: the weight as (n output features x k input features), cut
-into at most 64 x 64 cells; darker cells hold more nonzeros, white cells none.</p>
+into at most 64 x 64 cells; darker cells hold more nonzeros (square-root scale), white cells
+none.</p>
 {f'<ul class="notes">{notes}</ul>' if notes else ""}
 </body>
 </html>

@@ -111,6 +111,7 @@ def test_json_and_markdown_carry_the_measured_numbers(tiny_run):
         "suite.md",
         suite_report.SPEEDUP_PNG,
         suite_report.per_layer_png("mlp"),
+        suite_report.report_html("mlp"),
     }
     assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in written)
     stored = json.loads((folder / "suite.json").read_text())
@@ -126,6 +127,8 @@ def test_json_and_markdown_carry_the_measured_numbers(tiny_run):
     headline = md.split("### Kernels at 90%")[1].split("###")[0]
     assert headline.count("| tiny.") == 2  # only the 90 % cases
     assert f"{data['machine']['cores']} cores" in md and "same run" in md
+    page = (folder / suite_report.report_html("mlp")).read_text(encoding="utf-8")
+    assert page.count('<img class="pattern"') == 3 and "fc2.weight" in page
 
 
 def test_plots_are_real_pictures(tiny_run):
