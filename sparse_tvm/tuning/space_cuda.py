@@ -10,7 +10,7 @@ annotated knobs, and :class:`MaterializeBuild` is the builder that does it for e
 
 Knobs and how they are sampled:
 
-``threads`` (``sample_categorical`` 64/128/256/512) and ``TM`` (threads along m, powers of two
+``threads`` (``sample_categorical`` 32 to 512) and ``TM`` (threads along m, powers of two
 up to the m tile that the activations fill) give ``TR = threads / TM`` threads along the block
 rows; ``VM`` columns per thread (1, 2, 4 within 64 accumulators); ``G`` row groups from
 ``sample_perfect_tile`` of the workload's block-row loop (``G`` groups of about
@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 SPACE_VERSION = "cuda-spmm-1"
-THREAD_CHOICES = (64, 128, 256, 512)
+THREAD_CHOICES = (32, 64, 128, 256, 512)
 
 
 def workload(weight: BlockSparseWeight, spec: SpmmSpec) -> tvm.tirx.PrimFunc:

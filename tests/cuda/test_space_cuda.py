@@ -85,10 +85,17 @@ def test_sampled_candidates_compute_the_layer():
             np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_default_kernel_is_a_point_of_the_space():
-    weight, spec, _, _ = _layer(LAYERS[0])
-    layer = LAYERS[0]
-    default = cuda_spmm_kernel(weight, layer["m"], x_layout="MK", bias=True, relu=True)
+@pytest.mark.parametrize("layer", [*LAYERS, {**LAYERS[0], "n": 40, "m": 1}], ids=["mk", "km", "m1"])
+def test_default_kernel_is_a_point_of_the_space(layer):
+    weight, spec, _, _ = _layer(layer)
+    default = cuda_spmm_kernel(
+        weight,
+        layer["m"],
+        x_layout=layer["layout"],
+        batch=layer["batch"],
+        bias=layer["bias"],
+        relu=layer["relu"],
+    )
     assert structural_equal(materialize(workload(weight, spec), default_knobs(spec)), default)
 
 

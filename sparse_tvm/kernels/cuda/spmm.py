@@ -54,6 +54,7 @@ __all__ = [
 
 SHARED_FLOATS = 48 * 1024 // 4  # static shared memory per block (48 KiB) in float32
 MAX_ACCUMULATORS = 64  # r * VM: registers of the accumulator tile of one thread
+BLOCKS_WANTED = 256  # thread blocks the default knobs aim for (108 SMs on an A100, 132 on H100)
 
 
 @dataclass(frozen=True)
@@ -92,20 +93,30 @@ def default_cuda_knobs(spec: SpmmSpec) -> CudaKnobs:
     ``"KM"``: a warp spans 32 columns (coalesced X reads and Y stores). ``"MK"``: a warp spans
     block rows (a thread's Y stores are ``r`` consecutive floats of a row of Y, its neighbours
     write the next ones) and X is staged in shared memory, where the gathers along k are cheap.
-    128 threads per block; about ``TR`` block rows' worth of nonzeros per row group.
+    Up to 128 threads per block, about ``TR`` block rows' worth of nonzeros per row group.
+    Nothing here was measured on a GPU: these are the starting point the tuner improves on.
     """
     m = spec.m
     if spec.x_layout == "KM":
         tm, order = min(32, _pow2_at_least(m)), 0
     else:
         tm, order = min(8, _pow2_at_least(m)), 1
-    vm = 2 if m >= 4 * tm and spec.r * 2 <= MAX_ACCUMULATORS else 1
-    tr = max(1, 128 // tm)
-    groups = max(1, min(spec.block_rows, -(-spec.block_rows // tr)))
+    # about 128 threads per block, one block row per row thread; but at least BLOCKS_WANTED
+    # thread blocks where the rows allow it (2 per SM of an A100 / H100), with fewer row
+    # threads when the groups get short
+    nbr, m_tiles = spec.block_rows, -(-m // tm) * spec.batch
+    groups = max(1, -(-nbr // max(1, 128 // tm)))
+    if groups * m_tiles < BLOCKS_WANTED:
+        groups = max(1, min(nbr, -(-BLOCKS_WANTED // m_tiles)))
+    groups = -(-nbr // -(-nbr // groups))  # as the space spells it: ceil(nbr / rows per group)
+    tr = max(32 // tm, min(128 // tm, _pow2_at_least(-(-nbr // groups))), 1)
     # staging pays when a row group gathers from most of the k columns it copies
     gathered = spec.n_data_blocks * spec.c / groups
     wanted = gathered * (8 if spec.x_layout == "MK" else 2) >= spec.k
-    smem = int(smem_fits(spec, tm * vm) and wanted)
+    smem = int(smem_fits(spec, tm) and wanted)
+    # two columns per thread halve the weight loads; not with a staged tile (ptxas: the
+    # 48 KiB tile of a 768-wide 16x1 layer took 167 registers against 72 for one column)
+    vm = 2 if not smem and m >= 4 * tm and spec.r * 2 <= MAX_ACCUMULATORS else 1
     return CudaKnobs(TM=tm, TR=tr, VM=vm, G=groups, smem=smem, order=order, unroll=1)
 
 
