@@ -32,26 +32,15 @@ LAYERS = [
 ]
 
 
+def _fusion(layer):
+    keys = {"layout": "x_layout", "batch": "batch", "bias": "bias", "relu": "relu"}
+    return {name: layer[key] for key, name in keys.items()}
+
+
 def _layer(layer):
-    weight, args, expected = sparse_problem(
-        layer["n"],
-        layer["k"],
-        layer["m"],
-        layer["block"],
-        layer["layout"],
-        layer["batch"],
-        layer["bias"],
-        layer["relu"],
-    )
-    spec = make_spec(
-        weight,
-        layer["m"],
-        x_layout=layer["layout"],
-        batch=layer["batch"],
-        bias=layer["bias"],
-        relu=layer["relu"],
-    )
-    return weight, spec, args, expected
+    fields = ("n", "k", "m", "block", "layout", "batch", "bias", "relu")
+    weight, args, expected = sparse_problem(*(layer[key] for key in fields))
+    return weight, make_spec(weight, layer["m"], **_fusion(layer)), args, expected
 
 
 def test_sampled_candidates_build_to_ptx(nvcc):
@@ -88,14 +77,7 @@ def test_sampled_candidates_compute_the_layer():
 @pytest.mark.parametrize("layer", [*LAYERS, {**LAYERS[0], "n": 40, "m": 1}], ids=["mk", "km", "m1"])
 def test_default_kernel_is_a_point_of_the_space(layer):
     weight, spec, _, _ = _layer(layer)
-    default = cuda_spmm_kernel(
-        weight,
-        layer["m"],
-        x_layout=layer["layout"],
-        batch=layer["batch"],
-        bias=layer["bias"],
-        relu=layer["relu"],
-    )
+    default = cuda_spmm_kernel(weight, layer["m"], **_fusion(layer))
     assert structural_equal(materialize(workload(weight, spec), default_knobs(spec)), default)
 
 
