@@ -106,6 +106,19 @@ def decide(
     """
     if dense:
         return LayerDecision(layer, FormatChoice("dense", None, 1.0, "dense build requested"))
+    if records is not None and target.family == "cuda":
+        # GPU records hold tuned kernels of the format the cost model picks, not formats
+        from sparse_tvm.tuning.tune_cuda import with_cuda_record
+
+        chosen = decide(
+            layer,
+            target,
+            sparsity_threshold=sparsity_threshold,
+            measure=measure,
+            zero_fractions=zero_fractions,
+            force_block=force_block,
+        )
+        return with_cuda_record(chosen, target.tvm_target, records)
     if not layer.sparse_capable:
         return LayerDecision(layer, FormatChoice("dense", None, 1.0, layer.dense_reason))
     if force_block is not None:

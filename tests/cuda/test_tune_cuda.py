@@ -1,0 +1,87 @@
+"""CUDA tuning records: ``compile --records`` applies a record's kernel for a cuda target; the
+search itself needs a GPU (marked ``gpu``)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import tvm
+from tvm.s_tir import meta_schedule as ms
+from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+
+from sparse_tvm.driver.compile_model import analyse, compile_model
+from sparse_tvm.examples import mlp
+from sparse_tvm.formats import BlockSparseWeight
+from sparse_tvm.frontend import import_onnx
+from sparse_tvm.kernels.cuda.ptx import check_ptx, cuda_source
+from sparse_tvm.pruning import prune_magnitude
+from sparse_tvm.target import resolve_target
+from sparse_tvm.transform.dense_to_sparse import kernel_layout
+from sparse_tvm.tuning.records import RecordStore
+from sparse_tvm.tuning.space_cuda import cuda_knobs, knobs_of, make_spec, space_fn, workload
+from sparse_tvm.tuning.tune_cuda import tune_cuda_kernel
+from tests.conftest import ort_run, random_inputs
+
+BLOCK = (16, 1)
+
+
+def _layers(model):
+    for layer in analyse(import_onnx(model)):
+        x_layout, batch = kernel_layout(layer)
+        fusion = dict(x_layout=x_layout, batch=batch, bias=layer.bias is not None, relu=layer.relu)
+        yield layer, BlockSparseWeight.from_dense(layer.weight, BLOCK), fusion
+
+
+def test_compile_applies_cuda_records(nvcc, tmp_path):
+    """One record per layer, committed from a trace of the space with a stated run time (not a
+    GPU measurement): the compiled kernels carry the record's knobs."""
+    model = prune_magnitude(mlp(), 0.9, "16x1")
+    target = resolve_target("cuda").tvm_target
+    database = RecordStore(tmp_path).database
+    threads = {}
+    for seed, (layer, weight, fusion) in enumerate(_layers(model)):
+        spec = make_spec(weight, layer.m, **fusion)
+        task = workload(weight, spec)
+        sch = tvm.s_tir.Schedule(tvm.IRModule({"main": task}), seed=1000 + 77 * seed)
+        space_fn(spec)(sch)
+        threads[layer.name] = cuda_knobs(spec, knobs_of(sch.mod["main"])).threads
+        database.commit_tuning_record(
+            ms.database.TuningRecord(
+                sch.trace,
+                database.commit_workload(tvm.IRModule({"main": task})),
+                run_secs=[tvm.runtime.convert(2e-5)],
+                target=target,
+                args_info=ArgInfo.from_prim_func(task),
+            )
+        )
+    compiled = compile_model(model, "cuda", records=str(tmp_path), force_block=BLOCK)
+    assert all("tuned kernel, 20 us" in row.reason for row in compiled.report.layers)
+    source = cuda_source(compiled.executable)
+    for name, count in threads.items():
+        kernel = f"sparse_16x1_{name.replace('.', '_')}_kernel"
+        assert re.search(rf"__launch_bounds__\({count}\) {kernel}\(", source), (name, count)
+    assert len(check_ptx(source, "sm_80")) >= 3
+
+
+@pytest.mark.skipif(tvm.cuda(0).exist, reason="checks the error on a machine without a GPU")
+def test_tuning_without_a_gpu_is_a_clear_error():
+    weight = BlockSparseWeight.from_dense(np.eye(32, dtype=np.float32), (1, 1))
+    with pytest.raises(RuntimeError, match="^no CUDA device"):
+        tune_cuda_kernel(weight, 8, target=resolve_target("cuda").tvm_target, trials=4)
+
+
+@pytest.mark.gpu
+def test_gpu_tune_then_compile_matches_onnxruntime(gpu, tmp_path):
+    model = prune_magnitude(mlp(), 0.9, "16x1")
+    target = resolve_target("cuda").tvm_target
+    database = RecordStore(tmp_path).database
+    for layer, weight, fusion in _layers(model):
+        tune_cuda_kernel(weight, layer.m, target=target, trials=16, database=database, **fusion)
+    compiled = compile_model(model, "cuda", records=str(tmp_path), force_block=BLOCK)
+    assert all("tuned kernel" in row.reason for row in compiled.report.layers)
+    inputs = random_inputs(model)
+    np.testing.assert_allclose(
+        compiled.run(inputs)[0], ort_run(model, inputs)[0], rtol=1e-4, atol=1e-4
+    )
