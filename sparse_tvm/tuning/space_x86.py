@@ -266,7 +266,7 @@ def space_fn(spec: SpmmSpec):
             categorical("partition", [0, 1, 2])
             categorical("order", [0, 1])
             categorical("unroll", [1, 2, 4])
-        else:
+        elif strategy == "colvec":
             # output rows per pass: a perfect tile of the row-in-block loop
             _, rp = sch.sample_perfect_tile(ri_loop, n=2, max_innermost_factor=8)
             sch.annotate(root, KNOB_PREFIX + "RP", rp)

@@ -168,3 +168,10 @@ def test_large_layers_keep_their_traces():
     knobs = knobs_of(sample(spec, func, 0).mod["main"])
     assert set(knobs) == {"G", "MT", "partition", "order", "unroll"}
     assert "sparse_tvm.indptr" not in func.attrs
+
+
+def test_scalar_layers_sample_scalar_knobs_only():
+    bw = BlockSparseWeight.from_dense(sparse_weight(300, 90, (1, 1), 0.5), (1, 1))
+    spec = make_spec(bw, 1, target=TARGET)
+    func = workload(spec, structure_digest(bw))
+    assert set(knobs_of(sample(spec, func, 0).mod["main"])) == {"accs", "unroll"}
