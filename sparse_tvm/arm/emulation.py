@@ -10,7 +10,9 @@ Two ways to run what the ``aarch64`` / ``rpi4`` presets build:
   of apache-tvm, apache-tvm-ffi and numpy, run with ``qemu-aarch64 -L ROOT``. Building it
   downloads about 150 MB (Debian and PyPI) and takes ~30 s; it is cached in
   ``~/.cache/sparse-tvm/arm64-root`` (``SPARSE_TVM_ARM64_ROOT`` moves it) and rebuilt only when
-  the pinned versions change.
+  the pinned versions change. The root keeps only TVM's runtime libraries, as a board needs:
+  ``libtvm_compiler.so`` (240 MB) is removed, and TVM then loads the runtime alone, as
+  ``TVM_USE_RUNTIME_LIB=1`` asks anyway (artefact runner and RPC server alike).
 
 binfmt_misc is not mounted in containers, so the emulator is always called explicitly.
 """
@@ -39,6 +41,7 @@ PYTHON = "usr/bin/python3.11"
 SITE = "opt/site"  # where the wheels go inside the root (PYTHONPATH=/opt/site)
 WHEEL_PLATFORM = "manylinux_2_28_aarch64"  # what the aarch64 TVM wheels are tagged (not 2014)
 RUN_ARTEFACT = Path(__file__).with_name("run_artefact.py")
+COMPILER_LIB = f"{SITE}/tvm/lib/libtvm_compiler.so"  # not needed on a board: removed
 _STAMP = ".sparse-tvm-root.json"
 
 # The tool each check needs, with the Debian package that brings it.
@@ -113,6 +116,7 @@ def python_root(
     """The arm64 Python root, built first if it is missing or stale. Safe to call concurrently."""
     root = Path(root) if root is not None else default_root()
     if _is_current(root):
+        _drop_compiler(root)  # roots built before it was dropped
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
     with open(root.parent / f".{root.name}.lock", "w") as lock:
@@ -120,6 +124,11 @@ def python_root(
         if not _is_current(root):
             _build(root, progress or (lambda _line: None))
     return root
+
+
+def _drop_compiler(root: Path) -> None:
+    """Remove TVM's compiler library from the root (no process in the root loads it)."""
+    (root / COMPILER_LIB).unlink(missing_ok=True)
 
 
 def _run(argv: Sequence[str], what: str, timeout: float) -> None:
@@ -178,6 +187,7 @@ def _build(root: Path, say: Callable[[str], None]) -> None:
             "pip install of the aarch64 wheels",
             timeout=600,
         )
+        _drop_compiler(work)
         if not (work / PYTHON).exists():
             raise EmulationError(f"the arm64 root has no {PYTHON} after debootstrap")
         (work / _STAMP).write_text(json.dumps(_spec()))
@@ -188,7 +198,10 @@ def _build(root: Path, say: Callable[[str], None]) -> None:
 
 
 def python_env(runtime_only: bool = True) -> dict[str, str]:
-    """The environment of a Python run in the root (``TVM_USE_RUNTIME_LIB``: 3.5 s, not 9.5 s)."""
+    """The environment of a Python run in the root (``TVM_USE_RUNTIME_LIB``: 3.5 s, not 9.5 s).
+
+    ``runtime_only=False`` changes nothing since the root has no compiler library to load.
+    """
     env = dict(os.environ)
     for name in ("PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV"):
         env.pop(name, None)

@@ -330,28 +330,37 @@ def compile_model(
             f"{resolved.family} code (tune on the board over RPC to measure)"
         )
     database = _records_database(records, resolved, dense)
+    board = None  # timings a board measured while tuning decide where the host cannot time
+    if not (measure or dense or force_block):
+        from sparse_tvm.driver.tune_model import BoardTimings
+
+        board = BoardTimings.load(records, resolved)
     say(f"importing {model_name(model)}")
     imported = import_onnx(model, input_shapes)
     layers = analyse(imported)
     decisions, rows = [], []
     for layer in layers:
         fractions = block_zero_fractions(layer.weight)
-        decision = decide(
-            layer,
-            resolved,
-            dense=dense,
-            sparsity_threshold=sparsity_threshold,
-            measure=measure,
-            zero_fractions=fractions,
-            force_block=force_block,
-            records=database,
-        )
+        decision = board and board.decide(layer, resolved, sparsity_threshold=sparsity_threshold)
+        if decision is None:
+            decision = decide(
+                layer,
+                resolved,
+                dense=dense,
+                sparsity_threshold=sparsity_threshold,
+                measure=measure,
+                zero_fractions=fractions,
+                force_block=force_block,
+                records=database,
+            )
         decisions.append(decision)
         rows.append(layer_row(decision, fractions))
         say(
             f"  {layer.name}: {rows[-1].format}"
             + (f" ({rows[-1].speedup:.2f}x measured)" if rows[-1].speedup else "")
         )
+    if board is not None and board.used:
+        notes.append(board.note())
     plans = [SparsePlan(d.layer, d.weight, d.kernel) for d in decisions if d.weight is not None]
     say(f"building {len(plans)} sparse and {len(layers) - len(plans)} dense layers")
     executable = build(imported, plans, resolved)

@@ -6,16 +6,30 @@ block shapes whose zero blocks promise a gain) gets its kernel tuned by MetaSche
 records land in one MetaSchedule JSON database in the folder the user names; ``compile
 --records`` then picks, per layer, the fastest of the tuned candidates and keeps it only if it
 beats dense. A rerun with the same folder continues where an interrupted one stopped.
+
+A board (``--rpc-tracker``/``--rpc-key``) measures instead of the host: the candidates are built
+here (linked with the preset's cross compiler for an Arm board) and timed on the board. A
+target whose code this host cannot run (aarch64 on x86) can only be tuned that way. Since
+``compile`` cannot time such code either, the board also measures, per layer, the dense layer
+and each candidate layer with its tuned kernel (or the hand-written one where the board timed
+that faster), and the records folder keeps these timings (``layer_timings.json``):
+:class:`BoardTimings` turns them into the compiler's decision — the fastest candidate, kept
+only if the board measured it faster than dense by the compiler's margin; dense otherwise.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import onnx
+import tvm
 
 from sparse_tvm.analysis import block_label, block_zero_fractions
 from sparse_tvm.analysis.format_choice import CANDIDATE_BLOCKS, estimate_speedup
@@ -26,6 +40,9 @@ from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.frontend import import_onnx
 from sparse_tvm.target import resolve_target
 from sparse_tvm.transform.dense_to_sparse import kernel_layout
+
+# Wall time of an emulated board (qemu) is no performance figure: the summary says where it
+# measured, and the caller knows whether that board is real.
 
 
 @dataclass
@@ -48,9 +65,11 @@ class TuneSummary:
     candidates: list[CandidateResult] = field(default_factory=list)
     dense_us: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    measured_on: str = "host"
+    layer_us: dict[str, dict[str, float]] = field(default_factory=dict)  # board: layer timings
 
     def __str__(self) -> str:
-        lines = [f"records: {self.records}  ({self.seconds:.0f} s)"]
+        lines = [f"records: {self.records}  ({self.seconds:.0f} s), measured on {self.measured_on}"]
         for row in self.candidates:
             tuned = "-" if row.tuned_us is None else f"{row.tuned_us:.1f} us"
             default = "-" if row.default_us is None else f"{row.default_us:.1f} us"
@@ -60,6 +79,10 @@ class TuneSummary:
                 f"{'-' if dense is None else f'{dense:.1f} us'}), {row.trials} new trials"
                 + (f"; {row.note}" if row.note else "")
             )
+        for name, timings in self.layer_us.items():
+            dense = timings.get("dense")
+            measured = ", ".join(f"{k} {v:.1f} us" for k, v in timings.items() if k != "dense")
+            lines.append(f"  {name} on the board: dense {dense:.1f} us, {measured}")
         return "\n".join(lines)
 
 
@@ -102,9 +125,10 @@ def tune_model(
     rpc_tracker, rpc_key
         Measure on a remote device registered with a TVM RPC tracker (``HOST:PORT``).
     """
-    from sparse_tvm.driver.compile_model import analyse
-    from sparse_tvm.tuning import RealSparsityArguments, tune_kernel
+    from sparse_tvm.driver.compile_model import analyse, preset_cross_compiler, runs_on_host
+    from sparse_tvm.tuning import tune_kernel
     from sparse_tvm.tuning.records import RecordStore
+    from sparse_tvm.tuning.rpc import Board
 
     say = progress or (lambda _line: None)
     if trials < 1:
@@ -112,14 +136,21 @@ def tune_model(
     if (rpc_tracker is None) != (rpc_key is None):
         raise SparseTVMError("remote tuning needs both --rpc-tracker HOST:PORT and --rpc-key KEY")
     resolved = resolve_target(target)
-    if resolved.family != "x86":
+    if resolved.family not in ("x86", "arm"):
         raise TargetError(
-            f"tuning for target family '{resolved.family}' is not supported yet: use an x86 preset"
+            f"tuning for target family '{resolved.family}' is not supported yet: "
+            "use an x86 or Arm (aarch64, rpi4) preset"
         )
+    if rpc_tracker is None and not runs_on_host(resolved):
+        raise TargetError(
+            f"tuning for {resolved.name} needs a board: this {platform.machine()} machine cannot "
+            f"run its code; start python -m tvm.exec.rpc_server on the board and pass "
+            "--rpc-tracker HOST:PORT --rpc-key KEY"
+        )
+    board = None
     if rpc_tracker is not None:
-        from sparse_tvm.tuning.rpc import check_tracker
-
-        check_tracker(rpc_tracker, rpc_key)
+        board = Board(rpc_tracker, rpc_key, preset_cross_compiler(resolved))
+        board.check()
     store = RecordStore(records)
     imported = import_onnx(model, input_shapes)
     jobs = []
@@ -129,9 +160,12 @@ def tune_model(
         fractions = block_zero_fractions(layer.weight)
         for block in candidate_blocks(layer, fractions):
             jobs.append((layer, block))
-    summary = TuneSummary(records=str(store.folder))
+    summary = TuneSummary(
+        records=str(store.folder), measured_on="this host" if board is None else str(board)
+    )
     start = time.perf_counter()
     say(f"tuning {len(jobs)} candidate kernels, {trials} trials each, into {store.folder}")
+    tuned_of: dict[str, list] = {}  # layer name -> [(block, weight, TunedKernel)]
     for index, (layer, block) in enumerate(jobs):
         label = f"{'csr' if block == (1, 1) else 'bsr'} {block_label(block)}"
         budget = None
@@ -143,13 +177,6 @@ def tune_model(
             budget = left / (len(jobs) - index)
         weight = BlockSparseWeight.from_dense(layer.weight, block)
         x_layout, batch = kernel_layout(layer)
-        runner = None
-        if rpc_tracker is not None:
-            from sparse_tvm.tuning.rpc import rpc_runner
-
-            runner = rpc_runner(
-                rpc_tracker, rpc_key, f_alloc_argument=RealSparsityArguments(weight)
-            )
         say(f"[{index + 1}/{len(jobs)}] {layer.name}: {label} ...")
         try:
             tuned = tune_kernel(
@@ -162,7 +189,7 @@ def tune_model(
                 target=resolved.tvm_target,
                 trials=trials,
                 database=store.database,
-                runner=runner,
+                board=board,
                 max_seconds=budget,
                 work_dir=str(store.folder),
                 progress=lambda done, best: say(
@@ -187,7 +214,179 @@ def tune_model(
             f"    best {tuned.latency_s * 1e6:.1f} us (default schedule "
             f"{tuned.default_latency_s * 1e6:.1f} us) after {tuned.trials} new trials"
         )
-        if layer.name not in summary.dense_us:
+        tuned_of.setdefault(layer.name, []).append((block, weight, tuned))
+        if board is None and layer.name not in summary.dense_us:
             summary.dense_us[layer.name] = time_dense(layer, resolved.tvm_target) * 1e6
+    if board is not None:
+        layers = {layer.name: layer for layer, _ in jobs}
+        for name, tuned in tuned_of.items():
+            say(f"measuring {name} dense and sparse on the {board}")
+            entry = time_layer_on_board(layers[name], tuned, resolved.tvm_target, board)
+            store.add_layer_timing(entry)
+            summary.dense_us[name] = entry["dense_s"] * 1e6
+            summary.layer_us[name] = {"dense": entry["dense_s"] * 1e6} | {
+                c["format"]: c["sparse_s"] * 1e6 for c in entry["candidates"]
+            }
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+# -- measuring layers on the board -----------------------------------------------------------
+
+
+def layer_key(layer: Layer) -> str:
+    """Names a layer by what its timing depends on: op, shapes, fusion, nonzero pattern."""
+    fields = [
+        layer.op,
+        list(layer.input_shape),
+        list(layer.weight_shape),
+        layer.transposed,
+        layer.bias is not None,
+        layer.relu,
+        repr(layer.conv),
+        hashlib.sha256(np.packbits(layer.weight != 0).tobytes()).hexdigest(),
+    ]
+    digest = hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:20]
+    return f"{layer.op}_{'x'.join(map(str, layer.shape))}_m{layer.m}_{digest}"
+
+
+def _layer_module(layer: Layer, weight, kernel, target: tvm.target.Target) -> tvm.IRModule:
+    """The layer alone (dense when ``weight`` is None, else rewritten sparse), weights bound."""
+    from sparse_tvm.analysis.layers import find_layers
+    from sparse_tvm.driver.layer_timing import _bind, _single_layer_module
+    from sparse_tvm.transform.dense_to_sparse import DenseToSparse, SparsePlan
+
+    mod, values = _single_layer_module(layer)
+    if weight is not None:
+        func = mod["main"]
+        (single,) = find_layers(func, {p: values[p.name] for p in func.params[1:]})
+        mod = DenseToSparse([SparsePlan(single, weight, kernel)], target)(mod)
+    return _bind(mod, values)
+
+
+def time_layer_on_board(layer: Layer, tuned: list, target: tvm.target.Target, board) -> dict:
+    """Time the dense layer and each tuned candidate layer on ``board`` (one RPC session).
+
+    ``tuned`` holds ``(block, weight, TunedKernel)``; a candidate runs with its tuned kernel,
+    or the hand-written one where the board timed that faster while tuning. Every variant's
+    output on the board must equal the dense layer's. Returns the ``layer_timings.json`` entry.
+    """
+    from sparse_tvm.pipeline import cpu_pipeline
+    from sparse_tvm.tuning.rpc import time_remote
+
+    session = board.session()
+    device = session.cpu()
+    x = np.random.default_rng(0).standard_normal(layer.input_shape).astype(np.float32)
+    variants = [(None, None, None)]
+    for block, weight, result in tuned:
+        use_tuned = result.latency_s <= result.default_latency_s
+        variants.append((block, weight, result if use_tuned else None))
+    seconds, outputs = [], []
+    for index, (block, weight, result) in enumerate(variants):
+        kernel = None if result is None else result.func
+        mod = _layer_module(layer, weight, kernel, target)
+        executable = tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target))
+        vm = tvm.runtime.vm.VirtualMachine(
+            board.load(session, executable, f"layer{index}.so"), device
+        )
+        xt = tvm.runtime.tensor(x, device)
+        outputs.append(vm["main"](xt).numpy())
+        seconds.append(time_remote(vm, "main", device, [xt]))
+        if index and not np.allclose(outputs[-1], outputs[0], rtol=1e-3, atol=1e-3):
+            raise SparseTVMError(
+                f"{layer.name}: the {block_label(block)} sparse layer disagrees with the dense "
+                f"layer on the {board} (max diff {np.abs(outputs[-1] - outputs[0]).max():.3g})"
+            )
+    candidates = []
+    for (block, _, result), secs in zip(variants[1:], seconds[1:]):
+        candidates.append(
+            {
+                "block": list(block),
+                "format": f"{'csr' if block == (1, 1) else 'bsr'} {block_label(block)}",
+                "knobs": None if result is None else result.knobs,
+                "sparse_s": secs,
+            }
+        )
+    return {
+        "layer": layer_key(layer),
+        "name": layer.name,
+        "target": str(target),
+        "board": str(board),
+        "dense_s": seconds[0],
+        "candidates": candidates,
+    }
+
+
+class BoardTimings:
+    """The compiler's decisions from the layer timings a board measured while tuning.
+
+    For a layer with an entry: the candidate the board timed fastest, kept when it beat the
+    dense layer by ``KEEP_SPARSE_MARGIN`` ("never slower than dense", as measured on the
+    board); dense otherwise. Layers without an entry are left to the compiler's usual rule.
+    """
+
+    def __init__(self, entries: dict[str, dict]) -> None:
+        self.entries = entries
+        self.used = 0
+
+    @classmethod
+    def load(cls, records, target) -> BoardTimings | None:
+        """The timings in the ``records`` folder for ``target`` (a ResolvedTarget), or None."""
+        from sparse_tvm.tuning.records import LAYER_TIMING_FILE, RecordStore
+
+        if records is None or not os.path.isfile(os.path.join(records, LAYER_TIMING_FILE)):
+            return None
+        entries = RecordStore(records).layer_timings(target.tvm_target)
+        return cls(entries) if entries else None
+
+    def decide(self, layer: Layer, target, *, sparsity_threshold: float | None = None):
+        """A ``LayerDecision`` from the board's timings, or None (no entry for this layer)."""
+        from sparse_tvm.analysis.format_choice import FormatChoice
+        from sparse_tvm.driver.compile_model import KEEP_SPARSE_MARGIN, LayerDecision
+        from sparse_tvm.tuning.tune_kernel import kernel_with_knobs
+
+        entry = self.entries.get(layer_key(layer))
+        if entry is None or not layer.sparse_capable or not entry["candidates"]:
+            return None
+        if sparsity_threshold is not None and layer.sparsity < sparsity_threshold:
+            return None
+        self.used += 1
+        best = min(entry["candidates"], key=lambda c: c["sparse_s"])
+        dense_s, sparse_s = float(entry["dense_s"]), float(best["sparse_s"])
+        block = tuple(best["block"])
+        if sparse_s * KEEP_SPARSE_MARGIN > dense_s:
+            choice = FormatChoice(
+                "dense",
+                None,
+                dense_s / sparse_s,
+                f"{best['format']} measured {dense_s / sparse_s:.2f}x on the board: kept dense",
+            )
+            return LayerDecision(layer, choice, dense_s=dense_s, sparse_s=sparse_s)
+        weight = BlockSparseWeight.from_dense(layer.weight, block)
+        kernel = None
+        if best["knobs"] is not None:
+            x_layout, batch = kernel_layout(layer)
+            kernel = kernel_with_knobs(
+                weight,
+                layer.m,
+                {k: int(v) for k, v in best["knobs"].items()},
+                x_layout=x_layout,
+                batch=batch,
+                bias=layer.bias is not None,
+                relu=layer.relu,
+                target=target.tvm_target,
+            )
+        how = "tuned kernel" if kernel is not None else "default kernel (faster than the tuned)"
+        choice = FormatChoice(
+            "csr" if block == (1, 1) else "bsr",
+            block,
+            dense_s / sparse_s,
+            f"{how}, measured {dense_s / sparse_s:.2f}x dense on the board while tuning",
+        )
+        return LayerDecision(layer, choice, weight, dense_s, sparse_s, kernel)
+
+    def note(self) -> str:
+        return (
+            f"{self.used} layer(s) decided by the board's timings in the records "
+            "(dense and sparse measured on the board while tuning)"
+        )

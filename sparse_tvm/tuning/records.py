@@ -17,6 +17,10 @@ an interrupted run keeps every record of its finished batches. What it does not 
   may measure schedules that are already in the database. :meth:`RecordStore.tune` subtracts
   the records already measured from the budget, trains the cost model on them, and drops
   candidates that were measured before.
+
+Tuning on a board (whose code this host cannot time) also writes ``layer_timings.json``: per
+layer, the dense layer and each tuned candidate measured on the board
+(:meth:`RecordStore.add_layer_timing`); ``compile`` decides dense or sparse from it.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from sparse_tvm.errors import SparseTVMError
 KEY_ATTR = "sparse_tvm.workload_key"
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
+LAYER_TIMING_FILE = "layer_timings.json"
 EXPORT_FORMAT = "sparse-tvm-records"
 # AddToDatabase stores a failed trial with run_secs [1e10]
 _FAILED_SECS = 1e9
@@ -266,6 +271,30 @@ class RecordStore:
         records = self.measured(mod, target)
         best = next((_latency(r) for r in records if _latency(r) is not None), None)
         return TuneResult(previous, len(records) - previous, best)
+
+    # -- layer timings measured on a board ---------------------------------------------------
+
+    def add_layer_timing(self, entry: dict) -> None:
+        """Append one layer's measurements (a JSON object with ``"layer"`` and ``"target"``)."""
+        line = json.dumps(entry, sort_keys=True)
+        with open(self.folder / LAYER_TIMING_FILE, "a") as f:
+            f.write(line + "\n")
+
+    def layer_timings(self, target: tvm.target.Target | dict | str) -> dict[str, dict]:
+        """The latest entry of each layer measured for ``target``, by ``"layer"`` key."""
+        path = self.folder / LAYER_TIMING_FILE
+        target_str = str(tvm.target.Target(target))
+        found: dict[str, dict] = {}
+        if not path.exists():
+            return found
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:  # a line torn by a kill mid-write
+                continue
+            if isinstance(entry, dict) and entry.get("target") == target_str:
+                found[str(entry.get("layer"))] = entry
+        return found
 
     # -- shipping -----------------------------------------------------------------------------
 

@@ -4,17 +4,27 @@ The board runs ``python -m tvm.exec.rpc_server --tracker HOST:PORT --key KEY``; 
 tunes asks the tracker for a server with that key for each measurement. TVM's own client waits
 (and retries for a minute) when the tracker is down, and a request for a key that no server
 registered waits forever, so :func:`rpc_runner` checks both first and fails in seconds.
+
+:class:`Board` bundles a tracker, a key and the compiler that links code for the board: the
+tuner's runner, and the measurements outside MetaSchedule (the hand-written kernel, the dense
+layer) that decide on the board whether a tuned kernel is worth it.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
+import tempfile
+from dataclasses import dataclass
 
+import numpy as np
+import tvm
 from tvm.rpc import base
 from tvm.s_tir import meta_schedule as ms
 
 from sparse_tvm.errors import SparseTVMError
+from sparse_tvm.tuning.cross_build import export_shared
 
 
 class RPCError(SparseTVMError):
@@ -95,8 +105,10 @@ def rpc_runner(
         Fail now, with a one-line :class:`RPCError`, when the tracker is unreachable or has no
         server under ``key`` (instead of every trial waiting for one).
     f_alloc_argument : callable, optional
-        How the arguments are made on the device; sparse kernels need their real sparsity
-        structure (:class:`sparse_tvm.tuning.RealSparsityArguments`), never random indices.
+        How the arguments are made on the device, called as the local runner calls it:
+        ``f(device, args_info, alloc_repeat)`` (the RPC session argument is dropped). Sparse
+        kernels need their real sparsity structure
+        (:class:`sparse_tvm.tuning.RealSparsityArguments`), never random indices.
     """
     host, port = parse_tracker(tracker)
     if check:
@@ -112,5 +124,83 @@ def rpc_runner(
         rpc_config=config,
         evaluator_config=evaluator_config,
         max_workers=n_parallel,
-        f_alloc_argument=f_alloc_argument,
+        f_alloc_argument=None if f_alloc_argument is None else _OnDevice(f_alloc_argument),
     )
+
+
+class _OnDevice:
+    """RPCRunner's ``f_alloc_argument(session, device, args_info, alloc_repeat)`` from a local
+    runner's ``f(device, args_info, alloc_repeat)``: the tensors are made on the remote device.
+    Picklable (the runner calls it in a worker process)."""
+
+    def __init__(self, f) -> None:
+        self.f = f
+
+    def __call__(self, session, device, args_info, alloc_repeat):
+        return self.f(device, args_info, alloc_repeat)
+
+
+@dataclass(frozen=True)
+class Board:
+    """A device behind a TVM RPC tracker and the compiler that links code for it.
+
+    Attributes
+    ----------
+    tracker, key : str
+        ``HOST:PORT`` of the tracker and the key the board's server registered with.
+    cross_compiler : str, optional
+        Links the shared libraries sent to the board (``aarch64-linux-gnu-gcc`` for an Arm
+        board tuned from an x86 host); ``None``: the host's compiler.
+    timeout : float
+        Seconds one measurement session may take.
+    """
+
+    tracker: str
+    key: str
+    cross_compiler: str | None = None
+    timeout: float = 120.0
+
+    def __str__(self) -> str:
+        return f"board {self.key!r} at {self.tracker}"
+
+    def check(self) -> int:
+        """:func:`check_tracker` for this board: a one-line :class:`RPCError` if it is absent."""
+        return check_tracker(self.tracker, self.key)
+
+    def runner(self, *, f_alloc_argument=None, evaluator_config=None) -> ms.runner.RPCRunner:
+        """MetaSchedule's runner measuring on this board (one candidate at a time)."""
+        return rpc_runner(
+            self.tracker,
+            self.key,
+            timeout=self.timeout,
+            evaluator_config=evaluator_config,
+            check=False,
+            f_alloc_argument=f_alloc_argument,
+        )
+
+    def session(self) -> tvm.rpc.RPCSession:
+        """A new RPC session on the board (it ends when the object is released)."""
+        host, port = parse_tracker(self.tracker)
+        client = tvm.rpc.connect_tracker(host, port)
+        return client.request(self.key, priority=1, session_timeout=int(self.timeout))
+
+    def load(self, session: tvm.rpc.RPCSession, module, name: str) -> tvm.runtime.Module:
+        """Link ``module`` (an Executable or runtime module) for the board, upload, load it."""
+        with tempfile.TemporaryDirectory(prefix="sparse_tvm_board_") as folder:
+            path = export_shared(module, os.path.join(folder, name), self.cross_compiler)
+            session.upload(path, name)
+        return session.load_module(name)
+
+
+def time_remote(
+    module, name: str, device, args: list, *, repeat: int = 5, min_repeat_ms: int = 20
+) -> float:
+    """Median seconds of ``module[name](*args)`` timed on the board by its own clock.
+
+    ``module`` is a runtime module or a ``VirtualMachine`` loaded through a board session;
+    ``args`` are tensors on ``device``.
+    """
+    timer = module.time_evaluator(
+        name, device, number=1, repeat=repeat, min_repeat_ms=min_repeat_ms
+    )
+    return float(np.median(timer(*args).results))

@@ -5,6 +5,11 @@ database covers the shapes, the fusion, the target's vector width and core count
 the sparsity structure, so a record applies to exactly the layer it was measured on. Candidates
 are measured with the layer's real ``indices``/``indptr`` (random index data would read out of
 bounds): :class:`RealSparsityArguments` is the runners' ``f_alloc_argument``.
+
+On a board (``board=``, :class:`~sparse_tvm.tuning.rpc.Board`) the candidates are built on this
+host, linked with the board's cross compiler (:class:`~sparse_tvm.tuning.cross_build.CrossExport`)
+and measured on the board through the RPC tracker; so are the best and the hand-written kernel
+at the end, whose outputs on the board must agree.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from tvm.s_tir import meta_schedule as ms
 
 from ..formats.block_sparse import BlockSparseWeight
 from ..kernels.spmm import SpmmSpec, spmm_kernel
+from .cross_build import CrossExport
 from .records import ContinueFromRecords
+from .rpc import Board, time_remote
 from .space_x86 import (
     KnobFeatures,
     MaterializeBuild,
@@ -41,6 +48,7 @@ __all__ = [
     "KernelRecord",
     "RealSparsityArguments",
     "TunedKernel",
+    "kernel_with_knobs",
     "lookup_kernel",
     "query_kernel",
     "tune_kernel",
@@ -59,8 +67,8 @@ class TunedKernel:
     knobs : dict[str, int]
         Its knob values (see :mod:`sparse_tvm.kernels.spmm_rowvec` / ``spmm_colvec``).
     latency_s, default_latency_s : float
-        Median seconds of the tuned and of the hand-written kernel, measured back to back in
-        this process with the layer's real structure.
+        Median seconds of the tuned and of the hand-written kernel, measured back to back with
+        the layer's real structure, in this process or on the board (``measured_on``).
     tuning_s : float
         Wall time of the MetaSchedule search.
     trials : int
@@ -74,6 +82,7 @@ class TunedKernel:
     tuning_s: float
     trials: int
     workload: tvm.tirx.PrimFunc = field(repr=False)
+    measured_on: str = "host"
 
     @property
     def speedup(self) -> float:
@@ -257,6 +266,22 @@ def lookup_kernel(
     )
 
 
+def kernel_with_knobs(
+    weight: BlockSparseWeight,
+    m: int,
+    knobs: dict[str, int],
+    *,
+    x_layout: str = "MK",
+    batch: int = 1,
+    bias: bool = False,
+    relu: bool = False,
+    target: tvm.target.Target,
+) -> tvm.tirx.PrimFunc:
+    """The kernel of this layer with the given knob values (e.g. a :class:`TunedKernel`'s)."""
+    spec = make_spec(weight, m, x_layout=x_layout, batch=batch, bias=bias, relu=relu, target=target)
+    return materialize(_tuning_module(weight, spec)["main"], knobs=knobs, spec=spec)
+
+
 def _inputs(weight: BlockSparseWeight, spec: SpmmSpec, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     args = [rng.standard_normal(spec.x_shape).astype(np.float32)]
@@ -286,6 +311,28 @@ def measure(
     return float(np.median(timer(*tensors).results)), out
 
 
+def measure_on_board(
+    board: Board,
+    funcs: list[tvm.tirx.PrimFunc],
+    args: list[np.ndarray],
+    target: tvm.target.Target,
+    *,
+    repeat: int = 5,
+) -> list[tuple[float, np.ndarray]]:
+    """:func:`measure` of each of ``funcs`` on the board, in one RPC session."""
+    session = board.session()
+    device = session.cpu()
+    results = []
+    for index, func in enumerate(funcs):
+        executable = tvm.compile(func.with_attr("global_symbol", "main"), target)
+        module = board.load(session, executable, f"kernel{index}.so")
+        tensors = [tvm.runtime.tensor(a, device) for a in args]
+        module["main"](*tensors)
+        out = tensors[-1].numpy()
+        results.append((time_remote(module, "main", device, tensors, repeat=repeat), out))
+    return results
+
+
 def tune_kernel(
     weight: BlockSparseWeight,
     m: int,
@@ -299,6 +346,7 @@ def tune_kernel(
     work_dir: str | None = None,
     database: ms.database.Database | None = None,
     runner: ms.runner.Runner | None = None,
+    board: Board | None = None,
     max_seconds: float | None = None,
     num_trials_per_iter: int = 16,
     seed: int | None = None,
@@ -320,6 +368,9 @@ def tune_kernel(
     runner : ms.runner.Runner, optional
         Defaults to a :class:`~tvm.s_tir.meta_schedule.runner.LocalRunner` with
         :class:`RealSparsityArguments`; a remote runner must allocate arguments the same way.
+    board : Board, optional
+        Measure on this board instead of the host: candidates linked with its cross compiler,
+        timed through its RPC tracker (also the final comparison with the hand-written kernel).
     max_seconds : float, optional
         Stop the search after this much wall time (checked between batches).
     progress : callable, optional
@@ -339,13 +390,18 @@ def tune_kernel(
     os.makedirs(work_dir, exist_ok=True)
     if database is None:
         database = ms.database.JSONDatabase(work_dir=work_dir)
-    if runner is None:
-        runner = ms.runner.LocalRunner(
-            evaluator_config=ms.runner.EvaluatorConfig(
-                number=1, repeat=3, min_repeat_ms=20, enable_cpu_cache_flush=False
-            ),
-            f_alloc_argument=RealSparsityArguments(weight),
+    evaluator = ms.runner.EvaluatorConfig(
+        number=1, repeat=3, min_repeat_ms=20, enable_cpu_cache_flush=False
+    )
+    if runner is None and board is not None:
+        runner = board.runner(
+            f_alloc_argument=RealSparsityArguments(weight), evaluator_config=evaluator
         )
+    elif runner is None:
+        runner = ms.runner.LocalRunner(
+            evaluator_config=evaluator, f_alloc_argument=RealSparsityArguments(weight)
+        )
+    export = CrossExport(board.cross_compiler) if board is not None else None
     mod = _tuning_module(weight, spec)
     callbacks = list(ms.measure_callback.MeasureCallback.create("default"))
     if max_seconds is not None:
@@ -369,7 +425,7 @@ def tune_kernel(
             work_dir,
             max_trials_global=remaining,
             num_trials_per_iter=min(num_trials_per_iter, remaining),
-            builder=ms.builder.LocalBuilder(f_build=MaterializeBuild(spec)),
+            builder=ms.builder.LocalBuilder(f_build=MaterializeBuild(spec), f_export=export),
             runner=runner,
             database=database,
             cost_model=ms.cost_model.XGBModel(extractor=KnobFeatures(), adaptive_training=True),
@@ -388,8 +444,15 @@ def tune_kernel(
     default = spmm_kernel(
         weight, m, x_layout=x_layout, batch=batch, bias=bias, relu=relu, target=target
     )
-    default_s, expected = measure(default, args, target)
-    latency_s, got = measure(func, args, target)
+    if board is None:
+        (default_s, expected), (latency_s, got) = (
+            measure(default, args, target),
+            measure(func, args, target),
+        )
+    else:
+        (default_s, expected), (latency_s, got) = measure_on_board(
+            board, [default, func], args, target
+        )
     if not np.allclose(got, expected, rtol=1e-4, atol=1e-4):
         raise RuntimeError(f"tuned kernel {knobs} disagrees with the hand-written kernel")
     return TunedKernel(
@@ -400,4 +463,5 @@ def tune_kernel(
         tuning_s=tuning_s,
         trials=len(_measured(database, mod, target)) - previous,
         workload=mod["main"],
+        measured_on="host" if board is None else str(board),
     )

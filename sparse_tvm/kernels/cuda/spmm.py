@@ -54,6 +54,7 @@ __all__ = [
 
 SHARED_FLOATS = 48 * 1024 // 4  # static shared memory per block (48 KiB) in float32
 MAX_ACCUMULATORS = 64  # r * VM: registers of the accumulator tile of one thread
+COPY_UNROLL = 4  # X tile elements each thread copies per unrolled step
 BLOCKS_WANTED = 256  # thread blocks the default knobs aim for (108 SMs on an A100, 132 on H100)
 
 
@@ -114,8 +115,8 @@ def default_cuda_knobs(spec: SpmmSpec) -> CudaKnobs:
     gathered = spec.n_data_blocks * spec.c / groups
     wanted = gathered * (8 if spec.x_layout == "MK" else 2) >= spec.k
     smem = int(smem_fits(spec, tm) and wanted)
-    # two columns per thread halve the weight loads; not with a staged tile (ptxas: the
-    # 48 KiB tile of a 768-wide 16x1 layer took 167 registers against 72 for one column)
+    # two columns per thread halve the weight loads; not with a staged tile, which would double
+    # (48 KiB for a 768-wide layer: fewer blocks per SM, 92 registers against 51 by ptxas)
     vm = 2 if not smem and m >= 4 * tm and spec.r * 2 <= MAX_ACCUMULATORS else 1
     return CudaKnobs(TM=tm, TR=tr, VM=vm, G=groups, smem=smem, order=order, unroll=1)
 
@@ -145,7 +146,10 @@ def cuda_spmm_body(spec: SpmmSpec, knobs: CudaKnobs | None = None, *, emulate: b
     steps = max(1, nbr.bit_length())  # bisection steps over [0, nbr]
     k_ragged = k % c != 0
     tile_size = k * MT if smem else 1
-    copy_steps = -(-tile_size // NT)
+    # the copy of the X tile: COPY_UNROLL loads in flight per thread, the outer loop kept rolled
+    # (nvcc unrolled a 192-step copy fully into 255 registers, a quarter of the occupancy)
+    copy_inner = min(COPY_UNROLL, -(-tile_size // NT))
+    copy_outer = -(-tile_size // (NT * copy_inner))
     epi = spec.epilogue
     local = "global" if emulate else "local"
     shared = "global" if emulate else "shared"
@@ -155,6 +159,9 @@ def cuda_spmm_body(spec: SpmmSpec, knobs: CudaKnobs | None = None, *, emulate: b
 
     def threads(extent):
         return T.serial(extent) if emulate else T.thread_binding(extent, thread="threadIdx.x")
+
+    def rolled(extent):
+        return T.serial(extent, annotations=None if emulate else {"disable_unroll": 1})
 
     @T.macro
     def lower_bound(indptr, g, bound):
@@ -201,22 +208,25 @@ def cuda_spmm_body(spec: SpmmSpec, knobs: CudaKnobs | None = None, *, emulate: b
             Xs = T.alloc_buffer((tile_size,), "float32", scope=shared)
             if smem:
                 for tx in threads(NT):
-                    for it in range(copy_steps):
-                        idx = T.meta_var(it * NT + tx)
-                        if idx < tile_size:
-                            if mk:
-                                # consecutive threads read consecutive k of one X row
-                                Xs[idx % k * MT + idx // k] = T.if_then_else(
-                                    m0 + idx // k < m,
-                                    Xf[T.min(m0 + idx // k, m - 1) * k + idx % k],
-                                    T.float32(0),
-                                )
-                            else:
-                                Xs[idx] = T.if_then_else(
-                                    m0 + idx % MT < m,
-                                    Xf[bt * k * m + idx // MT * m + T.min(m0 + idx % MT, m - 1)],
-                                    T.float32(0),
-                                )
+                    for it_o in rolled(copy_outer):
+                        for it_i in T.unroll(copy_inner):
+                            idx = T.meta_var((it_o * copy_inner + it_i) * NT + tx)
+                            if idx < tile_size:
+                                if mk:
+                                    # consecutive threads read consecutive k of one X row
+                                    Xs[idx % k * MT + idx // k] = T.if_then_else(
+                                        m0 + idx // k < m,
+                                        Xf[T.min(m0 + idx // k, m - 1) * k + idx % k],
+                                        T.float32(0),
+                                    )
+                                else:
+                                    Xs[idx] = T.if_then_else(
+                                        m0 + idx % MT < m,
+                                        Xf[
+                                            bt * k * m + idx // MT * m + T.min(m0 + idx % MT, m - 1)
+                                        ],
+                                        T.float32(0),
+                                    )
             for tx in threads(NT):
                 tm = T.meta_var(tx % TM if order == 0 else tx // TR)
                 tr = T.meta_var(tx // TM if order == 0 else tx % TR)
