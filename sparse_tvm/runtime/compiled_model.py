@@ -46,7 +46,31 @@ def device_for(target: Mapping[str, Any]) -> tvm.runtime.Device:
             f"({target.get('name', 'cuda')}) and this machine has none (or no driver); "
             "run it on a GPU machine"
         )
+    _choose_cuda_compiler()
     return device
+
+
+def _choose_cuda_compiler() -> None:
+    """The kernels are CUDA C compiled when the model loads: by NVRTC (``cuda-bindings``),
+    else by nvcc when it is there (``TVM_CUDA_COMPILE_MODE=nvcc``), else a one-line error."""
+    import importlib.util
+    import os
+    import shutil
+
+    if "TVM_CUDA_COMPILE_MODE" in os.environ:
+        return
+    try:
+        has_nvrtc = importlib.util.find_spec("cuda.bindings") is not None
+    except ModuleNotFoundError:
+        has_nvrtc = False
+    if has_nvrtc:
+        return
+    if shutil.which("nvcc") is None:
+        raise SparseTVMError(
+            "no CUDA compiler to load the model's kernels: `pip install cuda-bindings` (NVRTC) "
+            "or put the CUDA toolkit's nvcc on PATH"
+        )
+    os.environ["TVM_CUDA_COMPILE_MODE"] = "nvcc"
 
 
 @dataclass

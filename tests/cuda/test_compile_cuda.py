@@ -3,6 +3,7 @@ through nvcc and ptxas; the artefact; on a GPU (marked ``gpu``) against onnxrunt
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -114,3 +115,24 @@ def test_gpu_cnn_matches_onnxruntime(gpu):
     for dense in (False, True):
         compiled = compile_model(model, "cuda", force_block=(1, 1), dense=dense)
         np.testing.assert_allclose(compiled.run(inputs)[0], expected[0], rtol=1e-4, atol=1e-4)
+
+
+def test_loading_picks_a_cuda_compiler_for_the_kernels(monkeypatch, tmp_path):
+    """Without cuda-bindings (NVRTC) the kernels compile with nvcc when it is on PATH; without
+    either, loading stops with one line."""
+    import importlib.util
+
+    from sparse_tvm.runtime.compiled_model import _choose_cuda_compiler
+
+    if importlib.util.find_spec("cuda") is not None:
+        pytest.skip("cuda-bindings is installed here: NVRTC compiles the kernels")
+    monkeypatch.delenv("TVM_CUDA_COMPILE_MODE", raising=False)
+    (tmp_path / "nvcc").write_text("#!/bin/sh\n")
+    (tmp_path / "nvcc").chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    _choose_cuda_compiler()
+    assert os.environ["TVM_CUDA_COMPILE_MODE"] == "nvcc"
+    monkeypatch.delenv("TVM_CUDA_COMPILE_MODE")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(st.SparseTVMError, match="^no CUDA compiler to load"):
+        _choose_cuda_compiler()
