@@ -8,11 +8,14 @@ feed the decisions under test, they are no performance figure of any Arm board.
 from __future__ import annotations
 
 import json
+import pickle
 import platform
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+import tvm
 from onnx import TensorProto, helper
 
 import sparse_tvm as st
@@ -26,9 +29,19 @@ from sparse_tvm.frontend import import_onnx
 from sparse_tvm.pruning import prune_magnitude
 from sparse_tvm.target import resolve_target
 from sparse_tvm.tuning import lookup_kernel
+from sparse_tvm.tuning.cross_build import CrossExport
 from sparse_tvm.tuning.records import LAYER_TIMING_FILE, RecordStore
 from sparse_tvm.tuning.rpc import Board
-from sparse_tvm.tuning.space_x86 import default_knobs, make_spec
+from sparse_tvm.tuning.space_x86 import (
+    MaterializeBuild,
+    _mt_choices,
+    _mv_choices,
+    default_knobs,
+    make_spec,
+    space_fn,
+    structure_digest,
+    workload,
+)
 from sparse_tvm.tuning.tune_kernel import measure_on_board
 from tests.arm.conftest import KEY
 from tests.conftest import ort_run, random_inputs
@@ -37,6 +50,12 @@ EMULATED = "emulated wall time under qemu-aarch64, not a performance figure"
 on_x86 = pytest.mark.skipif(
     platform.machine() != "x86_64", reason="checks tuning an Arm board from an x86-64 host"
 )
+
+
+def one_layer_weight() -> np.ndarray:
+    """The (n, k) weight of :func:`one_layer_model`."""
+    (layer,) = analyse(import_onnx(one_layer_model()))
+    return layer.weight
 
 
 def one_layer_model(m: int = 16, k: int = 64, n: int = 32) -> onnx.ModelProto:
@@ -77,6 +96,31 @@ def _check_runs_under_qemu(compiled, model, tmp_path, tag):
 def _expected_format(entry: dict) -> str:
     best = min(entry["candidates"], key=lambda c: c["sparse_s"])
     return "dense" if best["sparse_s"] * KEEP_SPARSE_MARGIN > entry["dense_s"] else best["format"]
+
+
+@pytest.mark.parametrize("preset", ["aarch64", "rpi4"])
+def test_the_neon_space_has_4_lanes_and_tiles_within_16_of_32_vector_registers(preset):
+    target = resolve_target(preset).tvm_target
+    w = np.random.default_rng(0).standard_normal((64, 128)).astype(np.float32)
+    for block in [(16, 1), (8, 1), (4, 1), (1, 1)]:
+        spec = make_spec(BlockSparseWeight.from_dense(w, block), 16, target=target)
+        assert spec.lanes == 4
+        vectors_per_row = -(-block[0] // 4)
+        assert max(_mt_choices(spec)) * vectors_per_row <= 16  # rowvec accumulators
+        assert set(_mv_choices(spec)) <= {4, 8, 12, 16}  # colvec: whole NEON vectors
+
+
+@on_x86
+def test_candidates_are_cross_linked_for_the_board(cross_tools, tmp_path):
+    target = resolve_target("aarch64").tvm_target
+    weight = BlockSparseWeight.from_dense(one_layer_weight(), (16, 1))
+    spec = make_spec(weight, 16, bias=True, relu=True, target=target)
+    sch = tvm.s_tir.Schedule(tvm.IRModule({"main": workload(spec, structure_digest(weight))}))
+    space_fn(spec)(sch)  # one sampled candidate, as the tuner makes them
+    built = MaterializeBuild(spec)(sch.mod, target)
+    path = pickle.loads(pickle.dumps(CrossExport(CROSS_COMPILER)))(built)  # as in a worker
+    data = Path(path).read_bytes()
+    assert data[:4] == b"\x7fELF" and int.from_bytes(data[18:20], "little") == 183  # aarch64
 
 
 @on_x86
