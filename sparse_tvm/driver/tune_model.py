@@ -136,10 +136,23 @@ def tune_model(
     if (rpc_tracker is None) != (rpc_key is None):
         raise SparseTVMError("remote tuning needs both --rpc-tracker HOST:PORT and --rpc-key KEY")
     resolved = resolve_target(target)
+    if resolved.family == "cuda":  # on this machine's GPU (sparse_tvm.tuning.tune_cuda)
+        from sparse_tvm.tuning.tune_cuda import tune_model_cuda
+
+        return tune_model_cuda(
+            model,
+            resolved,
+            records,
+            trials=trials,
+            timeout=timeout,
+            rpc_tracker=rpc_tracker,
+            input_shapes=input_shapes,
+            progress=say,
+        )
     if resolved.family not in ("x86", "arm"):
         raise TargetError(
             f"tuning for target family '{resolved.family}' is not supported yet: "
-            "use an x86 or Arm (aarch64, rpi4) preset"
+            "use an x86, Arm (aarch64, rpi4) or CUDA preset"
         )
     if rpc_tracker is None and not runs_on_host(resolved):
         raise TargetError(

@@ -33,7 +33,13 @@ from .space_cuda import (
 )
 from .tune_kernel import RealSparsityArguments
 
-__all__ = ["CudaKernelRecord", "lookup_cuda_kernel", "tune_cuda_kernel", "with_cuda_record"]
+__all__ = [
+    "CudaKernelRecord",
+    "lookup_cuda_kernel",
+    "tune_cuda_kernel",
+    "tune_model_cuda",
+    "with_cuda_record",
+]
 
 
 @dataclass(frozen=True)
@@ -142,3 +148,75 @@ def with_cuda_record(decision, target: tvm.target.Target, database: ms.database.
     return dataclasses.replace(
         decision, kernel=found.func, choice=dataclasses.replace(decision.choice, reason=reason)
     )
+
+
+def tune_model_cuda(
+    model,
+    target,
+    records,
+    *,
+    trials: int,
+    timeout: float | None = None,
+    rpc_tracker: str | None = None,
+    input_shapes=None,
+    progress=None,
+):
+    """``sparse-tvm tune --target cuda``: on this machine's GPU, tune the kernel of each layer in
+    the format the compiler picks for it (the cost model's: GPU records are kernels, not
+    formats) into the ``records`` folder; returns a :class:`~sparse_tvm.driver.tune_model.
+    TuneSummary`. ``target`` is a resolved cuda target; ``timeout`` (seconds) is checked
+    between layers.
+    """
+    import time
+
+    from ..analysis import block_zero_fractions
+    from ..driver.compile_model import analyse, decide
+    from ..driver.tune_model import CandidateResult, TuneSummary
+    from ..errors import TargetError
+    from ..frontend import import_onnx
+    from ..transform.dense_to_sparse import kernel_layout
+    from .records import RecordStore
+
+    say = progress or (lambda _line: None)
+    if rpc_tracker is not None:
+        raise TargetError(
+            "CUDA kernels are tuned on this machine's GPU, not over RPC: drop --rpc-tracker "
+            "and run `sparse-tvm tune` on the GPU machine"
+        )
+    if not tvm.cuda(0).exist:
+        raise TargetError(
+            f"no CUDA device: tuning for {target.name} runs the candidates on a GPU of this "
+            "machine; run `sparse-tvm tune` on the GPU machine"
+        )
+    store = RecordStore(records)
+    summary = TuneSummary(records=str(store.folder), measured_on=tvm.cuda(0).device_name)
+    start = time.perf_counter()
+    for layer in analyse(import_onnx(model, input_shapes)):
+        if timeout is not None and time.perf_counter() - start > timeout:
+            say("time is up: the remaining layers are left untuned")
+            break
+        decision = decide(
+            layer, target, measure=False, zero_fractions=block_zero_fractions(layer.weight)
+        )
+        if decision.weight is None:
+            continue
+        x_layout, batch = kernel_layout(layer)
+        say(f"{layer.name}: {decision.choice.label} ...")
+        found = tune_cuda_kernel(
+            decision.weight,
+            layer.m,
+            target=target.tvm_target,
+            trials=trials,
+            database=store.database,
+            work_dir=str(store.folder),
+            x_layout=x_layout,
+            batch=batch,
+            bias=layer.bias is not None,
+            relu=layer.relu,
+        )
+        tuned_us = None if found.latency_s is None else found.latency_s * 1e6
+        summary.candidates.append(
+            CandidateResult(layer.name, decision.choice.label, tuned_us, None, trials)
+        )
+    summary.seconds = time.perf_counter() - start
+    return summary

@@ -72,14 +72,37 @@ def test_tuning_without_a_gpu_is_a_clear_error():
         tune_cuda_kernel(weight, 8, target=resolve_target("cuda").tvm_target, trials=4)
 
 
+@pytest.mark.skipif(tvm.cuda(0).exist, reason="checks the error on a machine without a GPU")
+def test_cli_tune_for_cuda_needs_a_gpu_here(tmp_path):
+    import subprocess
+    import sys
+
+    import onnx
+
+    onnx.save(prune_magnitude(mlp(), 0.9, "16x1"), tmp_path / "m.onnx")
+    done = subprocess.run(
+        [sys.executable, "-m", "sparse_tvm", "tune", str(tmp_path / "m.onnx"), "--target", "cuda"]
+        + ["--records", str(tmp_path / "records"), "--trials", "4"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    assert lines[0].startswith(
+        "error: no CUDA device: tuning for cuda runs the candidates on a GPU"
+    )
+
+
 @pytest.mark.gpu
 def test_gpu_tune_then_compile_matches_onnxruntime(gpu, tmp_path):
+    """``st.tune`` on the GPU, then ``compile --records`` applies the tuned kernels."""
+    import sparse_tvm as st
+
     model = prune_magnitude(mlp(), 0.9, "16x1")
-    target = resolve_target("cuda").tvm_target
-    database = RecordStore(tmp_path).database
-    for layer, weight, fusion in _layers(model):
-        tune_cuda_kernel(weight, layer.m, target=target, trials=16, database=database, **fusion)
-    compiled = compile_model(model, "cuda", records=str(tmp_path), force_block=BLOCK)
+    summary = st.tune(model, target="cuda", records=str(tmp_path), trials=16)
+    assert len(summary.candidates) == 3 and all(c.tuned_us for c in summary.candidates)
+    compiled = compile_model(model, "cuda", records=str(tmp_path))
     assert all("tuned kernel" in row.reason for row in compiled.report.layers)
     inputs = random_inputs(model)
     np.testing.assert_allclose(
