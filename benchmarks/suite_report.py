@@ -262,16 +262,11 @@ def plot_speedup(cases: list[dict], path: Path) -> Path:
             if col == 0:
                 ax.set_ylabel(f"speed-up over {base_label}")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(
-        handles,
-        labels,
-        loc="lower center",
-        ncol=min(4, len(labels)),
-        fontsize=8,
-        bbox_to_anchor=(0.5, -0.02 - 0.025 * (len(labels) // 4)),
-    )
+    legend_rows = -(-len(labels) // 4)
+    bottom = 0.02 + 0.035 * legend_rows
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
     fig.suptitle("sparse-tvm sparse kernels: speed-up over dense, same run (medians)", fontsize=11)
-    fig.tight_layout(rect=(0, 0.06 + 0.03 * (len(labels) // 4), 1, 1))
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     out = _save(fig, path)
     plt.close(fig)
     return out
@@ -308,12 +303,17 @@ def plot_per_layer(result: dict, build: str, path: Path) -> Path | None:
     ax.set_xscale("log")
     ax.set_xlabel("layer latency, µs (log)")
     ax.set_title(
-        f"{result['description']}: {result['sparsity_target']:.0%} "
-        f"{result['builds'][build]['pattern']}, per layer (measured by the compiler)",
+        f"{result['description']}\n{result['sparsity_target']:.0%} "
+        f"{result['builds'][build]['pattern']}: per-layer latency measured by the compiler",
         fontsize=10,
-        pad=24,
     )
-    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.06), ncol=2, fontsize=8, frameon=False)
+    ax.legend(
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.12 - 1.2 / (2 + len(rows))),
+        ncol=2,
+        fontsize=8,
+        frameon=False,
+    )
     ax.set_xlim(right=max(dense + kept) * 4)
     fig.tight_layout()
     out = _save(fig, path)
