@@ -284,7 +284,8 @@ def plot_per_layer(result: dict, build: str, path: Path) -> Path | None:
     if not rows:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 1.6 + 0.42 * len(rows)))
+    height = 1.6 + 0.42 * len(rows)
+    fig, ax = plt.subplots(figsize=(8, height))
     y = np.arange(len(rows))
     dense = [r["dense_us"] for r in rows]
     kept = [r["sparse_us"] if r["format"] != "dense" else r["dense_us"] for r in rows]
@@ -307,15 +308,9 @@ def plot_per_layer(result: dict, build: str, path: Path) -> Path | None:
         f"{result['builds'][build]['pattern']}: per-layer latency measured by the compiler",
         fontsize=10,
     )
-    ax.legend(
-        loc="upper center",
-        bbox_to_anchor=(0.5, -0.12 - 1.2 / (2 + len(rows))),
-        ncol=2,
-        fontsize=8,
-        frameon=False,
-    )
+    fig.legend(loc="lower center", ncol=2, fontsize=8, frameon=False)
     ax.set_xlim(right=max(dense + kept) * 4)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.3 / height, 1, 1))  # room for the legend below
     out = _save(fig, path)
     plt.close(fig)
     return out
