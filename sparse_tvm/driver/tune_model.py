@@ -179,7 +179,22 @@ def tune_model(
     start = time.perf_counter()
     say(f"tuning {len(jobs)} candidate kernels, {trials} trials each, into {store.folder}")
     tuned_of: dict[str, list] = {}  # layer name -> [(block, weight, TunedKernel)]
+
+    def time_on_board(layer: Layer) -> None:
+        # each layer as soon as its candidates are tuned: an interrupted run keeps its timings
+        if board is None or not tuned_of.get(layer.name) or layer.name in summary.layer_us:
+            return
+        say(f"measuring {layer.name} dense and sparse on the {board}")
+        entry = time_layer_on_board(layer, tuned_of[layer.name], resolved.tvm_target, board)
+        store.add_layer_timing(entry)
+        summary.dense_us[layer.name] = entry["dense_s"] * 1e6
+        summary.layer_us[layer.name] = {"dense": entry["dense_s"] * 1e6} | {
+            c["format"]: c["sparse_s"] * 1e6 for c in entry["candidates"]
+        }
+
     for index, (layer, block) in enumerate(jobs):
+        if index and jobs[index - 1][0] is not layer:
+            time_on_board(jobs[index - 1][0])
         label = f"{'csr' if block == (1, 1) else 'bsr'} {block_label(block)}"
         budget = None
         if timeout is not None:
@@ -230,16 +245,8 @@ def tune_model(
         tuned_of.setdefault(layer.name, []).append((block, weight, tuned))
         if board is None and layer.name not in summary.dense_us:
             summary.dense_us[layer.name] = time_dense(layer, resolved.tvm_target) * 1e6
-    if board is not None:
-        layers = {layer.name: layer for layer, _ in jobs}
-        for name, tuned in tuned_of.items():
-            say(f"measuring {name} dense and sparse on the {board}")
-            entry = time_layer_on_board(layers[name], tuned, resolved.tvm_target, board)
-            store.add_layer_timing(entry)
-            summary.dense_us[name] = entry["dense_s"] * 1e6
-            summary.layer_us[name] = {"dense": entry["dense_s"] * 1e6} | {
-                c["format"]: c["sparse_s"] * 1e6 for c in entry["candidates"]
-            }
+    for layer in {layer.name: layer for layer, _ in jobs}.values():
+        time_on_board(layer)  # those not measured yet: the last one, one cut by the timeout
     summary.seconds = time.perf_counter() - start
     return summary
 

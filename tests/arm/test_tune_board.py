@@ -233,7 +233,7 @@ def test_tune_one_layer_on_the_emulated_board_then_compile(emulated_board, tmp_p
 
 
 @on_x86
-@pytest.mark.slow  # three layers, eight trials per candidate on the emulated board: ~4 min
+@pytest.mark.slow  # 3 layers x 8 trials on the emulated board: ~6 min on a busy 2-core VM
 def test_cli_tunes_an_mlp_on_the_emulated_board(emulated_board, tmp_path, capsys):
     model = prune_magnitude(mlp(batch=8, features=32, hidden=64), 0.9, "4x1")
     onnx.save(model, tmp_path / "mlp.onnx")
@@ -241,7 +241,8 @@ def test_cli_tunes_an_mlp_on_the_emulated_board(emulated_board, tmp_path, capsys
     argv = ["tune", str(tmp_path / "mlp.onnx"), "--target", "aarch64", "--records", str(records)]
     argv += ["--trials", "8", "--rpc-tracker", emulated_board, "--rpc-key", KEY]
     assert main(argv) == 0
-    print(f"{capsys.readouterr().out}\n({EMULATED})")
+    with capsys.disabled():
+        print(f"{capsys.readouterr().out}\n({EMULATED})")
     target = resolve_target("aarch64")
     entries = RecordStore(records).layer_timings(target.tvm_target)
     layers = {layer.name: layer for layer in analyse(import_onnx(model))}
