@@ -50,11 +50,11 @@ PRESETS = {
         "shapes": BERT_SHAPES + CONV_SHAPES,
         "sparsities": [0.5, 0.7, 0.8, 0.9, 0.95, 0.98],
         "patterns": ["1x1", "4x1", "16x1"],
-        "kernel_rounds": 7,
+        "kernel_rounds": 9,
         "kernel_batch_s": 0.03,
         "models": ["bert_block", "mobilenet", "mlp"],
         "model_patterns": ["1x1", "4x1", "16x1"],
-        "model_rounds": 7,
+        "model_rounds": 9,
         "model_batch_s": 0.25,
     },
     "quick": {
