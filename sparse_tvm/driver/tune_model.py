@@ -370,7 +370,6 @@ class BoardTimings:
             return None
         if sparsity_threshold is not None and layer.sparsity < sparsity_threshold:
             return None
-        self.used += 1
         best = min(entry["candidates"], key=lambda c: c["sparse_s"])
         dense_s, sparse_s = float(entry["dense_s"]), float(best["sparse_s"])
         block = tuple(best["block"])
@@ -381,21 +380,25 @@ class BoardTimings:
                 dense_s / sparse_s,
                 f"{best['format']} measured {dense_s / sparse_s:.2f}x on the board: kept dense",
             )
+            self.used += 1
             return LayerDecision(layer, choice, dense_s=dense_s, sparse_s=sparse_s)
         weight = BlockSparseWeight.from_dense(layer.weight, block)
         kernel = None
         if best["knobs"] is not None:
             x_layout, batch = kernel_layout(layer)
-            kernel = kernel_with_knobs(
-                weight,
-                layer.m,
-                {k: int(v) for k, v in best["knobs"].items()},
-                x_layout=x_layout,
-                batch=batch,
-                bias=layer.bias is not None,
-                relu=layer.relu,
-                target=target.tvm_target,
-            )
+            try:
+                kernel = kernel_with_knobs(
+                    weight,
+                    layer.m,
+                    {k: int(v) for k, v in best["knobs"].items()},
+                    x_layout=x_layout,
+                    batch=batch,
+                    bias=layer.bias is not None,
+                    relu=layer.relu,
+                    target=target.tvm_target,
+                )
+            except (KeyError, ValueError):  # knobs of an older search space: not this kernel
+                return None
         how = "tuned kernel" if kernel is not None else "default kernel (faster than the tuned)"
         choice = FormatChoice(
             "csr" if block == (1, 1) else "bsr",
@@ -403,6 +406,7 @@ class BoardTimings:
             dense_s / sparse_s,
             f"{how}, measured {dense_s / sparse_s:.2f}x dense on the board while tuning",
         )
+        self.used += 1
         return LayerDecision(layer, choice, weight, dense_s, sparse_s, kernel)
 
     def note(self) -> str:

@@ -179,6 +179,11 @@ def test_board_timings_decide_sparse_only_when_the_board_measured_it_faster(tmp_
     assert decision.choice.label == "bsr 4x1" and decision.weight.block == (4, 1)
     assert decision.kernel is not None  # built from the recorded knobs
     assert board.decide(layer, target, sparsity_threshold=0.95) is None  # the usual rule
+    assert board.used == 1
+
+    entry["candidates"][0]["knobs"] = {"MT": 2}  # knobs of another version of the space
+    store.add_layer_timing(entry)
+    assert BoardTimings.load(str(tmp_path), target).decide(layer, target) is None
     assert BoardTimings.load(str(tmp_path), resolve_target("rpi4")) is None  # other target
 
 
