@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -19,6 +14,7 @@ from sparse_tvm.tuning.rpc import (
     rpc_runner,
     tracker_summary,
 )
+from tests.rpc_processes import free_port, start_module, start_tracker, stop, wait_for
 
 KEY = "sparse-tvm-test"
 
@@ -35,14 +31,8 @@ def test_parse_tracker_rejects_bad_text(text):
         parse_tracker(text)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_unreachable_tracker_fails_at_once():
-    port = _free_port()
+    port = free_port()
     start = time.monotonic()
     with pytest.raises(RPCError, match=f"cannot reach the RPC tracker at 127.0.0.1:{port}"):
         rpc_runner(f"127.0.0.1:{port}", KEY)
@@ -58,73 +48,27 @@ def test_a_silent_service_is_not_waited_for():
             check_tracker(f"127.0.0.1:{port}", KEY, timeout=0.5)
 
 
-def _start(args: list[str], log) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", *args],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # the server forks a child per session
-    )
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def _wait_for(condition, seconds: float, what: str, proc: subprocess.Popen, log) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited: {Path(log.name).read_text()[-2000:]}")
-        try:
-            if condition():
-                return
-        except RPCError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{what} did not come up in {seconds} s")
-
-
 @pytest.fixture(scope="module")
 def tracker(tmp_path_factory):
     """A tracker on 127.0.0.1 with one server registered under KEY; stopped afterwards."""
     pytest.importorskip("tornado", reason="TVM's RPC tracker needs tornado")
     logs = tmp_path_factory.mktemp("rpc")
-    port = _free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     tracker_log = open(logs / "tracker.log", "w")  # noqa: SIM115 (closed in finally)
     server_log = open(logs / "server.log", "w")  # noqa: SIM115
-    procs = [
-        _start(
-            [
-                "tvm.exec.rpc_tracker",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--port-end",
-                str(port + 1),
-            ],
-            tracker_log,
-        )
-    ]
+    procs = [start_tracker(port, tracker_log)]
     try:
-        _wait_for(
+        wait_for(
             lambda: tracker_summary(address, timeout=1) is not None,
             30,
             "the tracker",
             procs[0],
-            tracker_log,
+            logs / "tracker.log",
         )
-        server_port = _free_port()
+        server_port = free_port()
         procs.append(
-            _start(
+            start_module(
                 [
                     "tvm.exec.rpc_server",
                     "--host",
@@ -143,13 +87,17 @@ def tracker(tmp_path_factory):
                 server_log,
             )
         )
-        _wait_for(
-            lambda: check_tracker(address, KEY) >= 1, 60, "the RPC server", procs[1], server_log
+        wait_for(
+            lambda: check_tracker(address, KEY) >= 1,
+            60,
+            "the RPC server",
+            procs[1],
+            logs / "server.log",
         )
         yield address
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            stop(proc)
         tracker_log.close()
         server_log.close()
 
