@@ -81,7 +81,10 @@ def inspect(
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     sparsity_threshold: float | None = None,
 ) -> Report:
-    """Per-layer analysis: op, weight shape, sparsity, block structure, format picked."""
+    """Per-layer analysis: op, weight shape, sparsity, block structure, format picked.
+
+    ``model`` is an ONNX model (path or ``ModelProto``), or a compiled ``.tar`` artefact, whose
+    stored report (with the measured latencies) is returned."""
     from sparse_tvm.driver.inspect_model import inspect_model
 
     return inspect_model(model, input_shapes=input_shapes, sparsity_threshold=sparsity_threshold)
