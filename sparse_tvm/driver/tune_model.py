@@ -127,7 +127,7 @@ def tune_model(
     """
     from sparse_tvm.driver.compile_model import analyse, preset_cross_compiler, runs_on_host
     from sparse_tvm.tuning import tune_kernel
-    from sparse_tvm.tuning.records import RecordStore
+    from sparse_tvm.tuning.records import RecordStore, tuning_lock
     from sparse_tvm.tuning.rpc import Board
 
     say = progress or (lambda _line: None)
@@ -164,91 +164,94 @@ def tune_model(
     if rpc_tracker is not None:
         board = Board(rpc_tracker, rpc_key, preset_cross_compiler(resolved))
         board.check()
-    store = RecordStore(records)
-    imported = import_onnx(model, input_shapes)
-    jobs = []
-    for layer in analyse(imported):
-        if not layer.sparse_capable:
-            continue
-        fractions = block_zero_fractions(layer.weight)
-        for block in candidate_blocks(layer, fractions):
-            jobs.append((layer, block))
-    summary = TuneSummary(
-        records=str(store.folder), measured_on="this host" if board is None else str(board)
-    )
-    start = time.perf_counter()
-    say(f"tuning {len(jobs)} candidate kernels, {trials} trials each, into {store.folder}")
-    tuned_of: dict[str, list] = {}  # layer name -> [(block, weight, TunedKernel)]
-
-    def time_on_board(layer: Layer) -> None:
-        # each layer as soon as its candidates are tuned: an interrupted run keeps its timings
-        if board is None or not tuned_of.get(layer.name) or layer.name in summary.layer_us:
-            return
-        say(f"measuring {layer.name} dense and sparse on the {board}")
-        entry = time_layer_on_board(layer, tuned_of[layer.name], resolved.tvm_target, board)
-        store.add_layer_timing(entry)
-        summary.dense_us[layer.name] = entry["dense_s"] * 1e6
-        summary.layer_us[layer.name] = {"dense": entry["dense_s"] * 1e6} | {
-            c["format"]: c["sparse_s"] * 1e6 for c in entry["candidates"]
-        }
-
-    for index, (layer, block) in enumerate(jobs):
-        if index and jobs[index - 1][0] is not layer:
-            time_on_board(jobs[index - 1][0])
-        label = f"{'csr' if block == (1, 1) else 'bsr'} {block_label(block)}"
-        budget = None
-        if timeout is not None:
-            left = timeout - (time.perf_counter() - start)
-            if left <= 0:
-                say(f"  time is up: {len(jobs) - index} kernels left untuned")
-                break
-            budget = left / (len(jobs) - index)
-        weight = BlockSparseWeight.from_dense(layer.weight, block)
-        x_layout, batch = kernel_layout(layer)
-        say(f"[{index + 1}/{len(jobs)}] {layer.name}: {label} ...")
-        try:
-            tuned = tune_kernel(
-                weight,
-                layer.m,
-                x_layout=x_layout,
-                batch=batch,
-                bias=layer.bias is not None,
-                relu=layer.relu,
-                target=resolved.tvm_target,
-                trials=trials,
-                database=store.database,
-                board=board,
-                max_seconds=budget,
-                work_dir=str(store.folder),
-                progress=lambda done, best: say(
-                    f"    {done}/{trials} trials, best "
-                    + ("-" if best is None else f"{best * 1e6:.1f} us")
-                ),
-            )
-        except ValueError as err:  # no search space for this kernel (m = 1 CSR: scalar)
-            summary.candidates.append(CandidateResult(layer.name, label, None, None, 0, str(err)))
-            say(f"    skipped: {err}")
-            continue
-        summary.candidates.append(
-            CandidateResult(
-                layer.name,
-                label,
-                tuned.latency_s * 1e6,
-                tuned.default_latency_s * 1e6,
-                tuned.trials,
-            )
+    with tuning_lock(records):  # one run writes a records folder at a time
+        store = RecordStore(records)
+        imported = import_onnx(model, input_shapes)
+        jobs = []
+        for layer in analyse(imported):
+            if not layer.sparse_capable:
+                continue
+            fractions = block_zero_fractions(layer.weight)
+            for block in candidate_blocks(layer, fractions):
+                jobs.append((layer, block))
+        summary = TuneSummary(
+            records=str(store.folder), measured_on="this host" if board is None else str(board)
         )
-        say(
-            f"    best {tuned.latency_s * 1e6:.1f} us (default schedule "
-            f"{tuned.default_latency_s * 1e6:.1f} us) after {tuned.trials} new trials"
-        )
-        tuned_of.setdefault(layer.name, []).append((block, weight, tuned))
-        if board is None and layer.name not in summary.dense_us:
-            summary.dense_us[layer.name] = time_dense(layer, resolved.tvm_target) * 1e6
-    for layer in {layer.name: layer for layer, _ in jobs}.values():
-        time_on_board(layer)  # those not measured yet: the last one, one cut by the timeout
-    summary.seconds = time.perf_counter() - start
-    return summary
+        start = time.perf_counter()
+        say(f"tuning {len(jobs)} candidate kernels, {trials} trials each, into {store.folder}")
+        tuned_of: dict[str, list] = {}  # layer name -> [(block, weight, TunedKernel)]
+
+        def time_on_board(layer: Layer) -> None:
+            # each layer as soon as its candidates are tuned: an interrupted run keeps its timings
+            if board is None or not tuned_of.get(layer.name) or layer.name in summary.layer_us:
+                return
+            say(f"measuring {layer.name} dense and sparse on the {board}")
+            entry = time_layer_on_board(layer, tuned_of[layer.name], resolved.tvm_target, board)
+            store.add_layer_timing(entry)
+            summary.dense_us[layer.name] = entry["dense_s"] * 1e6
+            summary.layer_us[layer.name] = {"dense": entry["dense_s"] * 1e6} | {
+                c["format"]: c["sparse_s"] * 1e6 for c in entry["candidates"]
+            }
+
+        for index, (layer, block) in enumerate(jobs):
+            if index and jobs[index - 1][0] is not layer:
+                time_on_board(jobs[index - 1][0])
+            label = f"{'csr' if block == (1, 1) else 'bsr'} {block_label(block)}"
+            budget = None
+            if timeout is not None:
+                left = timeout - (time.perf_counter() - start)
+                if left <= 0:
+                    say(f"  time is up: {len(jobs) - index} kernels left untuned")
+                    break
+                budget = left / (len(jobs) - index)
+            weight = BlockSparseWeight.from_dense(layer.weight, block)
+            x_layout, batch = kernel_layout(layer)
+            say(f"[{index + 1}/{len(jobs)}] {layer.name}: {label} ...")
+            try:
+                tuned = tune_kernel(
+                    weight,
+                    layer.m,
+                    x_layout=x_layout,
+                    batch=batch,
+                    bias=layer.bias is not None,
+                    relu=layer.relu,
+                    target=resolved.tvm_target,
+                    trials=trials,
+                    database=store.database,
+                    board=board,
+                    max_seconds=budget,
+                    work_dir=str(store.folder),
+                    progress=lambda done, best: say(
+                        f"    {done}/{trials} trials, best "
+                        + ("-" if best is None else f"{best * 1e6:.1f} us")
+                    ),
+                )
+            except ValueError as err:  # no search space for this kernel (m = 1 CSR: scalar)
+                summary.candidates.append(
+                    CandidateResult(layer.name, label, None, None, 0, str(err))
+                )
+                say(f"    skipped: {err}")
+                continue
+            summary.candidates.append(
+                CandidateResult(
+                    layer.name,
+                    label,
+                    tuned.latency_s * 1e6,
+                    tuned.default_latency_s * 1e6,
+                    tuned.trials,
+                )
+            )
+            say(
+                f"    best {tuned.latency_s * 1e6:.1f} us (default schedule "
+                f"{tuned.default_latency_s * 1e6:.1f} us) after {tuned.trials} new trials"
+            )
+            tuned_of.setdefault(layer.name, []).append((block, weight, tuned))
+            if board is None and layer.name not in summary.dense_us:
+                summary.dense_us[layer.name] = time_dense(layer, resolved.tvm_target) * 1e6
+        for layer in {layer.name: layer for layer, _ in jobs}.values():
+            time_on_board(layer)  # those not measured yet: the last one, one cut by the timeout
+        summary.seconds = time.perf_counter() - start
+        return summary
 
 
 # -- measuring layers on the board -----------------------------------------------------------

@@ -25,12 +25,14 @@ layer, the dense layer and each tuned candidate measured on the board
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +143,48 @@ class TuneResult:
     best_latency: float | None
 
 
+LOCK_FILE = ".tuning.lock"
+
+
+def records_folder(folder: str | os.PathLike) -> Path:
+    """``folder`` as a writable records folder, created if missing (one-line errors)."""
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise RecordsError(f"records folder {path} is a file: name a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RecordsError(f"cannot create records folder {path}: {err.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise RecordsError(f"records folder {path} is not writable: name another folder")
+    return path
+
+
+@contextlib.contextmanager
+def tuning_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold the records folder's tuning lock: one ``tune`` run writes a folder at a time.
+
+    The lock is an ``flock`` on ``folder/.tuning.lock``, released when the run ends however it
+    ends (the kernel drops it with the process). A second run fails at once in one line. Take
+    it before opening a :class:`RecordStore`: opening repairs a torn last line, which must not
+    happen under a running writer."""
+    fd = os.open(records_folder(folder) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 100, 0).decode(errors="replace").strip() or "another process"
+            raise RecordsError(
+                f"records folder {folder} is being tuned by {holder}: wait for it to finish "
+                "or name another folder"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"sparse-tvm tune (pid {os.getpid()})".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
 class RecordStore:
     """Tuning records of one folder: ``database_workload.json`` + ``database_tuning_record.json``.
 
@@ -154,17 +198,7 @@ class RecordStore:
     """
 
     def __init__(self, folder: str | os.PathLike, *, module_equality: str = "structural"):
-        self.folder = Path(folder)
-        if self.folder.exists() and not self.folder.is_dir():
-            raise RecordsError(f"records folder {self.folder} is a file: name a folder")
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise RecordsError(
-                f"cannot create records folder {self.folder}: {err.strerror}"
-            ) from None
-        if not os.access(self.folder, os.W_OK | os.X_OK):
-            raise RecordsError(f"records folder {self.folder} is not writable: name another folder")
+        self.folder = records_folder(folder)
         n_workloads = _repair_lines(self.folder / WORKLOAD_FILE, _check_workload, strict=True)
         _repair_lines(self.folder / RECORD_FILE, lambda v: _check_record(v, n_workloads))
         try:

@@ -10,6 +10,7 @@ import sparse_tvm as st
 from sparse_tvm.driver.tune_model import tune_model
 from sparse_tvm.examples import mlp
 from sparse_tvm.pruning import prune_magnitude
+from sparse_tvm.tuning.records import LOCK_FILE, tuning_lock
 from tests.conftest import ort_run, random_inputs
 
 
@@ -38,6 +39,18 @@ def test_tune_then_compile_with_records(tmp_path):
     np.testing.assert_allclose(
         compiled.run(inputs)[0], ort_run(model, inputs)[0], rtol=1e-4, atol=1e-4
     )
+
+
+def test_a_second_tune_on_the_same_folder_fails_at_once(tmp_path):
+    model = prune_magnitude(mlp(batch=8, features=32, hidden=64, classes=8), 0.9, "16x1")
+    records = tmp_path / "records"
+    busy = r"^records folder .* is being tuned by sparse-tvm tune \(pid \d+\): wait for it"
+    # held as a running `sparse-tvm tune` holds it
+    with tuning_lock(records), pytest.raises(st.SparseTVMError, match=busy):
+        tune_model(model, "x86", records, trials=2)
+    assert (records / LOCK_FILE).exists() and not (records / "database_workload.json").exists()
+    with tuning_lock(records):  # released with the run
+        pass
 
 
 def test_missing_records_folder_is_a_clear_error(tmp_path):
