@@ -198,21 +198,17 @@ def _records_database(records, target: ResolvedTarget, dense: bool):
 def _tuned_choice(layer: Layer, target: ResolvedTarget, records, zero_fractions):
     """The fastest candidate format with a tuned kernel in ``records``, or None."""
     from sparse_tvm.driver.tune_model import candidate_blocks
-    from sparse_tvm.transform.dense_to_sparse import kernel_layout
+    from sparse_tvm.transform.dense_to_sparse import kernel_options
     from sparse_tvm.tuning import lookup_kernel
 
     fractions = zero_fractions or block_zero_fractions(layer.weight)
-    x_layout, batch = kernel_layout(layer)
     best = None
     for block in candidate_blocks(layer, fractions):
         weight = BlockSparseWeight.from_dense(layer.weight, block)
         found = lookup_kernel(
             weight,
             layer.m,
-            x_layout=x_layout,
-            batch=batch,
-            bias=layer.bias is not None,
-            relu=layer.relu,
+            **kernel_options(layer),
             target=target.tvm_target,
             database=records,
         )

@@ -39,7 +39,7 @@ from sparse_tvm.errors import SparseTVMError, TargetError
 from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.frontend import import_onnx
 from sparse_tvm.target import resolve_target
-from sparse_tvm.transform.dense_to_sparse import kernel_layout
+from sparse_tvm.transform.dense_to_sparse import kernel_options
 
 # Wall time of an emulated board (qemu) is no performance figure: the summary says where it
 # measured, and the caller knows whether that board is real.
@@ -205,16 +205,12 @@ def tune_model(
                     break
                 budget = left / (len(jobs) - index)
             weight = BlockSparseWeight.from_dense(layer.weight, block)
-            x_layout, batch = kernel_layout(layer)
             say(f"[{index + 1}/{len(jobs)}] {layer.name}: {label} ...")
             try:
                 tuned = tune_kernel(
                     weight,
                     layer.m,
-                    x_layout=x_layout,
-                    batch=batch,
-                    bias=layer.bias is not None,
-                    relu=layer.relu,
+                    **kernel_options(layer),
                     target=resolved.tvm_target,
                     trials=trials,
                     database=store.database,
@@ -388,16 +384,12 @@ class BoardTimings:
         weight = BlockSparseWeight.from_dense(layer.weight, block)
         kernel = None
         if best["knobs"] is not None:
-            x_layout, batch = kernel_layout(layer)
             try:
                 kernel = kernel_with_knobs(
                     weight,
                     layer.m,
                     {k: int(v) for k, v in best["knobs"].items()},
-                    x_layout=x_layout,
-                    batch=batch,
-                    bias=layer.bias is not None,
-                    relu=layer.relu,
+                    **kernel_options(layer),
                     target=target.tvm_target,
                 )
             except (KeyError, ValueError):  # knobs of an older search space: not this kernel

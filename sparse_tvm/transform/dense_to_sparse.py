@@ -18,6 +18,7 @@ by dead-code elimination; everything else is left for the dense pipeline.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import tvm
@@ -72,6 +73,18 @@ def kernel_layout(layer: Layer) -> tuple[str, int]:
     if layer.op == "matmul":
         return "MK", 1
     return "KM", int(layer.conv.input_shape[0])
+
+
+def kernel_options(layer: Layer) -> dict[str, Any]:
+    """The keyword arguments of the layer's SpMM kernel (``spmm_kernel``, ``tune_kernel``,
+    ``lookup_kernel``, ...): its layout and batch (:func:`kernel_layout`) and its fusion."""
+    x_layout, batch = kernel_layout(layer)
+    return {
+        "x_layout": x_layout,
+        "batch": batch,
+        "bias": layer.bias is not None,
+        "relu": layer.relu,
+    }
 
 
 def rebind(rewriter: PyExprMutator, var: relax.Var, value: relax.Expr) -> None:

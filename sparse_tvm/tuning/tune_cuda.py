@@ -125,21 +125,17 @@ def with_cuda_record(decision, target: tvm.target.Target, database: ms.database.
     tuned for its layer and format in ``database``, when there is one; the reason says so."""
     import dataclasses
 
-    from ..transform.dense_to_sparse import kernel_layout
+    from ..transform.dense_to_sparse import kernel_options
 
     if decision.weight is None or decision.kernel is not None:
         return decision
     layer = decision.layer
-    x_layout, batch = kernel_layout(layer)
     found = lookup_cuda_kernel(
         decision.weight,
         layer.m,
         target=target,
         database=database,
-        x_layout=x_layout,
-        batch=batch,
-        bias=layer.bias is not None,
-        relu=layer.relu,
+        **kernel_options(layer),
     )
     if found is None:
         return decision
@@ -174,7 +170,7 @@ def tune_model_cuda(
     from ..driver.tune_model import CandidateResult, TuneSummary
     from ..errors import TargetError
     from ..frontend import import_onnx
-    from ..transform.dense_to_sparse import kernel_layout
+    from ..transform.dense_to_sparse import kernel_options
     from .records import RecordStore
 
     say = progress or (lambda _line: None)
@@ -200,7 +196,6 @@ def tune_model_cuda(
         )
         if decision.weight is None:
             continue
-        x_layout, batch = kernel_layout(layer)
         say(f"{layer.name}: {decision.choice.label} ...")
         found = tune_cuda_kernel(
             decision.weight,
@@ -209,10 +204,7 @@ def tune_model_cuda(
             trials=trials,
             database=store.database,
             work_dir=str(store.folder),
-            x_layout=x_layout,
-            batch=batch,
-            bias=layer.bias is not None,
-            relu=layer.relu,
+            **kernel_options(layer),
         )
         tuned_us = None if found.latency_s is None else found.latency_s * 1e6
         summary.candidates.append(
