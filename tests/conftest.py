@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+
+# CI (`.ci/run`, CI=true) installs every tool the tests use (README test command): there a
+# missing tool is a broken set-up, so the tests that need it run and fail instead of skipping.
+IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false")
+
+
+def needs(available: bool, reason: str) -> pytest.MarkDecorator:
+    """Skip where a system tool is missing, except in CI (see ``IN_CI``)."""
+    return pytest.mark.skipif(not available and not IN_CI, reason=reason)
+
+
+def skip_missing(reason: str) -> None:
+    """In a fixture or test: skip for a missing system tool; in CI, fail with the reason."""
+    if IN_CI:
+        pytest.fail(f"CI installs everything the tests need, but: {reason}")
+    pytest.skip(reason)
 
 
 def ort_run(model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -11,6 +11,7 @@ import pytest
 from sparse_tvm.arm.emulation import EmulationError, missing_tools, python_root
 from sparse_tvm.arm.rpc import start_server
 from sparse_tvm.tuning.rpc import check_tracker, tracker_summary
+from tests.conftest import skip_missing
 from tests.rpc_processes import free_port, start_tracker, stop, wait_for
 
 KEY = "sparse-tvm-arm64-qemu"
@@ -20,7 +21,7 @@ KEY = "sparse-tvm-arm64-qemu"
 def cross_tools() -> None:
     missing = missing_tools()
     if missing:
-        pytest.skip(f"aarch64 cross toolchain or emulator missing: {', '.join(missing)}")
+        skip_missing(f"aarch64 cross toolchain or emulator missing: {', '.join(missing)}")
 
 
 @pytest.fixture(scope="session")
@@ -28,18 +29,17 @@ def arm64_root(cross_tools):
     """The cached arm64 Python root with the TVM runtime (built on first use, ~30-40 s)."""
     missing = missing_tools(python_root=True)
     if missing:
-        pytest.skip(f"cannot build the arm64 Python root: missing {', '.join(missing)}")
+        skip_missing(f"cannot build the arm64 Python root: missing {', '.join(missing)}")
     try:
         return python_root()
     except EmulationError as err:  # no network to Debian or PyPI
-        pytest.skip(f"arm64 Python root unavailable: {err}")
+        skip_missing(f"arm64 Python root unavailable: {err}")
 
 
 @pytest.fixture(scope="session")
 def emulated_board(arm64_root, tmp_path_factory):
     """A tracker on 127.0.0.1 with one qemu-aarch64 RPC server registered under KEY (one per
     test session: the server forks a fresh emulated worker per RPC session)."""
-    pytest.importorskip("tornado", reason="TVM's RPC tracker needs tornado")
     logs = tmp_path_factory.mktemp("arm-rpc")
     port = free_port()
     address = f"127.0.0.1:{port}"

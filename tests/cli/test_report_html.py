@@ -23,6 +23,7 @@ from sparse_tvm.pruning import prune_magnitude
 from sparse_tvm.report import Report, pattern_density
 from sparse_tvm.runtime import read_metadata
 from tests.cli.test_cli import assert_one_line_error, cli
+from tests.conftest import needs
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -125,10 +126,7 @@ def check_page(page: Path, report: Report, probe: dict) -> None:
     assert all(s.startswith("data:image/png;base64,") for s in re.findall(r'src="([^"]*)"', text))
 
 
-@pytest.mark.skipif(
-    not Path(CHROMIUM).exists(),
-    reason=f"{CHROMIUM} is missing: apt-get install chromium (CI installs it)",
-)
+@needs(Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install chromium")
 def test_compile_and_inspect_reports_render_in_chromium(compiled, tmp_path, capsys):
     report = Report.from_dict(read_metadata(compiled / "mlp.tar")["report"])
     assert any(row.format != "dense" for row in report.layers)

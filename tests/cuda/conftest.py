@@ -9,6 +9,7 @@ import tvm
 
 from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.kernels.cuda.ptx import toolkit
+from tests.conftest import skip_missing
 
 
 @pytest.fixture
@@ -16,7 +17,7 @@ def nvcc():
     """Skip a compile-only test where nvcc / ptxas are missing."""
     missing = toolkit()
     if missing:
-        pytest.skip(f"compile-only CUDA check needs the CUDA toolkit: {missing}")
+        skip_missing(f"compile-only CUDA check needs the CUDA toolkit: {missing}")
 
 
 @pytest.fixture

@@ -12,14 +12,13 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
 from sparse_tvm.errors import InputShapeError
 from sparse_tvm.frontend import import_onnx
 
 from .helpers import run_onnxruntime, run_tvm
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("onnxscript")  # the default (torch.export-based) exporter needs it
 nn = torch.nn
 
 HIDDEN, HEADS, SEQ, BATCH = 32, 2, 8, 2

@@ -2,20 +2,20 @@
 
 import shutil
 
-import pytest
-
 from sparse_tvm.examples import mlp, small_cnn
 from sparse_tvm.pruning import prune_magnitude
+from tests.conftest import needs
 
 CROSS_TOOLS = ("arm-none-eabi-gcc", "qemu-system-arm", "make")
 missing = [tool for tool in CROSS_TOOLS if shutil.which(tool) is None]
-needs_qemu = pytest.mark.skipif(
-    bool(missing),
-    reason=f"{', '.join(missing)} not installed (apt-get install gcc-arm-none-eabi "
+needs_qemu = needs(
+    not missing,
+    f"{', '.join(missing)} not installed (apt-get install gcc-arm-none-eabi "
     "libnewlib-arm-none-eabi qemu-system-arm make)",
 )
-needs_host_cc = pytest.mark.skipif(
-    shutil.which("cc") is None or shutil.which("make") is None, reason="no host C compiler / make"
+needs_host_cc = needs(
+    shutil.which("cc") is not None and shutil.which("make") is not None,
+    "no host C compiler / make",
 )
 
 

@@ -8,7 +8,6 @@ import pytest
 
 import sparse_tvm as st
 
-pytest.importorskip("sklearn")
 pytestmark = pytest.mark.slow
 
 

@@ -51,7 +51,6 @@ def test_a_silent_service_is_not_waited_for():
 @pytest.fixture(scope="module")
 def tracker(tmp_path_factory):
     """A tracker on 127.0.0.1 with one server registered under KEY; stopped afterwards."""
-    pytest.importorskip("tornado", reason="TVM's RPC tracker needs tornado")
     logs = tmp_path_factory.mktemp("rpc")
     port = free_port()
     address = f"127.0.0.1:{port}"
