@@ -131,7 +131,7 @@ class CompiledModel:
                     f"the model takes {len(self.inputs)} input(s) "
                     f"({', '.join(s.name for s in self.inputs)}), got {len(arrays)}"
                 )
-        args = []
+        device, args = self.device, []
         for spec, array in zip(self.inputs, arrays):
             array = np.asarray(array)
             if tuple(array.shape) != spec.shape:
@@ -147,7 +147,7 @@ class CompiledModel:
                     raise InputShapeError(
                         f"input '{spec.name}' has dtype {array.dtype}, expected {spec.dtype}"
                     )
-            args.append(tvm.runtime.tensor(np.ascontiguousarray(array), device=self.device))
+            args.append(tvm.runtime.tensor(np.ascontiguousarray(array), device=device))
         return args
 
     def run(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -34,8 +34,15 @@ from ..kernels.cuda.spmm import (
     default_cuda_knobs,
     smem_fits,
 )
-from ..kernels.spmm import SpmmSpec, spmm_spec, wrap_kernel
-from .space_x86 import KNOB_PREFIX, MutateKnob, knobs_of, spec_of, structure_digest
+from ..kernels.spmm import SpmmSpec, wrap_kernel
+from .space_x86 import (
+    KNOB_PREFIX,
+    MutateKnob,
+    knobs_of,
+    make_spec,
+    spec_of,
+    structure_digest,
+)
 from .space_x86 import MaterializeBuild as X86MaterializeBuild
 from .space_x86 import workload as x86_workload
 
@@ -47,6 +54,7 @@ __all__ = [
     "cuda_knobs",
     "default_knobs",
     "design_space",
+    "make_spec",
     "materialize",
     "sample_knobs",
     "space_fn",
@@ -192,6 +200,3 @@ class CudaKnobFeatures(ms.feature_extractor.PyFeatureExtractor):
             ]
             out.append(tvm.runtime.tensor(np.asarray([values], dtype=np.float32)))
         return out
-
-
-make_spec = spmm_spec  # the spec of a layer, as the kernels build it

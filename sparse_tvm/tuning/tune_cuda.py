@@ -72,7 +72,9 @@ def lookup_cuda_kernel(
     record = database.query_tuning_record(mod, target, workload_name="main")
     if record is None:
         return None
-    knobs = knobs_of(database.query_schedule(mod, target, workload_name="main").mod["main"])
+    sch = tvm.s_tir.Schedule(record.workload.mod)  # what query_schedule would query again
+    record.trace.apply_to_schedule(sch, remove_postproc=False)
+    knobs = knobs_of(sch.mod["main"])
     latency = float(np.mean([float(v) for v in record.run_secs])) if record.run_secs else None
     return CudaKernelRecord(materialize(mod["main"], knobs=knobs, spec=spec), knobs, latency)
 

@@ -89,7 +89,7 @@ def test_kernels_compile_to_ptx(nvcc, arch):
             assert (u.shared_bytes > 0) == bool(spec_knobs.smem), u
             body = source.split(f"spmm{i}_kernel(")[2].split("\nextern")[0]
             assert ("__syncthreads()" in body) == bool(spec_knobs.smem)
-            assert re.search(rf"__launch_bounds__\({spec_knobs.threads}\)", source)
+            assert re.search(rf"__launch_bounds__\({spec_knobs.threads}\) spmm{i}_kernel\(", source)
 
 
 def test_default_kernels_of_bert_base_layers_stay_in_registers(nvcc):

@@ -18,7 +18,7 @@ from sparse_tvm.frontend import import_onnx
 from sparse_tvm.kernels.cuda.ptx import check_ptx, cuda_source
 from sparse_tvm.pruning import prune_magnitude
 from sparse_tvm.target import resolve_target
-from sparse_tvm.transform.dense_to_sparse import kernel_layout
+from sparse_tvm.transform.dense_to_sparse import kernel_options
 from sparse_tvm.tuning.records import RecordStore
 from sparse_tvm.tuning.space_cuda import cuda_knobs, knobs_of, make_spec, space_fn, workload
 from sparse_tvm.tuning.tune_cuda import tune_cuda_kernel
@@ -29,9 +29,7 @@ BLOCK = (16, 1)
 
 def _layers(model):
     for layer in analyse(import_onnx(model)):
-        x_layout, batch = kernel_layout(layer)
-        fusion = dict(x_layout=x_layout, batch=batch, bias=layer.bias is not None, relu=layer.relu)
-        yield layer, BlockSparseWeight.from_dense(layer.weight, BLOCK), fusion
+        yield layer, BlockSparseWeight.from_dense(layer.weight, BLOCK), kernel_options(layer)
 
 
 def test_compile_applies_cuda_records(nvcc, tmp_path):

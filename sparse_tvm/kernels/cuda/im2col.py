@@ -11,6 +11,7 @@ import tvm
 from tvm.script import tirx as T
 
 from ..im2col import conv_output_size
+from ._loops import thread_loop
 
 THREADS = 256
 
@@ -23,24 +24,13 @@ def cuda_im2col_kernel(*geometry, emulate: bool = False) -> tvm.tirx.PrimFunc:
     """
     batch, channels, height, width, (kh, kw), (sh, sw), padding, (dh, dw) = geometry
     pt, pl, pb, pr = padding
-    oh, ow = (
-        conv_output_size(size, kk, st, before, after, dil)
-        for size, kk, st, before, after, dil in (
-            (height, kh, sh, pt, pb, dh),
-            (width, kw, sw, pl, pr, dw),
-        )
-    )
+    oh = conv_output_size(height, kh, sh, pt, pb, dh)
+    ow = conv_output_size(width, kw, sw, pl, pr, dw)
     if min(oh, ow) < 1:
         raise ValueError(f"convolution output is empty: oh={oh}, ow={ow}")
     rows, h, w = channels * kh * kw, height, width
     total = batch * rows * oh * ow
     blocks = -(-total // THREADS)
-
-    def grid(extent):
-        return T.serial(extent) if emulate else T.thread_binding(extent, thread="blockIdx.x")
-
-    def threads(extent):
-        return T.serial(extent) if emulate else T.thread_binding(extent, thread="threadIdx.x")
 
     @T.prim_func
     def im2col(
@@ -48,8 +38,8 @@ def cuda_im2col_kernel(*geometry, emulate: bool = False) -> tvm.tirx.PrimFunc:
         COL: T.Buffer((batch, rows, oh * ow), "float32"),
     ):
         T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
-        for bx in grid(blocks):
-            for tx in threads(THREADS):
+        for bx in thread_loop(blocks, "blockIdx.x", emulate):
+            for tx in thread_loop(THREADS, "threadIdx.x", emulate):
                 idx = T.meta_var(bx * THREADS + tx)
                 if idx < total:
                     p = T.meta_var(idx % (oh * ow))

@@ -41,6 +41,7 @@ from tvm.script import tirx as T
 
 from ...formats.block_sparse import BlockSparseWeight
 from ..spmm import SpmmSpec, spmm_spec, wrap_kernel
+from ._loops import thread_loop
 
 __all__ = [
     "MAX_ACCUMULATORS",
@@ -154,12 +155,6 @@ def cuda_spmm_body(spec: SpmmSpec, knobs: CudaKnobs | None = None, *, emulate: b
     local = "global" if emulate else "local"
     shared = "global" if emulate else "shared"
 
-    def grid(extent):
-        return T.serial(extent) if emulate else T.thread_binding(extent, thread="blockIdx.x")
-
-    def threads(extent):
-        return T.serial(extent) if emulate else T.thread_binding(extent, thread="threadIdx.x")
-
     def rolled(extent):
         return T.serial(extent, annotations=None if emulate else {"disable_unroll": 1})
 
@@ -200,14 +195,14 @@ def cuda_spmm_body(spec: SpmmSpec, knobs: CudaKnobs | None = None, *, emulate: b
 
     @T.macro
     def body(Xf, data, indices, indptr, B, Yf):
-        for bx in grid(n_blocks):
+        for bx in thread_loop(n_blocks, "blockIdx.x", emulate):
             g = T.meta_var(bx % G)
             mt = T.meta_var(bx // G % m_tiles)
             bt = T.meta_var(bx // (G * m_tiles))
             m0 = T.meta_var(mt * MT)
             Xs = T.alloc_buffer((tile_size,), "float32", scope=shared)
             if smem:
-                for tx in threads(NT):
+                for tx in thread_loop(NT, "threadIdx.x", emulate):
                     for it_o in rolled(copy_outer):
                         for it_i in T.unroll(copy_inner):
                             idx = T.meta_var((it_o * copy_inner + it_i) * NT + tx)
@@ -227,7 +222,7 @@ def cuda_spmm_body(spec: SpmmSpec, knobs: CudaKnobs | None = None, *, emulate: b
                                         ],
                                         T.float32(0),
                                     )
-            for tx in threads(NT):
+            for tx in thread_loop(NT, "threadIdx.x", emulate):
                 tm = T.meta_var(tx % TM if order == 0 else tx // TR)
                 tr = T.meta_var(tx // TM if order == 0 else tx % TR)
                 lo = T.alloc_buffer((1,), "int32", scope=local)
@@ -251,19 +246,9 @@ def cuda_spmm_body(spec: SpmmSpec, knobs: CudaKnobs | None = None, *, emulate: b
                                 step(
                                     Xf, Xs, data, indices, acc, xv, bt, start + bo * U + bu, m0, tm
                                 )
-                        for bt2 in range(count % U):
-                            step(
-                                Xf,
-                                Xs,
-                                data,
-                                indices,
-                                acc,
-                                xv,
-                                bt,
-                                start + count // U * U + bt2,
-                                m0,
-                                tm,
-                            )
+                        for bu in range(count % U):
+                            b = T.meta_var(start + count // U * U + bu)
+                            step(Xf, Xs, data, indices, acc, xv, bt, b, m0, tm)
                     else:
                         for b in range(start, start + count):
                             step(Xf, Xs, data, indices, acc, xv, bt, b, m0, tm)
