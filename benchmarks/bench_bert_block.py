@@ -23,7 +23,6 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import os
 import time
 import traceback
 
@@ -169,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     data = {
         "benchmark": "bert_block",
         "machine": info,
-        "loadavg_at_end": os.getloadavg(),
+        "loadavg_at_end": common.loadavg(),
         "config": {
             "seq": seq,
             "hidden": 768,

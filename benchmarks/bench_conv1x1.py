@@ -32,7 +32,6 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import os
 import time
 import traceback
 import zlib
@@ -42,7 +41,7 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 from sparse_tvm.formats import BlockSparseWeight
-from sparse_tvm.pruning import block_mask
+from sparse_tvm.pruning import block_mask, parse_pattern
 
 # (in channels, out channels, H = W)
 SHAPES: list[tuple[int, int, int]] = [
@@ -83,11 +82,6 @@ def parse_shape(text: str) -> tuple[int, int, int]:
     return cin, cout, hw
 
 
-def parse_block(text: str) -> tuple[int, int]:
-    r, c = (int(v) for v in text.lower().split("x"))
-    return r, c
-
-
 def case_seed(shape: tuple[int, int, int], sparsity: float, block: str, seed: int) -> int:
     """A seed per case, stable across runs and scripts (tune_shipped.py tunes these weights)."""
     text = f"{shape_label(shape)}/{sparsity:.4f}/{block}/{seed}"
@@ -101,7 +95,7 @@ def conv_weight(
     cin, cout, _ = shape
     rng = np.random.default_rng(case_seed(shape, sparsity, block, seed))
     w_nk = (rng.standard_normal((cout, cin)) / np.sqrt(cin)).astype(np.float32)
-    w_nk = np.where(block_mask(w_nk, sparsity, parse_block(block)), w_nk, 0.0).astype(np.float32)
+    w_nk = np.where(block_mask(w_nk, sparsity, parse_pattern(block)), w_nk, 0.0).astype(np.float32)
     bias = (0.1 * rng.standard_normal(cout)).astype(np.float32)
     return w_nk, bias
 
@@ -161,7 +155,7 @@ def run_case(
     reference = (w_nk.astype(np.float64) @ x2d.astype(np.float64) + bias[:, None]).reshape(
         1, cout, hw, hw
     )
-    fmt = BlockSparseWeight.from_dense(w_nk, parse_block(block))
+    fmt = BlockSparseWeight.from_dense(w_nk, parse_pattern(block))
     case = {
         "shape": shape_label(shape),
         "cin": cin,
@@ -183,7 +177,7 @@ def run_case(
     }
 
     builds: list[tuple[str, dict]] = [
-        ("sparse", {"force_block": parse_block(block), "measure": False}),
+        ("sparse", {"force_block": parse_pattern(block), "measure": False}),
     ]
     if records is not None:
         try:
@@ -193,16 +187,7 @@ def run_case(
             summary = tune_model(model, "x86", records, trials=tune_trials)
             case["tune_s"] = time.perf_counter() - start
             case["tune_summary"] = str(summary)
-            case["tune_candidates"] = [
-                {
-                    "format": row.format,
-                    "tuned_us": row.tuned_us,
-                    "default_us": row.default_us,
-                    "new_trials": row.trials,
-                    "note": row.note,
-                }
-                for row in summary.candidates
-            ]
+            case["tune_candidates"] = common.tune_candidates(summary)
             builds.append(("tuned", {"records": records}))
         except Exception as err:  # keep going: report the failure in the table and JSON
             case["errors"]["tune"] = common.error_text(err)
@@ -241,15 +226,7 @@ def run_case(
         common.Runner("numpy", numpy_call, note="np.matmul(W, X2d, out=) + b, perf_counter loop")
     )
 
-    with common.ForeignLoad() as load:
-        timings = common.measure(runners, rounds, batch_s)
-    case["foreign_load_cores"] = load.cores
-    lat = {name: (timings[name].median_s if name in timings else None) for name in METHODS}
-    case["latency_s"] = lat
-    case["latency_min_s"] = {
-        name: (timings[name].min_s if name in timings else None) for name in METHODS
-    }
-    case["timing"] = {name: t.to_dict() for name, t in timings.items()}
+    lat = common.time_case(case, runners, METHODS, rounds, batch_s)
     ideal = 1.0 / (1.0 - actual_s) if actual_s < 1 else float("inf")
     case["ideal_speedup"] = ideal
     for sp in ("sparse", "tuned"):
@@ -458,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     data = {
         "benchmark": "conv1x1",
         "machine": info,
-        "loadavg_at_end": os.getloadavg(),
+        "loadavg_at_end": common.loadavg(),
         "config": {
             "rounds": rounds,
             "batch_s": batch_s,

@@ -32,7 +32,7 @@ import scipy.sparse
 from onnx import TensorProto, helper, numpy_helper
 
 from sparse_tvm.formats import BlockSparseWeight
-from sparse_tvm.pruning import block_mask
+from sparse_tvm.pruning import block_mask, parse_pattern
 
 LAYERS = {"ffn.up": (3072, 768), "ffn.down": (768, 3072)}
 METHODS = ["sparse", "tvm_dense", "ort", "numpy", "scipy_csr"]
@@ -128,15 +128,7 @@ def run_case(
         )
     )
 
-    with common.ForeignLoad() as load:
-        timings = common.measure(runners, rounds, batch_s)
-    case["foreign_load_cores"] = load.cores
-    lat = {name: (timings[name].median_s if name in timings else None) for name in METHODS}
-    case["latency_s"] = lat
-    case["latency_min_s"] = {
-        name: (timings[name].min_s if name in timings else None) for name in METHODS
-    }
-    case["timing"] = {name: t.to_dict() for name, t in timings.items()}
+    lat = common.time_case(case, runners, METHODS, rounds, batch_s)
     sparse_s = lat["sparse"]
     ideal = 1.0 / (1.0 - actual_s) if actual_s < 1 else float("inf")
     case["ideal_speedup"] = ideal
@@ -295,9 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     for layer in args.layers:
         for m in args.m:
             for pattern in args.blocks:
-                r, c = (int(v) for v in pattern.lower().split("x"))
                 start = time.perf_counter()
-                case = run_case(layer, m, (r, c), args.sparsity, rounds, batch_s, args.seed)
+                block = parse_pattern(pattern)
+                case = run_case(layer, m, block, args.sparsity, rounds, batch_s, args.seed)
                 case["wall_s"] = time.perf_counter() - start
                 cases.append(case)
                 lat = case["latency_s"]
@@ -320,14 +312,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"goal {'PASS' if g['pass'] else 'FAIL'}: {g['goal']} ({shown})")
 
-    try:
-        load_end = __import__("os").getloadavg()
-    except OSError:
-        load_end = None
     data = {
         "benchmark": "ffn",
         "machine": info,
-        "loadavg_at_end": load_end,
+        "loadavg_at_end": common.loadavg(),
         "config": {
             "rounds": rounds,
             "batch_s": batch_s,

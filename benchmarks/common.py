@@ -143,12 +143,16 @@ def source_state() -> dict:
     }
 
 
+def loadavg() -> tuple[float, float, float] | None:
+    """The load averages (1, 5, 15 min), or None where the system has none."""
+    try:
+        return os.getloadavg()
+    except OSError:
+        return None
+
+
 def machine() -> dict:
     flags = cpu_flags()
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = None
     return {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
@@ -162,7 +166,7 @@ def machine() -> dict:
         "onnx": onnx.__version__,
         "onnxruntime": ort.__version__,
         "tvm": tvm.__version__,
-        "loadavg_at_start": load,
+        "loadavg_at_start": loadavg(),
         "blas": blas_info(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "source": source_state(),
@@ -233,6 +237,20 @@ def ort_runner(name: str, session: ort.InferenceSession, feeds: dict[str, np.nda
 
 def ort_run(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     return session.run(None, feeds)
+
+
+def tune_candidates(summary) -> list[dict]:
+    """The candidate kernels of a ``tune_model`` summary as JSON rows."""
+    return [
+        {
+            "format": row.format,
+            "tuned_us": row.tuned_us,
+            "default_us": row.default_us,
+            "new_trials": row.trials,
+            "note": row.note,
+        }
+        for row in summary.candidates
+    ]
 
 
 def error_text(err: BaseException) -> str:
@@ -382,6 +400,25 @@ def measure(runners: list[Runner], rounds: int, batch_s: float = 0.05) -> dict[s
             [float(v) for v in values],
         )
     return out
+
+
+def time_case(
+    case: dict, runners: list[Runner], methods: list[str], rounds: int, batch_s: float
+) -> dict[str, float | None]:
+    """:func:`measure` ``runners`` and record the result in ``case``: ``foreign_load_cores``,
+    the median and best-round latency of each of ``methods`` (None for one that did not run:
+    ``latency_s``, ``latency_min_s``) and every ``timing``. Returns ``case["latency_s"]``."""
+    with ForeignLoad() as load:
+        timings = measure(runners, rounds, batch_s)
+    case["foreign_load_cores"] = load.cores
+    case["latency_s"] = {
+        name: (timings[name].median_s if name in timings else None) for name in methods
+    }
+    case["latency_min_s"] = {
+        name: (timings[name].min_s if name in timings else None) for name in methods
+    }
+    case["timing"] = {name: t.to_dict() for name, t in timings.items()}
+    return case["latency_s"]
 
 
 def python_overhead_s(number: int = 20000) -> float:

@@ -22,7 +22,7 @@ from sparse_tvm.examples import mlp, small_cnn
 from sparse_tvm.micro import compile_micro
 from sparse_tvm.pruning import prune_magnitude
 
-MODELS = {"mlp": lambda: mlp(), "cnn": lambda: small_cnn(size=16)}
+MODELS = {"mlp": mlp, "cnn": lambda: small_cnn(size=16)}
 TARGETS = ("cortex-m4", "cortex-m3")
 PATTERNS = ("1x1", "4x1")
 FLASH_GOAL, INSTRUCTION_GOAL = 0.30, 0.40
@@ -51,16 +51,21 @@ def main() -> None:
                 ).astype(np.float32)
                 for i in base.graph.input
             }
+            dense_ref = ort.InferenceSession(base.SerializeToString()).run(None, inputs)
+            pruned = {pattern: prune_magnitude(base, 0.9, pattern) for pattern in PATTERNS}
+            refs = {
+                pattern: ort.InferenceSession(model.SerializeToString()).run(None, inputs)
+                for pattern, model in pruned.items()
+            }
             for target in TARGETS:
-                dense_ref = ort.InferenceSession(base.SerializeToString()).run(None, inputs)
                 dense, dense_insn = _run(
                     base, target, Path(tmp) / f"{name}-{target}-dense", inputs, dense_ref, True
                 )
                 for pattern in PATTERNS:
-                    pruned = prune_magnitude(base, 0.9, pattern)
-                    ref = ort.InferenceSession(pruned.SerializeToString()).run(None, inputs)
                     folder = Path(tmp) / f"{name}-{target}-{pattern}"
-                    sparse, insn = _run(pruned, target, folder, inputs, ref, False)
+                    sparse, insn = _run(
+                        pruned[pattern], target, folder, inputs, refs[pattern], False
+                    )
                     rows.append(
                         {
                             "model": name,

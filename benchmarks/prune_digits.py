@@ -8,7 +8,7 @@ against onnxruntime. Writes ``results/prune_digits.{md,json}``.
 
 Needs scikit-learn (``pip install scikit-learn``; the data set ships with it).
 
-    python benchmarks/prune_digits.py [--epochs 30] [--finetune-epochs 20] [--quick]
+    python benchmarks/prune_digits.py [--epochs 30] [--finetune-epochs 20]
 """
 
 from __future__ import annotations
@@ -44,10 +44,21 @@ def digits_split(seed: int = 0):
     return x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]]
 
 
-def _init(rng, shape, fan_in):
-    return numpy_helper.from_array(
-        (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
-    )
+class _Params:
+    """The initializers of one model: He-initialised weights (seeded) and zero biases."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.inits: list[onnx.TensorProto] = []
+
+    def init(self, name: str, shape, fan_in: int) -> str:
+        w = (self.rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+        self.inits.append(numpy_helper.from_array(w, name))
+        return name
+
+    def zeros(self, name: str, n: int) -> str:
+        self.inits.append(numpy_helper.from_array(np.zeros(n, np.float32), name))
+        return name
 
 
 def _model(nodes, inits, x, name):
@@ -61,19 +72,8 @@ def _model(nodes, inits, x, name):
 
 def digits_mlp(seed: int = 0) -> onnx.ModelProto:
     """64 -> 256 -> 128 -> 10: MatMul, Gemm(transB), MatMul; dynamic batch."""
-    rng = np.random.default_rng(seed)
-    inits = []
-
-    def init(name, shape, fan_in):
-        t = _init(rng, shape, fan_in)
-        t.name = name
-        inits.append(t)
-        return name
-
-    def zeros(name, n):
-        inits.append(numpy_helper.from_array(np.zeros(n, np.float32), name))
-        return name
-
+    p = _Params(seed)
+    init, zeros = p.init, p.zeros
     nodes = [
         helper.make_node("MatMul", ["x", init("fc1.weight", (64, 256), 64)], ["h1"], name="fc1"),
         helper.make_node("Add", ["h1", zeros("fc1.bias", 256)], ["h1b"]),
@@ -90,23 +90,13 @@ def digits_mlp(seed: int = 0) -> onnx.ModelProto:
         helper.make_node("Add", ["h3", zeros("fc3.bias", 10)], ["logits"]),
     ]
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])
-    return _model(nodes, inits, x, "digits_mlp")
+    return _model(nodes, p.inits, x, "digits_mlp")
 
 
 def digits_cnn(seed: int = 0) -> onnx.ModelProto:
     """conv3x3(1->16), conv3x3(16->32), maxpool, conv3x3(32->64), global pool, Gemm."""
-    rng = np.random.default_rng(seed)
-    inits = []
-
-    def init(name, shape, fan_in):
-        t = _init(rng, shape, fan_in)
-        t.name = name
-        inits.append(t)
-        return name
-
-    def zeros(name, n):
-        inits.append(numpy_helper.from_array(np.zeros(n, np.float32), name))
-        return name
+    p = _Params(seed)
+    init, zeros = p.init, p.zeros
 
     def conv(x, cin, cout, name):
         w = init(f"{name}.weight", (cout, cin, 3, 3), cin * 9)
@@ -138,7 +128,7 @@ def digits_cnn(seed: int = 0) -> onnx.ModelProto:
         ),
     ]
     x = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, 8, 8])
-    return _model(nodes, inits, x, "digits_cnn")
+    return _model(nodes, p.inits, x, "digits_cnn")
 
 
 def ort_logits(model: onnx.ModelProto, name: str, x: np.ndarray) -> np.ndarray:

@@ -117,10 +117,6 @@ def run(config: dict, seed: int = 0) -> dict:
         )
         for name in config["models"]
     ]
-    try:
-        load_end = os.getloadavg()
-    except OSError:
-        load_end = None
     stored = dict(config)
     stored["shapes"] = [asdict(shape) for shape in config["shapes"]]
     stored["seed"] = seed
@@ -128,7 +124,7 @@ def run(config: dict, seed: int = 0) -> dict:
     return {
         "benchmark": "suite",
         "machine": info,
-        "loadavg_at_end": load_end,
+        "loadavg_at_end": common.loadavg(),
         "wall_s": time.perf_counter() - start,
         "config": stored,
         "kernels": kernels,

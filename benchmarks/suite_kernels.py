@@ -30,6 +30,7 @@ import numpy as np
 import scipy.sparse
 
 from sparse_tvm.formats import BlockSparseWeight
+from sparse_tvm.pruning import parse_pattern
 
 BASELINES = ["tvm_dense", "ort", "numpy", "scipy_csr"]
 
@@ -55,10 +56,6 @@ class KernelShape:
         if self.kind == "conv1x1":
             return f"{self.name} ({self.k}->{self.n}, {self.hw}x{self.hw})"
         return f"{self.name} ({self.n}x{self.k}, M={self.m})"
-
-
-def parse_block(pattern: str) -> tuple[int, int]:
-    return bench_conv1x1.parse_block(pattern)
 
 
 class Workload:
@@ -117,7 +114,7 @@ class Workload:
 
 def make_workload(shape: KernelShape, sparsity: float, pattern: str, seed: int) -> Workload:
     """The shape's weight (the same dense weight for every variant) pruned to ``sparsity``."""
-    w_nk = bench_ffn.pruned_weight(shape.n, shape.k, sparsity, parse_block(pattern), seed)
+    w_nk = bench_ffn.pruned_weight(shape.n, shape.k, sparsity, parse_pattern(pattern), seed)
     rng = np.random.default_rng(seed + 1)
     bias = (0.1 * rng.standard_normal(shape.n)).astype(np.float32)
     if shape.kind == "matmul":
@@ -160,7 +157,7 @@ def run_shape(
         for sparsity in sparsities:
             work = make_workload(shape, sparsity, pattern, seed)
             key = f"{pattern}/{sparsity:g}"
-            weight = BlockSparseWeight.from_dense(work.w_nk, parse_block(pattern))
+            weight = BlockSparseWeight.from_dense(work.w_nk, parse_pattern(pattern))
             case = {
                 "shape": shape.name,
                 "label": shape.label,
@@ -184,7 +181,7 @@ def run_shape(
                 work.x,
                 work.reference,
                 case,
-                force_block=parse_block(pattern),
+                force_block=parse_pattern(pattern),
                 measure=False,
             )
             if runner is not None:

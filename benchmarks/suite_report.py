@@ -41,10 +41,6 @@ def write_html_reports(data: dict, folder: Path) -> list[Path]:
 # ---------------------------------------------------------------------------- markdown
 
 
-def _x(value: float | None) -> str:
-    return common.fmt_ratio(value)
-
-
 def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
@@ -100,8 +96,8 @@ def kernel_table(cases: list[dict], sparsity: float | None = None) -> list[str]:
                 c["pattern"],
                 f"{c['sparsity']:.0%}",
                 *(common.fmt_us(lat.get(name)) for name in ("sparse", *BASELINES)),
-                *(_x(up.get(name)) for name in BASELINES),
-                _x(c.get("ideal_speedup")),
+                *(common.fmt_ratio(up.get(name)) for name in BASELINES),
+                common.fmt_ratio(c.get("ideal_speedup")),
                 f"{c['bytes_ratio']:.0%}",
             ]
         )
@@ -130,8 +126,8 @@ def model_table(models: list[dict]) -> list[str]:
                     r["description"],
                     f"sparse-tvm, {r['sparsity_target']:.0%} {build['pattern']}",
                     _ms(lat.get(key)),
-                    _x(up.get("tvm_dense")),
-                    _x(up.get("ort")),
+                    common.fmt_ratio(up.get("tvm_dense")),
+                    common.fmt_ratio(up.get("ort")),
                     f"{build['sparse_layers']} of {build['layers']}",
                     f"{build['weight_bytes_ratio']:.0%}",
                 ]

@@ -47,6 +47,7 @@ from sparse_tvm.driver.tune_model import candidate_blocks, tune_model
 from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.frontend import import_onnx
 from sparse_tvm.kernels import spmm_kernel
+from sparse_tvm.pruning import parse_pattern
 from sparse_tvm.target import resolve_target
 from sparse_tvm.transform.dense_to_sparse import kernel_layout
 from sparse_tvm.tuning import lookup_kernel
@@ -64,7 +65,7 @@ def jobs(args) -> list[tuple[str, object]]:
     """(name, ONNX model) of every layer to tune."""
     out = []
     for block in args.blocks:
-        r, c = bench_conv1x1.parse_block(block)
+        r, c = parse_pattern(block)
         if not args.no_ffn:
             for layer, (n, k) in bench_ffn.LAYERS.items():
                 w_nk = bench_ffn.pruned_weight(n, k, SPARSITY, (r, c), 0)
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-check", action="store_true", help="ship every tuned record")
     parser.add_argument("--check-rounds", type=int, default=3)
     parser.add_argument("--min-gain", type=float, default=1.03, help="default / tuned latency")
-    parser.add_argument("--threads", type=int, default=2)
+    common.add_threads_option(parser)
     args = parser.parse_args(argv)
     args.conv_shapes = [bench_conv1x1.parse_shape(s) for s in args.conv_shapes]
 
@@ -189,16 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "layer": name,
                     "seconds": seconds,
-                    "candidates": [
-                        {
-                            "format": c.format,
-                            "tuned_us": c.tuned_us,
-                            "default_us": c.default_us,
-                            "new_trials": c.trials,
-                            "note": c.note,
-                        }
-                        for c in summary.candidates
-                    ],
+                    "candidates": common.tune_candidates(summary),
                     "dense_us": summary.dense_us,
                 }
             )

@@ -113,8 +113,8 @@ def _us(value: float | None) -> str:
     return "-" if value is None else f"{value:,.1f}"
 
 
-def _cell(text: str, cls: str = "") -> str:
-    return f'<td class="{cls}">{text}</td>' if cls else f"<td>{text}</td>"
+def _cell(text: str, cls: str = "", tag: str = "td") -> str:
+    return f'<{tag} class="{cls}">{text}</{tag}>' if cls else f"<{tag}>{text}</{tag}>"
 
 
 def _layer_row(row: LayerReport) -> str:
@@ -189,25 +189,21 @@ def render_html(report: Report) -> str:
         ("nonzero pattern", ""),
         ("note", "text"),
     ]
-    thead = "".join(
-        f'<th class="{cls}">{esc(name)}</th>' if cls else f"<th>{esc(name)}</th>"
-        for name, cls in head
-    )
+    thead = "".join(_cell(esc(name), cls, "th") for name, cls in head)
     body = "\n".join(_layer_row(row) for row in report.layers)
     time_cells = ["", ""]
+    speed = None
     if times is not None:
         time_cells = [_us(times["dense_us"]), _us(times["compiled_us"])]
+        if times["compiled_us"]:
+            speed = times["dense_us"] / times["compiled_us"]
     foot = (
         '<tr class="totals">'
         + _cell(f"{totals['layers']} layers, {totals['sparse_layers']} sparse", "text")
         + '<td colspan="6"></td>'
         + _cell(time_cells[0])
         + _cell(time_cells[1])
-        + _cell(
-            ""
-            if times is None or not times["compiled_us"]
-            else f"{times['dense_us'] / times['compiled_us']:.2f}x"
-        )
+        + _cell("" if speed is None else f"{speed:.2f}x")
         + _cell(f"{totals['weight_bytes_dense']:,}")
         + _cell(f"{totals['weight_bytes_stored']:,}")
         + _cell(f"{totals['weight_bytes_ratio']:.0%}")
@@ -219,10 +215,9 @@ def render_html(report: Report) -> str:
         f"{totals['weight_bytes_dense']:,} dense ({totals['weight_bytes_ratio']:.0%})",
     ]
     if times is not None:
-        speed = times["dense_us"] / times["compiled_us"] if times["compiled_us"] else 0.0
         summary.append(
             f"measured layer time {times['compiled_us']:,.1f} µs as compiled against "
-            f"{times['dense_us']:,.1f} µs all dense ({speed:.2f}x, over the {times['layers']} "
+            f"{times['dense_us']:,.1f} µs all dense ({speed or 0.0:.2f}x, over the {times['layers']} "
             "layers measured at compile time)"
         )
     notes = "".join(f"<li>{esc(note)}</li>" for note in report.notes)
@@ -255,6 +250,23 @@ none.</p>
 """
 
 
+def check_report_path(path: str | os.PathLike) -> Path:
+    """``path`` as a Path, if a report can be written there (the command line checks before
+    any long work).
+
+    Raises
+    ------
+    SparseTVMError
+        When ``path`` is a folder or its folder does not exist.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise SparseTVMError(f"report '{path}' is a directory: give a file name like report.html")
+    if not path.parent.is_dir():
+        raise SparseTVMError(f"report folder '{path.parent}' does not exist: create it first")
+    return path
+
+
 def write_html(report: Report, path: str | os.PathLike) -> Path:
     """Write :func:`render_html` of ``report`` to ``path`` atomically (no partial file).
 
@@ -263,12 +275,8 @@ def write_html(report: Report, path: str | os.PathLike) -> Path:
     SparseTVMError
         When ``path`` is a folder, its folder does not exist, or it cannot be written.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise SparseTVMError(f"report '{path}' is a directory: give a file name like report.html")
+    path = check_report_path(path)
     folder = path.parent
-    if not folder.is_dir():
-        raise SparseTVMError(f"report folder '{folder}' does not exist: create it first")
     text = render_html(report)
     tmp = None
     try:
@@ -286,4 +294,11 @@ def write_html(report: Report, path: str | os.PathLike) -> Path:
     return path
 
 
-__all__ = ["layer_time_totals", "pattern_png", "png_bytes", "render_html", "write_html"]
+__all__ = [
+    "check_report_path",
+    "layer_time_totals",
+    "pattern_png",
+    "png_bytes",
+    "render_html",
+    "write_html",
+]

@@ -91,13 +91,10 @@ def cmd_targets(args) -> int:
 
 def _check_report_path(path: str | None) -> None:
     """Refuse a bad ``--report`` path before any long work."""
-    if path is None:
-        return
-    report = Path(path)
-    if report.is_dir():
-        raise CLIError(f"report '{report}' is a directory: give a file name like report.html")
-    if not report.parent.is_dir():
-        raise CLIError(f"report folder '{report.parent}' does not exist: create it first")
+    if path is not None:
+        from sparse_tvm.report_html import check_report_path
+
+        check_report_path(path)
 
 
 def _write_report(report, path: str | None) -> None:
