@@ -33,6 +33,16 @@ def block_label(block: tuple[int, int]) -> str:
     return f"{block[0]}x{block[1]}"
 
 
+def format_of(block: tuple[int, int]) -> str:
+    """``"csr"`` for 1x1 blocks, else ``"bsr"``."""
+    return "csr" if tuple(block) == (1, 1) else "bsr"
+
+
+def format_label(block: tuple[int, int]) -> str:
+    """``"csr 1x1"``, ``"bsr 16x1"``: the format and block as the report writes them."""
+    return f"{format_of(block)} {block_label(block)}"
+
+
 def parse_block(text: str) -> tuple[int, int]:
     r, c = text.lower().split("x")
     return int(r), int(c)
@@ -111,5 +121,6 @@ def choose_format(
         return FormatChoice(
             "dense", None, best, f"sparsity {sparsity:.0%} too low to gain (estimate {best:.2f}x)"
         )
-    fmt = "csr" if best_block == (1, 1) else "bsr"
-    return FormatChoice(fmt, best_block, best, f"estimated {best:.1f}x over dense")
+    return FormatChoice(
+        format_of(best_block), best_block, best, f"estimated {best:.1f}x over dense"
+    )

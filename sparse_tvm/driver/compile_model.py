@@ -22,7 +22,7 @@ import tvm
 from tvm import relax
 
 from sparse_tvm.analysis import block_zero_fractions, choose_format, find_layers
-from sparse_tvm.analysis.format_choice import FormatChoice
+from sparse_tvm.analysis.format_choice import FormatChoice, format_of
 from sparse_tvm.analysis.layers import Layer
 from sparse_tvm.driver.layer_timing import time_dense, time_sparse
 from sparse_tvm.errors import CompileError, SparseTVMError, TargetError
@@ -122,9 +122,9 @@ def decide(
     if not layer.sparse_capable:
         return LayerDecision(layer, FormatChoice("dense", None, 1.0, layer.dense_reason))
     if force_block is not None:
-        fmt = "csr" if tuple(force_block) == (1, 1) else "bsr"
-        weight = BlockSparseWeight.from_dense(layer.weight, tuple(force_block))
-        return LayerDecision(layer, FormatChoice(fmt, tuple(force_block), 0.0, "forced"), weight)
+        block = tuple(force_block)
+        weight = BlockSparseWeight.from_dense(layer.weight, block)
+        return LayerDecision(layer, FormatChoice(format_of(block), block, 0.0, "forced"), weight)
     choice = choose_format(
         layer.weight, layer.m, sparsity_threshold=sparsity_threshold, zero_fractions=zero_fractions
     )
@@ -219,10 +219,9 @@ def _tuned_choice(layer: Layer, target: ResolvedTarget, records, zero_fractions)
     if best is None:
         return None
     latency, block, weight, found = best
-    fmt = "csr" if block == (1, 1) else "bsr"
     how = "tuned" if found.exact else "tuned on the same shapes"
     reason = f"{how} ({latency * 1e6:.0f} us while tuning)"
-    choice = FormatChoice(fmt, block, 0.0, reason)
+    choice = FormatChoice(format_of(block), block, 0.0, reason)
     kernel_id = "tuned:" + ",".join(f"{k}={v}" for k, v in sorted(found.knobs.items()))
     return choice, weight, found.func, kernel_id
 

@@ -9,6 +9,7 @@ ReLU); the sparse version goes through the same :class:`DenseToSparse` pass as t
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,6 +82,38 @@ def _bind(mod: tvm.IRModule, values: dict[str, np.ndarray]) -> tvm.IRModule:
     return relax.transform.BindParams("main", binding)(mod)
 
 
+def layer_module(
+    layer: Layer,
+    target: tvm.target.Target,
+    weight: BlockSparseWeight | None = None,
+    kernel: tvm.tirx.PrimFunc | None = None,
+) -> tvm.IRModule:
+    """The layer alone, ``main(x)`` with its weights bound: dense when ``weight`` is None, else
+    rewritten by :class:`DenseToSparse` to the sparse kernel (``kernel`` replaces the default)."""
+    mod, values = _single_layer_module(layer)
+    if weight is not None:
+        func = mod["main"]
+        (single,) = find_layers(func, {p: values[p.name] for p in func.params[1:]})
+        mod = DenseToSparse([SparsePlan(single, weight, kernel)], target)(mod)
+    return _bind(mod, values)
+
+
+def layer_key(layer: Layer) -> str:
+    """Names a layer by what its timing depends on: op, shapes, fusion, nonzero pattern."""
+    fields = [
+        layer.op,
+        list(layer.input_shape),
+        list(layer.weight_shape),
+        layer.transposed,
+        layer.bias is not None,
+        layer.relu,
+        repr(layer.conv),
+        hashlib.sha256(np.packbits(layer.weight != 0).tobytes()).hexdigest(),
+    ]
+    digest = hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:20]
+    return f"{layer.op}_{'x'.join(map(str, layer.shape))}_m{layer.m}_{digest}"
+
+
 def _time(
     mod: tvm.IRModule, target: tvm.target.Target, input_shape, number: int, repeat: int
 ) -> float:
@@ -92,26 +125,14 @@ def _time(
 
 
 def _key(layer: Layer, extra) -> tuple:
-    digest = hashlib.sha1(np.ascontiguousarray(layer.weight != 0)).hexdigest()
-    return (
-        layer.op,
-        layer.input_shape,
-        layer.weight_shape,
-        layer.transposed,
-        layer.bias is not None,
-        layer.relu,
-        layer.conv,
-        digest,
-        extra,
-    )
+    return (layer_key(layer), extra)
 
 
 def time_dense(layer: Layer, target: tvm.target.Target, number: int = 5, repeat: int = 5) -> float:
     """Median seconds of the layer compiled dense."""
     key = _key(layer, ("dense", str(target)))
     if key not in _CACHE:
-        mod, values = _single_layer_module(layer)
-        _CACHE[key] = _time(_bind(mod, values), target, layer.input_shape, number, repeat)
+        _CACHE[key] = _time(layer_module(layer, target), target, layer.input_shape, number, repeat)
     return _CACHE[key]
 
 
@@ -131,12 +152,8 @@ def time_sparse(
     """
     key = _key(layer, ("sparse", weight.block, str(target), kernel_id))
     if key not in _CACHE:
-        mod, values = _single_layer_module(layer)
-        func = mod["main"]
-        weights = {p: values[p.name] for p in func.params[1:]}
-        (single,) = find_layers(func, weights)
-        mod = DenseToSparse([SparsePlan(single, weight, kernel)], target)(mod)
-        _CACHE[key] = _time(_bind(mod, values), target, layer.input_shape, number, repeat)
+        mod = layer_module(layer, target, weight, kernel)
+        _CACHE[key] = _time(mod, target, layer.input_shape, number, repeat)
     return _CACHE[key]
 
 

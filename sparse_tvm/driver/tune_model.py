@@ -19,8 +19,6 @@ only if the board measured it faster than dense by the compiler's margin; dense 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import platform
 import time
@@ -32,9 +30,14 @@ import onnx
 import tvm
 
 from sparse_tvm.analysis import block_label, block_zero_fractions
-from sparse_tvm.analysis.format_choice import CANDIDATE_BLOCKS, estimate_speedup
+from sparse_tvm.analysis.format_choice import (
+    CANDIDATE_BLOCKS,
+    estimate_speedup,
+    format_label,
+    format_of,
+)
 from sparse_tvm.analysis.layers import Layer
-from sparse_tvm.driver.layer_timing import time_dense
+from sparse_tvm.driver.layer_timing import layer_key, layer_module, time_dense
 from sparse_tvm.errors import SparseTVMError, TargetError
 from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.frontend import import_onnx
@@ -196,7 +199,7 @@ def tune_model(
         for index, (layer, block) in enumerate(jobs):
             if index and jobs[index - 1][0] is not layer:
                 time_on_board(jobs[index - 1][0])
-            label = f"{'csr' if block == (1, 1) else 'bsr'} {block_label(block)}"
+            label = format_label(block)
             budget = None
             if timeout is not None:
                 left = timeout - (time.perf_counter() - start)
@@ -253,36 +256,6 @@ def tune_model(
 # -- measuring layers on the board -----------------------------------------------------------
 
 
-def layer_key(layer: Layer) -> str:
-    """Names a layer by what its timing depends on: op, shapes, fusion, nonzero pattern."""
-    fields = [
-        layer.op,
-        list(layer.input_shape),
-        list(layer.weight_shape),
-        layer.transposed,
-        layer.bias is not None,
-        layer.relu,
-        repr(layer.conv),
-        hashlib.sha256(np.packbits(layer.weight != 0).tobytes()).hexdigest(),
-    ]
-    digest = hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:20]
-    return f"{layer.op}_{'x'.join(map(str, layer.shape))}_m{layer.m}_{digest}"
-
-
-def _layer_module(layer: Layer, weight, kernel, target: tvm.target.Target) -> tvm.IRModule:
-    """The layer alone (dense when ``weight`` is None, else rewritten sparse), weights bound."""
-    from sparse_tvm.analysis.layers import find_layers
-    from sparse_tvm.driver.layer_timing import _bind, _single_layer_module
-    from sparse_tvm.transform.dense_to_sparse import DenseToSparse, SparsePlan
-
-    mod, values = _single_layer_module(layer)
-    if weight is not None:
-        func = mod["main"]
-        (single,) = find_layers(func, {p: values[p.name] for p in func.params[1:]})
-        mod = DenseToSparse([SparsePlan(single, weight, kernel)], target)(mod)
-    return _bind(mod, values)
-
-
 def time_layer_on_board(layer: Layer, tuned: list, target: tvm.target.Target, board) -> dict:
     """Time the dense layer and each tuned candidate layer on ``board`` (one RPC session).
 
@@ -303,7 +276,7 @@ def time_layer_on_board(layer: Layer, tuned: list, target: tvm.target.Target, bo
     seconds, outputs = [], []
     for index, (block, weight, result) in enumerate(variants):
         kernel = None if result is None else result.func
-        mod = _layer_module(layer, weight, kernel, target)
+        mod = layer_module(layer, target, weight, kernel)
         executable = tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target))
         vm = tvm.runtime.vm.VirtualMachine(
             board.load(session, executable, f"layer{index}.so"), device
@@ -321,7 +294,7 @@ def time_layer_on_board(layer: Layer, tuned: list, target: tvm.target.Target, bo
         candidates.append(
             {
                 "block": list(block),
-                "format": f"{'csr' if block == (1, 1) else 'bsr'} {block_label(block)}",
+                "format": format_label(block),
                 "knobs": None if result is None else result.knobs,
                 "sparse_s": secs,
             }
@@ -396,7 +369,7 @@ class BoardTimings:
                 return None
         how = "tuned kernel" if kernel is not None else "default kernel (faster than the tuned)"
         choice = FormatChoice(
-            "csr" if block == (1, 1) else "bsr",
+            format_of(block),
             block,
             dense_s / sparse_s,
             f"{how}, measured {dense_s / sparse_s:.2f}x dense on the board while tuning",

@@ -445,14 +445,10 @@ def tune_kernel(
         weight, m, x_layout=x_layout, batch=batch, bias=bias, relu=relu, target=target
     )
     if board is None:
-        (default_s, expected), (latency_s, got) = (
-            measure(default, args, target),
-            measure(func, args, target),
-        )
+        timed = [measure(f, args, target) for f in (default, func)]
     else:
-        (default_s, expected), (latency_s, got) = measure_on_board(
-            board, [default, func], args, target
-        )
+        timed = measure_on_board(board, [default, func], args, target)
+    (default_s, expected), (latency_s, got) = timed
     if not np.allclose(got, expected, rtol=1e-4, atol=1e-4):
         raise RuntimeError(f"tuned kernel {knobs} disagrees with the hand-written kernel")
     return TunedKernel(
