@@ -173,7 +173,7 @@ def tune_model_cuda(
     from ..errors import TargetError
     from ..frontend import import_onnx
     from ..transform.dense_to_sparse import kernel_options
-    from .records import RecordStore
+    from .records import RecordStore, tuning_lock
 
     say = progress or (lambda _line: None)
     if rpc_tracker is not None:
@@ -186,31 +186,32 @@ def tune_model_cuda(
             f"no CUDA device: tuning for {target.name} runs the candidates on a GPU of this "
             "machine; run `sparse-tvm tune` on the GPU machine"
         )
-    store = RecordStore(records)
-    summary = TuneSummary(records=str(store.folder), measured_on=tvm.cuda(0).device_name)
-    start = time.perf_counter()
-    for layer in analyse(import_onnx(model, input_shapes)):
-        if timeout is not None and time.perf_counter() - start > timeout:
-            say("time is up: the remaining layers are left untuned")
-            break
-        decision = decide(
-            layer, target, measure=False, zero_fractions=block_zero_fractions(layer.weight)
-        )
-        if decision.weight is None:
-            continue
-        say(f"{layer.name}: {decision.choice.label} ...")
-        found = tune_cuda_kernel(
-            decision.weight,
-            layer.m,
-            target=target.tvm_target,
-            trials=trials,
-            database=store.database,
-            work_dir=str(store.folder),
-            **kernel_options(layer),
-        )
-        tuned_us = None if found.latency_s is None else found.latency_s * 1e6
-        summary.candidates.append(
-            CandidateResult(layer.name, decision.choice.label, tuned_us, None, trials)
-        )
-    summary.seconds = time.perf_counter() - start
+    with tuning_lock(records):  # one run writes a records folder at a time
+        store = RecordStore(records)
+        summary = TuneSummary(records=str(store.folder), measured_on=tvm.cuda(0).device_name)
+        start = time.perf_counter()
+        for layer in analyse(import_onnx(model, input_shapes)):
+            if timeout is not None and time.perf_counter() - start > timeout:
+                say("time is up: the remaining layers are left untuned")
+                break
+            decision = decide(
+                layer, target, measure=False, zero_fractions=block_zero_fractions(layer.weight)
+            )
+            if decision.weight is None:
+                continue
+            say(f"{layer.name}: {decision.choice.label} ...")
+            found = tune_cuda_kernel(
+                decision.weight,
+                layer.m,
+                target=target.tvm_target,
+                trials=trials,
+                database=store.database,
+                work_dir=str(store.folder),
+                **kernel_options(layer),
+            )
+            tuned_us = None if found.latency_s is None else found.latency_s * 1e6
+            summary.candidates.append(
+                CandidateResult(layer.name, decision.choice.label, tuned_us, None, trials)
+            )
+        summary.seconds = time.perf_counter() - start
     return summary
