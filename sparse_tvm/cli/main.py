@@ -300,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sparse-tvm", description="Compile pruned neural networks into fast sparse code."
     )
-    parser.add_argument("--verbose", action="store_true", help="show details and tracebacks")
+    parser.add_argument("--verbose", action="store_true", help="show details, tracebacks, and the logs of TVM and MetaSchedule")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="prune, compile and compare the bundled example models")
@@ -407,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from sparse_tvm.logs import set_verbose
+
+    set_verbose(args.verbose)
     try:
         return args.func(args)
     except SparseTVMError as err:

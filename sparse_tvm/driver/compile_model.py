@@ -28,6 +28,7 @@ from sparse_tvm.driver.layer_timing import time_dense, time_sparse
 from sparse_tvm.errors import CompileError, SparseTVMError, TargetError
 from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.frontend import ImportedModel, import_onnx
+from sparse_tvm.logs import native_quiet
 from sparse_tvm.pipeline import cpu_pipeline
 from sparse_tvm.report import LayerReport, Report, pattern_summary
 from sparse_tvm.runtime.compiled_model import CompiledModel, TensorSpec
@@ -394,7 +395,8 @@ def build(
     else:
         pipeline = cpu_pipeline(target.tvm_target)
     try:
-        return tvm.compile(mod, target=target.tvm_target, relax_pipeline=pipeline)
+        with native_quiet():
+            return tvm.compile(mod, target=target.tvm_target, relax_pipeline=pipeline)
     except Exception as err:  # TVM reports failures as many exception types
         message = " ".join(str(err).split())[:300]
         raise CompileError(

@@ -18,6 +18,7 @@ from tvm import relax
 
 from sparse_tvm.analysis.layers import Layer, find_layers
 from sparse_tvm.formats import BlockSparseWeight
+from sparse_tvm.logs import native_quiet
 from sparse_tvm.pipeline import cpu_pipeline
 from sparse_tvm.transform.dense_to_sparse import DenseToSparse, SparsePlan
 
@@ -117,7 +118,8 @@ def layer_key(layer: Layer) -> str:
 def _time(
     mod: tvm.IRModule, target: tvm.target.Target, input_shape, number: int, repeat: int
 ) -> float:
-    executable = tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target))
+    with native_quiet():
+        executable = tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target))
     vm = relax.VirtualMachine(executable, tvm.cpu())
     x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(input_shape, np.float32))
     timer = vm.time_evaluator("main", tvm.cpu(), number=number, repeat=repeat, min_repeat_ms=20)

@@ -41,6 +41,7 @@ from sparse_tvm.driver.layer_timing import layer_key, layer_module, time_dense
 from sparse_tvm.errors import SparseTVMError, TargetError
 from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.frontend import import_onnx
+from sparse_tvm.logs import native_quiet
 from sparse_tvm.target import resolve_target
 from sparse_tvm.transform.dense_to_sparse import kernel_options
 
@@ -277,7 +278,8 @@ def time_layer_on_board(layer: Layer, tuned: list, target: tvm.target.Target, bo
     for index, (block, weight, result) in enumerate(variants):
         kernel = None if result is None else result.func
         mod = layer_module(layer, target, weight, kernel)
-        executable = tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target))
+        with native_quiet():
+            executable = tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target))
         vm = tvm.runtime.vm.VirtualMachine(
             board.load(session, executable, f"layer{index}.so"), device
         )

@@ -17,6 +17,7 @@ from sparse_tvm.errors import SparseTVMError
 from sparse_tvm.frontend.fold import fold_constants
 from sparse_tvm.frontend.input_shapes import fix_input_shapes, graph_inputs
 from sparse_tvm.frontend.load import load_onnx
+from sparse_tvm.logs import native_quiet
 
 
 @dataclass
@@ -108,7 +109,8 @@ def _convert(model: onnx.ModelProto) -> tvm.IRModule:
         with warnings.catch_warnings():
             # the importer re-runs onnx.checker and warns about names; both are handled here
             warnings.simplefilter("ignore")
-            return from_onnx(model, keep_params_in_input=True, sanitize_input_names=False)
+            with native_quiet():
+                return from_onnx(model, keep_params_in_input=True, sanitize_input_names=False)
     except Exception as error:  # the importer raises anything from KeyError to TVMError
         ops = sorted({n.op_type for n in model.graph.node})
         reason = " ".join(str(error).split())[:300] or type(error).__name__

@@ -24,6 +24,7 @@ from tvm import relax
 
 from sparse_tvm.errors import CompileError
 from sparse_tvm.frontend import ImportedModel
+from sparse_tvm.logs import native_quiet
 from sparse_tvm.micro.rewrite import MicroDenseToSparse, MicroPlan
 from sparse_tvm.micro.schedule import micro_schedule
 
@@ -227,7 +228,7 @@ def build_kernels(
         if isinstance(func, tvm.tirx.PrimFunc) and gv.name_hint in names:
             symbol = prefix + gv.name_hint
             funcs[gv] = micro_schedule(func).with_attr("global_symbol", symbol)
-    with tvm.transform.PassContext(opt_level=3, config=C_TARGET_CONFIG):
+    with tvm.transform.PassContext(opt_level=3, config=C_TARGET_CONFIG), native_quiet():
         executable = tvm.compile(tvm.IRModule(funcs), target=tvm.target.Target({"kind": "c"}))
     source = executable.mod.inspect_source()
     foreign = set(_RUNTIME_CALL.findall(source)) - ALLOWED_RUNTIME_CALLS

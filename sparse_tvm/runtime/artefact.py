@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import tvm
 
 from sparse_tvm.errors import ArtefactError
+from sparse_tvm.logs import native_quiet
 from sparse_tvm.report import Report
 
 if TYPE_CHECKING:
@@ -51,14 +52,15 @@ def export_artefact(compiled: CompiledModel, path: str | os.PathLike) -> None:
     }
     with tempfile.TemporaryDirectory(prefix="sparse-tvm-export-") as work:
         work_path = Path(work)
-        if compiled.cross_compiler:
-            from tvm.support import cc
+        with native_quiet():  # TVM logs a "Scope Saving:" line per VM function
+            if compiled.cross_compiler:
+                from tvm.support import cc
 
-            compiled.executable.export_library(
-                str(work_path / LIBRARY), fcompile=cc.cross_compiler(compiled.cross_compiler)
-            )
-        else:
-            compiled.executable.export_library(str(work_path / LIBRARY))
+                compiled.executable.export_library(
+                    str(work_path / LIBRARY), fcompile=cc.cross_compiler(compiled.cross_compiler)
+                )
+            else:
+                compiled.executable.export_library(str(work_path / LIBRARY))
         (work_path / METADATA).write_text(json.dumps(metadata, indent=2))
         (work_path / REPORT).write_text(str(compiled.report) + "\n")
         partial = path.with_name(f".{path.name}.partial")
@@ -125,7 +127,8 @@ def load_artefact(path: str | os.PathLike) -> CompiledModel:
     try:
         with tarfile.open(path) as tar:
             safe_extract(tar, folder)
-        library = tvm.runtime.load_module(str(folder / LIBRARY))
+        with native_quiet():  # and a "Scope Loaded:" line per VM function
+            library = tvm.runtime.load_module(str(folder / LIBRARY))
     except ArtefactError:
         shutil.rmtree(folder, ignore_errors=True)
         raise

@@ -21,6 +21,7 @@ from tvm import relax
 
 from sparse_tvm.errors import SparseTVMError
 from sparse_tvm.frontend import graph_inputs, import_onnx, load_onnx
+from sparse_tvm.logs import native_quiet
 from sparse_tvm.pruning.weights import write_initializer
 from sparse_tvm.training.data import Dataset, load_dataset, minibatches, padded_batches
 from sparse_tvm.training.graph import Gate, gradient_module
@@ -177,7 +178,9 @@ class Trainer:
                 [loss_params[f"{g.weight.name}.log_alpha"] for g in self.gates],
                 [False] * len(self.gates),
             )
-        self.vm = relax.VirtualMachine(tvm.compile(mod, target=target), tvm.cpu())
+        with native_quiet():
+            executable = tvm.compile(mod, target=target)
+        self.vm = relax.VirtualMachine(executable, tvm.cpu())
         self.weight_state = self.weight_optimizer.state
         self.gate_state = self.gate_optimizer.state if self.gates else None
 

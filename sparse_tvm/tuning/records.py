@@ -45,6 +45,7 @@ from tvm.s_tir.meta_schedule.search_strategy import PySearchStrategy
 from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
 
 from sparse_tvm.errors import SparseTVMError
+from sparse_tvm.logs import tune_tir
 
 KEY_ATTR = "sparse_tvm.workload_key"
 WORKLOAD_FILE = "database_workload.json"
@@ -287,7 +288,7 @@ class RecordStore:
         if remaining > 0:
             if not isinstance(strategy, ms.search_strategy.SearchStrategy):
                 strategy = ms.search_strategy.SearchStrategy.create(strategy)
-            ms.tune_tir(
+            tune_tir(
                 mod,
                 target,
                 work_dir=str(self.folder),

@@ -22,6 +22,7 @@ import tvm
 from tvm.s_tir import meta_schedule as ms
 
 from ..formats.block_sparse import BlockSparseWeight
+from ..logs import tune_tir
 from .space_cuda import (
     CudaKnobFeatures,
     MaterializeBuild,
@@ -102,7 +103,7 @@ def tune_cuda_kernel(
     work_dir = work_dir or tempfile.mkdtemp(prefix="sparse_tvm_tune_cuda_")
     database = database or ms.database.JSONDatabase(work_dir=work_dir)
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=3, min_repeat_ms=10)
-    ms.tir_integration.tune_tir(
+    tune_tir(
         mod,
         target,
         work_dir,

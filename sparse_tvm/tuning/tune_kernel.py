@@ -27,6 +27,7 @@ from tvm.s_tir import meta_schedule as ms
 
 from ..formats.block_sparse import BlockSparseWeight
 from ..kernels.spmm import SpmmSpec, spmm_kernel
+from ..logs import tune_tir
 from .cross_build import CrossExport
 from .records import ContinueFromRecords
 from .rpc import Board, time_remote
@@ -419,7 +420,7 @@ def tune_kernel(
                 population_size=128, init_min_unmeasured=32, genetic_num_iters=3
             )
         )
-        ms.tune_tir(
+        tune_tir(
             mod,
             target,
             work_dir,
