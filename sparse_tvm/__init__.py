@@ -33,7 +33,7 @@ from sparse_tvm.errors import (
     TargetError,
 )
 from sparse_tvm.report import LayerReport, Report
-from sparse_tvm.runtime import CompiledModel
+from sparse_tvm.runtime import CompiledModel, InputCastWarning
 
 __version__ = "0.1.0"
 
@@ -143,6 +143,7 @@ __all__ = [
     "ArtefactError",
     "CompileError",
     "CompiledModel",
+    "InputCastWarning",
     "InputShapeError",
     "LayerReport",
     "ModelLoadError",

@@ -19,6 +19,39 @@ from sparse_tvm.pruning import prune_magnitude
 
 SPARSITY = 0.9
 SETTLE_S = 0.3
+# other processes using this much of the machine make the demo's timings unreliable: a
+# 2-thread kernel slows 5-8x when another process holds one of its cores
+BUSY_CORES = 0.25
+
+
+def busy_cores_elsewhere(window: float = SETTLE_S) -> float:
+    """Cores kept busy by other processes over ``window`` seconds (this one is idle then)."""
+    import psutil
+
+    def busy() -> float:
+        t = psutil.cpu_times()  # guest time is already part of user time
+        fields = ("user", "nice", "system", "irq", "softirq", "steal")
+        return sum(getattr(t, name, 0.0) for name in fields)
+
+    def mine() -> float:
+        t = psutil.Process().cpu_times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    before_all, before_mine, start = busy(), mine(), time.perf_counter()
+    time.sleep(window)
+    elapsed = time.perf_counter() - start
+    return max(0.0, (busy() - before_all) - (mine() - before_mine)) / elapsed
+
+
+def load_note(busy: float, cores: int, load: tuple[float, float, float] | None) -> str | None:
+    """The one line saying the timings are unreliable, or None on a quiet machine."""
+    if busy < BUSY_CORES:
+        return None
+    average = "" if load is None else f", load average {load[0]:.1f}"
+    return (
+        f"note: other processes keep {busy:.1f} of {cores} cores busy{average}: the timings "
+        "below are unreliable; rerun on a quiet machine"
+    )
 
 
 def _ort_session(model: onnx.ModelProto) -> ort.InferenceSession:
@@ -37,6 +70,27 @@ def _median_seconds(fn, repeat: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
+
+
+_noted = False
+
+
+def _warn_if_busy() -> None:
+    global _noted
+    import os
+
+    from sparse_tvm.target.host_cpu import host_num_cores
+
+    if _noted:
+        return
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    note = load_note(busy_cores_elsewhere(), host_num_cores(), load)
+    if note:
+        print(note, flush=True)
+        _noted = True
 
 
 def _case(title: str, model: onnx.ModelProto, pattern: str, repeat: int) -> bool:
@@ -77,6 +131,7 @@ def _case(title: str, model: onnx.ModelProto, pattern: str, repeat: int) -> bool
 
     # each runtime's thread pool spins for a while after its last call: let it park before
     # timing the next one, or the next one shares the cores with it
+    _warn_if_busy()  # also lets the thread pools of the checks above park
     t_ort = _median_seconds(lambda: session.run(None, inputs), repeat)
     time.sleep(SETTLE_S)
     t_dense = dense.benchmark(inputs, repeat=repeat)["median"]

@@ -1,4 +1,19 @@
-"""The per-layer report: what was found, what format each layer got, and what it measured."""
+"""The per-layer report: what was found, what format each layer got, and what decided it.
+
+Each row says what decided its format (``LayerReport.decided_by``), with the number that
+decided it (``decided_speedup``):
+
+- ``"measured"``: the layer was built alone, dense and sparse, and timed on this host at
+  compile time; sparse is kept only when it is faster than dense by the keep-sparse margin;
+- ``"measured on the board"``: the same, from the dense and sparse latencies a board measured
+  while tuning (the records' layer timings), for a target this host cannot run;
+- ``"estimated (cost model)"``: the calibrated cost model's estimated speedup; nothing was
+  timed (a target the host cannot time, such as aarch64 or cuda, ``measure=False`` /
+  ``--no-measure``, or a layer too sparse-poor to be worth timing; ``inspect``);
+- ``"tuning records"``: the fastest kernel in the tuning records, not timed against dense;
+- ``"rule"``: no number (a layer the sparse kernels do not support, sparsity below the
+  threshold); ``"requested"``: ``dense=True`` / ``--dense``, or a forced block shape.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +30,24 @@ BLOCK_COLUMNS = ("1x1", "4x1", "8x1", "16x1", "1x4")
 # The pattern summary of a weight is at most this many cells a side (64 x 64 bytes: a few
 # kilobytes of base64 per layer in the artefact's report JSON).
 PATTERN_CELLS = 64
+
+MEASURED = "measured"
+MEASURED_ON_BOARD = "measured on the board"
+ESTIMATED = "estimated (cost model)"
+TUNING_RECORDS = "tuning records"
+RULE = "rule"
+REQUESTED = "requested"
+# what each decided_by says in the report's footnote: "N layers ..." (in this order)
+_DECIDED_FOOTNOTES = {
+    MEASURED: "measured on this host at compile time (each layer built alone, dense and "
+    "sparse; latencies are medians; a sparse format kept only where it was measurably faster)",
+    MEASURED_ON_BOARD: "measured on the board while tuning (the dense and sparse latencies in "
+    "the records' layer timings), not on this host",
+    ESTIMATED: "estimated by the cost model, not timed (no latencies)",
+    TUNING_RECORDS: "given the fastest kernel in the tuning records, not timed against dense",
+    RULE: "kept dense by a rule (unsupported layer, sparsity threshold), not timed",
+    REQUESTED: "as requested (dense build or forced block shape), not timed",
+}
 
 
 def pattern_summary(weight: np.ndarray, cells: int = PATTERN_CELLS) -> dict[str, Any]:
@@ -57,7 +90,13 @@ def pattern_density(summary: dict[str, Any]) -> np.ndarray:
 
 @dataclass
 class LayerReport:
-    """One row of the report."""
+    """One row of the report.
+
+    ``name`` is the weight initializer's name, the layer's key (tuning records, layer timings,
+    ``prune --exclude``); ``layer`` is the name the report shows: the PyTorch module path or
+    the ONNX node name ('' when the model names neither: the weight name is shown).
+    ``decided_by`` and ``decided_speedup``: see the module docstring.
+    """
 
     name: str
     op: str
@@ -72,12 +111,31 @@ class LayerReport:
     dense_bytes: int = 0
     stored_bytes: int = 0  # values + indices as compiled
     pattern: dict[str, Any] | None = None  # pattern_summary() of the (n, k) weight
+    layer: str = ""  # module path / ONNX node name
+    decided_by: str = ""  # MEASURED, MEASURED_ON_BOARD, ESTIMATED, ...; '' in old artefacts
+    decided_speedup: float | None = None  # the measured or estimated speedup that decided
 
     @property
     def speedup(self) -> float | None:
         if self.dense_us and self.sparse_us:
             return self.dense_us / self.sparse_us
         return None
+
+    @property
+    def display_name(self) -> str:
+        """The layer's name as shown: its module path or node, else its weight's name."""
+        return self.layer or self.name
+
+    @property
+    def decision(self) -> str:
+        """What decided the format, with its number: ``"measured 13.56x"``,
+        ``"measured on the board 2.50x"``, ``"estimated (cost model) 6.00x"``, ``"rule"``;
+        ``"-"`` for a row of an artefact that did not record it."""
+        if not self.decided_by:
+            return "-"
+        if self.decided_speedup is None:
+            return self.decided_by
+        return f"{self.decided_by} {self.decided_speedup:.2f}x"
 
 
 @dataclass
@@ -90,11 +148,17 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain JSON. Each layer row: the dataclass fields, plus ``weight`` (the initializer
+        name, the same as ``name``) and ``decision`` (``LayerReport.decision``)."""
         return {
             "model": self.model,
             "target": self.target,
             "notes": self.notes,
-            "layers": [asdict(layer) for layer in self.layers],
+            "decisions": self.decision_notes(),
+            "layers": [
+                asdict(layer) | {"weight": layer.name, "decision": layer.decision}
+                for layer in self.layers
+            ],
             "totals": self.totals(),
         }
 
@@ -116,6 +180,23 @@ class Report:
 
         return render_html(self)
 
+    def decision_notes(self) -> list[str]:
+        """One line per way formats were decided, with its layer count: what was measured
+        where and what was only estimated (the footnote of ``str()`` and the HTML page)."""
+        counts: dict[str, int] = {}
+        for row in self.layers:
+            counts[row.decided_by] = counts.get(row.decided_by, 0) + 1
+        lines = []
+        for key, text in _DECIDED_FOOTNOTES.items():
+            if counts.get(key):
+                lines.append(f"{_layers(counts[key])} {text}")
+        unknown = sum(n for key, n in counts.items() if key not in _DECIDED_FOOTNOTES)
+        if unknown:
+            lines.append(
+                f"{_layers(unknown)} from an artefact that did not record what decided the format"
+            )
+        return lines
+
     def totals(self) -> dict[str, Any]:
         dense_bytes = sum(row.dense_bytes for row in self.layers)
         stored = sum(row.stored_bytes for row in self.layers)
@@ -131,8 +212,9 @@ class Report:
     def __str__(self) -> str:
         head = [
             "layer",
+            "weight",
             "op",
-            "weight (n x k)",
+            "shape (n x k)",
             "m",
             "sparsity",
             "zero blocks " + "/".join(BLOCK_COLUMNS),
@@ -141,12 +223,14 @@ class Report:
             "sparse us",
             "speedup",
             "bytes",
+            "decided by",
             "note",
         ]
         rows = []
         for r in self.layers:
             rows.append(
                 [
+                    r.display_name,
                     r.name,
                     r.op,
                     f"{r.weight_shape[0]}x{r.weight_shape[1]}",
@@ -158,6 +242,7 @@ class Report:
                     "" if r.sparse_us is None else f"{r.sparse_us:.1f}",
                     "" if r.speedup is None else f"{r.speedup:.2f}x",
                     f"{r.stored_bytes / max(1, r.dense_bytes):.0%}" if r.dense_bytes else "",
+                    r.decision,
                     r.reason,
                 ]
             )
@@ -177,8 +262,13 @@ class Report:
             f"{t['weight_bytes_stored']:,} bytes against {t['weight_bytes_dense']:,} "
             f"dense ({t['weight_bytes_ratio']:.0%})"
         )
+        lines += self.decision_notes()
         lines += self.notes
         return "\n".join(lines)
+
+
+def _layers(n: int) -> str:
+    return f"{n} layer{'s' if n != 1 else ''}"
 
 
 _LAYER_FIELDS = {f.name for f in fields(LayerReport)}

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from sparse_tvm.errors import SparseTVMError
-from sparse_tvm.report import LayerReport, Report, pattern_density
+from sparse_tvm.report import MEASURED, MEASURED_ON_BOARD, LayerReport, Report, pattern_density
 
 # Density 0 is white, density 1 this colour; in between on a square-root scale, so that the
 # structure of a 90 %-sparse weight (10 % dense cells) is still visible.
@@ -35,17 +35,24 @@ _CSS = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #1b1b1b; }
 h1 { font-size: 20px; margin: 0 0 4px; }
 .meta { color: #555; margin: 0 0 16px; }
-table { border-collapse: collapse; margin: 8px 0 16px; }
-th, td { border-bottom: 1px solid #ddd; padding: 4px 8px; text-align: right;
+table { border-collapse: collapse; margin: 8px 0 16px; font-size: 13px; }
+th, td { border-bottom: 1px solid #ddd; padding: 4px 5px; text-align: right;
          vertical-align: middle; }
 th { background: #f3f4f6; font-weight: 600; }
 td.text, th.text { text-align: left; }
 td { white-space: nowrap; }
+/* names, decisions and notes wrap (names anywhere: module paths have no spaces), so the
+   table fits the window; numbers, ops, formats and pictures keep their width */
+td.wrap { white-space: normal; overflow-wrap: anywhere; }
+td.name { min-width: 6em; max-width: 16em; }
+td.decided { min-width: 6em; max-width: 10em; overflow-wrap: normal; }
 tr.sparse td.format { color: #14532d; font-weight: 600; }
 tfoot td { font-weight: 600; border-top: 2px solid #999; }
 img.pattern { image-rendering: pixelated; border: 1px solid #999; display: block; }
-.reason { color: #555; font-size: 12px; max-width: 28em; white-space: normal; }
-ul.notes { color: #555; }
+.reason { color: #555; font-size: 12px; min-width: 10em; max-width: 26em; white-space: normal;
+          overflow-wrap: anywhere; }
+.weight { color: #555; font-size: 12px; }
+ul.notes, ul.decisions { color: #555; }
 """
 
 
@@ -95,18 +102,13 @@ def _picture(row: LayerReport) -> str:
     width, height = _picture_size(n, k)
     cells = f"{density.shape[0]}x{density.shape[1]}"
     title = (
-        f"{row.name}: {n} x {k} weight in {cells} cells; "
+        f"{row.display_name}: {n} x {k} weight in {cells} cells; "
         f"darker = more nonzeros ({1 - row.sparsity:.1%} nonzero overall)"
     )
     return (
         f'<img class="pattern" src="{uri}" width="{width}" height="{height}" '
-        f'alt="nonzero pattern of {html.escape(row.name)}" title="{html.escape(title)}">'
+        f'alt="nonzero pattern of {html.escape(row.display_name)}" title="{html.escape(title)}">'
     )
-
-
-def _block(row: LayerReport) -> str:
-    parts = row.format.split()
-    return parts[1] if len(parts) == 2 else "-"
 
 
 def _us(value: float | None) -> str:
@@ -122,13 +124,14 @@ def _layer_row(row: LayerReport) -> str:
     sparse = row.format != "dense"
     stored_pct = f"{row.stored_bytes / row.dense_bytes:.0%}" if row.dense_bytes else "-"
     cells = [
-        _cell(esc(row.name), "text"),
+        _cell(esc(row.display_name), "text wrap name"),
+        _cell(f'<span class="weight">{esc(row.name)}</span>', "text wrap name"),
         _cell(esc(row.op), "text"),
         _cell(f"{row.weight_shape[0]} x {row.weight_shape[1]}"),
         _cell(str(row.m)),
         _cell(f"{row.sparsity:.1%}"),
         _cell(esc(row.format), "text format"),
-        _cell(esc(_block(row))),
+        _cell(esc(row.decision), "text wrap decided"),
         _cell(_us(row.dense_us)),
         _cell(_us(row.sparse_us)),
         _cell("-" if row.speedup is None else f"{row.speedup:.2f}x"),
@@ -136,23 +139,33 @@ def _layer_row(row: LayerReport) -> str:
         _cell(f"{row.stored_bytes:,}"),
         _cell(stored_pct),
         _cell(_picture(row)),
-        _cell(f'<div class="reason">{esc(row.reason)}</div>', "text"),
+        _cell(f'<div class="reason">{esc(row.reason)}</div>', "text wrap"),
     ]
     return f'<tr class="layer{" sparse" if sparse else ""}">' + "".join(cells) + "</tr>"
 
 
-def layer_time_totals(report: Report) -> dict[str, float | int] | None:
+def layer_time_totals(report: Report) -> dict[str, float | int | str] | None:
     """Sum of the measured layer latencies, all dense against as compiled (microseconds).
 
     Only layers with both measurements count (the compiler measures a layer when a sparse
     format is a candidate); ``None`` when there are none (``inspect`` and unmeasured builds).
+    ``where``: where they were measured, as the summary line says it.
     """
     measured = [r for r in report.layers if r.dense_us is not None and r.sparse_us is not None]
     if not measured:
         return None
     dense = sum(r.dense_us for r in measured)
     compiled = sum(r.sparse_us if r.format != "dense" else r.dense_us for r in measured)
-    return {"layers": len(measured), "dense_us": dense, "compiled_us": compiled}
+    places = {r.decided_by for r in measured}
+    if places == {MEASURED_ON_BOARD}:
+        where = "measured on the board while tuning"
+    elif places == {MEASURED}:
+        where = "measured on this host at compile time"
+    elif places <= {MEASURED, MEASURED_ON_BOARD}:
+        where = "measured on this host at compile time or on the board while tuning"
+    else:
+        where = "measured"  # rows of an artefact that did not record where
+    return {"layers": len(measured), "dense_us": dense, "compiled_us": compiled, "where": where}
 
 
 def render_html(report: Report) -> str:
@@ -174,12 +187,13 @@ def render_html(report: Report) -> str:
     times = layer_time_totals(report)
     head = [
         ("layer", "text"),
+        ("weight", "text"),
         ("op", "text"),
-        ("weight (n x k)", ""),
+        ("shape (n x k)", ""),
         ("m", ""),
         ("sparsity", ""),
         ("format", "text"),
-        ("block", ""),
+        ("decided by", "text"),
         ("dense µs", ""),
         ("sparse µs", ""),
         ("speedup", ""),
@@ -199,8 +213,8 @@ def render_html(report: Report) -> str:
             speed = times["dense_us"] / times["compiled_us"]
     foot = (
         '<tr class="totals">'
-        + _cell(f"{totals['layers']} layers, {totals['sparse_layers']} sparse", "text")
-        + '<td colspan="6"></td>'
+        + _cell(f"{totals['layers']} layers, {totals['sparse_layers']} sparse", "text wrap")
+        + '<td colspan="7"></td>'
         + _cell(time_cells[0])
         + _cell(time_cells[1])
         + _cell("" if speed is None else f"{speed:.2f}x")
@@ -217,10 +231,11 @@ def render_html(report: Report) -> str:
     if times is not None:
         summary.append(
             f"measured layer time {times['compiled_us']:,.1f} µs as compiled against "
-            f"{times['dense_us']:,.1f} µs all dense ({speed or 0.0:.2f}x, over the {times['layers']} "
-            "layers measured at compile time)"
+            f"{times['dense_us']:,.1f} µs all dense ({speed or 0.0:.2f}x, over the "
+            f"{times['layers']} layers {times['where']})"
         )
     notes = "".join(f"<li>{esc(note)}</li>" for note in report.notes)
+    decisions = "".join(f"<li>{esc(line)}</li>" for line in report.decision_notes())
     title = f"sparse-tvm report: {report.model or 'model'}"
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -240,11 +255,13 @@ def render_html(report: Report) -> str:
 </tbody>
 <tfoot>{foot}</tfoot>
 </table>
-<p class="meta">Latencies are medians measured per layer at compile time (each layer built
-alone, dense and sparse). Pictures: the weight as (n output features x k input features), cut
+<p class="meta">How the formats were decided (per layer: the "decided by" column, with the
+speedup over dense that decided):</p>
+<ul class="decisions" id="decisions">{decisions}</ul>
+{f'<ul class="notes" id="notes">{notes}</ul>' if notes else ""}
+<p class="meta">Pictures: the weight as (n output features x k input features), cut
 into at most 64 x 64 cells; darker cells hold more nonzeros (square-root scale), white cells
 none.</p>
-{f'<ul class="notes">{notes}</ul>' if notes else ""}
 </body>
 </html>
 """

@@ -10,7 +10,16 @@ import pytest
 from PIL import Image
 
 from sparse_tvm.errors import SparseTVMError
-from sparse_tvm.report import LayerReport, Report, pattern_density, pattern_summary
+from sparse_tvm.report import (
+    ESTIMATED,
+    MEASURED,
+    MEASURED_ON_BOARD,
+    RULE,
+    LayerReport,
+    Report,
+    pattern_density,
+    pattern_summary,
+)
 from sparse_tvm.report_html import pattern_png, png_bytes, render_html, write_html
 
 
@@ -65,6 +74,9 @@ def _report() -> Report:
             dense_bytes=w.size * 4,
             stored_bytes=1000,
             pattern=pattern_summary(w),
+            layer="blocks.0.fc1",
+            decided_by=MEASURED,
+            decided_speedup=2.5,
         ),
         LayerReport(
             name="fc2",
@@ -79,6 +91,8 @@ def _report() -> Report:
             dense_bytes=2560,
             stored_bytes=2560,
             pattern=pattern_summary(np.ones((10, 64))),
+            decided_by=MEASURED,
+            decided_speedup=2 / 3,
         ),
     ]
     return Report(model="m.onnx", target="x86", layers=rows, notes=["a note"])
@@ -127,3 +141,108 @@ def test_write_html_is_atomic_and_refuses_bad_paths(tmp_path):
     with pytest.raises(SparseTVMError, match="is a directory"):
         write_html(_report(), tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html"]
+
+
+def _row(name: str, decided_by: str, speedup: float | None, **extra) -> LayerReport:
+    fields = dict(
+        name=name,
+        op="matmul",
+        weight_shape=[64, 32],
+        m=8,
+        sparsity=0.9,
+        zero_blocks={"16x1": 0.9},
+        format="bsr 16x1",
+        dense_bytes=8192,
+        stored_bytes=1000,
+        decided_by=decided_by,
+        decided_speedup=speedup,
+    )
+    return LayerReport(**(fields | extra))
+
+
+def test_each_layer_says_what_decided_its_format_in_text_json_and_html():
+    report = Report(
+        model="m.onnx",
+        target="aarch64",
+        layers=[
+            _row(
+                "val_86",
+                MEASURED,
+                13.56,
+                layer="encoder.layers.0.linear1",
+                dense_us=13.56,
+                sparse_us=1.0,
+                reason="cost model estimated 6.0x; measured 13.56x over dense: kept sparse",
+            ),
+            _row(
+                "onnx::MatMul_7", MEASURED_ON_BOARD, 2.5, layer="head", dense_us=5.0, sparse_us=2.0
+            ),
+            _row("w3", ESTIMATED, 6.0, reason="estimated (cost model) 6.00x over dense; not timed"),
+            _row("w4", ESTIMATED, 0.75, format="dense", stored_bytes=8192),
+            _row("w5", RULE, None, format="dense", reason="depthwise conv stays dense"),
+        ],
+    )
+    expected = [
+        "measured 13.56x",
+        "measured on the board 2.50x",
+        "estimated (cost model) 6.00x",
+        "estimated (cost model) 0.75x",
+        "rule",
+    ]
+    assert [row.decision for row in report.layers] == expected
+    assert report.decision_notes() == [
+        "1 layer measured on this host at compile time (each layer built alone, dense and "
+        "sparse; latencies are medians; a sparse format kept only where it was measurably "
+        "faster)",
+        "1 layer measured on the board while tuning (the dense and sparse latencies in the "
+        "records' layer timings), not on this host",
+        "2 layers estimated by the cost model, not timed (no latencies)",
+        "1 layer kept dense by a rule (unsupported layer, sparsity threshold), not timed",
+    ]
+
+    lines = str(report).splitlines()
+    head = lines[1]
+    assert head.index("layer") < head.index("weight") < head.index("op")
+    decided = head.index("decided by")
+    for row, line in zip(report.layers, lines[3:8], strict=True):
+        assert line.startswith(row.display_name)  # the module path, else the weight name
+        assert f" {row.name} " in line or line.split()[0] == row.name
+        assert line[decided:].startswith(row.decision)
+    assert lines[3].split()[:2] == ["encoder.layers.0.linear1", "val_86"]
+    assert lines[5].split()[:2] == ["w3", "w3"]
+    assert lines[-4:] == report.decision_notes()
+
+    data = report.to_dict()
+    assert data["decisions"] == report.decision_notes()
+    assert [r["decision"] for r in data["layers"]] == expected
+    assert [(r["decided_by"], r["decided_speedup"]) for r in data["layers"]] == [
+        (row.decided_by, row.decided_speedup) for row in report.layers
+    ]
+    assert [(r["layer"], r["weight"]) for r in data["layers"]][:2] == [
+        ("encoder.layers.0.linear1", "val_86"),
+        ("head", "onnx::MatMul_7"),
+    ]
+
+    page = render_html(report)
+    for text in expected:
+        assert f'<td class="text wrap decided">{text}</td>' in page
+    decisions = re.search(r'<ul class="decisions" id="decisions">(.*?)</ul>', page).group(1)
+    assert re.findall(r"<li>(.*?)</li>", decisions) == [
+        line.replace("'", "&#x27;") for line in report.decision_notes()
+    ]
+    assert "Latencies are medians measured per layer" not in page
+    # the two timed layers: one on this host, one on the board
+    assert "over the 2 layers measured on this host at compile time or on the board" in page
+
+
+def test_rows_of_an_older_artefact_say_nothing_was_recorded():
+    data = _report().to_dict()
+    for row in data["layers"]:
+        del row["decided_by"], row["decided_speedup"], row["layer"]
+    old = Report.from_dict(data)
+    assert [row.decision for row in old.layers] == ["-", "-"]
+    assert [row.display_name for row in old.layers] == ["fc1 <b>&</b>", "fc2"]
+    assert old.decision_notes() == [
+        "2 layers from an artefact that did not record what decided the format"
+    ]
+    assert "over the 2 layers measured)" in render_html(old)

@@ -119,8 +119,11 @@ def choose_format(
             best_block, best = block, estimate
     if best_block is None or best < MIN_ESTIMATED_SPEEDUP:
         return FormatChoice(
-            "dense", None, best, f"sparsity {sparsity:.0%} too low to gain (estimate {best:.2f}x)"
+            "dense",
+            None,
+            best,
+            f"sparsity {sparsity:.0%} too low to gain: estimated (cost model) {best:.2f}x",
         )
     return FormatChoice(
-        format_of(best_block), best_block, best, f"estimated {best:.1f}x over dense"
+        format_of(best_block), best_block, best, f"estimated (cost model) {best:.2f}x over dense"
     )

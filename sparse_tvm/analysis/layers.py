@@ -42,7 +42,13 @@ class ConvGeometry:
 
 @dataclass
 class Layer:
-    """One layer with a constant weight, as found in the Relax function."""
+    """One layer with a constant weight, as found in the Relax function.
+
+    ``name`` is the weight parameter's name (the ONNX initializer name): the key of tuning
+    records, layer timings, pruning exclusions and generated code. ``display_name`` is what the
+    report calls the layer (the PyTorch module path or the ONNX node, see
+    :mod:`sparse_tvm.analysis.layer_names`); '' when the graph names nothing.
+    """
 
     name: str
     op: str  # "matmul" or "conv2d"
@@ -61,6 +67,12 @@ class Layer:
     conv: ConvGeometry | None = None
     dense_reason: str = ""  # non-empty: this layer cannot be compiled sparse, and why
     fused: list[str] = field(default_factory=list)
+    display_name: str = ""
+
+    @property
+    def label(self) -> str:
+        """The display name, else the weight name."""
+        return self.display_name or self.name
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -185,7 +197,8 @@ def _matmul_layer(var, call, weights, names, index) -> Layer | None:
         return None
     w_nk = w if transposed else w.T
     layer = Layer(
-        name=names.get(weight_var.name, weight_var.name),
+        name=weight_var.name,
+        display_name=names.get(weight_var.name, ""),
         op="matmul",
         weight=np.ascontiguousarray(w_nk, dtype=np.float32),
         weight_shape=tuple(w.shape),
@@ -224,7 +237,8 @@ def _conv_layer(var, call, weights, names, index) -> Layer | None:
         output_hw=(out_shape[2], out_shape[3]),
     )
     layer = Layer(
-        name=names.get(weight_var.name, weight_var.name),
+        name=weight_var.name,
+        display_name=names.get(weight_var.name, ""),
         op="conv2d",
         weight=np.ascontiguousarray(w.reshape(w.shape[0], -1), dtype=np.float32),
         weight_shape=tuple(w.shape),
@@ -259,7 +273,8 @@ def find_layers(
     weights
         The weight parameters of ``func`` and their values.
     names
-        Optional display names by parameter name hint (e.g. the ONNX initializer names).
+        Optional display names (``Layer.display_name``) by weight parameter name; the layer's
+        ``name`` is always the parameter's own.
     """
     names = names or {}
     index = _FuncIndex(func)

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,8 +30,54 @@ def _shapes(text: str | None):
     return parse_input_shapes(text)
 
 
+class _StatusLine:
+    """Progress on stderr: on a terminal one status line rewritten in place, which a lasting
+    line (``say``) replaces; elsewhere (a log file, CI) every line as it comes."""
+
+    def __init__(self) -> None:
+        self.active = False
+
+    def _tty(self) -> bool:
+        try:
+            return sys.stderr.isatty()
+        except (AttributeError, ValueError):
+            return False
+
+    def say(self, line: str) -> None:
+        if self.active:
+            sys.stderr.write("\r\033[K")
+            self.active = False
+        print(line, file=sys.stderr, flush=True)
+
+    def finish(self) -> None:
+        """Clear a status line left on the terminal."""
+        if self.active:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+            self.active = False
+
+    def status(self, line: str) -> None:
+        if not self._tty():
+            print(line, file=sys.stderr, flush=True)
+            return
+        import shutil
+
+        width = shutil.get_terminal_size((100, 20)).columns
+        sys.stderr.write("\r\033[K" + line[: max(width - 1, 20)])
+        sys.stderr.flush()
+        self.active = True
+
+
+_progress = _StatusLine()
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning meant for the user as one line (``warning: ...``), not Python's two."""
+    _say(f"warning: {message}")
+
+
 def _say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    _progress.say(line)
 
 
 def _read_npz(path: str) -> dict:
@@ -54,14 +101,9 @@ def _write_atomically(path: Path, write) -> None:
         raise CLIError(f"output '{path}' is a directory: give a file name")
     if not path.parent.exists():
         raise CLIError(f"output folder '{path.parent}' does not exist: create it first")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from sparse_tvm.files import write_atomically
+
+    write_atomically(path, write)
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -280,7 +322,9 @@ def cmd_tune(args) -> int:
         rpc_key=args.rpc_key,
         input_shapes=_shapes(args.input_shapes),
         progress=_say,
+        status=_progress.status,
     )
+    _progress.finish()
     print(summary)
     return 0
 
@@ -300,7 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sparse-tvm", description="Compile pruned neural networks into fast sparse code."
     )
-    parser.add_argument("--verbose", action="store_true", help="show details, tracebacks, and the logs of TVM and MetaSchedule")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show details, tracebacks, and the logs of TVM and MetaSchedule",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="prune, compile and compare the bundled example models")
@@ -315,7 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="MODEL.onnx, or a compiled .tar artefact")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--input-shapes", help="static shapes for dynamic inputs: name:1x128,...")
-    p.add_argument("--sparsity-threshold", type=_probability)
+    p.add_argument(
+        "--sparsity-threshold",
+        type=_probability,
+        help="layers whose weights are less sparse than this, in [0, 1], stay dense "
+        "(default: the cost model decides)",
+    )
     p.add_argument(
         "--report",
         metavar="REPORT.html",
@@ -333,7 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="C compiler that links the library (cross compiler for edge targets)",
     )
     p.add_argument(
-        "--sparsity-threshold", type=_probability, help="layers below this sparsity stay dense"
+        "--sparsity-threshold",
+        type=_probability,
+        help="layers whose weights are less sparse than this, in [0, 1], stay dense "
+        "(default: the cost model and measurements decide)",
     )
     p.add_argument("--dense", action="store_true", help="compile every layer dense")
     p.add_argument("--input-shapes", help="static shapes for dynamic inputs: name:1x128,...")
@@ -364,7 +420,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prune", help="prune the weights of an ONNX model")
     p.add_argument("model", help="MODEL.onnx")
     p.add_argument("-o", "--output", required=True, help="PRUNED.onnx to write")
-    p.add_argument("--sparsity", type=_probability, required=True)
+    p.add_argument(
+        "--sparsity",
+        type=_probability,
+        required=True,
+        help="fraction of each prunable weight set to zero, in [0, 1] (0.9: 90 %% zeros)",
+    )
     p.add_argument(
         "--pattern", default="1x1", help="1x1, 4x1, 16x1, 1x4 (n x k blocks) or N:M such as 2:4"
     )
@@ -410,14 +471,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sparse_tvm.logs import set_verbose
 
     set_verbose(args.verbose)
+    if not args.verbose:
+        warnings.showwarning = _one_line_warning
     try:
         return args.func(args)
     except SparseTVMError as err:
+        _progress.finish()
         if args.verbose:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        _progress.finish()
         print("error: interrupted", file=sys.stderr)
         return 130
 

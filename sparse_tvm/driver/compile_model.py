@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import shutil
@@ -23,6 +24,7 @@ from tvm import relax
 
 from sparse_tvm.analysis import block_zero_fractions, choose_format, find_layers
 from sparse_tvm.analysis.format_choice import FormatChoice, format_of
+from sparse_tvm.analysis.layer_names import layer_display_names
 from sparse_tvm.analysis.layers import Layer
 from sparse_tvm.driver.layer_timing import time_dense, time_sparse
 from sparse_tvm.errors import CompileError, SparseTVMError, TargetError
@@ -30,7 +32,17 @@ from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.frontend import ImportedModel, import_onnx
 from sparse_tvm.logs import native_quiet
 from sparse_tvm.pipeline import cpu_pipeline
-from sparse_tvm.report import LayerReport, Report, pattern_summary
+from sparse_tvm.report import (
+    ESTIMATED,
+    MEASURED,
+    MEASURED_ON_BOARD,
+    REQUESTED,
+    RULE,
+    TUNING_RECORDS,
+    LayerReport,
+    Report,
+    pattern_summary,
+)
 from sparse_tvm.runtime.compiled_model import CompiledModel, TensorSpec
 from sparse_tvm.target import ResolvedTarget, resolve_target
 from sparse_tvm.transform.dense_to_sparse import DenseToSparse, SparsePlan
@@ -55,6 +67,7 @@ class LayerDecision:
     dense_s: float | None = None
     sparse_s: float | None = None
     kernel: tvm.tirx.PrimFunc | None = None  # a tuned kernel from records, else the default
+    decided_by: str = ""  # what decided the format: sparse_tvm.report.MEASURED, ESTIMATED, ...
 
 
 def model_name(model) -> str:
@@ -80,11 +93,20 @@ def preset_cross_compiler(target: ResolvedTarget) -> str | None:
     return preset.extra.get("cross_compiler")
 
 
-def analyse(imported: ImportedModel) -> list[Layer]:
-    """The layers of an imported model that have a constant weight."""
+def analyse(imported: ImportedModel, source=None) -> list[Layer]:
+    """The layers of an imported model that have a constant weight, each with its display
+    name (module path or ONNX node, see :mod:`sparse_tvm.analysis.layer_names`).
+
+    ``source``: the model as the user gave it (path or ModelProto), read for the PyTorch
+    node metadata that constant folding drops (module paths of dynamo exports).
+    """
     func = imported.mod["main"]
     weights = {var: imported.params[var.name] for var in func.params if var.name in imported.params}
-    return find_layers(func, weights)
+    layers = find_layers(func, weights)
+    names = layer_display_names([layer.name for layer in layers], imported.onnx_model, source)
+    for layer, name in zip(layers, names, strict=True):
+        layer.display_name = name
+    return layers
 
 
 def decide(
@@ -106,7 +128,8 @@ def decide(
     a tuned kernel the fastest is taken, with its tuned kernel.
     """
     if dense:
-        return LayerDecision(layer, FormatChoice("dense", None, 1.0, "dense build requested"))
+        choice = FormatChoice("dense", None, 1.0, "dense build requested")
+        return LayerDecision(layer, choice, decided_by=REQUESTED)
     if records is not None and target.family == "cuda":
         # GPU records hold tuned kernels of the format the cost model picks, not formats
         from sparse_tvm.tuning.tune_cuda import with_cuda_record
@@ -121,29 +144,37 @@ def decide(
         )
         return with_cuda_record(chosen, target.tvm_target, records)
     if not layer.sparse_capable:
-        return LayerDecision(layer, FormatChoice("dense", None, 1.0, layer.dense_reason))
+        choice = FormatChoice("dense", None, 1.0, layer.dense_reason)
+        return LayerDecision(layer, choice, decided_by=RULE)
     if force_block is not None:
         block = tuple(force_block)
         weight = BlockSparseWeight.from_dense(layer.weight, block)
-        return LayerDecision(layer, FormatChoice(format_of(block), block, 0.0, "forced"), weight)
+        choice = FormatChoice(format_of(block), block, 0.0, "forced block shape, not timed")
+        return LayerDecision(layer, choice, weight, decided_by=REQUESTED)
     choice = choose_format(
         layer.weight, layer.m, sparsity_threshold=sparsity_threshold, zero_fractions=zero_fractions
     )
     below_threshold = sparsity_threshold is not None and layer.sparsity < sparsity_threshold
-    if choice.format == "dense" and (records is None or below_threshold):
-        return LayerDecision(layer, choice)
+    if below_threshold:
+        return LayerDecision(layer, choice, decided_by=RULE)
+    if choice.format == "dense" and records is None:
+        return LayerDecision(layer, choice, decided_by=ESTIMATED)
     tuned = None
     if records is not None:
         tuned = _tuned_choice(layer, target, records, zero_fractions)
     if tuned is not None:
         choice, weight, kernel, kernel_id = tuned
+        decided_by, untimed = TUNING_RECORDS, "not timed against dense"
     elif choice.format == "dense":
-        return LayerDecision(layer, choice)
+        return LayerDecision(layer, choice, decided_by=ESTIMATED)
     else:
         weight = BlockSparseWeight.from_dense(layer.weight, choice.block)
         kernel, kernel_id = None, "default"
-    decision = LayerDecision(layer, choice, weight, kernel=kernel)
-    if measure:
+        decided_by, untimed = ESTIMATED, "not timed"
+    decision = LayerDecision(layer, choice, weight, kernel=kernel, decided_by=decided_by)
+    if not measure:
+        decision.choice = dataclasses.replace(choice, reason=f"{choice.reason}; {untimed}")
+    else:
         tvm_target = target.tvm_target
         decision.dense_s = time_dense(layer, tvm_target)
         decision.sparse_s = time_sparse(
@@ -161,15 +192,25 @@ def decide(
                     0.0,
                     f"default schedule (measured faster than the record, {choice.reason})",
                 )
+        decision.decided_by = MEASURED
+        measured = decision.dense_s / decision.sparse_s
         if decision.sparse_s * KEEP_SPARSE_MARGIN > decision.dense_s:
             decision.choice = FormatChoice(
                 "dense",
                 None,
-                decision.dense_s / decision.sparse_s,
-                f"{choice.label} measured {decision.dense_s / decision.sparse_s:.2f}x: kept dense",
+                measured,
+                f"{choice.label} measured {measured:.2f}x over dense, under the "
+                f"{KEEP_SPARSE_MARGIN:.2f}x needed: kept dense",
             )
             decision.weight = None
             decision.kernel = None
+        else:
+            found = decision.choice.reason  # how the candidate was found, then what decided
+            if tuned is None:
+                found = f"cost model estimated {choice.estimated_speedup:.1f}x"
+            decision.choice = dataclasses.replace(
+                decision.choice, reason=f"{found}; measured {measured:.2f}x over dense: kept sparse"
+            )
     return decision
 
 
@@ -227,12 +268,27 @@ def _tuned_choice(layer: Layer, target: ResolvedTarget, records, zero_fractions)
     return choice, weight, found.func, kernel_id
 
 
+def decided_speedup(decision: LayerDecision) -> float | None:
+    """The number that decided the format: the measured speedup (dense over sparse latency)
+    for a timed layer, the cost model's estimate for an estimated one, else None."""
+    if decision.decided_by in (MEASURED, MEASURED_ON_BOARD):
+        if decision.dense_s and decision.sparse_s:
+            return decision.dense_s / decision.sparse_s
+        return None
+    if decision.decided_by == ESTIMATED:
+        return decision.choice.estimated_speedup
+    return None
+
+
 def layer_row(decision: LayerDecision, zero_fractions: dict[str, float]) -> LayerReport:
     layer, choice = decision.layer, decision.choice
     dense_bytes = int(layer.weight.size * 4)
     stored = decision.weight.nbytes if decision.weight is not None else dense_bytes
     return LayerReport(
         name=layer.name,
+        layer=layer.display_name,
+        decided_by=decision.decided_by,
+        decided_speedup=decided_speedup(decision),
         op=layer.op,
         weight_shape=list(layer.shape),
         m=layer.m * layer.batch,
@@ -313,17 +369,22 @@ def compile_model(
             f"by this release: use an x86, Arm (aarch64, rpi4) or CUDA (cuda, cuda-sm90) preset"
         )
     notes = []
+    untimed = None  # why the cost model decides, said in a note if it decided any layer
     if measure and not dense and resolved.family == "cuda":
         measure = False  # layer timing runs CPU builds: nothing times GPU kernels yet
-        notes.append(
+        untimed = (
             "formats chosen by the cost model: sparse-tvm does not time layers on a GPU "
             "(the CUDA kernels are compiled, not measured)"
         )
     elif measure and not dense and not runs_on_host(resolved):
         measure = False
-        notes.append(
+        untimed = (
             f"formats chosen by the cost model: this {platform.machine()} machine cannot time "
             f"{resolved.family} code (tune on the board over RPC to measure)"
+        )
+    elif not measure and not dense:
+        untimed = (
+            "formats chosen by the cost model: layer timing was off (measure=False, --no-measure)"
         )
     database = _records_database(records, resolved, dense)
     board = None  # timings a board measured while tuning decide where the host cannot time
@@ -333,12 +394,14 @@ def compile_model(
         board = BoardTimings.load(records, resolved)
     say(f"importing {model_name(model)}")
     imported = import_onnx(model, input_shapes)
-    layers = analyse(imported)
+    layers = analyse(imported, source=model)
     decisions, rows = [], []
     for layer in layers:
         fractions = block_zero_fractions(layer.weight)
         decision = board and board.decide(layer, resolved, sparsity_threshold=sparsity_threshold)
-        if decision is None:
+        if decision is not None:
+            decision.decided_by = MEASURED_ON_BOARD
+        else:
             decision = decide(
                 layer,
                 resolved,
@@ -351,19 +414,22 @@ def compile_model(
             )
         decisions.append(decision)
         rows.append(layer_row(decision, fractions))
-        say(
-            f"  {layer.name}: {rows[-1].format}"
-            + (f" ({rows[-1].speedup:.2f}x measured)" if rows[-1].speedup else "")
-        )
+        shown = layer.name if layer.label == layer.name else f"{layer.label} ({layer.name})"
+        say(f"  {shown}: {rows[-1].format}, {rows[-1].decision}")
+    if untimed and any(d.decided_by in (ESTIMATED, TUNING_RECORDS) for d in decisions):
+        notes.append(untimed)
     if board is not None and board.used:
         notes.append(board.note())
     plans = [SparsePlan(d.layer, d.weight, d.kernel) for d in decisions if d.weight is not None]
     say(f"building {len(plans)} sparse and {len(layers) - len(plans)} dense layers")
     executable = build(imported, plans, resolved)
     report = Report(model=model_name(model), target=resolved.name, layers=rows, notes=notes)
+    dynamic = imported.input_dynamic_dims or [None] * len(imported.input_names)
     inputs = [
-        TensorSpec(n, tuple(s), d)
-        for n, s, d in zip(imported.input_names, imported.input_shapes, imported.input_dtypes)
+        TensorSpec(n, tuple(s), d, dyn)
+        for n, s, d, dyn in zip(
+            imported.input_names, imported.input_shapes, imported.input_dtypes, dynamic
+        )
     ]
     outputs = _output_specs(imported)
     return CompiledModel(

@@ -9,7 +9,7 @@ import onnx
 from sparse_tvm.analysis import block_zero_fractions
 from sparse_tvm.driver.compile_model import analyse, decide, layer_row, model_name
 from sparse_tvm.frontend import import_onnx
-from sparse_tvm.report import Report
+from sparse_tvm.report import ESTIMATED, Report
 from sparse_tvm.target import resolve_target
 
 
@@ -20,8 +20,9 @@ def inspect_model(
     sparsity_threshold: float | None = None,
 ) -> Report:
     """Per layer: op, weight shape, sparsity, zero-block fractions and the format the compiler
-    would pick (by the cost model: compiling also measures, and keeps a sparse pick only if it
-    is faster).
+    would pick, every one ``estimated (cost model)`` (compiling also measures, and keeps a
+    sparse pick only if it is faster). Layers are named by module path or ONNX node, with
+    their weight initializer's name as the key.
 
     A compiled artefact (a path ending in ``.tar``) gives the report stored in it at compile
     time, with the measured latencies.
@@ -33,7 +34,7 @@ def inspect_model(
     imported = import_onnx(model, input_shapes)
     target = resolve_target("x86")
     rows = []
-    for layer in analyse(imported):
+    for layer in analyse(imported, source=model):
         fractions = block_zero_fractions(layer.weight)
         decision = decide(
             layer,
@@ -43,4 +44,10 @@ def inspect_model(
             zero_fractions=fractions,
         )
         rows.append(layer_row(decision, fractions))
-    return Report(model=model_name(model), target="(analysis only)", layers=rows)
+    notes = []
+    if any(row.decided_by == ESTIMATED for row in rows):
+        notes.append(
+            "formats chosen by the cost model: inspect does not time layers "
+            "(sparse-tvm compile measures each candidate against dense)"
+        )
+    return Report(model=model_name(model), target="(analysis only)", layers=rows, notes=notes)

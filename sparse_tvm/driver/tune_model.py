@@ -38,6 +38,7 @@ from sparse_tvm.analysis.format_choice import (
 )
 from sparse_tvm.analysis.layers import Layer
 from sparse_tvm.driver.layer_timing import layer_key, layer_module, time_dense
+from sparse_tvm.driver.tune_progress import TuneProgress
 from sparse_tvm.errors import SparseTVMError, TargetError
 from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.frontend import import_onnx
@@ -117,6 +118,7 @@ def tune_model(
     rpc_key: str | None = None,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     progress: Callable[[str], None] | None = None,
+    status: Callable[[str], None] | None = None,
 ) -> TuneSummary:
     """Tune the sparse kernels of ``model`` for ``target`` into the ``records`` folder.
 
@@ -128,6 +130,11 @@ def tune_model(
         Seconds for the whole run; the budget left is shared among the kernels still to tune.
     rpc_tracker, rpc_key
         Measure on a remote device registered with a TVM RPC tracker (``HOST:PORT``).
+    progress
+        Called with each line worth keeping (a kernel starts, its result).
+    status
+        Called after each measured batch with the run's progress line (trials done, best so
+        far, time left), which a terminal shows in place; ``progress`` when not given.
     """
     from sparse_tvm.driver.compile_model import analyse, preset_cross_compiler, runs_on_host
     from sparse_tvm.tuning import tune_kernel
@@ -135,6 +142,7 @@ def tune_model(
     from sparse_tvm.tuning.rpc import Board
 
     say = progress or (lambda _line: None)
+    show = status or say
     if trials < 1:
         raise SparseTVMError(f"--trials must be at least 1, got {trials}")
     if (rpc_tracker is None) != (rpc_key is None):
@@ -182,6 +190,7 @@ def tune_model(
             records=str(store.folder), measured_on="this host" if board is None else str(board)
         )
         start = time.perf_counter()
+        counter = TuneProgress(len(jobs), trials, timeout)
         say(f"tuning {len(jobs)} candidate kernels, {trials} trials each, into {store.folder}")
         tuned_of: dict[str, list] = {}  # layer name -> [(block, weight, TunedKernel)]
 
@@ -198,6 +207,8 @@ def tune_model(
             }
 
         for index, (layer, block) in enumerate(jobs):
+            if index:
+                counter.next_kernel()
             if index and jobs[index - 1][0] is not layer:
                 time_on_board(jobs[index - 1][0])
             label = format_label(block)
@@ -221,9 +232,8 @@ def tune_model(
                     board=board,
                     max_seconds=budget,
                     work_dir=str(store.folder),
-                    progress=lambda done, best: say(
-                        f"    {done}/{trials} trials, best "
-                        + ("-" if best is None else f"{best * 1e6:.1f} us")
+                    progress=lambda done, best, i=index + 1, n=layer.name, f=label: show(
+                        counter.line(i, n, f, done, best)
                     ),
                 )
             except ValueError as err:  # no search space for this kernel (m = 1 CSR: scalar)

@@ -110,6 +110,37 @@ def _dim_label(dim: Dim, axis: int) -> str:
     return dim if isinstance(dim, str) else f"axis {axis}"
 
 
+def _check_fixed_axes(name: str, dims: tuple[Dim, ...], shape: tuple[int, ...]) -> None:
+    """An override may set the dynamic axes only: a fixed axis keeps the model's size."""
+    clashes = [
+        (axis, d, s)
+        for axis, (d, s) in enumerate(zip(dims, shape))
+        if isinstance(d, int) and d != s
+    ]
+    if not clashes:
+        return
+    axes = ", ".join(str(axis) for axis, _, _ in clashes)
+    given = ", ".join(str(s) for _, _, s in clashes)
+    fixed = ", ".join(str(d) for _, d, _ in clashes)
+    what = f"axis {axes}" if len(clashes) == 1 else f"axes {axes}"
+    pronoun = "it" if len(clashes) == 1 else "them"
+    raise InputShapeError(
+        f"--input-shapes {name}:{_shape_text(shape)} sets {what} of '{name}' to {given}, "
+        f"but the model fixes {pronoun} at {fixed}: only dynamic axes (names or -1/?) can be set"
+    )
+
+
+def dynamic_dims(dims: tuple[Dim, ...] | None, rank: int) -> tuple[str | None, ...]:
+    """Per axis, the name of a dynamic dimension (``"?"`` when unnamed), ``None`` for a fixed one.
+
+    ``dims`` are the declared dims (:func:`graph_inputs`); ``None`` (unknown rank) makes all
+    ``rank`` axes dynamic.
+    """
+    if dims is None:
+        return ("?",) * rank
+    return tuple(None if isinstance(d, int) else (d or "?") for d in dims)
+
+
 def fix_input_shapes(
     model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None = None
 ) -> onnx.ModelProto:
@@ -120,13 +151,14 @@ def fix_input_shapes(
     model
         The ONNX model; it is not modified.
     input_shapes
-        Shapes that replace the declared ones, by input name.
+        Shapes for the inputs with dynamic dimensions, by input name. Only the dynamic
+        dimensions may differ from the declared ones: a fixed dimension is the model's.
 
     Raises
     ------
     InputShapeError
-        An override names no real input, has the wrong rank or a non-positive dim, or an input
-        keeps a dynamic dimension after the overrides.
+        An override names no real input, has the wrong rank or a non-positive dim, changes a
+        dimension the model fixes, or an input keeps a dynamic dimension after the overrides.
     """
     overrides = {name: tuple(int(d) for d in shape) for name, shape in (input_shapes or {}).items()}
     inputs = graph_inputs(model)
@@ -158,6 +190,8 @@ def fix_input_shapes(
                 raise InputShapeError(
                     f"input '{value.name}' got the shape {shape}: give dimensions of at least 1"
                 )
+            if dims is not None:
+                _check_fixed_axes(value.name, dims, shape)
         elif dims is None:
             dynamic.append(f"input '{value.name}' has an unknown rank")
             continue

@@ -15,7 +15,7 @@ from tvm.relax.frontend.onnx import from_onnx
 
 from sparse_tvm.errors import SparseTVMError
 from sparse_tvm.frontend.fold import fold_constants
-from sparse_tvm.frontend.input_shapes import fix_input_shapes, graph_inputs
+from sparse_tvm.frontend.input_shapes import dynamic_dims, fix_input_shapes, graph_inputs
 from sparse_tvm.frontend.load import load_onnx
 from sparse_tvm.logs import native_quiet
 
@@ -28,6 +28,8 @@ class ImportedModel:
     floating-point ONNX initializer (the weights), whose ``Var.name`` is the initializer name;
     ``params`` holds their values. Integer initializers (shapes, axes, indices) are constants
     in the module. ``onnx_model`` is the folded ONNX model that was imported.
+    ``input_dynamic_dims`` says, per input and axis, which dimensions the original model left
+    dynamic (the name of the dimension, ``"?"`` when unnamed) and which it fixes (``None``).
     Bind them with ``relax.transform.BindParams("main", params)`` to get a closed module.
     """
 
@@ -38,6 +40,7 @@ class ImportedModel:
     input_dtypes: list[str]
     output_names: list[str]
     onnx_model: onnx.ModelProto | None = field(default=None, repr=False)
+    input_dynamic_dims: list[tuple[str | None, ...]] = field(default_factory=list)
 
 
 _FLOAT_TYPES = {
@@ -184,12 +187,18 @@ def import_onnx(
     params = {name: value.numpy() for name, value in zip(initializer_names, values, strict=True)}
 
     inputs = graph_inputs(folded)
+    declared = {name: dims for name, dims, _ in graph_inputs(proto)}
+    shapes = [tuple(int(d) for d in dims) for _, dims, _ in inputs]
     return ImportedModel(
         mod=mod,
         params=params,
         input_names=[name for name, _, _ in inputs],
-        input_shapes=[tuple(int(d) for d in dims) for _, dims, _ in inputs],
+        input_shapes=shapes,
         input_dtypes=[str(dtype) for _, _, dtype in inputs],
         output_names=[value.name for value in folded.graph.output],
         onnx_model=folded,
+        input_dynamic_dims=[
+            dynamic_dims(declared.get(name), len(shape))
+            for (name, _, _), shape in zip(inputs, shapes, strict=True)
+        ],
     )

@@ -9,7 +9,8 @@
              equal speed"
 4. lower     rewrite, legalize, fuse, walk into a call sequence; kernels by TVM's c target
 5. plan      one static arena for the intermediate tensors and kernel workspaces
-6. emit      model.h / model.c / kernels / weights / Makefile / board files
+6. emit      model.h / model.c / kernels / weights / Makefile / board files, and main.c:
+             an example application (the example input; ``make host`` / ``make run``)
 7. measure   the objects with arm-none-eabi-gcc; refuse a model that does not fit the preset
 """
 
@@ -32,18 +33,13 @@ from sparse_tvm.frontend import ImportedModel, import_onnx
 from sparse_tvm.micro import harness
 from sparse_tvm.micro.compact import smallest_compact
 from sparse_tvm.micro.emit import output_storage, write_project
+from sparse_tvm.micro.harness import IOSpec
 from sparse_tvm.micro.lower import Program, lower
 from sparse_tvm.micro.planner import ArenaPlan, check_plan, plan_memory
 from sparse_tvm.micro.report import BuildSizes, LayerRow, MicroReport, check_budget, measure
 from sparse_tvm.micro.rewrite import MicroPlan
 from sparse_tvm.micro.target import MicroTarget, micro_target
 from sparse_tvm.target import resolve_target
-
-
-@dataclass(frozen=True)
-class IOSpec:
-    name: str  # ONNX name
-    shape: tuple[int, ...]
 
 
 @dataclass
@@ -62,35 +58,43 @@ class MicroProject:
     def size_table(self) -> str:
         return self.report.table()
 
-    def _test_main(self, inputs, expected, atol: float) -> None:
+    @property
+    def example_inputs(self) -> dict[str, np.ndarray]:
+        """The built-in test input of the emitted ``main.c``, by input name."""
+        return harness.example_inputs(self.inputs)
+
+    def _write_main(self, inputs, expected, atol: float) -> None:
+        if inputs is None:
+            inputs = self.example_inputs
         if isinstance(inputs, dict):
             inputs = [inputs[spec.name] for spec in self.inputs]
-        arrays = [np.asarray(x, np.float32).reshape(s.shape) for x, s in zip(inputs, self.inputs)]
-        harness.write_test_main(
+        harness.write_main(
             self.folder,
-            arrays,
+            self.prefix,
+            self.target,
+            self.inputs,
+            self.outputs,
+            inputs,
             expected,
-            prefix=self.prefix,
             atol=atol,
             rtol=atol,
-            output_sizes=[int(np.prod(s.shape)) for s in self.outputs],
         )
 
-    def run_qemu(self, inputs, expected=None, *, atol: float = 1e-4) -> harness.RunResult:
-        """Build ``main.c`` with these inputs for the device and run it on qemu.
+    def run_qemu(self, inputs=None, expected=None, *, atol: float = 1e-4) -> harness.RunResult:
+        """Write ``main.c`` for these inputs and run it with ``make run`` (qemu).
 
-        ``inputs`` is a dict by input name or a list in input order; with ``expected`` the
-        program also checks its outputs (exit status 1 on a mismatch).
+        ``inputs`` is a dict by input name or a list in input order (default: the example
+        input, which gives the emitted ``main.c`` again); with ``expected`` the program also
+        checks its outputs (exit status 1 on a mismatch). Replaces the project's ``main.c``.
         """
         if not self.target.qemu_machine:
             raise SparseTVMError(f"no qemu board is known for {self.target.name}")
-        self._test_main(inputs, expected, atol)
-        shapes = [s.shape for s in self.outputs]
-        return harness.run_qemu(self.folder, self.target.qemu_machine, shapes)
+        self._write_main(inputs, expected, atol)
+        return harness.run_qemu(self.folder, [s.shape for s in self.outputs])
 
-    def run_host(self, inputs, expected=None, *, atol: float = 1e-4) -> harness.RunResult:
-        """The same as :meth:`run_qemu`, built by the host's C compiler."""
-        self._test_main(inputs, expected, atol)
+    def run_host(self, inputs=None, expected=None, *, atol: float = 1e-4) -> harness.RunResult:
+        """The same as :meth:`run_qemu` with ``make host`` (the host's C compiler)."""
+        self._write_main(inputs, expected, atol)
         return harness.run_host(self.folder, [s.shape for s in self.outputs])
 
 
@@ -211,6 +215,14 @@ def compile_micro(
     program = lower(imported, plans, prefix)
     report = MicroReport(name, mt.name, mt.flash_kb, mt.ram_kb, rows)
     summary = f"model {name}: {len(plans)} sparse layers of {len(rows)}"
+    inputs = [
+        IOSpec(n, tuple(program.tensors[i].shape))
+        for n, i in zip(program.input_names, program.inputs)
+    ]
+    outputs = [
+        IOSpec(n, tuple(program.tensors[i].shape))
+        for n, i in zip(program.output_names, program.outputs)
+    ]
     out = Path(output_dir)
     with tempfile.TemporaryDirectory(prefix="sparse_tvm_micro_") as tmp:
         staged = Path(tmp) / "project"
@@ -223,21 +235,16 @@ def compile_micro(
         elif compare_dense:
             report.dense = report.sizes
         check_budget(report)
+        example = harness.example_inputs(inputs)
+        harness.write_main(staged, prefix, mt, inputs, outputs, [example[s.name] for s in inputs])
         (staged / "report.txt").write_text(str(report) + "\n")
         (staged / "report.json").write_text(report.to_json() + "\n")
         shutil.rmtree(staged / "build", ignore_errors=True)
         out.mkdir(parents=True, exist_ok=True)
         shutil.copytree(staged, out, dirs_exist_ok=True)
     files = sorted(p for p in out.rglob("*") if p.is_file())
+    # no path here: the caller may move the folder (the CLI builds in a temporary one)
     say(
-        f"wrote {out}: flash {report.sizes.flash / 1024:.1f} KB, arena {report.sizes.arena / 1024:.1f} KB"
+        f"project: flash {report.sizes.flash / 1024:.1f} KB, arena {report.sizes.arena / 1024:.1f} KB"
     )
-    inputs = [
-        IOSpec(n, tuple(program.tensors[i].shape))
-        for n, i in zip(program.input_names, program.inputs)
-    ]
-    outputs = [
-        IOSpec(n, tuple(program.tensors[i].shape))
-        for n, i in zip(program.output_names, program.outputs)
-    ]
     return MicroProject(out, mt, report, inputs, outputs, prefix, files)

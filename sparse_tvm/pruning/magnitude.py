@@ -10,9 +10,29 @@ import onnx
 from sparse_tvm.errors import SparseTVMError
 from sparse_tvm.pruning.weights import prunable_weights, read_initializer, write_initializer
 
+# the block shapes pruning offers: those the compiler has sparse formats for
+# (analysis.format_choice.CANDIDATE_BLOCKS); "1x1" is unstructured
+BLOCK_PATTERNS = ("1x1", "4x1", "8x1", "16x1", "1x4")
+
+
+def unknown_pattern(pattern: str, reason: str = "is not a pattern sparse-tvm prunes to") -> str:
+    """The one-line refusal of a pattern, with the patterns on offer."""
+    return (
+        f"pattern '{pattern}' {reason}: use {', '.join(BLOCK_PATTERNS)} (output x input "
+        "blocks) or N:M such as 2:4 (N of every M input features kept)"
+    )
+
+
+def block_pattern(pattern: str) -> tuple[int, int]:
+    """An offered block pattern (``BLOCK_PATTERNS``) -> (r, c); anything else is an error."""
+    if str(pattern).strip().lower() not in BLOCK_PATTERNS:
+        raise SparseTVMError(unknown_pattern(pattern))
+    return parse_pattern(str(pattern).strip())
+
 
 def parse_pattern(pattern: str) -> tuple[int, int]:
-    """``"16x1"`` -> (16, 1): r output features x c input features."""
+    """``"16x1"`` -> (16, 1): r output features x c input features. Any block shape; what
+    pruning offers is checked by :func:`block_pattern`."""
     try:
         r, c = (int(v) for v in pattern.lower().split("x"))
         if r < 1 or c < 1:
@@ -50,7 +70,7 @@ def prune_magnitude(
     ``sparsity`` by block magnitude."""
     if not 0.0 <= sparsity <= 1.0:
         raise SparseTVMError(f"sparsity {sparsity} is outside [0, 1]")
-    block = parse_pattern(pattern)
+    block = block_pattern(pattern)
     excluded = set(exclude)
     out = onnx.ModelProto()
     out.CopyFrom(model)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sparse_tvm.errors import SparseTVMError
-from sparse_tvm.pruning.magnitude import block_mask, parse_pattern
+from sparse_tvm.pruning.magnitude import block_mask, block_pattern, unknown_pattern
 
 
 @dataclass(frozen=True)
@@ -49,18 +49,19 @@ class Pattern:
 
 
 def parse(text: str) -> Pattern:
-    """``"1x1"``, ``"4x1"``, ``"1x4"``, ``"2:4"``, ``"1:4"`` -> :class:`Pattern`."""
-    if ":" in str(text):
+    """A block pattern of ``BLOCK_PATTERNS`` (``"1x1"``, ``"4x1"``, ``"8x1"``, ``"16x1"``,
+    ``"1x4"``) or N:M (``"2:4"``, ``"1:4"``) -> :class:`Pattern`; anything else is an error
+    that lists them."""
+    text = str(text).strip()
+    if ":" in text:
         try:
-            n, m = (int(v) for v in str(text).split(":"))
-            if not 1 <= n < m:
-                raise ValueError
+            n, m = (int(v) for v in text.split(":"))
         except ValueError:
-            raise SparseTVMError(
-                f"pattern '{text}' is not an N:M pattern like 2:4 or 1:4 (1 <= N < M)"
-            ) from None
-        return Pattern(str(text), n_of_m=(n, m))
-    return Pattern(str(text), block=parse_pattern(str(text)))
+            raise SparseTVMError(unknown_pattern(text)) from None
+        if not 1 <= n < m:
+            raise SparseTVMError(unknown_pattern(text, "is not an N:M pattern with 1 <= N < M"))
+        return Pattern(text, n_of_m=(n, m))
+    return Pattern(text.lower(), block=block_pattern(text))
 
 
 def n_of_m_mask(scores: np.ndarray, n: int, m: int) -> np.ndarray:

@@ -120,9 +120,14 @@ def load_artefact(path: str | os.PathLike) -> CompiledModel:
             f"{metadata.get('format_version')}, this sparse-tvm reads "
             f"{FORMAT_VERSION}: recompile the model"
         )
-    from sparse_tvm.runtime.compiled_model import device_for
+    from sparse_tvm.runtime.compiled_model import device_for, host_mismatch
 
-    device_for(metadata.get("target", {}))  # a CUDA artefact needs a GPU before it can load
+    target = metadata.get("target", {})
+    mismatch = host_mismatch(target)  # say so before the loader fails on foreign code
+    if mismatch is not None:
+        what, advice = mismatch
+        raise ArtefactError(f"'{path}' was built for {what}: {advice}")
+    device_for(target)  # a CUDA artefact needs a GPU before it can load
     folder = Path(tempfile.mkdtemp(prefix="sparse-tvm-artefact-"))
     try:
         with tarfile.open(path) as tar:
@@ -134,8 +139,9 @@ def load_artefact(path: str | os.PathLike) -> CompiledModel:
         raise
     except Exception as err:
         shutil.rmtree(folder, ignore_errors=True)
+        built = f"; metadata target {target['name']}" if target.get("name") else ""
         raise ArtefactError(
-            f"cannot load the library in '{path}' ({type(err).__name__}): "
+            f"cannot load the library in '{path}' ({type(err).__name__}{built}): "
             "it was built for another target or is corrupt; recompile"
         ) from None
     compiled = CompiledModel(

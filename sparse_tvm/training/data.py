@@ -85,6 +85,34 @@ def _inputs_mapping(inputs, input_names: list[str], what: str) -> dict[str, np.n
     return {input_names[0]: inputs}
 
 
+def _quoted(names: list[str]) -> str:
+    return ", ".join(f"'{n}'" for n in names)
+
+
+def _key_message(
+    what: str, unknown: list[str], missing: list[str], input_names: list[str], distil: bool
+) -> str:
+    """One line: which arrays are missing or unknown, and the keys the data needs."""
+    problems = []
+    if missing:
+        noun = "input" if len(missing) == 1 else "inputs"
+        problems.append(f"lacks the model's {noun} {_quoted(missing)}")
+    if unknown:
+        noun = "an unknown array" if len(unknown) == 1 else "unknown arrays"
+        problems.append(f"has {noun} {_quoted(unknown)}")
+    return f"{what} {' and '.join(problems)}: {_expected(input_names, distil)}"
+
+
+def _expected(input_names: list[str], distil: bool) -> str:
+    text = (
+        f"expected the model's inputs ({', '.join(input_names)}) plus 'labels' (class ids) or "
+        "'targets' (regression values)"
+    )
+    if distil:
+        text += ", or the inputs alone (then the pruned model learns the dense model's outputs)"
+    return text
+
+
 def load_dataset(
     data,
     input_names: list[str],
@@ -93,6 +121,7 @@ def load_dataset(
     num_classes: int | None,
     target_shape: tuple[int, ...] | None,
     what: str = "training data",
+    distil: bool = True,
 ) -> Dataset:
     """Read ``data`` and check it against the model; raise :class:`TrainingDataError`.
 
@@ -104,6 +133,8 @@ def load_dataset(
         Size of the last axis of the first output (labels must lie in ``[0, num_classes)``).
     target_shape
         Shape of one sample of the first output (for ``targets``).
+    distil
+        Whether data without labels or targets is valid (the caller distils a dense model).
     """
     arrays = _as_mapping(data, input_names, what)
     labels = arrays.pop("labels", None)
@@ -113,10 +144,10 @@ def load_dataset(
     unknown = sorted(set(arrays) - set(input_names))
     missing = [name for name in input_names if name not in arrays]
     if unknown or missing:
+        raise TrainingDataError(_key_message(what, unknown, missing, input_names, distil))
+    if labels is None and targets is None and not distil:
         raise TrainingDataError(
-            f"{what} names {', '.join(unknown) or 'no unknown input'} and lacks "
-            f"{', '.join(missing) or 'nothing'}: the model's inputs are {', '.join(input_names)}"
-            " (plus 'labels' or 'targets')"
+            f"{what} holds neither 'labels' nor 'targets': {_expected(input_names, False)}"
         )
     inputs: dict[str, np.ndarray] = {}
     for name in input_names:

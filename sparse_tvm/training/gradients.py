@@ -1,8 +1,10 @@
 """Gradients TVM 0.27 lacks, so that transformer blocks train.
 
 ``relax.transform.Gradient`` needs an ``FPrimalGradient`` for every operator it meets. TVM has
-none for ``erf``, ``gelu``, ``gelu_tanh`` and ``clip``; they are registered here (once, at a
-level that never overrides one TVM may ship later). ``layer_norm`` is decomposed into mean,
+none for ``erf``, ``gelu``, ``gelu_tanh``, ``clip`` and ``squeeze`` (in every PyTorch attention
+export); they are registered here (once, at a level that never overrides one TVM may ship
+later). Where one is still missing, :func:`missing_gradient_op` and :func:`locate_op` let the
+trainer say which operator and which layer. ``layer_norm`` is decomposed into mean,
 variance and elementwise ops by ``DecomposeOpsForTraining`` before differentiation (see
 :func:`sparse_tvm.training.graph.differentiable`).
 """
@@ -10,6 +12,7 @@ variance and elementwise ops by ``DecomposeOpsForTraining`` before differentiati
 from __future__ import annotations
 
 import math
+import re
 
 import tvm
 from tvm import relax
@@ -66,11 +69,18 @@ def clip_grad(orig_var, orig_call, output_grad, ctx) -> list[relax.Expr]:
     return [output_grad * inside, no_grad(low), no_grad(high)]
 
 
+def squeeze_grad(orig_var, orig_call, output_grad, ctx) -> list[relax.Expr]:
+    """squeeze only drops axes of extent 1: the gradient is ``output_grad`` in ``x``'s shape."""
+    x = orig_call.args[0]
+    return [relax.op.reshape(output_grad, x.ty.shape)]
+
+
 _MISSING = {
     "relax.erf": erf_grad,
     "relax.nn.gelu": gelu_grad,
     "relax.nn.gelu_tanh": gelu_tanh_grad,
     "relax.clip": clip_grad,
+    "relax.squeeze": squeeze_grad,
 }
 
 
@@ -82,3 +92,68 @@ def register_missing_gradients() -> list[str]:
             tvm.ir.register_op_attr(name, _GRADIENT, fgradient, level=10)
             registered.append(name)
     return registered
+
+
+_NOT_REGISTERED = re.compile(r"FPrimalGradient has not been registered for ([\w.]+)")
+_CALL_TIR = "Differentiation of call_tir op"
+
+
+def missing_gradient_op(error: BaseException) -> str | None:
+    """The operator TVM's ``Gradient`` found no gradient for: the name in its "FPrimalGradient
+    has not been registered for relax.X" error, ``relax.call_tir`` for a TIR function the
+    importer emitted directly (ONNX ``Tile``, for one); None for any other error."""
+    found = _NOT_REGISTERED.search(str(error))
+    if found:
+        return found.group(1)
+    return "relax.call_tir" if _CALL_TIR in str(error) else None
+
+
+def describe_op(func: relax.Function, op_name: str) -> str:
+    """``op_name``, or for ``relax.call_tir`` the TIR function its first call runs."""
+    if op_name != "relax.call_tir":
+        return op_name
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            value = binding.value
+            if isinstance(value, relax.Call) and getattr(value.op, "name", None) == op_name:
+                return f"the TIR function '{value.args[0].name_hint}' (relax.call_tir)"
+    return op_name
+
+
+def locate_op(func: relax.Function, op_name: str, weights: set[str]) -> tuple[str, str] | None:
+    """Where the first call of ``op_name`` in ``func`` sits relative to the ``weights``
+    (parameter names): ``("in", w)`` when it takes weight ``w`` itself (or a reshaped,
+    transposed... copy of it), ``("after", w)`` when ``w`` is the nearest weight upstream,
+    ``("before", w)`` when no weight is upstream and ``w`` is the first one downstream; None
+    when it touches no weight at all."""
+    own: dict[relax.Var, str] = {p: p.name for p in func.params if p.name in weights}
+    origin: dict[relax.Var, str] = {}  # var -> nearest weight upstream
+    found = None  # the var bound to the op's first call
+    downstream: set[relax.Var] = set()  # vars computed from it
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            used = list(relax.analysis.free_vars(binding.value))
+            direct = list(dict.fromkeys(own[v] for v in used if v in own))
+            if len(direct) == 1 and all(v in own for v in used):
+                own[binding.var] = direct[0]  # a function of one weight alone
+            upstream = direct + [origin[v] for v in used if v in origin and v not in own]
+            if upstream:
+                origin[binding.var] = upstream[0]
+            value = binding.value
+            is_op = (
+                isinstance(value, relax.Call)
+                and isinstance(value.op, tvm.ir.Op)
+                and value.op.name == op_name
+            )
+            if found is None and is_op:
+                if direct:
+                    return "in", direct[0]
+                if upstream:
+                    return "after", upstream[0]
+                found = binding.var
+                downstream.add(found)
+            elif found is not None and any(v in downstream for v in used):
+                if direct:
+                    return "before", direct[0]
+                downstream.add(binding.var)
+    return None

@@ -10,14 +10,22 @@ expanded from its blocks to the (n, k) view and back to the stored layout.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import tvm
 from tvm import relax
 
+from sparse_tvm.errors import SparseTVMError
 from sparse_tvm.pruning.weights import PrunableWeight
-from sparse_tvm.training.gradients import register_missing_gradients
+from sparse_tvm.training.gradients import (
+    describe_op,
+    locate_op,
+    missing_gradient_op,
+    register_missing_gradients,
+)
+from sparse_tvm.training.rewrite import rewrite_for_gradient
 
 # hard-concrete constants of Louizos et al. (2018)
 BETA, GAMMA, ZETA = 2.0 / 3.0, -0.1, 1.1
@@ -62,9 +70,11 @@ def prob_nonzero(log_alpha: np.ndarray) -> np.ndarray:
 
 
 def differentiable(mod: tvm.IRModule) -> tvm.IRModule:
-    """Decompose the operators TVM differentiates only in parts (layer_norm, batch_norm)."""
+    """Rewrite what TVM cannot differentiate as imported (inference batch_norm, ``take`` with
+    scalar indices: :mod:`sparse_tvm.training.rewrite`), then decompose the operators TVM
+    differentiates only in parts (layer_norm)."""
     register_missing_gradients()
-    return relax.transform.DecomposeOpsForTraining()(mod)
+    return relax.transform.DecomposeOpsForTraining()(rewrite_for_gradient(mod))
 
 
 def _const(value: np.ndarray | float, dtype: str = "float32") -> relax.Constant:
@@ -181,15 +191,34 @@ def _substitute(func: relax.Function, replaced: dict[relax.Var, relax.Expr]) -> 
 
 
 def gradient_module(
-    forward_mod: tvm.IRModule, objective: str, trainable: list[str], gates: list[Gate] = ()
+    forward_mod: tvm.IRModule,
+    objective: str,
+    trainable: list[str],
+    gates: list[Gate] = (),
+    layer_of: Callable[[str], str] = str,
 ) -> tuple[tvm.IRModule, list[str], list[str]]:
     """``forward_mod`` with ``loss`` and ``loss_adjoint`` (gradients of the ``trainable``
     weights and of every gate's ``log_alpha``) added; returns the module, the ``loss``
-    parameter names and the names of the gradients' parameters, in ``loss_adjoint`` order."""
+    parameter names and the names of the gradients' parameters, in ``loss_adjoint`` order.
+
+    An operator without a gradient raises :class:`SparseTVMError` naming it and the layer it
+    belongs to (``layer_of`` turns a weight name into the layer's name)."""
     mod = differentiable(forward_mod)
     loss, names = build_loss_function(mod["main"], objective, gates)
     mod["loss"] = loss
     wanted = set(trainable) | {f"{g.weight.name}.log_alpha" for g in gates}
     require = [p for p in mod["loss"].params if p.name in wanted]
-    mod = relax.transform.Gradient("loss", require_grads=require)(mod)
+    try:
+        mod = relax.transform.Gradient("loss", require_grads=require)(mod)
+    except RuntimeError as error:  # tvm.error.InternalError
+        op = missing_gradient_op(error)
+        if op is None:
+            raise
+        where = locate_op(mod["loss"], op, set(trainable))
+        place = f" ({where[0]} layer {layer_of(where[1])})" if where else ""
+        raise SparseTVMError(
+            f"fine-tuning needs the gradient of {describe_op(mod['loss'], op)}{place}, which "
+            "TVM does not have: prune without fine-tuning (method='magnitude', CLI --method "
+            "magnitude), or export the model with another operator there"
+        ) from None
     return mod, names, [p.name for p in require]

@@ -33,9 +33,11 @@ def train(
     cross-entropy; targets: MSE); returns the same graph with the new weights."""
     config = config or TrainConfig()
     trainer = Trainer(model, config)
-    train_set = trainer.dataset(data)
+    train_set = trainer.dataset(data, distil=False)
     trainer.compile("cross_entropy" if train_set.labels is not None else "mse")
-    evaluation = train_set if eval_data is None else trainer.dataset(eval_data, "eval data")
+    evaluation = (
+        train_set if eval_data is None else trainer.dataset(eval_data, "eval data", distil=False)
+    )
     metric, before = trainer.evaluate(evaluation)
     logs = trainer.fit(train_set, evaluation, callbacks=callbacks)
     _, after = trainer.evaluate(evaluation)

@@ -9,6 +9,7 @@ them once, and then runs mini-batch epochs. Pruning methods steer it through ``m
 
 from __future__ import annotations
 
+import ast
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -89,6 +90,42 @@ def _trainable(name: str, value: np.ndarray) -> bool:
     return value.ndim >= 1 and value.size > 1
 
 
+def _statistics(model: onnx.ModelProto | None) -> set[str]:
+    """Running means and variances of BatchNormalization nodes: statistics, not weights (a
+    gradient step could make a variance negative)."""
+    if model is None:
+        return set()
+    return {
+        name
+        for node in model.graph.node
+        if node.op_type == "BatchNormalization"
+        for name in node.input[3:5]
+    }
+
+
+def layer_name(model: onnx.ModelProto | None, tensor: str) -> str:
+    """The layer that consumes initializer ``tensor``: the innermost module scope a dynamo
+    export records on the node (``encoder.layers.0.linear1``), else the node name's path
+    (``/encoder/layers.0/linear1/MatMul`` -> ``encoder.layers.0.linear1``), else the node
+    name, else ``tensor`` itself."""
+    for node in model.graph.node if model is not None else ():
+        if tensor not in node.input:
+            continue
+        meta = {p.key: p.value for p in node.metadata_props}
+        try:
+            scopes = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))
+        except (ValueError, SyntaxError):
+            scopes = []
+        if len(scopes) >= 2 and scopes[-2]:
+            return str(scopes[-2])
+        parts = [p for p in node.name.split("/") if p]
+        if len(parts) > 1:
+            return ".".join(parts[:-1])
+        if node.name:
+            return node.name
+    return tensor
+
+
 class Trainer:
     """A compiled training program for one ONNX model.
 
@@ -120,7 +157,10 @@ class Trainer:
         self.batch = self._batch_shapes()
         self.imported = import_onnx(self.model, input_shapes=self.batch_shapes)
         self.weights = {k: v.astype(np.float32) for k, v in self.imported.params.items()}
-        self.trainable = [k for k, v in self.weights.items() if _trainable(k, v)]
+        statistics = _statistics(self.imported.onnx_model)
+        self.trainable = [
+            k for k, v in self.weights.items() if _trainable(k, v) and k not in statistics
+        ]
         self.masked = [m for m in masked if m in self.trainable]
         self.masks = {name: np.ones_like(self.weights[name]) for name in self.masked}
         self.gates = list(gates)
@@ -153,7 +193,11 @@ class Trainer:
         self.objective = objective
         target = target or tvm.target.Target({"kind": "llvm"})
         mod, self.loss_names, grad_names = gradient_module(
-            self.imported.mod, self.objective, self.trainable, self.gates
+            self.imported.mod,
+            self.objective,
+            self.trainable,
+            self.gates,
+            self._layer_of,
         )
         self.grad_names = grad_names
         weight_grads = [n for n in grad_names if n in self.weights]
@@ -184,6 +228,11 @@ class Trainer:
         self.weight_state = self.weight_optimizer.state
         self.gate_state = self.gate_optimizer.state if self.gates else None
 
+    def _layer_of(self, weight: str) -> str:
+        # the original graph keeps the exporter's scopes; folding made some initializers
+        name = layer_name(self.model, weight)
+        return name if name != weight else layer_name(self.imported.onnx_model, weight)
+
     @property
     def output_shape(self) -> tuple[int, ...]:
         """Shape of the first output at the training batch."""
@@ -194,8 +243,9 @@ class Trainer:
 
     # -- data -------------------------------------------------------------------------------
 
-    def dataset(self, data, what: str = "training data") -> Dataset:
-        """Read and check ``data`` against this model (see :mod:`sparse_tvm.training.data`)."""
+    def dataset(self, data, what: str = "training data", distil: bool = True) -> Dataset:
+        """Read and check ``data`` against this model (see :mod:`sparse_tvm.training.data`);
+        ``distil=False``: labels or targets are required."""
         names = self.imported.input_names
         return load_dataset(
             data,
@@ -205,6 +255,7 @@ class Trainer:
             self.output_shape[-1],
             self.output_shape[1:],
             what,
+            distil,
         )
 
     # -- running ----------------------------------------------------------------------------

@@ -41,7 +41,10 @@ def test_aarch64_compile_uses_the_cost_model_and_cross_links(cross_tools, tmp_pa
     assert any(row.format.startswith("bsr") for row in rows)
     compiled.export(tmp_path / "mlp.tar")
     assert _elf_machine(tmp_path / "mlp.tar") == EM_AARCH64
-    with pytest.raises(st.ArtefactError, match="built for another target"):
+    with pytest.raises(
+        st.ArtefactError,
+        match=r"was built for aarch64 \(preset aarch64, triple aarch64-linux-gnu\)",
+    ):
         st.load(tmp_path / "mlp.tar")
 
 

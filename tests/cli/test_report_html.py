@@ -1,9 +1,10 @@
 """``compile --report`` and ``inspect model.tar --report``: the HTML page, rendered by Chromium.
 
-The page is opened in headless Chromium (Debian's ``chromium`` package, as CI installs it) with
-a probe script added to a copy: it reports what the browser actually laid out and decoded, the
-rows of the layer table and, for each pattern picture, its decoded size and the mean colour
-of its pixels (read back through a canvas), which must match the stored density grid.
+The page is opened in headless Chromium (Debian's ``chromium`` package, as CI installs it) in a
+1400 px wide window with a probe script added to a copy: it reports what the browser actually
+laid out and decoded, the rows of the layer table, the table's width against the window's
+and, for each pattern picture, its decoded size and the mean colour of its pixels (read back
+through a canvas), which must match the stored density grid.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ import pytest
 from sparse_tvm.cli.main import main
 from sparse_tvm.examples import mlp
 from sparse_tvm.pruning import prune_magnitude
-from sparse_tvm.report import Report, pattern_density
+from sparse_tvm.report import LayerReport, Report, pattern_density, pattern_summary
+from sparse_tvm.report_html import write_html
 from sparse_tvm.runtime import read_metadata
 from tests.cli.test_cli import assert_one_line_error, cli
 from tests.conftest import needs
 
 CHROMIUM = "/usr/bin/chromium"
+WINDOW = (1400, 1000)  # a laptop browser window, CSS pixels
 
 PROBE = """
 <pre id="probe"></pre>
@@ -50,11 +53,17 @@ window.addEventListener("load", () => {
             meanRed: red / (px.length / 4)};
   });
   const box = table.getBoundingClientRect();
+  const column = (i) => rows.map((row) => row.cells[i].textContent);
   document.getElementById("probe").textContent = JSON.stringify({
-    rows: rows.length,
-    names: rows.map((row) => row.cells[0].textContent),
-    tableWidth: box.width, tableHeight: box.height, images: images,
-    footer: table.querySelector("tfoot").textContent});
+    rows: rows.length, names: column(0), weights: column(1), decided: column(7),
+    notes: rows.map((row) => row.cells[row.cells.length - 1].textContent),
+    tableWidth: box.width, tableHeight: box.height, tableRight: box.right,
+    tableScrollWidth: table.scrollWidth, innerWidth: window.innerWidth,
+    viewportWidth: document.documentElement.clientWidth,
+    pageScrollWidth: document.documentElement.scrollWidth,
+    rowHeights: rows.map((row) => row.getBoundingClientRect().height),
+    decisions: [...document.querySelectorAll("#decisions li")].map((li) => li.textContent),
+    images: images, footer: table.querySelector("tfoot").textContent});
 });
 </script>
 """
@@ -71,6 +80,7 @@ def render_in_chromium(page: Path, tmp_path: Path) -> dict:
             "--no-sandbox",
             "--disable-gpu",
             "--virtual-time-budget=5000",
+            f"--window-size={WINDOW[0]},{WINDOW[1]}",
             f"--user-data-dir={tmp_path / 'chromium-profile'}",
             "--dump-dom",
             probed.as_uri(),
@@ -105,10 +115,23 @@ def run_main(capsys, *args) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(args, code, out, err)
 
 
+def check_fits_the_window(probe: dict) -> None:
+    """The table, and the page, are no wider than the 1400 px window (no sideways scrolling)."""
+    assert probe["innerWidth"] == WINDOW[0]
+    viewport = probe["viewportWidth"]  # the window less a vertical scroll bar, if any
+    assert viewport > WINDOW[0] - 30
+    assert probe["tableScrollWidth"] <= viewport and probe["tableRight"] <= viewport
+    assert probe["pageScrollWidth"] <= viewport
+
+
 def check_page(page: Path, report: Report, probe: dict) -> None:
     assert probe["rows"] == len(report.layers) > 0
-    assert probe["names"] == [row.name for row in report.layers]
+    assert probe["names"] == [row.display_name for row in report.layers]
+    assert probe["weights"] == [row.name for row in report.layers]
+    assert probe["decided"] == [row.decision for row in report.layers]
+    assert probe["decisions"] == report.decision_notes()
     assert probe["tableWidth"] > 300 and probe["tableHeight"] > 50 * len(report.layers)
+    check_fits_the_window(probe)
     assert (
         f"{len(report.layers)} layers, {report.totals()['sparse_layers']} sparse"
         in (probe["footer"])
@@ -130,6 +153,18 @@ def check_page(page: Path, report: Report, probe: dict) -> None:
 def test_compile_and_inspect_reports_render_in_chromium(compiled, tmp_path, capsys):
     report = Report.from_dict(read_metadata(compiled / "mlp.tar")["report"])
     assert any(row.format != "dense" for row in report.layers)
+    # compiled for this x86 host: every layer's format measured here, and the page says so
+    assert [(row.layer, row.name) for row in report.layers] == [
+        ("fc1", "fc1.weight"),
+        ("fc2", "fc2.weight"),
+        ("fc3", "fc3.weight"),
+    ]
+    assert {row.decided_by for row in report.layers} == {"measured"}
+    assert report.decision_notes() == [
+        "3 layers measured on this host at compile time (each layer built alone, dense and "
+        "sparse; latencies are medians; a sparse format kept only where it was measurably "
+        "faster)"
+    ]
     # the pictures show the pruning: about 10 % of each pruned conv weight is nonzero
     pruned = [row for row in report.layers if row.sparsity > 0.5]
     assert pruned and all(
@@ -191,3 +226,53 @@ def test_bad_report_paths_exit_1_and_write_nothing(compiled, tmp_path, capsys):
     assert_one_line_error(result, "not a sparse-tvm artefact")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bogus.tar"]
     assert sorted(p.name for p in compiled.iterdir()) == before
+
+
+def _long_report() -> Report:
+    """Long module paths, long initializer names, long notes, big numbers: what a large
+    transformer export gives."""
+    rng = np.random.default_rng(0)
+    rows = []
+    shapes = [(3072, 768), (768, 3072), (10, 4096), (2304, 768), (64, 64)]
+    for i, (n, k) in enumerate(shapes):
+        w = rng.standard_normal((n, k)).astype(np.float32)
+        w[rng.random(w.shape) < 0.9] = 0.0
+        rows.append(
+            LayerReport(
+                name=f"onnx::MatMul_{4821 + i}_of_an_exporter_that_names_tensors_at_length",
+                layer=f"model.encoder.transformer_blocks.{i}.attention.self_attention"
+                ".output_projection_dense",
+                op="matmul",
+                weight_shape=[n, k],
+                m=2048,
+                sparsity=0.9,
+                zero_blocks={"1x1": 0.9, "16x1": 0.9},
+                format="bsr 16x1",
+                reason="default schedule (measured faster than the record, tuned on the same "
+                "shapes (12345 us while tuning)); measured 13.56x over dense: kept sparse; "
+                + "a note that goes on and on "
+                * 6,
+                dense_us=12345.6,
+                sparse_us=910.4,
+                dense_bytes=n * k * 4,
+                stored_bytes=n * k * 4 // 9,
+                pattern=pattern_summary(w),
+                decided_by="measured on the board",
+                decided_speedup=13.56,
+            )
+        )
+    notes = ["a long note about the whole model " * 12]
+    return Report(
+        model="a-transformer-exported-by-torch.onnx", target="aarch64", layers=rows, notes=notes
+    )
+
+
+@needs(Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install chromium")
+def test_long_names_and_notes_wrap_so_the_table_fits_1400_px(tmp_path):
+    report = _long_report()
+    page = write_html(report, tmp_path / "long.html")
+    probe = render_in_chromium(page, tmp_path)
+    check_page(page, report, probe)
+    # the cells wrapped rather than widening the table: each row is several lines tall
+    assert all(height > 100 for height in probe["rowHeights"])
+    assert probe["notes"] == [row.reason for row in report.layers]

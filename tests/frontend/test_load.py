@@ -162,6 +162,39 @@ def test_fix_input_shapes_unknown_name_and_rank():
         fix_input_shapes(_dynamic_mlp(), {"x": (1, 16, 1)})
 
 
+def test_fix_input_shapes_refuses_to_change_a_fixed_axis():
+    # small_cnn fixes (1, 3, 32, 32): onnxruntime would reject a 16x16 model after the change
+    with pytest.raises(InputShapeError) as info:
+        fix_input_shapes(small_cnn(), {"image": (1, 3, 32, 16)})
+    assert str(info.value) == (
+        "--input-shapes image:1x3x32x16 sets axis 3 of 'image' to 16, but the model fixes it "
+        "at 32: only dynamic axes (names or -1/?) can be set"
+    )
+    with pytest.raises(InputShapeError) as info:
+        fix_input_shapes(small_cnn(), {"image": (1, 3, 16, 16)})
+    assert str(info.value) == (
+        "--input-shapes image:1x3x16x16 sets axes 2, 3 of 'image' to 16, 16, but the model "
+        "fixes them at 32, 32: only dynamic axes (names or -1/?) can be set"
+    )
+
+
+def test_fix_input_shapes_takes_the_fixed_size_and_sets_dynamic_ones():
+    same = fix_input_shapes(small_cnn(), {"image": (1, 3, 32, 32)})
+    assert graph_inputs(same) == [("image", (1, 3, 32, 32), np.dtype("float32"))]
+    with pytest.raises(InputShapeError, match="sets axis 1 of 'x' to 8, but the model fixes it"):
+        fix_input_shapes(_dynamic_mlp(), {"x": (3, 8)})  # batch is dynamic, features are not
+    unnamed = _dynamic_mlp()
+    unnamed.graph.input[0].type.tensor_type.shape.dim[0].Clear()  # "?": no value, no name
+    assert graph_inputs(fix_input_shapes(unnamed, {"x": (7, 16)}))[0][1] == (7, 16)
+
+
+def test_import_records_which_dims_were_dynamic():
+    imported = import_onnx(_dynamic_mlp(), input_shapes={"x": (2, 16)})
+    assert imported.input_shapes == [(2, 16)]
+    assert imported.input_dynamic_dims == [("batch", None)]
+    assert import_onnx(small_cnn()).input_dynamic_dims == [(None, None, None, None)]
+
+
 # --- folding and import ------------------------------------------------------------------
 
 

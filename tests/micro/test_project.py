@@ -16,13 +16,15 @@ from tests.micro.conftest import micro_model, needs_host_cc
 def mlp_project(tmp_path_factory):
     model = micro_model("mlp")
     folder = tmp_path_factory.mktemp("mlp")
-    return model, compile_micro(model, "cortex-m4", folder)
+    project = compile_micro(model, "cortex-m4", folder)
+    return model, project, (folder / "main.c").read_text()  # main.c as emitted
 
 
 def test_project_files_and_header(mlp_project):
-    _, project = mlp_project
+    _, project, _ = mlp_project
     names = {p.relative_to(project.folder).as_posix() for p in project.files}
     assert {
+        "main.c",
         "model.h",
         "model.c",
         "model_kernels.c",
@@ -47,7 +49,7 @@ def test_project_files_and_header(mlp_project):
 
 
 def test_report_has_dense_beside_sparse(mlp_project):
-    model, project = mlp_project
+    model, project, _ = mlp_project
     report = project.report
     assert [r.format for r in report.layers] == ["csr 1x1 delta8"] * 3
     dense_weights = sum(r.dense_bytes for r in report.layers)
@@ -59,11 +61,30 @@ def test_report_has_dense_beside_sparse(mlp_project):
 
 @needs_host_cc
 def test_host_build_matches_onnxruntime(mlp_project):
-    model, project = mlp_project
+    model, project, _ = mlp_project
     inputs = random_inputs(model)
     expected = ort_run(model, inputs)
     result = project.run_host(inputs, expected)
     assert result.returncode == 0, result.stdout
+    np.testing.assert_allclose(result.outputs[0], expected[0], atol=1e-4, rtol=1e-4)
+    # the program checks on its own: wrong expected outputs give exit status 1 through make
+    wrong = project.run_host(inputs, [expected[0] + 1.0])
+    assert wrong.returncode == 1 and "MISMATCH" in wrong.stdout, wrong.stdout
+    np.testing.assert_allclose(wrong.outputs[0], expected[0], atol=1e-4, rtol=1e-4)
+
+
+@needs_host_cc
+def test_emitted_main_is_the_harness_main(mlp_project):
+    model, project, emitted = mlp_project
+    assert (
+        "model_expected_" not in emitted
+        and "model_run(model_input_x, model_output_logits)" in emitted
+    )
+    # run_host() without inputs writes the emitted main.c again (the example input) and runs it
+    result = project.run_host()
+    assert (project.folder / "main.c").read_text() == emitted
+    assert result.returncode == 0, result.stdout
+    expected = ort_run(model, project.example_inputs)
     np.testing.assert_allclose(result.outputs[0], expected[0], atol=1e-4, rtol=1e-4)
 
 

@@ -3,7 +3,15 @@ import pytest
 
 import sparse_tvm as st
 from sparse_tvm.examples import mlp, small_cnn
-from sparse_tvm.pruning import cubic_sparsity, follows_pattern, n_of_m_mask, parse, prunable_weights
+from sparse_tvm.pruning import (
+    BLOCK_PATTERNS,
+    cubic_sparsity,
+    follows_pattern,
+    n_of_m_mask,
+    parse,
+    prunable_weights,
+    prune_magnitude,
+)
 from sparse_tvm.pruning.weights import read_initializer
 
 
@@ -66,3 +74,66 @@ def test_unknown_exclude_and_option_are_errors():
         st.prune(mlp(), 0.5, exclude=["fc9.weight"])
     with pytest.raises(st.SparseTVMError, match="no option"):
         st.prune(mlp(), 0.5, epoch=3)
+
+
+OFFERED = (
+    "use 1x1, 4x1, 8x1, 16x1, 1x4 (output x input blocks) or N:M such as 2:4 (N of every M "
+    "input features kept)"
+)
+
+
+@pytest.mark.parametrize(
+    "pattern,reason",
+    [
+        ("3x3", "is not a pattern sparse-tvm prunes to"),
+        ("2x2", "is not a pattern sparse-tvm prunes to"),
+        ("16", "is not a pattern sparse-tvm prunes to"),
+        ("blocks", "is not a pattern sparse-tvm prunes to"),
+        ("2:x", "is not a pattern sparse-tvm prunes to"),
+        ("4:2", "is not an N:M pattern with 1 <= N < M"),
+        ("0:4", "is not an N:M pattern with 1 <= N < M"),
+    ],
+)
+def test_unknown_patterns_are_refused_with_the_offered_ones(pattern, reason):
+    message = f"pattern '{pattern}' {reason}: {OFFERED}"
+    for method in ("magnitude", "gmp"):  # refused before any data is read
+        with pytest.raises(st.SparseTVMError) as info:
+            st.prune(mlp(), 0.5, pattern, method=method)
+        assert str(info.value) == message
+    if ":" not in pattern:
+        with pytest.raises(st.SparseTVMError) as info:
+            prune_magnitude(mlp(), 0.5, pattern)
+        assert str(info.value) == message
+
+
+def test_cli_prune_refuses_an_unknown_pattern(tmp_path, capsys):
+    import onnx
+
+    from sparse_tvm.cli.main import main
+
+    onnx.save(mlp(), tmp_path / "mlp.onnx")
+    args = ["prune", str(tmp_path / "mlp.onnx"), "-o", str(tmp_path / "out.onnx")]
+    assert main([*args, "--sparsity", "0.5", "--pattern", "3x3"]) == 1
+    assert (
+        capsys.readouterr().err
+        == f"error: pattern '3x3' is not a pattern sparse-tvm prunes to: {OFFERED}\n"
+    )
+    assert not (tmp_path / "out.onnx").exists()
+
+
+@pytest.mark.parametrize("pattern", BLOCK_PATTERNS)
+def test_every_offered_block_pattern_prunes_in_its_blocks(pattern):
+    parsed = parse(pattern.upper())
+    assert parsed.text == pattern
+    model = st.prune(mlp(), 0.75, pattern).model
+    for w in prunable_weights(model):
+        nk = w.to_nk(read_initializer(model, w.name))
+        assert follows_pattern(nk, parsed), w.name
+        if not np.any(np.mod(nk.shape, parsed.block)):  # no edge blocks
+            assert np.mean(nk == 0) == pytest.approx(0.75, abs=1e-9)
+
+
+def test_offered_blocks_are_the_compilers_formats():
+    from sparse_tvm.analysis.format_choice import CANDIDATE_BLOCKS
+
+    assert {parse(p).block for p in BLOCK_PATTERNS} == set(CANDIDATE_BLOCKS)

@@ -1,4 +1,5 @@
-"""Artefact extraction refuses members that would land outside its folder."""
+"""Artefact extraction refuses members that would land outside its folder; an artefact this
+machine cannot run says which target it was built for before loading anything."""
 
 import io
 import json
@@ -69,3 +70,77 @@ def test_not_an_artefact(tmp_path):
         st.load(bogus)
     with pytest.raises(ArtefactError, match="not found"):
         st.load(tmp_path / "missing.tar")
+
+
+def _relu_model():
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"], name="relu")],
+        "relu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+    )
+    return helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+
+
+def test_avx512_artefact_on_a_cpu_without_it_names_the_target(tmp_path, monkeypatch):
+    from sparse_tvm.target import host_cpu
+
+    path = tmp_path / "relu.tar"
+    st.compile(_relu_model(), target="x86-avx512").export(path)
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    monkeypatch.setattr(host_cpu, "cpu_flags", lambda: frozenset({"avx", "avx2", "fma", "bmi2"}))
+    with pytest.raises(ArtefactError) as info:
+        st.load(path)
+    assert str(info.value) == (
+        f"'{path}' was built for x86_64 (preset x86-avx512, cpu skylake-avx512), and this CPU "
+        "lacks avx512bw, avx512dq, avx512f, avx512vl: recompile it here with --target x86 "
+        "(or x86-avx2 for any AVX2 machine)"
+    )
+
+
+def test_x86_artefact_on_an_arm_machine_names_the_target(tmp_path, monkeypatch):
+    path = tmp_path / "relu.tar"
+    st.compile(_relu_model(), target="x86-avx2").export(path)
+    monkeypatch.setattr("platform.machine", lambda: "aarch64")
+    with pytest.raises(ArtefactError) as info:
+        st.load(path)
+    assert str(info.value) == (
+        f"'{path}' was built for x86_64 (preset x86-avx2, cpu haswell), not this aarch64 "
+        "machine: run it on an x86_64 machine, or recompile it for this one"
+    )
+
+
+def test_host_mismatch_knows_only_what_it_can_tell(monkeypatch):
+    from sparse_tvm.runtime.compiled_model import host_mismatch
+
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    assert host_mismatch({}) is None  # an artefact without a target: try to load it
+    assert host_mismatch({"name": "cuda", "family": "cuda", "tvm": {"kind": "cuda"}}) is None
+    assert host_mismatch({"name": "x86-avx2", "family": "x86", "tvm": {"kind": "llvm"}}) is None
+    raw = {"name": "custom", "family": "arm", "tvm": {"kind": "llvm", "mtriple": "aarch64-linux"}}
+    assert host_mismatch(raw) == (
+        "aarch64 (triple aarch64-linux), not this x86_64 machine",
+        "run it on the board with run_artefact.py (README: Arm boards)",
+    )
+
+
+def test_corrupt_library_message_names_the_metadata_target(tmp_path):
+    metadata = {
+        "format_version": FORMAT_VERSION,
+        "target": {"name": "x86-avx2", "family": "x86", "tvm": {"kind": "llvm"}},
+        "inputs": [],
+        "outputs": [],
+    }
+    path = tmp_path / "corrupt.tar"
+    with tarfile.open(path, "w") as tar:
+        _add(tar, METADATA, json.dumps(metadata).encode())
+        _add(tar, "model.so", b"not a shared library")
+    with pytest.raises(ArtefactError) as info:
+        st.load(path)
+    assert str(info.value).startswith(f"cannot load the library in '{path}' (")
+    assert str(info.value).endswith(
+        "; metadata target x86-avx2): it was built for another target or is corrupt; recompile"
+    )

@@ -96,7 +96,10 @@ def test_l0_reaches_the_asked_sparsity_in_blocks():
 @pytest.mark.parametrize(
     "data,message",
     [
-        ({"y": np.zeros((4, 64), np.float32), "labels": np.zeros(4, int)}, "lacks x"),
+        (
+            {"y": np.zeros((4, 64), np.float32), "labels": np.zeros(4, int)},
+            "lacks the model's input 'x'",
+        ),
         ((np.zeros((4, 63), np.float32), np.zeros(4, int)), r"shape \(63,\)"),
         ((np.zeros((4, 64), np.float32), np.array([0, 1, 2, 10])), "outside \\[0, 10\\)"),
         ((np.full((4, 64), np.nan, np.float32), np.zeros(4, int)), "NaN or inf"),
