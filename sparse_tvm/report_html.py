@@ -115,6 +115,12 @@ def _us(value: float | None) -> str:
     return "-" if value is None else f"{value:,.1f}"
 
 
+def _breakable(name: str) -> str:
+    """``name`` escaped, with line-break opportunities after its dots and slashes (a module
+    path wraps between its parts before it wraps anywhere)."""
+    return html.escape(name).replace(".", ".<wbr>").replace("/", "/<wbr>")
+
+
 def _cell(text: str, cls: str = "", tag: str = "td") -> str:
     return f'<{tag} class="{cls}">{text}</{tag}>' if cls else f"<{tag}>{text}</{tag}>"
 
@@ -124,8 +130,8 @@ def _layer_row(row: LayerReport) -> str:
     sparse = row.format != "dense"
     stored_pct = f"{row.stored_bytes / row.dense_bytes:.0%}" if row.dense_bytes else "-"
     cells = [
-        _cell(esc(row.display_name), "text wrap name"),
-        _cell(f'<span class="weight">{esc(row.name)}</span>', "text wrap name"),
+        _cell(_breakable(row.display_name), "text wrap name"),
+        _cell(f'<span class="weight">{_breakable(row.name)}</span>', "text wrap name"),
         _cell(esc(row.op), "text"),
         _cell(f"{row.weight_shape[0]} x {row.weight_shape[1]}"),
         _cell(str(row.m)),

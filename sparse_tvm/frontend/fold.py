@@ -50,7 +50,14 @@ def _run_basic_optimiser(model: onnx.ModelProto, folder: str) -> onnx.ModelProto
         providers=["CPUExecutionProvider"],
         disabled_optimizers=_RENAMING_FUSIONS,
     )
-    return onnx.load(target, load_external_data=True)
+    folded = onnx.load(target, load_external_data=True)
+    # the optimiser keeps node names but drops their metadata (the PyTorch module path a
+    # dynamo export writes there, which names the layers in the report): copy it back
+    meta = {n.name: list(n.metadata_props) for n in model.graph.node if n.name and n.metadata_props}
+    for node in folded.graph.node:
+        if node.name in meta and not node.metadata_props:
+            node.metadata_props.extend(meta[node.name])
+    return folded
 
 
 def _weight_names(model: onnx.ModelProto) -> set[str]:

@@ -155,7 +155,7 @@ def test_torch_export_layers_are_named_by_module_path(exported):
     assert [(r["layer"], r["weight"], r["name"]) for r in data["layers"]] == [
         (row.layer, row.name, row.name) for row in report.layers
     ]
-    page = report.to_html()
+    page = report.to_html().replace("<wbr>", "")  # break opportunities after the dots
     for row in report.layers:
         assert f'<td class="text wrap name">{row.layer}</td>' in page
         assert f'<span class="weight">{row.name}</span>' in page

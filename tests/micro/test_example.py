@@ -56,7 +56,9 @@ def test_cli_output_names_the_users_folder(cli_project):
     assert status == 0, stderr
     said = stdout + stderr
     wrote = [line for line in said.splitlines() if "wrote" in line]
-    assert wrote == ["wrote cm4"], said
+    assert wrote == [
+        "wrote cm4  (next: cd cm4 && make host, or make run on qemu; README: Microcontrollers)"
+    ], said
     # the CLI builds in .cm4.XXXX/ next to the output: no trace of it, nor of compile_micro's
     # own staging folder, in what it prints, in the project, or beside it
     for leak in (".cm4.", "sparse_tvm_micro_", "/tmp/"):

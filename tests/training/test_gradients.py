@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 import tvm
 from tvm import relax
 
 from sparse_tvm.training.graph import differentiable
-
-torch = pytest.importorskip("torch")
 
 
 def _run(

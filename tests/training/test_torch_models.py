@@ -15,14 +15,13 @@ import warnings
 import numpy as np
 import onnx
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-import sparse_tvm as st  # noqa: E402
-from sparse_tvm.pruning import prunable_weights  # noqa: E402
-from sparse_tvm.pruning.weights import read_initializer  # noqa: E402
-from sparse_tvm.training import TrainConfig, Trainer  # noqa: E402
-from tests.conftest import ort_run  # noqa: E402
+import sparse_tvm as st
+from sparse_tvm.pruning import prunable_weights
+from sparse_tvm.pruning.weights import read_initializer
+from sparse_tvm.training import TrainConfig, Trainer
+from tests.conftest import ort_run
 
 nn = torch.nn
 D_MODEL, HEADS, SEQ, BATCH, CLASSES = 16, 2, 8, 8, 4
@@ -128,11 +127,14 @@ def exports(tmp_path_factory):
 
 
 def _data(name: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs and learnable labels: the class is the argmax of a fixed projection of the mean
-    over the sequence (or over the image) of x, which every model here can represent."""
+    """Inputs and learnable labels: x is noise around a per-sample offset (one per feature,
+    or per channel), and the class is the argmax of a fixed projection of that offset."""
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((SAMPLES, *MODELS[name][1])).astype(np.float32)
-    features = x.mean(1) if name != "bn_cnn" else x.mean((2, 3))
+    sample = MODELS[name][1]
+    offset_shape = (1, sample[1]) if name != "bn_cnn" else (sample[0], 1, 1)
+    offset = rng.standard_normal((SAMPLES, *offset_shape))
+    x = (0.5 * rng.standard_normal((SAMPLES, *sample)) + offset).astype(np.float32)
+    features = offset.reshape(SAMPLES, -1)
     return x, (features @ rng.standard_normal((features.shape[1], CLASSES))).argmax(1)
 
 
