@@ -432,7 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="fraction of each prunable weight set to zero, in [0, 1] (0.9: 90 %% zeros)",
     )
     p.add_argument(
-        "--pattern", default="1x1", help="1x1, 4x1, 8x1, 16x1, 1x4 (output x input blocks) or N:M such as 2:4"
+        "--pattern",
+        default="1x1",
+        help="1x1, 4x1, 8x1, 16x1, 1x4 (output x input blocks) or N:M such as 2:4",
     )
     p.add_argument(
         "--method",

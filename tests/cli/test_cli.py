@@ -143,7 +143,8 @@ def test_wrong_input_shape(tmp_path, artefact):
     np.savez(bad, x=np.zeros((2, 64), np.float32))
     out = tmp_path / "out.npz"
     assert_one_line_error(
-        cli("run", artefact, "--inputs", bad, "--outputs", out), "has shape (2, 64) but the model takes (8, 64)"
+        cli("run", artefact, "--inputs", bad, "--outputs", out),
+        "has shape (2, 64) but the model takes (8, 64)",
     )
     assert not out.exists()
 

@@ -89,25 +89,25 @@ def test_make_builds_only_the_library(cli_project, tmp_path):
     assert "main.c" not in done.stdout
 
 
-@needs_host_cc
-def test_make_host_prints_onnxruntimes_outputs(cli_project):
+def _make_and_compare(cli_project, goal: str):
+    """``make GOAL`` in the CLI's project: its printed outputs against onnxruntime's."""
     model, folder, *_ = cli_project
     expected, shapes = _expected(model)
-    done = _make(folder / "cm4", "host")
+    done = _make(folder / "cm4", goal)
     assert done.returncode == 0, done.stdout + done.stderr
-    outputs, _ = parse_outputs(done.stdout, shapes)
+    outputs, instructions = parse_outputs(done.stdout, shapes)
     assert len(outputs) == len(expected) == 1
     np.testing.assert_allclose(outputs[0], expected[0], atol=1e-4, rtol=1e-4)
+    return done, instructions
+
+
+@needs_host_cc
+def test_make_host_prints_onnxruntimes_outputs(cli_project):
+    _make_and_compare(cli_project, "host")
 
 
 @needs_qemu
 def test_make_run_on_qemu_prints_onnxruntimes_outputs(cli_project):
-    model, folder, *_ = cli_project
-    expected, shapes = _expected(model)
-    done = _make(folder / "cm4", "run")
-    assert done.returncode == 0, done.stdout + done.stderr
+    done, instructions = _make_and_compare(cli_project, "run")
     assert re.search(r"qemu-system-arm -M mps2-an386 .*-kernel app\.elf", done.stdout)
-    outputs, instructions = parse_outputs(done.stdout, shapes)
-    assert len(outputs) == len(expected) == 1
-    np.testing.assert_allclose(outputs[0], expected[0], atol=1e-4, rtol=1e-4)
     assert instructions and instructions > 1000
