@@ -128,7 +128,8 @@ def test_json_and_markdown_carry_the_measured_numbers(tiny_run):
     assert headline.count("| tiny.") == 2  # only the 90 % cases
     assert f"{data['machine']['cores']} cores" in md and "same run" in md
     page = (folder / suite_report.report_html("mlp")).read_text(encoding="utf-8")
-    assert page.count('<img class="pattern"') == 3 and "fc2.weight" in page
+    assert page.count('<img class="pattern"') == 3
+    assert "fc2.weight" in page.replace("<wbr>", "")  # names may break at their dots
 
 
 def test_plots_are_real_pictures(tiny_run):

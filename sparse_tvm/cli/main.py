@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from sparse_tvm.cli.progress import StatusLine
 from sparse_tvm.errors import SparseTVMError
 
 
@@ -30,45 +31,7 @@ def _shapes(text: str | None):
     return parse_input_shapes(text)
 
 
-class _StatusLine:
-    """Progress on stderr: on a terminal one status line rewritten in place, which a lasting
-    line (``say``) replaces; elsewhere (a log file, CI) every line as it comes."""
-
-    def __init__(self) -> None:
-        self.active = False
-
-    def _tty(self) -> bool:
-        try:
-            return sys.stderr.isatty()
-        except (AttributeError, ValueError):
-            return False
-
-    def say(self, line: str) -> None:
-        if self.active:
-            sys.stderr.write("\r\033[K")
-            self.active = False
-        print(line, file=sys.stderr, flush=True)
-
-    def finish(self) -> None:
-        """Clear a status line left on the terminal."""
-        if self.active:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
-            self.active = False
-
-    def status(self, line: str) -> None:
-        if not self._tty():
-            print(line, file=sys.stderr, flush=True)
-            return
-        import shutil
-
-        width = shutil.get_terminal_size((100, 20)).columns
-        sys.stderr.write("\r\033[K" + line[: max(width - 1, 20)])
-        sys.stderr.flush()
-        self.active = True
-
-
-_progress = _StatusLine()
+_progress = StatusLine()
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -478,10 +441,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sparse_tvm.logs import set_verbose
 
     set_verbose(args.verbose)
-    if not args.verbose:
-        warnings.showwarning = _one_line_warning
     try:
-        return args.func(args)
+        with warnings.catch_warnings():  # restores the process's warning display after
+            if not args.verbose:
+                warnings.showwarning = _one_line_warning
+            return args.func(args)
     except SparseTVMError as err:
         _progress.finish()
         if args.verbose:

@@ -120,7 +120,8 @@ def load_artefact(path: str | os.PathLike) -> CompiledModel:
             f"{metadata.get('format_version')}, this sparse-tvm reads "
             f"{FORMAT_VERSION}: recompile the model"
         )
-    from sparse_tvm.runtime.compiled_model import device_for, host_mismatch
+    from sparse_tvm.runtime.compiled_model import device_for
+    from sparse_tvm.runtime.host_check import host_mismatch
 
     target = metadata.get("target", {})
     mismatch = host_mismatch(target)  # say so before the loader fails on foreign code

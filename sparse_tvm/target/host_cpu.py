@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 
 # Checked in order: the first whose flags the host has all of wins.
-_X86_LEVELS = (
+X86_LEVELS = (
     ("skylake-avx512", {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx2", "fma"}),
     ("haswell", {"avx2", "fma", "bmi2"}),
     ("sandybridge", {"avx"}),
@@ -35,7 +35,7 @@ def cpu_flags() -> frozenset[str]:
 def host_x86_mcpu(flags: frozenset[str] | None = None) -> str:
     """The most capable LLVM x86 cpu name whose required flags the host has."""
     flags = cpu_flags() if flags is None else flags
-    for mcpu, needed in _X86_LEVELS:
+    for mcpu, needed in X86_LEVELS:
         if needed <= flags:
             return mcpu
     return "x86-64"

@@ -114,7 +114,7 @@ def test_x86_artefact_on_an_arm_machine_names_the_target(tmp_path, monkeypatch):
 
 
 def test_host_mismatch_knows_only_what_it_can_tell(monkeypatch):
-    from sparse_tvm.runtime.compiled_model import host_mismatch
+    from sparse_tvm.runtime.host_check import host_mismatch
 
     monkeypatch.setattr("platform.machine", lambda: "x86_64")
     assert host_mismatch({}) is None  # an artefact without a target: try to load it
