@@ -32,6 +32,19 @@ def set_verbose(on: bool) -> None:
     _verbose = bool(on)
 
 
+@contextlib.contextmanager
+def verbosity(on: bool | None) -> Iterator[None]:
+    """:func:`set_verbose` for the block only (``None``: leave it, the environment decides)."""
+    global _verbose
+    saved = _verbose
+    if on is not None:
+        _verbose = bool(on)
+    try:
+        yield
+    finally:
+        _verbose = saved
+
+
 def is_verbose() -> bool:
     """Whether TVM's and MetaSchedule's output reach the user."""
     if _verbose is not None:
@@ -45,35 +58,30 @@ def native_quiet() -> Iterator[None]:
 
     Python's own ``sys.stderr`` goes to the same descriptor, so keep the block around native
     calls only (compile, export, load), not around our progress lines. What was hidden is
-    written out after all when the block raises: it may explain the error.
+    dropped, also when the block raises (an error is one line of ours; ``--verbose`` shows
+    TVM's own words).
     """
     if is_verbose():
         yield
         return
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):  # no real fd 2 (embedded interpreters)
-        yield
-        return
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        failed = False
+    with contextlib.ExitStack() as stack:
         try:
+            sink = stack.enter_context(tempfile.TemporaryFile())
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError, AttributeError):  # no real fd 2 (embedded interpreters)
+            saved = None
+        if saved is None:
             yield
-        except BaseException:
-            failed = True
-            raise
+            return
+        try:
+            os.dup2(sink.fileno(), 2)
+            yield
         finally:
             with contextlib.suppress(ValueError, OSError):
                 sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
-            if failed:
-                sink.seek(0)
-                hidden = sink.read().decode(errors="replace").strip()
-                if hidden:
-                    logging.getLogger("sparse_tvm").debug("TVM said: %s", hidden)
 
 
 @contextlib.contextmanager

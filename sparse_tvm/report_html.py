@@ -16,13 +16,13 @@ import base64
 import html
 import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from sparse_tvm.errors import SparseTVMError
+from sparse_tvm.files import write_atomically
 from sparse_tvm.report import MEASURED, MEASURED_ON_BOARD, LayerReport, Report, pattern_density
 
 # Density 0 is white, density 1 this colour; in between on a square-root scale, so that the
@@ -299,21 +299,11 @@ def write_html(report: Report, path: str | os.PathLike) -> Path:
         When ``path`` is a folder, its folder does not exist, or it cannot be written.
     """
     path = check_report_path(path)
-    folder = path.parent
     text = render_html(report)
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".partial")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is for reading
-        os.replace(tmp, path)
-        tmp = None
+        write_atomically(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     except OSError as err:
         raise SparseTVMError(f"cannot write report '{path}': {err.strerror or err}") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

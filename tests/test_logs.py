@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -21,7 +22,7 @@ import pytest
 import sparse_tvm as st
 from sparse_tvm.cli.main import main
 from sparse_tvm.examples import mlp
-from sparse_tvm.logs import MS_LOGGER, metaschedule_logging, native_quiet, set_verbose
+from sparse_tvm.logs import MS_LOGGER, is_verbose, metaschedule_logging, native_quiet, verbosity
 from sparse_tvm.pruning import prune_magnitude
 
 # what MetaSchedule prints when its console handler is on
@@ -87,11 +88,8 @@ def test_three_tunes_in_one_process_with_unnamed_handlers(tmp_path, capfd):
         assert " us | 3/3 in all, about " in progress[-1]
         assert "records:" in out and mine in ms_logger.handlers
 
-        set_verbose(True)  # --verbose: MetaSchedule's console is back
-        try:
+        with verbosity(True):  # --verbose: MetaSchedule's console is back
             st.tune(model, target="x86", records=str(tmp_path / "r3"), trials=2)
-        finally:
-            set_verbose(False)
         out, _ = capfd.readouterr()
         assert "Logging directory" in out and _records(tmp_path / "r3") == 2
     finally:
@@ -154,12 +152,8 @@ def test_native_quiet_hides_tvm_warnings_unless_verbose(capfd):
     with native_quiet():
         _native_warning()
     assert "Fast mode segfaults" not in capfd.readouterr().err
-    set_verbose(True)
-    try:
-        with native_quiet():
-            _native_warning()
-    finally:
-        set_verbose(False)
+    with verbosity(True), native_quiet():
+        _native_warning()
     assert "Fast mode segfaults" in capfd.readouterr().err
 
 
@@ -178,3 +172,25 @@ def test_export_and_load_print_nothing(tmp_path, capfd):
     out, err = capfd.readouterr()
     assert "Scope" not in out + err and "Warning" not in out + err
     assert json.loads(compiled.report.to_json())  # the report itself is intact
+
+
+def test_sparse_tvm_verbose_in_the_environment_reaches_the_cli(monkeypatch, tmp_path, capfd):
+    monkeypatch.setenv("SPARSE_TVM_VERBOSE", "1")
+    assert is_verbose()
+    with pytest.raises(st.SparseTVMError):  # verbose: the traceback, not the one line
+        main(["inspect", str(tmp_path / "missing.onnx")])
+    assert is_verbose()  # the CLI left the process's verbosity as it was
+    with native_quiet():
+        _native_warning()
+    assert "Fast mode segfaults" in capfd.readouterr().err
+    monkeypatch.delenv("SPARSE_TVM_VERBOSE")
+    assert not is_verbose()
+    assert main(["inspect", str(tmp_path / "missing.onnx")]) == 1
+    assert capfd.readouterr().err.startswith("error: ")
+
+
+def test_native_quiet_drops_what_it_hid_when_the_block_raises(capfd):
+    with pytest.raises(RuntimeError), native_quiet():
+        os.write(2, b"native noise\n")
+        raise RuntimeError("boom")
+    assert "native noise" not in capfd.readouterr().err

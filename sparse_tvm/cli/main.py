@@ -66,7 +66,10 @@ def _write_atomically(path: Path, write) -> None:
         raise CLIError(f"output folder '{path.parent}' does not exist: create it first")
     from sparse_tvm.files import write_atomically
 
-    write_atomically(path, write)
+    try:
+        write_atomically(path, write)
+    except OSError as err:  # a read-only folder, a full disk: nothing is left behind
+        raise CLIError(f"cannot write '{path}': {err.strerror or err}") from None
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -438,17 +441,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from sparse_tvm.logs import set_verbose
+    from sparse_tvm.logs import is_verbose, verbosity
 
-    set_verbose(args.verbose)
     try:
-        with warnings.catch_warnings():  # restores the process's warning display after
-            if not args.verbose:
+        # --verbose or SPARSE_TVM_VERBOSE=1; both the verbosity and the warning display are
+        # the process's own again when the command returns
+        with verbosity(True if args.verbose else None), warnings.catch_warnings():
+            if not is_verbose():
                 warnings.showwarning = _one_line_warning
             return args.func(args)
     except SparseTVMError as err:
         _progress.finish()
-        if args.verbose:
+        if args.verbose or is_verbose():
             raise
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -207,8 +207,6 @@ def tune_model(
             }
 
         for index, (layer, block) in enumerate(jobs):
-            if index:
-                counter.next_kernel()
             if index and jobs[index - 1][0] is not layer:
                 time_on_board(jobs[index - 1][0])
             label = format_label(block)
@@ -241,6 +239,7 @@ def tune_model(
                     CandidateResult(layer.name, label, None, None, 0, str(err))
                 )
                 say(f"    skipped: {err}")
+                counter.skip_kernel()
                 continue
             summary.candidates.append(
                 CandidateResult(
@@ -256,6 +255,7 @@ def tune_model(
                 f"{tuned.default_latency_s * 1e6:.1f} us) after {tuned.trials} new trials"
             )
             tuned_of.setdefault(layer.name, []).append((block, weight, tuned))
+            counter.next_kernel()
             if board is None and layer.name not in summary.dense_us:
                 summary.dense_us[layer.name] = time_dense(layer, resolved.tvm_target) * 1e6
         for layer in {layer.name: layer for layer, _ in jobs}.values():

@@ -38,10 +38,11 @@ class TuneProgress:
         self.start = clock()
         self.finished_trials = 0  # trials of the kernels already done (measured or skipped)
         self.current = 0  # trials measured of the kernel being tuned
+        self.skipped = 0  # kernels without a search space
 
     @property
     def total(self) -> int:
-        return self.kernels * self.trials
+        return (self.kernels - self.skipped) * self.trials
 
     @property
     def done(self) -> int:
@@ -50,6 +51,12 @@ class TuneProgress:
     def next_kernel(self) -> None:
         """The kernel being tuned is finished (all its trials count as done)."""
         self.finished_trials += self.trials
+        self.current = 0
+
+    def skip_kernel(self) -> None:
+        """The kernel being tuned has no search space: its trials leave the run's total (it
+        took no tuning time, so counting them as done would make the rate look faster)."""
+        self.skipped += 1
         self.current = 0
 
     def seconds_left(self) -> float | None:

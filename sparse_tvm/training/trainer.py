@@ -9,7 +9,6 @@ them once, and then runs mini-batch epochs. Pruning methods steer it through ``m
 
 from __future__ import annotations
 
-import ast
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -104,25 +103,14 @@ def _statistics(model: onnx.ModelProto | None) -> set[str]:
 
 
 def layer_name(model: onnx.ModelProto | None, tensor: str) -> str:
-    """The layer that consumes initializer ``tensor``: the innermost module scope a dynamo
-    export records on the node (``encoder.layers.0.linear1``), else the node name's path
-    (``/encoder/layers.0/linear1/MatMul`` -> ``encoder.layers.0.linear1``), else the node
-    name, else ``tensor`` itself."""
+    """The layer that consumes initializer ``tensor``, named as the compiler's report names it
+    (:func:`sparse_tvm.analysis.layer_names.display_name`: the PyTorch module path, else the
+    node name), else ``tensor`` itself."""
+    from sparse_tvm.analysis.layer_names import display_name
+
     for node in model.graph.node if model is not None else ():
-        if tensor not in node.input:
-            continue
-        meta = {p.key: p.value for p in node.metadata_props}
-        try:
-            scopes = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))
-        except (ValueError, SyntaxError):
-            scopes = []
-        if len(scopes) >= 2 and scopes[-2]:
-            return str(scopes[-2])
-        parts = [p for p in node.name.split("/") if p]
-        if len(parts) > 1:
-            return ".".join(parts[:-1])
-        if node.name:
-            return node.name
+        if tensor in node.input:
+            return display_name(node, tensor) or tensor
     return tensor
 
 

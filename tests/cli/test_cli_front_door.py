@@ -87,3 +87,12 @@ def test_busy_cores_elsewhere_sees_another_process_spinning():
     finally:
         spinner.kill()
         spinner.wait()
+
+
+def test_an_output_that_cannot_be_written_is_one_line(tmp_path, capsys):
+    model = tmp_path / "m.onnx"
+    onnx.save(mlp(batch=2, features=8, hidden=16, classes=4), model)
+    # a folder that exists but takes no new file (root may write anywhere else)
+    assert main(["prune", str(model), "-o", "/proc/pruned.onnx", "--sparsity", "0.5"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write '/proc/pruned.onnx': ") and err.count("\n") == 1

@@ -45,3 +45,13 @@ def test_long_runs_are_worded_in_hours():
     progress = TuneProgress(kernels=100, trials=100, clock=clock)
     clock.now += 60.0
     assert progress.line(1, "fc", "csr", 10, None).endswith("about 16 h 39 min left")
+
+
+def test_a_skipped_kernel_leaves_the_total_and_takes_no_time():
+    clock = Clock()
+    progress = TuneProgress(kernels=3, trials=10, clock=clock)
+    progress.skip_kernel()  # no search space: nothing measured, no time spent
+    clock.now += 10.0  # 5 trials of the second kernel in 10 s: 15 left at 2 s each
+    assert progress.line(2, "fc2", "csr", 5, None).endswith(
+        "5/10 trials, best - | 5/20 in all, about 30 s left"
+    )

@@ -88,6 +88,22 @@ def test_emitted_main_is_the_harness_main(mlp_project):
     np.testing.assert_allclose(result.outputs[0], expected[0], atol=1e-4, rtol=1e-4)
 
 
+def test_recompiling_keeps_the_users_main(tmp_path):
+    model = micro_model("mlp")
+    compile_micro(model, "cortex-m4", tmp_path / "p", compare_dense=False)
+    example = (tmp_path / "p" / "main.c").read_text()
+    compile_micro(model, "cortex-m4", tmp_path / "p", compare_dense=False)  # ours: rewritten
+    assert (tmp_path / "p" / "main.c").read_text() == example
+    assert not (tmp_path / "p" / "main.example.c").exists()
+    app = '#include "model.h"\nint main(void) { return 0; }\n'
+    (tmp_path / "p" / "main.c").write_text(app)
+    said = []
+    compile_micro(model, "cortex-m4", tmp_path / "p", compare_dense=False, progress=said.append)
+    assert (tmp_path / "p" / "main.c").read_text() == app
+    assert (tmp_path / "p" / "main.example.c").read_text() == example
+    assert "keeping your main.c (the example is main.example.c)" in said
+
+
 def test_model_too_large_for_the_ram_says_by_how_much(tmp_path):
     from sparse_tvm.examples import small_cnn
 
