@@ -14,14 +14,13 @@ report names a layer by the node that applies the weight instead:
 
 A weight named ``<module path>.<sub>.weight`` (``block.self_attn.out_proj.weight`` used by
 ``block.self_attn``) names the finer module. Layers that still share a name get the operator
-or node name appended. onnxruntime's folding (``frontend.fold``) keeps node names but drops
-``metadata_props``, so the metadata is read from the model as the user gave it, by node name.
+or node name appended. onnxruntime's folding drops ``metadata_props``; ``frontend.fold`` copies
+them back by node name, so the imported graph carries them.
 """
 
 from __future__ import annotations
 
 import ast
-import os
 from collections import Counter
 from collections.abc import Sequence
 
@@ -128,30 +127,7 @@ def display_name(node: onnx.NodeProto, weight: str, metadata: dict[str, str] | N
     return path or node.name
 
 
-def _needs_source_metadata(model: onnx.ModelProto, nodes: Sequence[onnx.NodeProto]) -> bool:
-    """Whether the nodes lack metadata that a PyTorch export's original file would have."""
-    if model.producer_name != "pytorch":
-        return False
-    if any(len(node.metadata_props) for node in nodes):
-        return False
-    return any(not node.name.startswith("/") for node in nodes)
-
-
-def _source_metadata(source) -> dict[str, dict[str, str]]:
-    """Node metadata by node name of the model as given (a path or a ModelProto)."""
-    if isinstance(source, (str, os.PathLike)):
-        try:
-            source = onnx.load(os.fspath(source), load_external_data=False)
-        except Exception:  # it was imported already: names are a nicety, never an error
-            return {}
-    if not isinstance(source, onnx.ModelProto):
-        return {}
-    return {node.name: _metadata(node) for node in source.graph.node if len(node.metadata_props)}
-
-
-def layer_display_names(
-    weights: Sequence[str], model: onnx.ModelProto | None, source=None
-) -> list[str]:
+def layer_display_names(weights: Sequence[str], model: onnx.ModelProto | None) -> list[str]:
     """The display name of each layer, given the weight names of the layers in program order.
 
     Parameters
@@ -161,9 +137,6 @@ def layer_display_names(
         returns them.
     model
         The ONNX graph TVM imported (``ImportedModel.onnx_model``); None gives no names.
-    source
-        The model as the user gave it (path or ModelProto), read for the node metadata that
-        constant folding drops; only when ``model`` is a PyTorch export without it.
 
     Returns
     -------
@@ -174,10 +147,6 @@ def layer_display_names(
     if model is None:
         return [""] * len(weights)
     consumers = weight_consumers(model)
-    nodes = [node for name in set(weights) for node in consumers.get(name, [])]
-    extra = {}
-    if source is not None and _needs_source_metadata(model, nodes):
-        extra = _source_metadata(source)
     count = Counter(weights)
     taken: Counter[str] = Counter()
     picked: list[onnx.NodeProto | None] = []
@@ -191,8 +160,7 @@ def layer_display_names(
         if node is None:
             names.append("")
             continue
-        metadata = _metadata(node) or extra.get(node.name, {})
-        names.append(display_name(node, weight, metadata))
+        names.append(display_name(node, weight))
     return _disambiguate(names, picked)
 
 

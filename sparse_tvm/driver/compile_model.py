@@ -95,17 +95,13 @@ def preset_cross_compiler(target: ResolvedTarget) -> str | None:
     return preset.extra.get("cross_compiler")
 
 
-def analyse(imported: ImportedModel, source=None) -> list[Layer]:
+def analyse(imported: ImportedModel) -> list[Layer]:
     """The layers of an imported model that have a constant weight, each with its display
-    name (module path or ONNX node, see :mod:`sparse_tvm.analysis.layer_names`).
-
-    ``source``: the model as the user gave it (path or ModelProto), read for the PyTorch
-    node metadata that constant folding drops (module paths of dynamo exports).
-    """
+    name (module path or ONNX node, see :mod:`sparse_tvm.analysis.layer_names`)."""
     func = imported.mod["main"]
     weights = {var: imported.params[var.name] for var in func.params if var.name in imported.params}
     layers = find_layers(func, weights)
-    names = layer_display_names([layer.name for layer in layers], imported.onnx_model, source)
+    names = layer_display_names([layer.name for layer in layers], imported.onnx_model)
     for layer, name in zip(layers, names, strict=True):
         layer.display_name = name
     return layers
@@ -407,7 +403,7 @@ def compile_model(
         board = BoardTimings.load(records, resolved)
     say(f"importing {model_name(model)}")
     imported = import_onnx(model, input_shapes)
-    layers = analyse(imported, source=model)
+    layers = analyse(imported)
     decisions, rows = [], []
     for layer in layers:
         fractions = block_zero_fractions(layer.weight)

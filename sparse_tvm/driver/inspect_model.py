@@ -34,7 +34,7 @@ def inspect_model(
     imported = import_onnx(model, input_shapes)
     target = resolve_target("x86")
     rows = []
-    for layer in analyse(imported, source=model):
+    for layer in analyse(imported):
         fractions = block_zero_fractions(layer.weight)
         decision = decide(
             layer,

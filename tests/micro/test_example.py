@@ -76,10 +76,9 @@ def test_cli_output_names_the_users_folder(cli_project):
     assert "Replace it with your own application" in (project / "Makefile").read_text()
 
 
+@needs_qemu  # the Cortex-M toolchain (in CI: installed, so the test runs)
 def test_make_builds_only_the_library(cli_project, tmp_path):
     _, folder, *_ = cli_project
-    if shutil.which("arm-none-eabi-gcc") is None:
-        pytest.skip("arm-none-eabi-gcc not installed")
     copy = shutil.copytree(folder / "cm4", tmp_path / "cm4")
     assert _make(copy, "clean").returncode == 0  # the other tests may have built there
     done = _make(copy)
