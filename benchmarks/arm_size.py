@@ -24,7 +24,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from sparse_tvm.driver.compile_model import compile_model
+import sparse_tvm as st
 from sparse_tvm.examples import bert_block, mlp, small_cnn
 from sparse_tvm.pruning import prune_magnitude
 
@@ -58,7 +58,7 @@ def measure(target: str, sparsity: float, pattern: str) -> list[dict]:
         for name, make in MODELS.items():
             model = prune_magnitude(make(), sparsity, pattern)
             for build in ("dense", "sparse"):
-                compiled = compile_model(model, target, dense=build == "dense")
+                compiled = st.compile(model, target, dense=build == "dense")
                 tar_path = work / f"{name}.{build}.tar"
                 compiled.export(tar_path)
                 with tarfile.open(tar_path) as tar:

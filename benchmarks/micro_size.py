@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 from sparse_tvm.examples import mlp, small_cnn
-from sparse_tvm.micro import compile_micro
+import sparse_tvm as st
 from sparse_tvm.pruning import prune_magnitude
 
 MODELS = {"mlp": mlp, "cnn": lambda: small_cnn(size=16)}
@@ -29,7 +29,7 @@ FLASH_GOAL, INSTRUCTION_GOAL = 0.30, 0.40
 
 
 def _run(model, target, folder, inputs, expected, dense):
-    project = compile_micro(model, target, folder, dense=dense, compare_dense=False)
+    project = st.compile(model, target, output=folder, dense=dense, compare_dense=False)
     result = project.run_qemu(inputs, expected)
     if result.returncode != 0:
         raise SystemExit(f"{folder}: wrong outputs on qemu\n{result.stdout}")

@@ -42,8 +42,9 @@ import numpy as np
 from tvm.s_tir import meta_schedule as ms
 
 from sparse_tvm.analysis import block_zero_fractions
-from sparse_tvm.driver.compile_model import analyse
-from sparse_tvm.driver.tune_model import candidate_blocks, tune_model
+from sparse_tvm.analysis import analyse
+from sparse_tvm.decision import candidate_blocks
+from sparse_tvm.driver.tune_model import tune_model
 from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.frontend import import_onnx
 from sparse_tvm.kernels import spmm_kernel

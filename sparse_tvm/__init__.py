@@ -13,7 +13,8 @@ sparse TIR kernels and compile the whole model with TVM::
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from sparse_tvm.target.host_cpu import host_num_cores
 
@@ -25,45 +26,58 @@ os.environ.setdefault("TVM_NUM_THREADS", str(host_num_cores()))
 import onnx
 
 from sparse_tvm.errors import (
+    EXIT_STATUS,
     ArtefactError,
     CompileError,
+    DeviceError,
     InputShapeError,
+    MicroBudgetError,
     ModelLoadError,
+    OutputError,
+    RecordsError,
     SparseTVMError,
     TargetError,
+    ToolchainError,
+    TrainingError,
+    TuningError,
+    UsageError,
 )
+from sparse_tvm.options import CompileOptions
 from sparse_tvm.report import LayerReport, Report
 from sparse_tvm.runtime import CompiledModel, InputCastWarning
+
+if TYPE_CHECKING:
+    from sparse_tvm.driver.tune_model import TuneSummary
+    from sparse_tvm.micro import MicroProject
+    from sparse_tvm.pruning import PruneResult
 
 __version__ = "0.1.0"
 
 Model = str | os.PathLike | onnx.ModelProto
 
 
-def compile(
+def compile(  # noqa: A001 - the verb users expect, as tvm.compile
     model: Model,
     target: str | dict = "x86",
-    records: str | None = None,  # noqa: A001
-    sparsity_threshold: float | None = None,
-    dense: bool = False,
-    input_shapes: dict[str, tuple[int, ...]] | None = None,
-    measure: bool = True,
-) -> CompiledModel:
+    options: CompileOptions | None = None,
+    *,
+    progress: Callable[[str], None] | None = None,
+    **settings: Any,
+) -> CompiledModel | MicroProject:
     """Compile an ONNX model; layers go sparse only where that is measured faster.
 
-    See :func:`sparse_tvm.driver.compile_model.compile_model` for the parameters.
+    ``target`` is a preset name (``sparse-tvm targets``) or a TVM target as JSON. Settings are
+    :class:`CompileOptions` fields, as an object or as keywords (``records=``,
+    ``sparsity_threshold=``, ``dense=``, ``input_shapes=``, ``measure=``, ``output=``,
+    ``report=``, ...). ``progress`` is called with one line per stage and per layer.
+
+    Returns a :class:`CompiledModel` for a Linux target (also written to ``output`` as a
+    ``.tar`` when given), and for a microcontroller (``cortex-m4``, ...) the C project
+    written to ``output`` (:class:`sparse_tvm.micro.MicroProject`).
     """
     from sparse_tvm.driver.compile_model import compile_model
 
-    return compile_model(
-        model,
-        target,
-        records=records,
-        sparsity_threshold=sparsity_threshold,
-        dense=dense,
-        input_shapes=input_shapes,
-        measure=measure,
-    )
+    return compile_model(model, target, CompileOptions.of(options, **settings), progress=progress)
 
 
 def load(path: str | os.PathLike) -> CompiledModel:
@@ -96,9 +110,11 @@ def prune(
     pattern: str = "1x1",
     method: str = "magnitude",
     exclude=(),
-    **training,
-):
-    """Prune the MatMul / Gemm / Conv weights of a model; see :func:`sparse_tvm.pruning.prune`."""
+    **training: Any,
+) -> PruneResult:
+    """Prune the MatMul / Gemm / Conv weights of a model; see :func:`sparse_tvm.pruning.prune`.
+
+    Returns the pruned model (``.model``) and its report (``.report``)."""
     from sparse_tvm.pruning import prune as _prune
 
     return _prune(model, sparsity, pattern, method=method, exclude=exclude, **training)
@@ -113,10 +129,14 @@ def tune(
     rpc_tracker: str | None = None,
     rpc_key: str | None = None,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
-):
+    *,
+    progress: Callable[[str], None] | None = None,
+    status: Callable[[str], None] | None = None,
+) -> TuneSummary:
     """Tune the sparse kernels of ``model`` into the ``records`` folder (MetaSchedule).
 
-    ``compile(model, records=...)`` applies them. See :func:`sparse_tvm.driver.tune_model`.
+    ``compile(model, records=...)`` applies them. See :func:`sparse_tvm.driver.tune_model`;
+    ``progress`` gets each line worth keeping, ``status`` the progress line after each batch.
     """
     from sparse_tvm.driver.tune_model import tune_model
 
@@ -129,7 +149,23 @@ def tune(
         rpc_tracker=rpc_tracker,
         rpc_key=rpc_key,
         input_shapes=input_shapes,
+        progress=progress,
+        status=status,
     )
+
+
+def write_html(report: Report, path: str | os.PathLike) -> None:
+    """Write ``report`` as one self-contained HTML page (whole or not at all)."""
+    from sparse_tvm.report_html import write_html as _write_html
+
+    _write_html(report, path)
+
+
+def check_html_path(path: str | os.PathLike) -> None:
+    """Refuse, in one line, a path :func:`write_html` could not write (before long work)."""
+    from sparse_tvm.report_html import check_report_path
+
+    check_report_path(path)
 
 
 def targets() -> dict[str, Any]:
@@ -140,18 +176,32 @@ def targets() -> dict[str, Any]:
 
 
 __all__ = [
+    "EXIT_STATUS",
     "ArtefactError",
     "CompileError",
+    "CompileOptions",
     "CompiledModel",
+    "DeviceError",
     "InputCastWarning",
     "InputShapeError",
     "LayerReport",
+    "MicroBudgetError",
     "ModelLoadError",
+    "OutputError",
+    "RecordsError",
     "Report",
     "SparseTVMError",
     "TargetError",
+    "ToolchainError",
+    "TrainingError",
+    "TuningError",
+    "UsageError",
+    "check_html_path",
     "compile",
     "inspect",
     "load",
+    "prune",
     "targets",
+    "tune",
+    "write_html",
 ]

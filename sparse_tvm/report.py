@@ -174,12 +174,6 @@ class Report:
             layers=[LayerReport(**_known(row)) for row in data.get("layers", [])],
         )
 
-    def to_html(self) -> str:
-        """A self-contained HTML page of this report (see :mod:`sparse_tvm.report_html`)."""
-        from sparse_tvm.report_html import render_html
-
-        return render_html(self)
-
     def decision_notes(self) -> list[str]:
         """One line per way formats were decided, with its layer count: what was measured
         where and what was only estimated (the footnote of ``str()`` and the HTML page)."""

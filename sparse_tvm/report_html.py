@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sparse_tvm.errors import SparseTVMError
+from sparse_tvm.errors import OutputError
 from sparse_tvm.files import write_atomically
 from sparse_tvm.report import MEASURED, MEASURED_ON_BOARD, LayerReport, Report, pattern_density
 
@@ -279,14 +279,14 @@ def check_report_path(path: str | os.PathLike) -> Path:
 
     Raises
     ------
-    SparseTVMError
+    OutputError
         When ``path`` is a folder or its folder does not exist.
     """
     path = Path(path)
     if path.is_dir():
-        raise SparseTVMError(f"report '{path}' is a directory: give a file name like report.html")
+        raise OutputError(f"report '{path}' is a directory: give a file name like report.html")
     if not path.parent.is_dir():
-        raise SparseTVMError(f"report folder '{path.parent}' does not exist: create it first")
+        raise OutputError(f"report folder '{path.parent}' does not exist: create it first")
     return path
 
 
@@ -295,7 +295,7 @@ def write_html(report: Report, path: str | os.PathLike) -> Path:
 
     Raises
     ------
-    SparseTVMError
+    OutputError
         When ``path`` is a folder, its folder does not exist, or it cannot be written.
     """
     path = check_report_path(path)
@@ -303,7 +303,7 @@ def write_html(report: Report, path: str | os.PathLike) -> Path:
     try:
         write_atomically(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     except OSError as err:
-        raise SparseTVMError(f"cannot write report '{path}': {err.strerror or err}") from None
+        raise OutputError(f"cannot write report '{path}': {err.strerror or err}") from None
     return path
 
 

@@ -13,6 +13,10 @@ import pytest
 # missing tool is a broken set-up, so the tests that need it run and fail instead of skipping.
 IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false")
 
+# A schedule rule that raises is an error in the tests, not a warning and slower code
+# (sparse_tvm.pipeline.rule_failures); subprocesses (the CLI tests) inherit it.
+os.environ.setdefault("SPARSE_TVM_STRICT_SCHEDULES", "1")
+
 
 def needs(available: bool, reason: str) -> pytest.MarkDecorator:
     """Skip where a system tool is missing, except in CI (see ``IN_CI``)."""

@@ -185,7 +185,7 @@ def test_sparse_tvm_verbose_in_the_environment_reaches_the_cli(monkeypatch, tmp_
     assert "Fast mode segfaults" in capfd.readouterr().err
     monkeypatch.delenv("SPARSE_TVM_VERBOSE")
     assert not is_verbose()
-    assert main(["inspect", str(tmp_path / "missing.onnx")]) == 1
+    assert main(["inspect", str(tmp_path / "missing.onnx")]) == 3  # ModelLoadError
     assert capfd.readouterr().err.startswith("error: ")
 
 

@@ -131,7 +131,6 @@ def test_html_is_self_contained_and_escaped():
     assert "<script" not in page and "<link" not in page and "url(" not in page
     # totals: 12 us all dense against 4 + 2 us as compiled (fc2 stays dense)
     assert "6.0 µs as compiled against 12.0 µs all dense (2.00x" in page
-    assert report.to_html() == page
 
 
 def test_write_html_is_atomic_and_refuses_bad_paths(tmp_path):

@@ -182,7 +182,7 @@ def test_quick_suite_end_to_end(tmp_path):
 
 
 def test_mobilenet_example_compiles_sparse_and_matches_onnxruntime():
-    from sparse_tvm.driver.compile_model import compile_model
+    import sparse_tvm as st
     from sparse_tvm.examples import mobilenet
     from sparse_tvm.pruning import prune_magnitude
     from tests.conftest import ort_run, random_inputs
@@ -191,7 +191,7 @@ def test_mobilenet_example_compiles_sparse_and_matches_onnxruntime():
     names = [n.name for n in model.graph.node if n.op_type == "Conv"]
     assert names == ["stem"] + [f"block{i}.{kind}" for i in range(1, 5) for kind in ("dw", "pw")]
     inputs = random_inputs(model)
-    compiled = compile_model(model, "x86", measure=False)
+    compiled = st.compile(model, "x86", measure=False)
     formats = {row.name: row.format for row in compiled.report.layers}
     assert formats["block4.dw.weight"] == "dense"  # depthwise convs stay dense
     assert formats["block4.pw.weight"].startswith(("bsr", "csr"))

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 
-from sparse_tvm.errors import SparseTVMError
+from sparse_tvm.errors import DeviceError
 
 QEMU = "qemu-aarch64"
 CROSS_COMPILER = "aarch64-linux-gnu-gcc"
@@ -52,7 +52,7 @@ _TOOLS = {
 }
 
 
-class EmulationError(SparseTVMError):
+class EmulationError(DeviceError):
     """The emulator, the cross toolchain or the arm64 Python root is missing or failed."""
 
 

@@ -1,25 +1,24 @@
-"""``sparse-tvm``: a thin command line over the Python API.
+"""``sparse-tvm``: a thin command line over the public Python API (``import sparse_tvm``).
 
-Exit status: 0 on success; 1 with one ``error: ...`` line on stderr for any problem the user
-can fix; 2 for usage errors (argparse). ``--verbose`` shows tracebacks.
+Exit status: 0 on success; for a problem the user can fix one ``error: ...`` line on stderr
+and the status of its kind (:data:`sparse_tvm.errors.EXIT_STATUS`: 2 usage, 3 model, 4 input
+shape, 5 target, ... as the README lists); 130 when interrupted. ``--verbose`` shows tracebacks.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from sparse_tvm.cli.progress import StatusLine
-from sparse_tvm.errors import SparseTVMError
+from sparse_tvm.errors import OutputError, SparseTVMError, UsageError, exit_status
 
 
-class CLIError(SparseTVMError):
+class CLIError(UsageError):
     """A bad option value or file found by the command line itself."""
 
 
@@ -61,32 +60,31 @@ def _read_npz(path: str) -> dict:
 def _write_atomically(path: Path, write) -> None:
     """Write through a temporary file next to ``path`` so that no partial file is left."""
     if path.is_dir():
-        raise CLIError(f"output '{path}' is a directory: give a file name")
+        raise OutputError(f"output '{path}' is a directory: give a file name")
     if not path.parent.exists():
-        raise CLIError(f"output folder '{path.parent}' does not exist: create it first")
+        raise OutputError(f"output folder '{path.parent}' does not exist: create it first")
     from sparse_tvm.files import write_atomically
 
     try:
         write_atomically(path, write)
     except OSError as err:  # a read-only folder, a full disk: nothing is left behind
-        raise CLIError(f"cannot write '{path}': {err.strerror or err}") from None
+        raise OutputError(f"cannot write '{path}': {err.strerror or err}") from None
 
 
 # -- commands --------------------------------------------------------------------------------
 def cmd_targets(args) -> int:
-    from sparse_tvm.target import presets, resolve_target
+    import sparse_tvm as st
+    from sparse_tvm.target import resolve_target
 
-    rows = []
-    for name, preset in presets().items():
-        resolved = resolve_target(name)
-        rows.append(
-            {
-                "name": name,
-                "family": preset.family,
-                "description": preset.description,
-                "tvm": resolved.to_json()["tvm"],
-            }
-        )
+    rows = [
+        {
+            "name": name,
+            "family": preset.family,
+            "description": preset.description,
+            "tvm": resolve_target(name).to_json()["tvm"],
+        }
+        for name, preset in st.targets().items()
+    ]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -97,98 +95,32 @@ def cmd_targets(args) -> int:
     return 0
 
 
-def _check_report_path(path: str | None) -> None:
-    """Refuse a bad ``--report`` path before any long work."""
-    if path is not None:
-        from sparse_tvm.report_html import check_report_path
-
-        check_report_path(path)
-
-
-def _write_report(report, path: str | None) -> None:
-    if path is None:
-        return
-    from sparse_tvm.report_html import write_html
-
-    write_html(report, path)
-    _say(f"wrote {path}")  # stderr: stdout may be --json
-
-
 def cmd_inspect(args) -> int:
     import sparse_tvm as st
 
-    _check_report_path(args.report)
+    if args.report is not None:
+        st.check_html_path(args.report)  # before the work
     report = st.inspect(
         args.model,
         input_shapes=_shapes(args.input_shapes),
         sparsity_threshold=args.sparsity_threshold,
     )
     print(report.to_json() if args.json else report)
-    _write_report(report, args.report)
-    return 0
-
-
-def _compile_micro(args, target) -> int:
-    """A microcontroller target: a C project folder, or its .tar when -o ends in .tar."""
-    import shutil
-    import tarfile
-
-    from sparse_tvm.micro import compile_micro
-
-    out = Path(args.output)
-    as_tar = out.suffix == ".tar"
-    if out.exists() and not (as_tar and out.is_file()):
-        raise CLIError(f"output '{out}' exists: remove it or name a new folder")
-    if not out.parent.exists():
-        raise CLIError(f"output folder '{out.parent}' does not exist: create it first")
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        project = compile_micro(
-            args.model,
-            target,
-            work / out.stem,
-            input_shapes=_shapes(args.input_shapes),
-            sparsity_threshold=args.sparsity_threshold,
-            dense=args.dense,
-            progress=_say,
-        )
-        if as_tar:
-            with tarfile.open(work / out.name, "w") as tar:
-                tar.add(work / out.stem, arcname=out.stem)
-            os.replace(work / out.name, out)
-        else:
-            os.replace(work / out.stem, out)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    print(project.report)
-    if as_tar:
-        print(f"wrote {out}")
-    else:
-        print(
-            f"wrote {out}  (next: cd {out} && make host, or make run on qemu; README: Microcontrollers)"
-        )
+    if args.report is not None:
+        st.write_html(report, args.report)
+        _say(f"wrote {args.report}")  # stderr: stdout may be --json
     return 0
 
 
 def cmd_compile(args) -> int:
-    from sparse_tvm.driver.compile_model import compile_model
-    from sparse_tvm.target import resolve_target
+    import sparse_tvm as st
 
-    resolved = resolve_target(args.target)
-    if resolved.family == "micro":
-        if args.report is not None:
-            raise CLIError(
-                "--report is for Linux targets: a microcontroller project has its size "
-                "report (report.txt) in the output"
-            )
-        return _compile_micro(args, resolved.name)
-    _check_report_path(args.report)
     out = Path(args.output)
-    if out.is_dir():
-        raise CLIError(f"output '{out}' is a directory: give a file name like model.tar")
+    if out.is_dir():  # a Linux artefact is a file; a microcontroller project a new folder
+        raise OutputError(f"output '{out}' is a directory that exists: name a new file or folder")
     if not out.parent.exists():
-        raise CLIError(f"output folder '{out.parent}' does not exist: create it first")
-    compiled = compile_model(
+        raise OutputError(f"output folder '{out.parent}' does not exist: create it first")
+    compiled = st.compile(
         args.model,
         args.target,
         records=args.records,
@@ -196,13 +128,20 @@ def cmd_compile(args) -> int:
         dense=args.dense,
         input_shapes=_shapes(args.input_shapes),
         measure=not args.no_measure,
-        progress=_say,
         cross_compiler=args.cross_compiler,
+        output=out,
+        report=args.report,
+        progress=_say,
     )
-    compiled.export(out)
     print(compiled.report)
-    print(f"wrote {out}")
-    _write_report(compiled.report, args.report)
+    if out.is_dir():
+        print(
+            f"wrote {out}  (next: cd {out} && make host, or make run on qemu; README: Microcontrollers)"
+        )
+    else:
+        print(f"wrote {out}")
+    if args.report is not None:
+        _say(f"wrote {args.report}")
     return 0
 
 
@@ -281,9 +220,9 @@ def cmd_prune(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from sparse_tvm.driver.tune_model import tune_model
+    import sparse_tvm as st
 
-    summary = tune_model(
+    summary = st.tune(
         args.model,
         args.target,
         args.records,
@@ -455,11 +394,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose or is_verbose():
             raise
         print(f"error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
+        return exit_status(err)
+    except KeyboardInterrupt as err:
         _progress.finish()
         print("error: interrupted", file=sys.stderr)
-        return 130
+        return exit_status(err)
 
 
 if __name__ == "__main__":  # pragma: no cover

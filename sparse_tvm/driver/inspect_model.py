@@ -6,11 +6,13 @@ import os
 
 import onnx
 
-from sparse_tvm.analysis import block_zero_fractions
-from sparse_tvm.driver.compile_model import analyse, decide, layer_row, model_name
+from sparse_tvm.analysis import analyse
+from sparse_tvm.backends import backend_for
+from sparse_tvm.decision import decide_layers
+from sparse_tvm.driver.compile_model import model_name
 from sparse_tvm.frontend import import_onnx
+from sparse_tvm.options import CompileOptions
 from sparse_tvm.report import ESTIMATED, Report
-from sparse_tvm.target import resolve_target
 
 
 def inspect_model(
@@ -32,18 +34,9 @@ def inspect_model(
 
         return Report.from_dict(read_metadata(model).get("report", {}))
     imported = import_onnx(model, input_shapes)
-    target = resolve_target("x86")
-    rows = []
-    for layer in analyse(imported):
-        fractions = block_zero_fractions(layer.weight)
-        decision = decide(
-            layer,
-            target,
-            sparsity_threshold=sparsity_threshold,
-            measure=False,
-            zero_fractions=fractions,
-        )
-        rows.append(layer_row(decision, fractions))
+    backend = backend_for("x86")  # the cost model's pick, as for this machine
+    options = CompileOptions(sparsity_threshold=sparsity_threshold, measure=False)
+    _, rows = decide_layers(analyse(imported), backend, options)
     notes = []
     if any(row.decided_by == ESTIMATED for row in rows):
         notes.append(

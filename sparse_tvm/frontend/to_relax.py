@@ -13,7 +13,7 @@ from tvm import relax
 from tvm.relax.frontend import detach_params
 from tvm.relax.frontend.onnx import from_onnx
 
-from sparse_tvm.errors import SparseTVMError
+from sparse_tvm.errors import CompileError, ModelLoadError
 from sparse_tvm.frontend.fold import fold_constants
 from sparse_tvm.frontend.input_shapes import dynamic_dims, fix_input_shapes, graph_inputs
 from sparse_tvm.frontend.load import load_onnx
@@ -104,7 +104,7 @@ def _unsupported_ops(model: onnx.ModelProto) -> list[str]:
 def _convert(model: onnx.ModelProto) -> tvm.IRModule:
     unsupported = _unsupported_ops(model)
     if unsupported:
-        raise SparseTVMError(
+        raise ModelLoadError(
             f"TVM's ONNX importer does not support the operator(s) {', '.join(unsupported)}: "
             "re-export the model without them (e.g. another opset or a decomposed form)"
         )
@@ -117,7 +117,7 @@ def _convert(model: onnx.ModelProto) -> tvm.IRModule:
     except Exception as error:  # the importer raises anything from KeyError to TVMError
         ops = sorted({n.op_type for n in model.graph.node})
         reason = " ".join(str(error).split())[:300] or type(error).__name__
-        raise SparseTVMError(
+        raise ModelLoadError(
             f"TVM's ONNX importer failed ({type(error).__name__}: {reason}) on a graph with the "
             f"operators {', '.join(ops)}: simplify or re-export the model, or report it"
         ) from error
@@ -131,7 +131,7 @@ def _rename_params(func: relax.Function, names: list[str]) -> relax.Function:
     num_input = len(func.params) - len(names)
     for var, name in zip(func.params[num_input:], names, strict=True):
         if var.name not in (name, name.removeprefix("onnx::")):
-            raise SparseTVMError(
+            raise CompileError(
                 f"TVM's ONNX importer reordered the weights ('{var.name}' where '{name}' was "
                 "expected): please report this with the model"
             )
@@ -179,7 +179,7 @@ def import_onnx(
     values = detached.get("main", [])
     initializer_names = [t.name for t in folded.graph.initializer]
     if len(values) != len(initializer_names):
-        raise SparseTVMError(
+        raise CompileError(
             f"TVM's ONNX importer returned {len(values)} weights for {len(initializer_names)} "
             "initializers: please report this with the model"
         )

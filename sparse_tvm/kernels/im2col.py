@@ -14,6 +14,8 @@ from __future__ import annotations
 import tvm
 from tvm.script import tirx as T
 
+from sparse_tvm.errors import InputShapeError
+
 
 def conv_output_size(
     size: int, kernel: int, stride: int, pad_begin: int, pad_end: int, dilation: int
@@ -59,7 +61,10 @@ def im2col_kernel(
     oh = conv_output_size(height, kh, sh, pt, pb, dh)
     ow = conv_output_size(width, kw, sw, pl, pr, dw)
     if oh < 1 or ow < 1:
-        raise ValueError(f"convolution output is empty: oh={oh}, ow={ow}")
+        raise InputShapeError(
+            f"convolution output is empty (oh={oh}, ow={ow}): the input is smaller than the "
+            "kernel; give a larger input shape"
+        )
     rows = channels * kh * kw
     h, w = height, width
 

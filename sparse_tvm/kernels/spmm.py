@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 
 import tvm
 from tvm.script import tirx as T
-from tvm.target import codegen
 
+from ..errors import InputShapeError
 from ..formats.block_sparse import BlockSparseWeight
+from ..target.machine import num_cores, vector_lanes
 
 __all__ = [
     "SpmmSpec",
@@ -38,8 +39,7 @@ __all__ = [
     "spmm_kernel",
     "spmm_spec",
     "structure_of",
-    "target_cores",
-    "vector_lanes",
+    "vector_lanes",  # re-exported from sparse_tvm.target.machine, which owns it
     "wrap_kernel",
 ]
 
@@ -106,23 +106,6 @@ class SpmmSpec:
         if self.relu:
             value = T.max(value, T.float32(0))
         return value
-
-
-def vector_lanes(target: tvm.target.Target | None) -> int:
-    """float32 lanes of the widest vector register of ``target`` (AVX-512 16, AVX2 8, else 4)."""
-    if target is None or target.kind.name != "llvm":
-        return 4
-    if codegen.target_has_features("avx512f", target):
-        return 16
-    if codegen.target_has_features("avx2", target) or codegen.target_has_features("avx", target):
-        return 8
-    return 4
-
-
-def target_cores(target: tvm.target.Target | None) -> int:
-    if target is not None and "num-cores" in target.attrs:
-        return max(1, int(target.attrs["num-cores"]))
-    return 2
 
 
 def choose_strategy(spec: SpmmSpec) -> str:
@@ -196,7 +179,10 @@ def spmm_spec(
     if x_layout == "MK" and batch != 1:
         raise ValueError("x_layout 'MK' takes batch == 1 (fold the batch into m)")
     if m < 1 or batch < 1:
-        raise ValueError(f"m and batch must be positive, got m={m}, batch={batch}")
+        raise InputShapeError(
+            f"a sparse layer's output is empty (m={m}, batch={batch}): the input shape is too "
+            "small for the model; give a larger one"
+        )
     n, k = weight.shape
     r, c = weight.block
     return SpmmSpec(
@@ -211,7 +197,7 @@ def spmm_spec(
         bias=bool(bias),
         relu=bool(relu),
         lanes=vector_lanes(target),
-        cores=target_cores(target),
+        cores=num_cores(target),
         structure=structure_of(weight),
     )
 

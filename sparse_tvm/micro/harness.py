@@ -1,6 +1,6 @@
 """The project's ``main.c`` and running it: ``make run`` (qemu-system-arm) or ``make host``.
 
-``write_main`` writes the one ``main.c`` that everything uses: ``compile_micro`` emits it with
+``write_main`` writes the one ``main.c`` that everything uses: the micro back end emits it with
 the example input (``example_inputs``: fixed, pseudo-random), and the tests write it again with
 their own inputs and expected outputs. The program runs ``PREFIX_run()`` once, prints every
 output (``%.9g``: each float exactly, so that Python reads back the very values), with expected
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sparse_tvm.errors import DeviceError, ToolchainError
 from sparse_tvm.micro.emit import c_array, io_identifiers
 from sparse_tvm.micro.target import MicroTarget
 
@@ -247,6 +248,15 @@ def parse_outputs(
     return outputs, instructions
 
 
+def _last_line(done: subprocess.CompletedProcess) -> str:
+    """The last line a failed ``make`` printed (the compiler's error), for a one-line message."""
+    for text in (done.stderr, done.stdout):
+        lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+        if lines:
+            return lines[-1]
+    return f"exit status {done.returncode}"
+
+
 def _make(folder: Path, goal: str, timeout: float) -> subprocess.CompletedProcess:
     """``make -s GOAL`` in ``folder``; on a timeout make and what it started are killed."""
     command = ["make", "-s", "--no-print-directory", "-C", str(folder), goal]
@@ -262,14 +272,14 @@ def _make(folder: Path, goal: str, timeout: float) -> subprocess.CompletedProces
     except subprocess.TimeoutExpired:
         os.killpg(job.pid, signal.SIGKILL)
         job.communicate()
-        raise RuntimeError(f"make {goal} in {folder} did not finish in {timeout:.0f} s") from None
+        raise DeviceError(f"make {goal} in {folder} did not finish in {timeout:.0f} s") from None
     return subprocess.CompletedProcess(command, job.returncode, out, err)
 
 
 def _build_and_run(folder: Path, build: str, run: str, shapes, timeout: float) -> RunResult:
     built = _make(folder, build, timeout)
     if built.returncode != 0:
-        raise RuntimeError(f"make {build} failed:\n{built.stdout}\n{built.stderr}")
+        raise ToolchainError(f"make {build} failed: {_last_line(built)}")
     done = _make(folder, run, timeout)
     status = done.returncode
     if status != 0:  # make reports the program's exit status as "[Makefile:N: run] Error S"

@@ -2,7 +2,7 @@
 
 Stages, in order:
 
-1. ``MicroDenseToSparse``  the chosen layers become micro sparse kernel calls
+1. ``DenseToSparse``       the chosen layers become micro sparse kernel calls (``MicroLowering``)
 2. ``BindParams``          the weights left dense become constants
 3. Relax legalize + fuse   ``LegalizeOps``, ``FoldConstant``, ``FuseOps``, ``FuseTIR``; reshapes
                            that only relabel memory become ``R.reshape`` (views, no copy)
@@ -25,8 +25,9 @@ from tvm import relax
 from sparse_tvm.errors import CompileError
 from sparse_tvm.frontend import ImportedModel
 from sparse_tvm.logs import native_quiet
-from sparse_tvm.micro.rewrite import MicroDenseToSparse, MicroPlan
+from sparse_tvm.micro.lowering import MicroLowering
 from sparse_tvm.micro.schedule import micro_schedule
+from sparse_tvm.transform import DenseToSparse, SparsePlan
 
 # The runtime functions a kernel may call; model.c provides them. Anything else (thread pool,
 # error reporting) means the kernel cannot run without the TVM runtime.
@@ -240,10 +241,10 @@ def build_kernels(
     return source, _workspaces(source)
 
 
-def lower(imported: ImportedModel, plans: list[MicroPlan], prefix: str = "model") -> Program:
+def lower(imported: ImportedModel, plans: list[SparsePlan], prefix: str = "model") -> Program:
     """Run the stages of the module doc on an imported model; kernels are named
     ``<prefix>_<PrimFunc name>``."""
-    mod = MicroDenseToSparse(plans)(imported.mod)
+    mod = DenseToSparse(plans, MicroLowering())(imported.mod)
     present = {p.name for p in mod["main"].params}
     binding = {k: tvm.runtime.tensor(v) for k, v in imported.params.items() if k in present}
     mod = relax.transform.BindParams("main", binding)(mod)

@@ -9,16 +9,12 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sparse_tvm.errors import CompileError
+from sparse_tvm.errors import CompileError, MicroBudgetError
 from sparse_tvm.micro.target import MicroTarget
 
 CROSS_CC = "arm-none-eabi-gcc"
 CROSS_SIZE = "arm-none-eabi-size"
 OBJECT_CFLAGS = ("-O2", "-std=gnu11", "-ffunction-sections", "-fdata-sections", "-fstack-usage")
-
-
-class MicroBudgetError(CompileError):
-    """The model does not fit the flash or RAM of the target."""
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sparse_tvm.errors import TargetError
-from sparse_tvm.target import ResolvedTarget, presets, resolve_target
+from sparse_tvm.target import ResolvedTarget, preset_names, presets, resolve_target
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ def micro_target(spec: str | dict | ResolvedTarget) -> MicroTarget:
     resolved = resolve_target(spec)
     preset = presets().get(resolved.name)
     if resolved.family != "micro" or preset is None:
-        names = ", ".join(n for n, p in presets().items() if p.family == "micro")
+        names = ", ".join(preset_names("micro"))
         raise TargetError(
             f"target '{resolved.name}' is not a microcontroller preset: use one of {names}"
         )

@@ -26,7 +26,10 @@ from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 from tvm_ffi import structural_equal
 
+from sparse_tvm.kernels.attrs import HAND_WRITTEN_ATTR
 from sparse_tvm.pipeline.cpu_rules import default_rules
+from sparse_tvm.pipeline.cpu_rules.matmul import PREPROC_ATTR
+from sparse_tvm.pipeline.rule_failures import report_rule_failure
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +52,14 @@ class ApplyCPUSchedules:
     """Give every unscheduled PrimFunc the schedule of the first rule that applies.
 
     Unlike ``dlight.ApplyDefaultSchedule``, a rule that raises is skipped (the next rule
-    is tried), so an unexpected function shape costs speed, never the compilation.
+    is tried), so a bug in a rule costs speed, not the compilation; it is never silent: a
+    :class:`~sparse_tvm.pipeline.rule_failures.ScheduleRuleWarning` names the function and
+    the rule (an error under ``SPARSE_TVM_STRICT_SCHEDULES=1``, as in the tests).
 
     Parameters
     ----------
     rules : list of ScheduleRule
-        Tried in order; ``None`` from ``apply`` means "not mine".
+        Tried in order; ``None`` from ``apply`` means "not mine" (quietly: debug log only).
     """
 
     def __init__(self, rules: list[ScheduleRule]) -> None:
@@ -78,17 +83,14 @@ class ApplyCPUSchedules:
         for rule in self.rules:
             try:
                 sch = rule.apply(func, target, False)
-            except Exception as err:  # noqa: BLE001 - any schedule error: try the next rule
-                logger.debug("%s: %s failed: %s", name, type(rule).__name__, err)
+            except Exception as err:  # noqa: BLE001 - a bug in the rule: say so, try the next
+                report_rule_failure(name, type(rule).__name__, err)
                 continue
             if sch is not None:
                 logger.debug("%s: scheduled by %s", name, type(rule).__name__)
                 return sch[0] if isinstance(sch, list) else sch
         logger.debug("%s: no rule applies, left unscheduled", name)
         return None
-
-
-HAND_WRITTEN_ATTR = "sparse_tvm.hand_written"
 
 
 def _has_inner_blocks(func: tirx.PrimFunc) -> bool:
@@ -101,17 +103,31 @@ def _has_inner_blocks(func: tirx.PrimFunc) -> bool:
     return not (func.attrs is not None and bool(func.attrs.get(HAND_WRITTEN_ATTR, False)))
 
 
+def _packs_a_weight(func: tirx.PrimFunc) -> bool:
+    """Whether a root-level sblock of ``func`` is a weight pre-packing copy (``PREPROC_ATTR``,
+    where the matmul rule leaves it), the only thing ``SplitLayoutRewritePreproc`` changes."""
+    body = func.body.block.body
+    for stmt in body.seq if isinstance(body, tirx.SeqStmt) else [body]:
+        while isinstance(stmt, tirx.For):
+            stmt = stmt.body
+        if isinstance(stmt, s_tir.SBlockRealize) and PREPROC_ATTR in stmt.block.annotations:
+            return True
+    return False
+
+
 @tvm.transform.module_pass(opt_level=0, name="SplitWeightPrepack")
 def split_weight_prepack(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
-    """``SplitLayoutRewritePreproc``, sparing hand-scheduled kernels.
+    """``SplitLayoutRewritePreproc`` on the functions that pre-pack a weight only.
 
     TVM's pass asserts that every PrimFunc has a root sblock with blocks inside; hand-written
-    loop-nest kernels have at most an empty root.
+    loop-nest kernels have at most an empty root, and the legalized CumSum and TopK are loops
+    under the root with no sblock, so everything without a packing copy is set aside.
     """
     aside = {
         gvar: func
         for gvar, func in mod.functions_items()
-        if isinstance(func, tirx.PrimFunc) and not _has_inner_blocks(func)
+        if isinstance(func, tirx.PrimFunc)
+        and not (_has_inner_blocks(func) and _packs_a_weight(func))
     }
     if not aside:
         return relax.transform.SplitLayoutRewritePreproc()(mod)
@@ -204,8 +220,9 @@ def cpu_pipeline(target: Target) -> tvm.transform.Pass:
     Parameters
     ----------
     target : tvm.target.Target
-        An ``llvm`` target; ``mcpu`` sets the vector width the rules use and ``num-cores``
-        the parallelism they aim for.
+        An ``llvm`` target; its ``mcpu`` / ``mattr`` set the vector width the rules use
+        (:func:`sparse_tvm.target.machine.vector_lanes`); the parallel loops run on TVM's
+        thread pool (``TVM_NUM_THREADS``).
 
     Returns
     -------

@@ -16,18 +16,15 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import onnx
 
-from sparse_tvm.errors import SparseTVMError
-from sparse_tvm.pruning.gmp import magnitude_masks
+from sparse_tvm.errors import UsageError
+from sparse_tvm.frontend.initializers import PrunableWeight, prunable_weights, read_initializer
+from sparse_tvm.pruning.gmp import GMPSparsifier
+from sparse_tvm.pruning.l0 import L0Sparsifier
+from sparse_tvm.pruning.one_shot import MagnitudeSparsifier
 from sparse_tvm.pruning.patterns import Pattern, parse
-from sparse_tvm.pruning.weights import (
-    PrunableWeight,
-    prunable_weights,
-    read_initializer,
-    write_initializer,
-)
+from sparse_tvm.pruning.sparsifier import Sparsifier, check_settings
 
 METHODS = ("magnitude", "gmp", "l0")
-SCOPES = ("layer", "global")
 
 
 @dataclass
@@ -109,7 +106,7 @@ def _selected(model: onnx.ModelProto, exclude: Iterable[str]) -> tuple[list, lis
     known = {w.name for w in weights} | {w.node for w in weights}
     unknown = sorted(excluded - known)
     if unknown:
-        raise SparseTVMError(
+        raise UsageError(
             f"exclude names {', '.join(unknown)}, which is no prunable weight or node; "
             f"the prunable weights are {', '.join(w.name for w in weights)}"
         )
@@ -119,16 +116,28 @@ def _selected(model: onnx.ModelProto, exclude: Iterable[str]) -> tuple[list, lis
 
 def _check(sparsity: float, pattern: Pattern, method: str, scope: str) -> None:
     if method not in METHODS:
-        raise SparseTVMError(f"method '{method}' is not one of {', '.join(METHODS)}")
-    if scope not in SCOPES:
-        raise SparseTVMError(f"scope '{scope}' is not one of {', '.join(SCOPES)}")
-    if not 0.0 <= sparsity <= 1.0:
-        raise SparseTVMError(f"sparsity {sparsity} is outside [0, 1]")
-    if pattern.n_of_m and abs(sparsity - pattern.max_sparsity) > 1e-6:
-        raise SparseTVMError(
-            f"pattern {pattern.text} fixes the sparsity at {pattern.max_sparsity:g}: "
-            f"pass sparsity={pattern.max_sparsity:g}"
-        )
+        raise UsageError(f"method '{method}' is not one of {', '.join(METHODS)}")
+    check_settings(sparsity, pattern, scope)
+
+
+def make_sparsifier(
+    method: str,
+    sparsity: float,
+    pattern: str | Pattern = "1x1",
+    scope: str = "layer",
+    *,
+    epochs: int = 10,
+    seed: int = 0,
+) -> Sparsifier:
+    """The sparsifier of ``method`` (``"magnitude"``, ``"gmp"`` or ``"l0"``); ``epochs`` and
+    ``seed`` are those of the fine-tuning run (the L0 gates' phase and initial values)."""
+    if method == "magnitude":
+        return MagnitudeSparsifier(sparsity, pattern, scope)
+    if method == "gmp":
+        return GMPSparsifier(sparsity, pattern, scope)
+    if method == "l0":
+        return L0Sparsifier(sparsity, pattern, scope, epochs=epochs, seed=seed)
+    raise UsageError(f"method '{method}' is not one of {', '.join(METHODS)}")
 
 
 def _sparsity_report(model: onnx.ModelProto) -> dict[str, float]:
@@ -200,34 +209,32 @@ def prune(
     from sparse_tvm.frontend import load_onnx
 
     if unknown:
-        raise SparseTVMError(f"prune() has no option(s) {', '.join(sorted(unknown))}")
+        raise UsageError(f"prune() has no option(s) {', '.join(sorted(unknown))}")
     parsed = parse(pattern)
     _check(sparsity, parsed, method, scope)
     proto = load_onnx(model)
     chosen, excluded = _selected(proto, exclude)
     if method == "magnitude":
         if data is not None or eval_data is not None:
-            raise SparseTVMError(
+            raise UsageError(
                 "method 'magnitude' prunes without data: use method='gmp' or 'l0' to fine-tune"
             )
-        out = onnx.ModelProto()
-        out.CopyFrom(proto)
-        weights = {w.name: read_initializer(out, w.name).astype(np.float32) for w in chosen}
-        masks = magnitude_masks(weights, chosen, sparsity, parsed, scope)
-        for w in chosen:
-            dtype = read_initializer(out, w.name).dtype
-            write_initializer(out, w.name, (weights[w.name] * masks[w.name]).astype(dtype))
+        sparsifier = make_sparsifier(method, sparsity, parsed, scope)
+        sparsifier.prepare(proto, chosen)
+        sparsifier.step()
+        sparsifier.squash_mask()
+        out = sparsifier.convert()
         report = PruneReport(method, parsed.text, sparsity, _sparsity_report(out), excluded)
         return PruneResult(out, report)
 
     if data is None:
-        raise SparseTVMError(
+        raise UsageError(
             f"method '{method}' fine-tunes and needs data=(inputs, labels) or a .npz file"
         )
     if not isinstance(epochs, int) or epochs < 1:
-        raise SparseTVMError(f"epochs must be a positive integer, not {epochs!r}")
+        raise UsageError(f"epochs must be a positive integer, not {epochs!r}")
     if lr is not None and not lr > 0:
-        raise SparseTVMError(f"lr must be positive, not {lr!r}")
+        raise UsageError(f"lr must be positive, not {lr!r}")
     from sparse_tvm.pruning.fine_tune import fine_tune
     from sparse_tvm.training import TrainConfig, print_progress
 
@@ -243,11 +250,10 @@ def prune(
         lr_schedule=lr_schedule,
         seed=seed,
     )
-    out, extra = fine_tune(
-        proto, chosen, parsed, sparsity, method, scope, config, data, eval_data, callbacks
-    )
+    sparsifier = make_sparsifier(method, sparsity, parsed, scope, epochs=epochs, seed=seed)
+    out, extra = fine_tune(proto, chosen, sparsifier, config, data, eval_data, callbacks)
     report = PruneReport(method, parsed.text, sparsity, _sparsity_report(out), excluded, **extra)
     return PruneResult(out, report)
 
 
-__all__ = ["PruneReport", "PruneResult", "PrunableWeight", "prune"]
+__all__ = ["PruneReport", "PruneResult", "PrunableWeight", "make_sparsifier", "prune"]

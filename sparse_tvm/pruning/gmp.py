@@ -3,12 +3,10 @@ the model fine-tunes, then the last steps train at the final sparsity."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
-from sparse_tvm.pruning.patterns import Pattern, global_masks
-from sparse_tvm.pruning.weights import PrunableWeight
+from sparse_tvm.pruning.one_shot import MagnitudeSparsifier
+from sparse_tvm.pruning.patterns import Pattern
 
 
 def cubic_sparsity(step: int, final: float, begin: int, end: int, initial: float = 0.0) -> float:
@@ -22,44 +20,40 @@ def cubic_sparsity(step: int, final: float, begin: int, end: int, initial: float
     return final + (initial - final) * (1.0 - progress) ** 3
 
 
-def magnitude_masks(
-    weights: dict[str, np.ndarray],
-    prunable: list[PrunableWeight],
-    sparsity: float,
-    pattern: Pattern,
-    scope: str,
-) -> dict[str, np.ndarray]:
-    """Keep-masks (stored layout) of the ``prunable`` weights by magnitude, per layer or global."""
-    views = {w.name: w.to_nk(weights[w.name]) for w in prunable}
-    if scope == "global":
-        nk_masks = global_masks(views, sparsity, pattern)
-    else:
-        nk_masks = {name: pattern.mask(np.abs(v), sparsity) for name, v in views.items()}
-    return {
-        w.name: w.from_nk(nk_masks[w.name].astype(np.float32), weights[w.name]) for w in prunable
-    }
+class GMPSparsifier(MagnitudeSparsifier):
+    """Magnitude masks along the cubic schedule: recomputed every ``end / updates`` steps
+    until ``end = ramp * total`` steps; ``squash_mask`` fixes the final masks first.
 
+    ``ramp`` and ``updates`` are Zhu & Gupta's pruning end and frequency as shares of the
+    run, so one setting serves any number of epochs."""
 
-def gmp_hook(
-    trainer,
-    prunable: list[PrunableWeight],
-    sparsity: float,
-    pattern: Pattern,
-    scope: str,
-    ramp: float = 0.75,
-    updates: int = 20,
-) -> Callable[[int, int], None]:
-    """An ``on_step`` hook: recompute the masks every ``end / updates`` steps until
-    ``end = ramp * total`` steps, at the cubic schedule's sparsity."""
+    def __init__(
+        self,
+        sparsity: float,
+        pattern: str | Pattern = "1x1",
+        scope: str = "layer",
+        ramp: float = 0.75,
+        updates: int = 20,
+    ):
+        super().__init__(sparsity, pattern, scope)
+        self.ramp, self.updates = ramp, updates
 
-    def on_step(step: int, total: int) -> None:
-        end = max(1, int(ramp * total))
-        every = max(1, end // updates)
+    def step(self, step: int | None = None, total: int | None = None) -> None:
+        """The schedule's masks at ``step`` of ``total`` (on its update steps only); without
+        ``step``, the masks at the final sparsity."""
+        if step is None or total is None:
+            self.update_masks(self.sparsity)
+            return
+        end = max(1, int(self.ramp * total))
+        every = max(1, end // self.updates)
         if step > end or (step % every and step != end):
             return
-        target = cubic_sparsity(step, sparsity, 0, end)
-        trainer.masks.update(magnitude_masks(trainer.weights, prunable, target, pattern, scope))
-        for w in prunable:
-            trainer.weights[w.name] = trainer.weights[w.name] * trainer.masks[w.name]
+        self.update_masks(cubic_sparsity(step, self.sparsity, 0, end))
 
-    return on_step
+    def squash_mask(self) -> dict[str, np.ndarray]:
+        # the schedule ends at the final sparsity, but the weights moved since its last update
+        self.step()
+        return super().squash_mask()
+
+
+__all__ = ["GMPSparsifier", "cubic_sparsity"]

@@ -14,142 +14,205 @@ remaining epochs fine-tune with that mask fixed.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+import onnx
+from tvm import relax
 
-from sparse_tvm.pruning.gmp import cubic_sparsity
+from sparse_tvm.frontend.initializers import PrunableWeight
+from sparse_tvm.pruning.gates import emit_gate, hard_concrete_eval, make_gates, prob_nonzero
+from sparse_tvm.pruning.l0_controller import L0Controller
 from sparse_tvm.pruning.patterns import Pattern, global_masks
-from sparse_tvm.pruning.weights import PrunableWeight
-from sparse_tvm.training.graph import GAMMA, ZETA, Gate, hard_concrete_eval, prob_nonzero
+from sparse_tvm.pruning.sparsifier import Sparsifier
+from sparse_tvm.training.hooks import LossInput, LossTerms
 
 INITIAL_LOG_ALPHA = 2.5  # gates start open: z = 1 at test time, P(z != 0) = 0.98
-INITIAL_LAMBDA = 1.0  # initial scale of the penalty (the controller's exp(integral))
-# log_alpha at which the test-time gate clip(sigmoid(a) (zeta - gamma) + gamma, 0, 1) hits 0
-CLOSED_LOG_ALPHA = -math.log((ZETA - GAMMA) / -GAMMA - 1.0)
-# width (in log_alpha) of the smooth count of open test-time gates: it narrows along the ramp
-# so that, on hold, the count is that of the test-time gates
-SOFTNESS, FINAL_SOFTNESS = 0.5, 0.1
-RAMP = 0.75  # the target sparsity ramps (cubic) over this share of the gate phase, then holds
-KI = 0.1  # integral gain on log lambda per unit of density error and step (at rate 0.03)
-KP = 50.0  # full penalty at 2 points of density behind the target, none on it
-REOPEN = 1.0  # share of the penalty's scale that pushes gates open when too sparse
-LOG_LAMBDA_MIN, LOG_LAMBDA_MAX = math.log(1e-6), math.log(1e4)
+GATE_PHASE = 0.7  # share of the epochs l0 trains its gates; the rest fine-tunes the fixed mask
+OPEN_LOG_ALPHA = 30.0  # gates pinned open: z = 1 exactly (the clip saturates)
 
 
-def make_gates(
-    weights: dict[str, np.ndarray], prunable: list[PrunableWeight], pattern: Pattern
-) -> list[Gate]:
-    block = pattern.block if pattern.n_of_m is None else (1, 1)
-    return [Gate(w, w.to_nk(weights[w.name]).shape, weights[w.name].shape, block) for w in prunable]
+class L0Sparsifier(Sparsifier):
+    """Hard-concrete L0 gates on the prunable weights, trained with the weights for the first
+    ``gate_epochs`` of ``epochs``, then folded into a fixed mask (``drop_gates``).
 
-
-class L0Controller:
-    """Keeps the share of open test-time gates on the schedule's target, one lambda per layer
-    (``scope="layer"``) or one for all (``"global"``).
-
-    With Adam on ``log_alpha`` a gate whose task gradient has died (its ``z`` is mostly
-    clipped at 0) keeps closing under any positive penalty, so a plain multiplier that only
-    shrinks once the target is passed overshoots. Here ``lambda = exp(I) * clip(KP * e,
-    -REOPEN, 1)``: ``e`` is the measured density minus the target, ``exp(I)`` the penalty's
-    scale, integrated in log space (``I += KI * e`` per step) as the schedule asks for more.
-    Behind the target by 2 points or more the full penalty applies; on target there is none,
-    so closing gates stop; past it the penalty turns negative and reopens the gates nearest
-    to open. The measured density is a smooth count of open test-time gates,
-    ``sigmoid((log_alpha - CLOSED_LOG_ALPHA) / SOFTNESS)``, so the controller sees a gate
-    move before it crosses, and steers what the final mask is made of rather than the
-    (larger) expected L0. ``rate`` scales the integral gain (0.03: the tuned ``KI``).
+    ``step`` moves the controller's target along the schedule; the gates themselves move by
+    the trainer's optimizer (they are trained inputs of the loss, see the hooks below).
+    ``seed`` draws the gates' initial ``log_alpha``; ``rate`` scales the controller's gain.
     """
 
-    def __init__(self, trainer, gates: list[Gate], sparsity: float, scope: str, rate: float):
-        self.trainer, self.gates, self.sparsity, self.scope = trainer, gates, sparsity, scope
-        self.gain = rate / 0.03
-        self.sizes = np.array([g.nk_shape[0] * g.nk_shape[1] for g in gates], np.float64)
-        self.block_sizes = [g.block_sizes() for g in gates]
-        self.target = 1.0
-        self.step, self.total, self.end = 0, 1, 1
-        groups = 1 if scope == "global" else len(gates)
-        self.integral = np.full(groups, math.log(INITIAL_LAMBDA))
-        for g in gates:
-            trainer.lambdas[g.weight.name] = INITIAL_LAMBDA
+    def __init__(
+        self,
+        sparsity: float,
+        pattern: str | Pattern = "1x1",
+        scope: str = "layer",
+        *,
+        epochs: int,
+        gate_epochs: int | None = None,
+        seed: int = 0,
+        rate: float = 0.03,
+    ):
+        super().__init__(sparsity, pattern, scope)
+        self.epochs = epochs
+        self.gate_epochs = (
+            max(1, round(GATE_PHASE * epochs)) if gate_epochs is None else gate_epochs
+        )
+        self.seed, self.rate = seed, rate
+        self.gates = []
+        self.log_alpha: dict[str, np.ndarray] = {}
+        self.lambdas: dict[str, float] = {}
+        self.gates_active = False
 
-    def on_step(self, step: int, total: int) -> None:
-        self.step, self.total = step, total
-        self.end = max(1, int(RAMP * total))
-        self.target = 1.0 - cubic_sparsity(step, self.sparsity, 0, self.end)
+    # -- lifecycle ----------------------------------------------------------------------------
 
-    def measured(self) -> np.ndarray:
-        """Smoothed share of open test-time gates per layer (size-weighted for ``global``)."""
-        progress = min(1.0, self.step / self.end)
-        softness = SOFTNESS + (FINAL_SOFTNESS - SOFTNESS) * progress
+    def prepare(
+        self,
+        model: onnx.ModelProto,
+        prunable: Sequence[PrunableWeight] | None = None,
+        weights: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        """Masks of ones, and a gate per block of every prunable weight, nearly open."""
+        super().prepare(model, prunable, weights)
+        self.gates = make_gates(self.weights, self.prunable, self.pattern)
+        rng = np.random.default_rng(self.seed)
+        self.log_alpha = {
+            g.weight.name: (INITIAL_LOG_ALPHA + 0.01 * rng.standard_normal(g.grid)).astype(
+                np.float32
+            )
+            for g in self.gates
+        }
+        self.controller = L0Controller(self, self.gates, self.sparsity, self.scope, self.rate)
+        self.gates_active = bool(self.gates)
+
+    def step(self, step: int | None = None, total: int | None = None) -> None:
+        """Move the controller's target to ``step`` of the gate phase (``total`` counts the
+        steps of all ``epochs``); nothing once the gates are dropped."""
+        if not self.gates_active or step is None or total is None:
+            return
+        self.controller.on_step(step, total * self.gate_epochs // self.epochs)
+
+    def drop_gates(self) -> None:
+        """Fold the test-time gates into the weights and fix a mask of exactly ``sparsity``,
+        following the pattern, ranked by the gates' keep-probability; the gates are dropped
+        (pinned open) and later steps train under that mask."""
+        folded = self.gated(self._masked())
+        scores = {name: s + 1e-12 for name, s in self.gate_scores().items()}
+        if self.scope == "global":
+            nk_masks = global_masks(scores, self.sparsity, self.pattern)
+        else:
+            nk_masks = {name: self.pattern.mask(s, self.sparsity) for name, s in scores.items()}
+        for g in self.gates:
+            w = g.weight
+            mask = w.from_nk(nk_masks[w.name].astype(np.float32), folded[w.name])
+            self.mask[w.name] = mask
+            # a kept weight whose gate was closed gets its value back (z folded only where open)
+            raw = self.weights[w.name]
+            self.weights[w.name] = np.where(folded[w.name] != 0, folded[w.name], raw) * mask
+        self.gates_active = False
+
+    def squash_mask(self) -> dict[str, np.ndarray]:
+        if self.gates_active:
+            self.drop_gates()
+        return super().squash_mask()
+
+    # -- the gates ----------------------------------------------------------------------------
+
+    def _masked(self) -> dict[str, np.ndarray]:
+        return {w.name: self.weights[w.name] * self.mask[w.name] for w in self.prunable}
+
+    def gated(self, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``weights`` times their deterministic test-time gates (stored layout)."""
+        out = dict(weights)
+        for g in self.gates:
+            w = g.weight
+            z = g.expand(hard_concrete_eval(self.log_alpha[w.name]))
+            out[w.name] = (out[w.name] * w.from_nk(z.astype(np.float32), out[w.name])).astype(
+                np.float32
+            )
+        return out
+
+    def gate_scores(self) -> dict[str, np.ndarray]:
+        """P(z != 0) per gate, expanded to the (n, k) view of its weight."""
+        return {
+            g.weight.name: g.expand(prob_nonzero(self.log_alpha[g.weight.name])) for g in self.gates
+        }
+
+    def gate_sparsity(self) -> dict[str, float]:
+        """Share of weights whose deterministic gate is exactly zero, per weight."""
+        out = {}
+        for g in self.gates:
+            z = g.expand(hard_concrete_eval(self.log_alpha[g.weight.name]))
+            out[g.weight.name] = float(np.mean(z == 0))
+        return out
+
+    def expected_sparsity(self) -> float:
+        """1 - the expected share of nonzero gates, over all gated weights."""
+        total = sum(g.nk_shape[0] * g.nk_shape[1] for g in self.gates)
+        kept = sum(float(np.sum(s)) for s in self.gate_scores().values())
+        return 1.0 - kept / max(total, 1)
+
+    # -- the trainer's hooks ------------------------------------------------------------------
+
+    def loss_inputs(self) -> list[LossInput]:
+        """Per gate ``<weight>.log_alpha`` (trained), ``.noise`` (logit of the uniform sample)
+        and ``.lambda`` (the penalty's weight, a scalar)."""
         out = []
-        for g, sizes in zip(self.gates, self.block_sizes):
-            la = self.trainer.log_alpha[g.weight.name].astype(np.float64)
-            soft = 0.5 * (1.0 + np.tanh(0.5 * (la - CLOSED_LOG_ALPHA) / softness))
-            out.append(float(np.sum(soft * sizes) / np.sum(sizes)))
-        density = np.array(out)
-        if self.scope == "global":
-            return np.array([np.dot(density, self.sizes) / self.sizes.sum()])
-        return density
+        for g in self.gates:
+            name = g.weight.name
+            out += [
+                LossInput(f"{name}.log_alpha", g.grid, trained=True),
+                LossInput(f"{name}.noise", g.grid),
+                LossInput(f"{name}.lambda", ()),
+            ]
+        return out
 
-    def update(self, densities: list[float]) -> None:
-        error = self.measured() - self.target
-        self.integral = np.clip(
-            self.integral + self.gain * KI * error, LOG_LAMBDA_MIN, LOG_LAMBDA_MAX
-        )
-        lam = np.exp(self.integral) * np.clip(KP * error, -REOPEN, 1.0)
-        if self.scope == "global":
-            lam = np.repeat(lam, len(self.gates))
-        for g, value in zip(self.gates, lam):
-            self.trainer.lambdas[g.weight.name] = float(value)
+    def emit_loss_terms(
+        self,
+        bb: relax.BlockBuilder,
+        weights: Mapping[str, relax.Var],
+        inputs: Mapping[str, relax.Var],
+    ) -> LossTerms:
+        """Every gated weight ``W`` becomes ``W * z``; the objective adds ``lambda * E[L0] /
+        size`` per gate, and the expected densities are watched."""
+        terms = LossTerms()
+        for g in self.gates:
+            name = g.weight.name
+            z, density = emit_gate(bb, g, inputs[f"{name}.log_alpha"], inputs[f"{name}.noise"])
+            terms.weights[name] = bb.emit(relax.op.multiply(weights[name], z))
+            terms.penalties.append(inputs[f"{name}.lambda"] * density)
+            terms.outputs.append(density)
+        return terms
+
+    def input_values(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        values = {}
+        for g in self.gates:
+            name = g.weight.name
+            if self.gates_active:
+                u = rng.uniform(1e-6, 1.0 - 1e-6, g.grid).astype(np.float32)
+                values[f"{name}.log_alpha"] = self.log_alpha[name]
+                values[f"{name}.noise"] = np.log(u) - np.log1p(-u)
+                values[f"{name}.lambda"] = np.float32(self.lambdas[name])
+            else:
+                values[f"{name}.log_alpha"] = np.full(g.grid, OPEN_LOG_ALPHA, np.float32)
+                values[f"{name}.noise"] = np.zeros(g.grid, np.float32)
+                values[f"{name}.lambda"] = np.float32(0.0)
+        return values
+
+    def trains_inputs(self) -> bool:
+        return self.gates_active
+
+    def after_step(self, trained: Mapping[str, np.ndarray], outputs: list[float]) -> None:
+        if not self.gates_active:
+            return
+        for g in self.gates:
+            self.log_alpha[g.weight.name] = trained[f"{g.weight.name}.log_alpha"]
+        self.controller.update(outputs)
+
+    def eval_weights(self, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.gated(weights) if self.gates_active else weights
+
+    def current_sparsity(self) -> float:
+        return self.expected_sparsity() if self.gates_active else self.masked_sparsity()
 
 
-def gate_scores(trainer, gates: list[Gate]) -> dict[str, np.ndarray]:
-    """P(z != 0) per gate, expanded to the (n, k) view of its weight."""
-    return {g.weight.name: g.expand(prob_nonzero(trainer.log_alpha[g.weight.name])) for g in gates}
-
-
-def gated_weights(trainer, gates: list[Gate]) -> dict[str, np.ndarray]:
-    """Weights times their deterministic test-time gates (stored layout)."""
-    out = trainer.effective_weights()
-    for g in gates:
-        w = g.weight
-        z = g.expand(hard_concrete_eval(trainer.log_alpha[w.name]))
-        out[w.name] = (out[w.name] * w.from_nk(z.astype(np.float32), out[w.name])).astype(
-            np.float32
-        )
-    return out
-
-
-def natural_sparsity(trainer, gates: list[Gate]) -> dict[str, float]:
-    """Share of weights whose deterministic gate is exactly zero, per weight."""
-    out = {}
-    for g in gates:
-        z = g.expand(hard_concrete_eval(trainer.log_alpha[g.weight.name]))
-        out[g.weight.name] = float(np.mean(z == 0))
-    return out
-
-
-def expected_sparsity(trainer, gates: list[Gate]) -> float:
-    total = sum(g.nk_shape[0] * g.nk_shape[1] for g in gates)
-    kept = sum(float(np.sum(s)) for s in gate_scores(trainer, gates).values())
-    return 1.0 - kept / max(total, 1)
-
-
-def freeze_gates(trainer, gates: list[Gate], sparsity: float, pattern: Pattern, scope: str):
-    """Fold the test-time gates into the weights and fix a mask of exactly ``sparsity``,
-    following ``pattern``, ranked by the gates' keep-probability; gates are switched off."""
-    folded = gated_weights(trainer, gates)
-    scores = {name: s + 1e-12 for name, s in gate_scores(trainer, gates).items()}
-    if scope == "global":
-        nk_masks = global_masks(scores, sparsity, pattern)
-    else:
-        nk_masks = {name: pattern.mask(s, sparsity) for name, s in scores.items()}
-    for g in gates:
-        w = g.weight
-        mask = w.from_nk(nk_masks[w.name].astype(np.float32), folded[w.name])
-        trainer.masks[w.name] = mask
-        # a kept weight whose gate was closed gets its value back (z folded only where open)
-        raw = trainer.weights[w.name]
-        trainer.weights[w.name] = np.where(folded[w.name] != 0, folded[w.name], raw) * mask
-    trainer.gates_active = False
+__all__ = ["GATE_PHASE", "INITIAL_LOG_ALPHA", "L0Sparsifier"]

@@ -7,8 +7,12 @@ from collections.abc import Iterable
 import numpy as np
 import onnx
 
-from sparse_tvm.errors import SparseTVMError
-from sparse_tvm.pruning.weights import prunable_weights, read_initializer, write_initializer
+from sparse_tvm.errors import UsageError
+from sparse_tvm.frontend.initializers import (
+    prunable_weights,
+    read_initializer,
+    write_initializer,
+)
 
 # the block shapes pruning offers: those the compiler has sparse formats for
 # (analysis.format_choice.CANDIDATE_BLOCKS); "1x1" is unstructured
@@ -26,7 +30,7 @@ def unknown_pattern(pattern: str, reason: str = "is not a pattern sparse-tvm pru
 def block_pattern(pattern: str) -> tuple[int, int]:
     """An offered block pattern (``BLOCK_PATTERNS``) -> (r, c); anything else is an error."""
     if str(pattern).strip().lower() not in BLOCK_PATTERNS:
-        raise SparseTVMError(unknown_pattern(pattern))
+        raise UsageError(unknown_pattern(pattern))
     return parse_pattern(str(pattern).strip())
 
 
@@ -38,7 +42,7 @@ def parse_pattern(pattern: str) -> tuple[int, int]:
         if r < 1 or c < 1:
             raise ValueError
     except ValueError:
-        raise SparseTVMError(
+        raise UsageError(
             f"pattern '{pattern}' is not a block shape like 1x1, 4x1, 16x1 or 1x4"
         ) from None
     return r, c
@@ -69,7 +73,7 @@ def prune_magnitude(
     """A copy of ``model`` with every prunable weight (except ``exclude``) pruned to
     ``sparsity`` by block magnitude."""
     if not 0.0 <= sparsity <= 1.0:
-        raise SparseTVMError(f"sparsity {sparsity} is outside [0, 1]")
+        raise UsageError(f"sparsity {sparsity} is outside [0, 1]")
     block = block_pattern(pattern)
     excluded = set(exclude)
     out = onnx.ModelProto()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sparse_tvm.errors import SparseTVMError
+from sparse_tvm.errors import UsageError
 from sparse_tvm.pruning.magnitude import block_mask, block_pattern, unknown_pattern
 
 
@@ -57,9 +57,9 @@ def parse(text: str) -> Pattern:
         try:
             n, m = (int(v) for v in text.split(":"))
         except ValueError:
-            raise SparseTVMError(unknown_pattern(text)) from None
+            raise UsageError(unknown_pattern(text)) from None
         if not 1 <= n < m:
-            raise SparseTVMError(unknown_pattern(text, "is not an N:M pattern with 1 <= N < M"))
+            raise UsageError(unknown_pattern(text, "is not an N:M pattern with 1 <= N < M"))
         return Pattern(text, n_of_m=(n, m))
     return Pattern(text.lower(), block=block_pattern(text))
 

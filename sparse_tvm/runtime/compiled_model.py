@@ -12,7 +12,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from sparse_tvm.errors import InputShapeError, SparseTVMError
+from sparse_tvm.errors import ArtefactError, DeviceError, InputShapeError, ToolchainError
 from sparse_tvm.report import Report
 from sparse_tvm.runtime.host_check import host_mismatch
 from sparse_tvm.runtime.input_advice import shape_advice
@@ -27,14 +27,14 @@ class InputCastWarning(UserWarning):
 def device_for(target: Mapping[str, Any]) -> tvm.runtime.Device:
     """The device a model compiled for ``target`` (``CompiledModel.target``) runs on.
 
-    Raises :class:`~sparse_tvm.errors.SparseTVMError` for a CUDA build on a machine without
+    Raises :class:`~sparse_tvm.errors.DeviceError` for a CUDA build on a machine without
     a usable GPU.
     """
-    if target.get("family") != "cuda" and target.get("tvm", {}).get("kind") != "cuda":
+    if target.get("tvm", {}).get("kind") != "cuda":  # the device is the code's kind
         return tvm.cpu()
     device = tvm.cuda(0)
     if not device.exist:
-        raise SparseTVMError(
+        raise DeviceError(
             "no CUDA device: this model was compiled for an NVIDIA GPU "
             f"({target.get('name', 'cuda')}) and this machine has none (or no driver); "
             "run it on a GPU machine"
@@ -59,7 +59,7 @@ def _choose_cuda_compiler() -> None:
     if has_nvrtc:
         return
     if shutil.which("nvcc") is None:
-        raise SparseTVMError(
+        raise ToolchainError(
             "no CUDA compiler to load the model's kernels: `pip install cuda-bindings` (NVRTC) "
             "or put the CUDA toolkit's nvcc on PATH"
         )
@@ -102,7 +102,7 @@ class CompiledModel:
             mismatch = host_mismatch(self.target)
             if mismatch is not None:
                 what, advice = mismatch
-                raise SparseTVMError(
+                raise ArtefactError(
                     f"this model was compiled for {what}: export it (compiled.export("
                     f"'model.tar') or `sparse-tvm compile -o model.tar`) and {advice}"
                 )

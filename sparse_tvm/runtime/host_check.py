@@ -32,7 +32,7 @@ def host_mismatch(target: Mapping[str, Any]) -> tuple[str, str] | None:
     from sparse_tvm.target.host_cpu import X86_LEVELS, cpu_flags
 
     tvm_dict = target.get("tvm", {})
-    if target.get("family") == "cuda" or tvm_dict.get("kind") != "llvm":
+    if tvm_dict.get("kind") != "llvm":  # GPU code runs where a GPU is; c code is a project
         return None
     triple = str(tvm_dict.get("mtriple", ""))
     arch = triple.split("-")[0] if triple else _FAMILY_ARCH.get(str(target.get("family")))

@@ -6,7 +6,6 @@ TVM 0.27's bundled LLVM refuses ``mcpu=native``, so the x86 preset reads ``/proc
 from __future__ import annotations
 
 import os
-import platform
 from functools import lru_cache
 from pathlib import Path
 
@@ -47,7 +46,3 @@ def host_num_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
-
-
-def host_is_x86() -> bool:
-    return platform.machine().lower() in {"x86_64", "amd64"}

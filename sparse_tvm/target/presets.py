@@ -18,18 +18,7 @@ import tvm
 
 from sparse_tvm.errors import TargetError
 from sparse_tvm.target.host_cpu import host_num_cores, host_x86_mcpu
-
-# Floats per vector register by LLVM cpu name prefix; used by the kernels' default tiles.
-_VECTOR_WIDTH = {
-    "skylake-avx512": 16,
-    "icelake": 16,
-    "sapphirerapids": 16,
-    "znver4": 16,
-    "znver5": 16,
-    "cascadelake": 16,
-    "cooperlake": 16,
-    "tigerlake": 16,
-}
+from sparse_tvm.target.machine import num_cores, vector_lanes
 
 
 @dataclass(frozen=True)
@@ -54,21 +43,13 @@ class ResolvedTarget:
 
     @property
     def vector_width(self) -> int:
-        """float32 lanes of one vector register on this target."""
-        attrs = self.tvm_target.attrs
-        mcpu = str(attrs.get("mcpu", "")) if "mcpu" in attrs else ""
-        if self.family == "x86":
-            if mcpu in _VECTOR_WIDTH:
-                return _VECTOR_WIDTH[mcpu]
-            return 8 if mcpu not in ("", "x86-64") else 4
-        if self.family == "arm":
-            return 4
-        return 1
+        """float32 lanes of one vector register on this target (see :mod:`.machine`)."""
+        return vector_lanes(self.tvm_target)
 
     @property
     def num_cores(self) -> int:
-        attrs = self.tvm_target.attrs
-        return int(attrs["num-cores"]) if "num-cores" in attrs else 1
+        """Cores the code is generated for (see :func:`.machine.num_cores`)."""
+        return num_cores(self.tvm_target)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "family": self.family, "tvm": _target_dict(self.tvm_target)}
@@ -105,6 +86,11 @@ def presets() -> dict[str, Preset]:
             extra={k: v for k, v in data.items() if k not in known},
         )
     return found
+
+
+def preset_names(family: str) -> list[str]:
+    """The names of the presets of one target family (``"micro"``, ``"arm"``, ...)."""
+    return [name for name, preset in presets().items() if preset.family == family]
 
 
 def _fill_host(values: dict[str, Any]) -> dict[str, Any]:

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sparse_tvm.errors import SparseTVMError
+from sparse_tvm.errors import TrainingError
 
 
-class TrainingDataError(SparseTVMError):
+class TrainingDataError(TrainingError):
     """Training or evaluation data that does not fit the model."""
 
 

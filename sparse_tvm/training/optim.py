@@ -17,7 +17,7 @@ import tvm
 from tvm import relax
 from tvm.relax.training import optimizer as tvm_optimizer
 
-from sparse_tvm.errors import SparseTVMError
+from sparse_tvm.errors import UsageError
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -36,7 +36,7 @@ def make_optimizer(name: str, momentum: float = 0.9, weight_decay: float = 0.0):
         return tvm_optimizer.MomentumSGD(1.0, momentum, weight_decay=weight_decay)
     if name == "adam":
         return _Adam(1.0, weight_decay=weight_decay)
-    raise SparseTVMError(f"optimizer '{name}' is not one of {', '.join(OPTIMIZERS)}")
+    raise UsageError(f"optimizer '{name}' is not one of {', '.join(OPTIMIZERS)}")
 
 
 def add_step_function(
@@ -88,7 +88,7 @@ def lr_at(schedule: str, base: float, step: int, total: int, warmup: int = 0) ->
         return base * 0.5 * (1.0 + math.cos(math.pi * progress))
     if schedule == "linear":
         return base * (1.0 - progress)
-    raise SparseTVMError(f"lr schedule '{schedule}' is not one of constant, cosine, linear")
+    raise UsageError(f"lr schedule '{schedule}' is not one of constant, cosine, linear")
 
 
 def scalar(value: float, dtype: str = "float32") -> tvm.runtime.Tensor:

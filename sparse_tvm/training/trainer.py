@@ -3,8 +3,10 @@ the optimizer steps; numpy holds the data, the masks and the schedules.
 
 ``Trainer`` imports an ONNX model at its training batch shape, builds
 ``loss_adjoint`` (``relax.transform.Gradient``) and the optimizer ``step`` functions, compiles
-them once, and then runs mini-batch epochs. Pruning methods steer it through ``masks``
-(weights kept at zero after every step), optional L0 ``gates`` and a per-step hook.
+them once, and then runs mini-batch epochs. A method (pruning) steers it only through the
+generic :class:`~sparse_tvm.training.hooks.TrainingHooks` given to ``compile``: keep-masks
+(weights kept at zero after every step), transforms of weights and penalties in the loss
+graph, extra inputs of the loss (some trained by their own optimizer), per-step callbacks.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ import onnx
 import tvm
 from tvm import relax
 
-from sparse_tvm.errors import SparseTVMError
+from sparse_tvm.errors import InputShapeError, TrainingError
 from sparse_tvm.frontend import graph_inputs, import_onnx, load_onnx
+from sparse_tvm.frontend.initializers import write_initializer
 from sparse_tvm.logs import native_quiet
-from sparse_tvm.pruning.weights import write_initializer
 from sparse_tvm.training.data import Dataset, load_dataset, minibatches, padded_batches
-from sparse_tvm.training.graph import Gate, gradient_module
+from sparse_tvm.training.graph import gradient_module
+from sparse_tvm.training.hooks import TrainingHooks
 from sparse_tvm.training.optim import add_step_function, lr_at, make_optimizer, scalar
 
 
@@ -41,7 +44,7 @@ class TrainConfig:
     lr_schedule: str = "cosine"
     warmup_steps: int = 0
     seed: int = 0
-    gate_lr: float = 0.05  # Adam on the L0 gates' log_alpha
+    gate_lr: float = 0.05  # Adam on the hooks' trained loss inputs (L0 gates' log_alpha)
 
     def base_lr(self) -> float:
         if self.lr is not None:
@@ -124,21 +127,12 @@ class Trainer:
     config
         Hyper-parameters; ``batch_size`` applies where the batch axis is dynamic (a static
         batch axis is the training batch).
-    objective
-        ``"cross_entropy"`` (labels) or ``"mse"`` (targets, distillation).
-    masked
-        Names of the weights that carry a keep-mask.
-    gates
-        L0 gates (hard-concrete) on some of those weights.
+
+    ``weights`` (name -> float32 array, stored layout) is the state training updates; a
+    method's hooks may act on the same dict in place.
     """
 
-    def __init__(
-        self,
-        model: str | onnx.ModelProto,
-        config: TrainConfig,
-        masked: Sequence[str] = (),
-        gates: Sequence[Gate] = (),
-    ) -> None:
+    def __init__(self, model: str | onnx.ModelProto, config: TrainConfig) -> None:
         self.config = config
         self.objective: str | None = None
         self.model = load_onnx(model)
@@ -149,14 +143,9 @@ class Trainer:
         self.trainable = [
             k for k, v in self.weights.items() if _trainable(k, v) and k not in statistics
         ]
-        self.masked = [m for m in masked if m in self.trainable]
-        self.masks = {name: np.ones_like(self.weights[name]) for name in self.masked}
-        self.gates = list(gates)
-        self.log_alpha = {g.weight.name: np.zeros(g.grid, np.float32) for g in self.gates}
-        self.lambdas = {g.weight.name: 0.0 for g in self.gates}
-        self.gates_active = bool(self.gates)
-        self.eval_hook: Callable[[], dict[str, np.ndarray]] | None = None
-        self.density_hook: Callable[[list[float]], None] | None = None
+        self.hooks = TrainingHooks()
+        self.masked: list[str] = []  # weights under a keep-mask (set by ``compile``)
+        self.trained_inputs: list[str] = []  # loss inputs with an optimizer of their own
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -168,7 +157,7 @@ class Trainer:
         shapes = {}
         for name, dims, _ in inputs:
             if dims is None or any(not isinstance(d, int) for d in dims[1:]):
-                raise SparseTVMError(
+                raise InputShapeError(
                     f"input '{name}' has dynamic dimensions past the batch axis ({dims}): "
                     "export the model with static shapes to fine-tune it"
                 )
@@ -176,15 +165,25 @@ class Trainer:
         self.batch_shapes = shapes
         return batch
 
-    def compile(self, objective: str, target: tvm.target.Target | None = None) -> None:
-        """Build and compile forward, ``loss_adjoint`` and the optimizer steps."""
+    def compile(
+        self,
+        objective: str,
+        target: tvm.target.Target | None = None,
+        *,
+        hooks: TrainingHooks | None = None,
+    ) -> None:
+        """Build and compile forward, ``loss_adjoint`` and the optimizer steps; ``hooks``
+        (read here, called by ``fit``) steer training, by default none (dense)."""
         self.objective = objective
+        self.hooks = hooks or TrainingHooks()
+        self.masked = [m for m in self.hooks.masked_weights() if m in self.trainable]
+        self.trained_inputs = [i.name for i in self.hooks.loss_inputs() if i.trained]
         target = target or tvm.target.Target({"kind": "llvm"})
         mod, self.loss_names, grad_names = gradient_module(
             self.imported.mod,
             self.objective,
             self.trainable,
-            self.gates,
+            self.hooks,
             self._layer_of,
         )
         self.grad_names = grad_names
@@ -199,22 +198,22 @@ class Trainer:
             "step_weights",
             self.weight_optimizer,
             [loss_params[n] for n in self.trainable],
-            [n in self.masks for n in self.trainable],
+            [n in self.masked for n in self.trainable],
         )
-        if self.gates:
-            self.gate_optimizer = make_optimizer("adam")
+        if self.trained_inputs:
+            self.input_optimizer = make_optimizer("adam")
             mod = add_step_function(
                 mod,
-                "step_gates",
-                self.gate_optimizer,
-                [loss_params[f"{g.weight.name}.log_alpha"] for g in self.gates],
-                [False] * len(self.gates),
+                "step_inputs",
+                self.input_optimizer,
+                [loss_params[n] for n in self.trained_inputs],
+                [False] * len(self.trained_inputs),
             )
         with native_quiet():
             executable = tvm.compile(mod, target=target)
         self.vm = relax.VirtualMachine(executable, tvm.cpu())
         self.weight_state = self.weight_optimizer.state
-        self.gate_state = self.gate_optimizer.state if self.gates else None
+        self.input_state = self.input_optimizer.state if self.trained_inputs else None
 
     def _layer_of(self, weight: str) -> str:
         # the original graph keeps the exporter's scopes; folding made some initializers
@@ -271,10 +270,12 @@ class Trainer:
         return "mse", float(np.mean((pred - data.targets) ** 2))
 
     def effective_weights(self) -> dict[str, np.ndarray]:
-        """The weights as the pruned model holds them (masks applied)."""
+        """The weights as the model holds them (the hooks' keep-masks applied)."""
         out = dict(self.weights)
-        for name, mask in self.masks.items():
-            out[name] = self.weights[name] * mask
+        masks = self.hooks.masks()
+        for name in self.masked:
+            if name in masks:  # a squashed mask (pruning folded it in) applies no more
+                out[name] = self.weights[name] * masks[name]
         return out
 
     def _y(self, data: Dataset, index: np.ndarray) -> np.ndarray:
@@ -288,47 +289,50 @@ class Trainer:
         data: Dataset,
         eval_data: Dataset | None = None,
         epochs: int | None = None,
-        on_step: Callable[[int, int], None] | None = None,
         callbacks: Sequence[Callable[[EpochLog], None]] = (),
-        sparsity: Callable[[], float] | None = None,
         first_epoch: int = 1,
         total_epochs: int | None = None,
     ) -> list[EpochLog]:
-        """Run ``epochs`` epochs; ``on_step(step, total_steps)`` runs before every step."""
+        """Run ``epochs`` epochs from ``first_epoch`` of ``total_epochs`` (the schedules span
+        those); the hooks given to ``compile`` run around every step."""
         cfg = self.config
         epochs = cfg.epochs if epochs is None else epochs
         total_epochs = total_epochs or epochs
         if len(data) < self.batch:
-            raise SparseTVMError(
+            raise TrainingError(
                 f"training data has {len(data)} samples, fewer than one batch of {self.batch}"
             )
         steps_per_epoch = len(data) // self.batch
         total = steps_per_epoch * total_epochs
         step = (first_epoch - 1) * steps_per_epoch
         rng = np.random.default_rng([cfg.seed, first_epoch])
-        trainable = self.trainable
+        trainable, hooks = self.trainable, self.hooks
+        masked = set(self.masked)
         logs = []
         for epoch in range(first_epoch, first_epoch + epochs):
             start, losses, tasks = time.perf_counter(), [], []
             for index in minibatches(len(data), self.batch, rng):
-                if on_step is not None:
-                    on_step(step, total)
+                hooks.before_step(step, total)
                 lr = lr_at(cfg.lr_schedule, cfg.base_lr(), step, total, cfg.warmup_steps)
-                outputs, grads = self._loss_and_grads(data, index, rng)
+                fed = hooks.input_values(rng)
+                outputs, grads = self._loss_and_grads(data, index, rng, fed)
                 losses.append(float(outputs[0].numpy()))
                 tasks.append(float(outputs[1].numpy()))
                 params = [tvm.runtime.tensor(self.weights[n]) for n in trainable]
-                masks = [tvm.runtime.tensor(self.masks[n]) for n in trainable if n in self.masks]
+                mask_values = hooks.masks()
+                masks = [tvm.runtime.tensor(mask_values[n]) for n in trainable if n in masked]
                 weight_grads = [grads[i] for i, n in enumerate(self.grad_names) if n in trainable]
                 new, self.weight_state = self.vm["step_weights"](
                     params, weight_grads, self.weight_state, scalar(lr), *masks
                 )
                 for name, value in zip(trainable, new):
                     self.weights[name] = value.numpy()
-                if self.gates_active:
-                    self._step_gates(grads, [float(o.numpy()) for o in outputs[2:]])
+                trained = {}
+                if self.trained_inputs and hooks.trains_inputs():
+                    trained = self._step_inputs(grads, fed)
+                hooks.after_step(trained, [float(o.numpy()) for o in outputs[2:]])
                 if not np.isfinite(losses[-1]):
-                    raise SparseTVMError(
+                    raise TrainingError(
                         f"the training loss became {losses[-1]} at epoch {epoch}: lower the "
                         "learning rate (lr=)"
                     )
@@ -339,7 +343,7 @@ class Trainer:
                 float(np.mean(tasks)),
                 float(np.mean(losses)),
                 lr,
-                sparsity() if sparsity is not None else 0.0,
+                hooks.current_sparsity(),
                 time.perf_counter() - start,
             )
             if eval_data is not None:
@@ -350,26 +354,22 @@ class Trainer:
         return logs
 
     def eval_weights(self) -> dict[str, np.ndarray]:
-        """Weights for evaluation: masks applied (gates add their own, see ``l0``)."""
-        if self.gates_active and self.eval_hook is not None:
-            return self.eval_hook()
-        return self.effective_weights()
+        """Weights for evaluation: masks applied, then what the hooks make of them."""
+        return self.hooks.eval_weights(self.effective_weights())
 
-    def _loss_and_grads(self, data: Dataset, index: np.ndarray, rng: np.random.Generator):
+    def _loss_and_grads(
+        self,
+        data: Dataset,
+        index: np.ndarray,
+        rng: np.random.Generator,
+        fed: dict[str, np.ndarray] | None = None,
+    ):
+        """The loss outputs and gradients of one batch; ``fed``: the hooks' loss inputs
+        (default: drawn now from ``rng``)."""
         args = {n: data.inputs[n][index] for n in self.imported.input_names}
         args.update(self.effective_weights())
         args["y"] = self._y(data, index)
-        for gate in self.gates:
-            name = gate.weight.name
-            if self.gates_active:
-                u = rng.uniform(1e-6, 1.0 - 1e-6, gate.grid).astype(np.float32)
-                args[f"{name}.log_alpha"] = self.log_alpha[name]
-                args[f"{name}.noise"] = np.log(u) - np.log1p(-u)
-                args[f"{name}.lambda"] = np.float32(self.lambdas[name])
-            else:  # gates pinned open: z = 1 exactly (the clip saturates)
-                args[f"{name}.log_alpha"] = np.full(gate.grid, 30.0, np.float32)
-                args[f"{name}.noise"] = np.zeros(gate.grid, np.float32)
-                args[f"{name}.lambda"] = np.float32(0.0)
+        args.update(self.hooks.input_values(rng) if fed is None else fed)
         inputs = set(self.imported.input_names)
         values = [
             tvm.runtime.tensor(args[n] if n in inputs else np.asarray(args[n], np.float32))
@@ -378,17 +378,15 @@ class Trainer:
         outputs, grads = self.vm["loss_adjoint"](*values)
         return outputs, grads
 
-    def _step_gates(self, grads, densities: list[float]) -> None:
-        names = [g.weight.name for g in self.gates]
-        gate_grads = [grads[self.grad_names.index(f"{n}.log_alpha")] for n in names]
-        params = [tvm.runtime.tensor(self.log_alpha[n]) for n in names]
-        new, self.gate_state = self.vm["step_gates"](
-            params, gate_grads, self.gate_state, scalar(self.config.gate_lr)
+    def _step_inputs(self, grads, fed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One Adam step of the trained loss inputs from their values ``fed`` this step."""
+        names = self.trained_inputs
+        input_grads = [grads[self.grad_names.index(n)] for n in names]
+        params = [tvm.runtime.tensor(fed[n]) for n in names]
+        new, self.input_state = self.vm["step_inputs"](
+            params, input_grads, self.input_state, scalar(self.config.gate_lr)
         )
-        for name, value in zip(names, new):
-            self.log_alpha[name] = value.numpy()
-        if self.density_hook is not None:
-            self.density_hook(densities)
+        return {name: value.numpy() for name, value in zip(names, new)}
 
     # -- output -----------------------------------------------------------------------------
 

@@ -1,66 +1,108 @@
-"""Tuning records: a MetaSchedule ``JSONDatabase`` in a folder the user names.
+"""Tuning records: storage only. The records folder, the layer key, the board's layer timings.
 
-MetaSchedule keys its records by the structural hash of the tuned IRModule. Our sparse kernels
-can read the sparsity structure from arguments (``indices``/``indptr``), so two layers with the
-same shape and the same number of blocks but a different structure can have the same IRModule.
-:func:`workload_key` names a layer by its shape *and* structure, and :meth:`RecordStore.tag`
-writes that key into the kernel as a function attribute, so the structural hash separates
-structures and a layer with the same shape and structure finds the same records again.
+A records folder holds a MetaSchedule ``JSONDatabase`` (``database_workload.json`` +
+``database_tuning_record.json``). ``JSONDatabase`` appends one line per measured record and
+closes the file after each line, so an interrupted run keeps every record of its finished
+batches; what it does not do is load a file whose last line a kill tore mid-write (it refuses
+the whole file): :class:`RecordStore` drops a torn line, with a warning, before loading.
+:func:`tuning_lock` lets one ``tune`` run write a folder at a time; :meth:`RecordStore.export`,
+:meth:`RecordStore.merge` and :func:`load_exported` move records to and from ``schedules/``.
+Searching (and continuing an interrupted search) is the tuner's:
+:func:`~sparse_tvm.tuning.tune_kernel.tune_kernel`, :mod:`~sparse_tvm.tuning.search`; finding
+the kernel of a layer in a database is :mod:`~sparse_tvm.tuning.lookup`'s.
 
-``JSONDatabase`` appends one line per measured record and closes the file after each line, so
-an interrupted run keeps every record of its finished batches. What it does not do:
-
-- load a file whose last line was torn by a kill mid-write: the database refuses the whole
-  file. :class:`RecordStore` drops a torn line (with a warning) before loading;
-- continue: ``tune_tir`` seeds its evolutionary search with the best records of the workload
-  (``init_measured_ratio`` of the population), but it spends the full trial budget again and
-  may measure schedules that are already in the database. :meth:`RecordStore.tune` subtracts
-  the records already measured from the budget, trains the cost model on them, and drops
-  candidates that were measured before.
+The layer key
+-------------
+MetaSchedule keys its records by the structural hash of the tuned IRModule. The sparse kernels
+read the sparsity structure from arguments (``indices``/``indptr``), so two layers with the same
+shapes and number of blocks but another structure have the same IR. The search spaces'
+workloads therefore carry :func:`structure_digest` as an attribute: op, shapes, block, layout,
+batch and fusion are in the workload's IR, the target in its lanes/cores attributes and in the
+record, the structure in the digest. :func:`workload_key` names a sparse workload by all of
+these fields in one string, with the same structure digest; :func:`layer_key` is it for a whole
+layer, the key of the board's layer timings. (The workloads keep carrying the digest alone, not
+the whole key: a new attribute value would change their hash and lose the records already
+tuned, ``schedules/x86.json`` among them.)
 
 Tuning on a board (whose code this host cannot time) also writes ``layer_timings.json``: per
 layer, the dense layer and each tuned candidate measured on the board
-(:meth:`RecordStore.add_layer_timing`); ``compile`` decides dense or sparse from it.
+(:meth:`RecordStore.add_layer_timing`, keyed by :func:`layer_key`); ``compile`` decides dense
+or sparse from it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import hashlib
 import json
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tvm
-import tvm_ffi
-from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
-from tvm.s_tir.meta_schedule.search_strategy import PySearchStrategy
 from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
 
-from sparse_tvm.errors import SparseTVMError
-from sparse_tvm.logs import tune_tir
+from sparse_tvm.errors import RecordsError
+from sparse_tvm.formats.block_sparse import BlockSparseWeight
 
-KEY_ATTR = "sparse_tvm.workload_key"
+if TYPE_CHECKING:
+    from sparse_tvm.analysis.layers import Layer
+
+__all__ = [
+    "EXPORT_FORMAT",
+    "LAYER_TIMING_FILE",
+    "LOCK_FILE",
+    "RECORD_FILE",
+    "WORKLOAD_FILE",
+    "RecordStore",
+    "RecordsError",
+    "layer_key",
+    "load_exported",
+    "measured_records",
+    "records_folder",
+    "structure_digest",
+    "tuning_lock",
+    "workload_key",
+]
+
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
 LAYER_TIMING_FILE = "layer_timings.json"
 EXPORT_FORMAT = "sparse-tvm-records"
+LOCK_FILE = ".tuning.lock"
 # AddToDatabase stores a failed trial with run_secs [1e10]
 _FAILED_SECS = 1e9
 
 
-class RecordsError(SparseTVMError):
-    """The records folder or an exported records file cannot be used."""
-
-
 # ---------------------------------------------------------------------------------- layer key
+
+
+def structure_digest(weight: BlockSparseWeight) -> str:
+    """sha1 of the block structure (shape, block, indptr, indices): the sparsity part of the
+    layer key, carried by the search spaces' workloads (``sparse_tvm.structure``)."""
+    nnz = weight.nnz_blocks
+    # repr of the weight's own tuples, as it always was: the digests in records stay valid
+    return _digest(repr((weight.shape, weight.block)), weight.indptr, weight.indices[:nnz])
+
+
+def _digest(shape_repr: str, indptr: np.ndarray, indices: np.ndarray) -> str:
+    h = hashlib.sha1()
+    h.update(shape_repr.encode())
+    h.update(np.ascontiguousarray(indptr, np.int32).tobytes())
+    h.update(np.ascontiguousarray(indices, np.int32).tobytes())
+    return h.hexdigest()
+
+
+def _pattern_digest(shape: Sequence[int], block: tuple[int, int], pattern: np.ndarray) -> str:
+    """:func:`structure_digest` of the weight whose nonzero blocks are ``pattern``."""
+    indptr = np.concatenate([[0], np.cumsum(pattern.sum(axis=1))])
+    indices = np.nonzero(pattern)[1]  # row-major: sorted within each block row, as BSR stores
+    return _digest(repr((tuple(shape), block)), indptr, indices)
 
 
 def workload_key(
@@ -72,8 +114,10 @@ def workload_key(
     batch: int | None,
     bias: bool,
     relu: bool,
-    target: tvm.target.Target | dict | str,
+    target: tvm.target.Target | dict | str | None,
     structure: np.ndarray,
+    *,
+    op_attrs: Mapping[str, Any] | None = None,
 ) -> str:
     """Return a stable key for a sparse layer: same shape and structure -> same key.
 
@@ -87,10 +131,15 @@ def workload_key(
         The block shape; ``"1x1"`` is CSR.
     m, x_layout, batch, bias, relu
         The activation columns, the activation layout, the batch and the fused epilogue.
-    target : Target, dict or str
-        The target the records are measured on.
+    target : Target, dict or str, optional
+        The target the records are measured on; None where the key's user stores the target
+        next to it (the board's layer timings).
     structure : np.ndarray
-        The nonzero-block pattern, one entry per ``(r, c)`` block; only ``!= 0`` matters.
+        The nonzero-block pattern, one entry per ``(r, c)`` block; only ``!= 0`` matters. It
+        enters the key as the :func:`structure_digest` of a weight with these nonzero blocks.
+    op_attrs : mapping, optional
+        What else the op's timing depends on, JSON-serialisable (a conv's geometry, the stored
+        weight layout); left out of the key when None.
 
     Returns
     -------
@@ -115,13 +164,42 @@ def workload_key(
         "batch": None if batch is None else int(batch),
         "bias": bool(bias),
         "relu": bool(relu),
-        "target": str(tvm.target.Target(target)),
-        "structure_shape": list(pattern.shape),
-        "structure": hashlib.sha256(np.packbits(pattern, axis=None).tobytes()).hexdigest(),
+        "target": None if target is None else str(tvm.target.Target(target)),
+        "structure": _pattern_digest(shape, (r, c), pattern),
     }
+    if op_attrs is not None:
+        fields["op_attrs"] = dict(op_attrs)
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:20]
     dims = "x".join(str(d) for d in shape)
     return f"{op_kind}_{dims}_b{r}x{c}_m{int(m)}_{digest}"
+
+
+def layer_key(layer: Layer) -> str:
+    """The key of a whole layer (not one format of it): :func:`workload_key` of its elements
+    (1x1 blocks: the nonzero pattern), with what its dense timing depends on as well (input
+    shape, stored weight layout, conv geometry). The board's layer timings are keyed by it;
+    their target is stored next to the key, not in it."""
+    from sparse_tvm.transform.dense_to_sparse import kernel_options
+
+    options = kernel_options(layer)
+    return workload_key(
+        layer.op,
+        layer.shape,
+        (1, 1),
+        layer.m,
+        options["x_layout"],
+        options["batch"],
+        options["bias"],
+        options["relu"],
+        None,
+        layer.weight != 0,
+        op_attrs={
+            "input_shape": [int(d) for d in layer.input_shape],
+            "weight_shape": [int(d) for d in layer.weight_shape],
+            "transposed": bool(layer.transposed),
+            "conv": repr(layer.conv),
+        },
+    )
 
 
 def _block_shape(block: Sequence[int] | str) -> tuple[int, int]:
@@ -133,18 +211,6 @@ def _block_shape(block: Sequence[int] | str) -> tuple[int, int]:
 
 
 # ------------------------------------------------------------------------------ record store
-
-
-@dataclasses.dataclass(frozen=True)
-class TuneResult:
-    """What :meth:`RecordStore.tune` did: trials found in the folder and trials measured now."""
-
-    previous_trials: int
-    new_trials: int
-    best_latency: float | None
-
-
-LOCK_FILE = ".tuning.lock"
 
 
 def records_folder(folder: str | os.PathLike) -> Path:
@@ -195,7 +261,8 @@ class RecordStore:
         Created if missing. A torn last line (a run killed mid-write) is dropped with a warning.
     module_equality : str
         MetaSchedule's workload equality: ``"structural"``, or ``"ignore-tensor"`` for kernels
-        that embed the weight values as constants (the key attribute still separates layers).
+        that embed the weight values as constants (the structure digest still separates
+        layers).
     """
 
     def __init__(self, folder: str | os.PathLike, *, module_equality: str = "structural"):
@@ -213,104 +280,17 @@ class RecordStore:
     def __len__(self) -> int:
         return len(self.database)
 
-    # -- keys ---------------------------------------------------------------------------------
-
-    @staticmethod
-    def tag(func: tvm.tirx.PrimFunc, key: str) -> tvm.tirx.PrimFunc:
-        """Return ``func`` carrying ``key``: its records are then found by :meth:`best`."""
-        return func.with_attr(KEY_ATTR, key)
-
-    def _records_of_key(self, key: str) -> list[ms.database.TuningRecord]:
-        # get_all_tuning_records is sorted by mean run time, best first
-        return [r for r in self.database.get_all_tuning_records() if _key_of(r.workload.mod) == key]
-
-    def best(self, key: str) -> ms.database.TuningRecord | None:
-        """The fastest successful record of the layer ``key``, or None."""
-        return next((r for r in self._records_of_key(key) if _latency(r) is not None), None)
-
-    def best_latency(self, key: str) -> float | None:
-        """The mean run time in seconds of :meth:`best`, or None."""
-        record = self.best(key)
-        return None if record is None else _latency(record)
-
-    def best_schedule(self, key: str) -> tvm.s_tir.Schedule | None:
-        """The schedule of :meth:`best` replayed on its workload, or None."""
-        record = self.best(key)
-        return None if record is None else _replay(record)
-
-    # -- continue -----------------------------------------------------------------------------
-
     def measured(
         self, mod: tvm.tirx.PrimFunc | tvm.IRModule, target: tvm.target.Target | None = None
     ) -> list[ms.database.TuningRecord]:
         """All records (failed trials included) of the workload ``mod`` [on ``target``]."""
-        mod = _normalize_mod(mod)
-        if not self.database.has_workload(mod):
-            return []
-        workload = self.database.commit_workload(mod)
-        target_str = None if target is None else str(tvm.target.Target(target))
-        return [
-            r
-            for r in self.database.get_all_tuning_records()
-            if r.workload.same_as(workload) and (target_str is None or str(r.target) == target_str)
-        ]
-
-    def tune(
-        self,
-        mod: tvm.tirx.PrimFunc | tvm.IRModule,
-        target: tvm.target.Target | dict,
-        max_trials: int,
-        *,
-        num_trials_per_iter: int = 16,
-        space: ms.space_generator.SpaceGenerator.SpaceGeneratorType = "post-order-apply",
-        strategy: ms.search_strategy.SearchStrategy.SearchStrategyType = "evolutionary",
-        builder: ms.builder.Builder.BuilderType = "local",
-        runner: ms.runner.Runner.RunnerType = "local",
-        cost_model: ms.cost_model.CostModel.CostModelType = "xgb",
-        num_tuning_cores: int | str = "physical",
-        seed: int | None = None,
-    ) -> TuneResult:
-        """Tune ``mod`` (one PrimFunc) until its workload has ``max_trials`` records here.
-
-        A rerun with the same folder continues: it measures only the remaining trials, starts
-        its cost model from the records, seeds the search with the best of them, and does not
-        measure a schedule that is already recorded. Each record reaches the disk as soon as
-        its batch of ``num_trials_per_iter`` is measured.
-        """
-        mod = _normalize_mod(mod)
-        if sum(isinstance(f, tvm.tirx.PrimFunc) for f in mod.functions.values()) != 1:
-            raise RecordsError(
-                "RecordStore.tune takes one PrimFunc; tune a module's functions one by one"
-            )
-        target = tvm.target.Target(target)
-        previous = len(self.measured(mod, target))
-        remaining = max_trials - previous
-        if remaining > 0:
-            if not isinstance(strategy, ms.search_strategy.SearchStrategy):
-                strategy = ms.search_strategy.SearchStrategy.create(strategy)
-            tune_tir(
-                mod,
-                target,
-                work_dir=str(self.folder),
-                max_trials_global=remaining,
-                num_trials_per_iter=min(num_trials_per_iter, remaining),
-                space=space,
-                strategy=ContinueFromRecords(strategy),
-                builder=builder,
-                runner=runner,
-                database=self.database,
-                cost_model=cost_model,
-                num_tuning_cores=num_tuning_cores,
-                seed=seed,
-            )
-        records = self.measured(mod, target)
-        best = next((_latency(r) for r in records if _latency(r) is not None), None)
-        return TuneResult(previous, len(records) - previous, best)
+        return measured_records(self.database, mod, target)
 
     # -- layer timings measured on a board ---------------------------------------------------
 
     def add_layer_timing(self, entry: dict) -> None:
-        """Append one layer's measurements (a JSON object with ``"layer"`` and ``"target"``)."""
+        """Append one layer's measurements (a JSON object with ``"layer"``, its
+        :func:`layer_key`, and ``"target"``)."""
         line = json.dumps(entry, sort_keys=True)
         with open(self.folder / LAYER_TIMING_FILE, "a") as f:
             f.write(line + "\n")
@@ -373,82 +353,28 @@ def load_exported(path: str | os.PathLike) -> ms.database.Database:
     return database
 
 
-# ------------------------------------------------------------------- continue: search strategy
+def measured_records(
+    database: ms.database.Database,
+    mod: tvm.tirx.PrimFunc | tvm.IRModule,
+    target: tvm.target.Target | dict | str | None = None,
+) -> list[ms.database.TuningRecord]:
+    """The records (failed trials included) of the workload ``mod`` in ``database``, on
+    ``target`` when given; best first where the database sorts (``JSONDatabase`` does).
 
-
-@derived_object
-class ContinueFromRecords(PySearchStrategy):
-    """Wrap a search strategy so that a rerun builds on the records already in the database.
-
-    Before tuning it trains the cost model on the workload's records and remembers their
-    schedules; candidates equal to a recorded schedule are dropped instead of measured.
-    MetaSchedule's evolutionary search already seeds its population from the database.
-    """
-
-    def __init__(self, inner: ms.search_strategy.SearchStrategy):
-        self.inner = inner
-        self.context = None
-        self.seen: set[int] = set()
-
-    def _initialize_with_tune_context(self, context) -> None:
-        self.context = context
-        self.inner._initialize_with_tune_context(context)
-
-    def pre_tuning(
-        self, max_trials, num_trials_per_iter, design_spaces, database=None, cost_model=None
-    ):
-        self.seen = set()
-        if database is not None and database.has_workload(self.context.mod):
-            workload = database.commit_workload(self.context.mod)
-            records = [r for r in database.get_all_tuning_records() if r.workload.same_as(workload)]
-            candidates = []
-            for record in records:
-                sch = _replay(record)
-                if sch is not None:
-                    self.seen.add(tvm_ffi.structural_hash(sch.mod))
-                    candidates.append(record.as_measure_candidate())
-            if cost_model is not None and candidates:
-                results = [
-                    ms.runner.RunnerResult([float(s) for s in r.run_secs], None) for r in records
-                ]
-                cost_model.update(self.context, candidates, results[: len(candidates)])
-        self.inner.pre_tuning(max_trials, num_trials_per_iter, design_spaces, database, cost_model)
-
-    def post_tuning(self) -> None:
-        self.inner.post_tuning()
-
-    def generate_measure_candidates(self):
-        # The inner strategy remembers what it proposed, so asking again yields new schedules.
-        for _ in range(8):
-            candidates = self.inner.generate_measure_candidates()
-            if candidates is None:
-                return None
-            fresh = []
-            for candidate in candidates:
-                shash = tvm_ffi.structural_hash(candidate.sch.mod)
-                if shash not in self.seen:
-                    self.seen.add(shash)
-                    fresh.append(candidate)
-            if fresh:
-                return fresh
-        return None
-
-    def notify_runner_results(self, measure_candidates, results) -> None:
-        self.inner.notify_runner_results(measure_candidates, results)
-
-    def clone(self):
-        return ContinueFromRecords(self.inner.clone())
+    What a rerun subtracts from its trial budget: the trials already measured."""
+    mod = _normalize_mod(mod)
+    if not database.has_workload(mod):
+        return []
+    workload = database.commit_workload(mod)
+    target_str = None if target is None else str(tvm.target.Target(target))
+    return [
+        r
+        for r in database.get_all_tuning_records()
+        if r.workload.same_as(workload) and (target_str is None or str(r.target) == target_str)
+    ]
 
 
 # ---------------------------------------------------------------------------------- helpers
-
-
-def _key_of(mod: tvm.IRModule) -> str | None:
-    for func in mod.functions.values():
-        attrs = func.attrs
-        if attrs is not None and KEY_ATTR in attrs:
-            return str(attrs[KEY_ATTR])
-    return None
 
 
 def _latency(record: ms.database.TuningRecord) -> float | None:
@@ -456,15 +382,6 @@ def _latency(record: ms.database.TuningRecord) -> float | None:
         return None
     secs = float(np.mean([float(s) for s in record.run_secs]))
     return secs if secs < _FAILED_SECS else None
-
-
-def _replay(record: ms.database.TuningRecord) -> tvm.s_tir.Schedule | None:
-    sch = tvm.s_tir.Schedule(record.workload.mod)
-    try:
-        record.trace.apply_to_schedule(sch, remove_postproc=False)
-    except Exception:  # a trace that no longer replays (e.g. TVM changed) is not a schedule
-        return None
-    return sch
 
 
 def _check_workload(value: Any) -> bool:

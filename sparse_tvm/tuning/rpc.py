@@ -23,11 +23,11 @@ import tvm
 from tvm.rpc import base
 from tvm.s_tir import meta_schedule as ms
 
-from sparse_tvm.errors import SparseTVMError
+from sparse_tvm.errors import DeviceError
 from sparse_tvm.tuning.cross_build import export_shared
 
 
-class RPCError(SparseTVMError):
+class RPCError(DeviceError):
     """The RPC tracker address is malformed, unreachable, or has no server for the key."""
 
 

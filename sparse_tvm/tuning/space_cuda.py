@@ -35,13 +35,13 @@ from ..kernels.cuda.spmm import (
     smem_fits,
 )
 from ..kernels.spmm import SpmmSpec, wrap_kernel
+from .records import structure_digest
 from .space_x86 import (
     KNOB_PREFIX,
     MutateKnob,
     knobs_of,
     make_spec,
     spec_of,
-    structure_digest,
 )
 from .space_x86 import MaterializeBuild as X86MaterializeBuild
 from .space_x86 import workload as x86_workload
@@ -66,7 +66,9 @@ THREAD_CHOICES = (32, 64, 128, 256, 512)
 
 
 def workload(weight: BlockSparseWeight, spec: SpmmSpec) -> tvm.tirx.PrimFunc:
-    """The tuning task of a layer on a GPU: the naive workload, keyed by this space."""
+    """The tuning task of a layer on a GPU: the naive workload, keyed by this space (the layer
+    key's fields in its IR and attributes, the structure as
+    :func:`~sparse_tvm.tuning.records.structure_digest`)."""
     func = x86_workload(spec, structure_digest(weight))
     return func.with_attr("sparse_tvm.space", SPACE_VERSION).with_attr(
         "sparse_tvm.strategy", "cuda"

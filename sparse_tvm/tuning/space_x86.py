@@ -12,7 +12,8 @@ iteration (see :mod:`sparse_tvm.kernels.spmm`), not registers. So the space work
 
 1. The *workload* is a naive sblock kernel (:func:`workload`): one block per output element,
    the nonzero loop inside. It fixes the signature, the semantics and, through its attributes,
-   the tuning key (shapes, fusion, a digest of the sparsity structure, the space version).
+   the tuning key (shapes, fusion, the :func:`~sparse_tvm.tuning.records.structure_digest` of
+   the sparsity structure, the space version).
 2. The *space function* (:func:`space_fn`) samples every knob with MetaSchedule's sampling
    instructions (``sample_perfect_tile`` on the workload's block-row / row-in-block loop,
    ``sample_categorical`` for the rest) and annotates the sampled values on the root sblock.
@@ -33,7 +34,6 @@ workload then carries in its attributes) and ``parts`` (its thread chunks).
 
 from __future__ import annotations
 
-import hashlib
 import random
 
 import numpy as np
@@ -43,12 +43,12 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 from tvm.script import tirx as T
 
-from ..formats.block_sparse import BlockSparseWeight
 from ..kernels.spmm import SpmmSpec, choose_strategy, spmm_spec, wrap_kernel
 from ..kernels.spmm_colvec import ColvecKnobs, colvec_body
 from ..kernels.spmm_rowvec import RowvecKnobs, rowvec_body
 from ..kernels.spmm_scalar import ScalarKnobs, scalar_body
 from ..kernels.spmm_unrolled import UnrolledKnobs, unroll_eligible, unrolled_body
+from .records import structure_digest  # the structure part of the layer key
 
 __all__ = [
     "SPACE_VERSION",
@@ -60,6 +60,8 @@ __all__ = [
     "make_spec",
     "materialize",
     "space_fn",
+    "spec_of",
+    "structure_digest",
     "supports",
     "workload",
 ]
@@ -78,15 +80,6 @@ make_spec = spmm_spec  # the spec spmm_kernel builds; re-exported for the tuning
 def supports(spec: SpmmSpec) -> bool:
     """Whether the space covers the strategy :func:`choose_strategy` picks for ``spec``."""
     return choose_strategy(spec) in ("rowvec", "colvec", "scalar")
-
-
-def structure_digest(weight: BlockSparseWeight) -> str:
-    """sha1 of the block structure (shape, block, indptr, indices): part of the tuning key."""
-    h = hashlib.sha1()
-    h.update(repr((weight.shape, weight.block)).encode())
-    h.update(np.ascontiguousarray(weight.indptr, np.int32).tobytes())
-    h.update(np.ascontiguousarray(weight.indices[: weight.nnz_blocks], np.int32).tobytes())
-    return h.hexdigest()
 
 
 # -- workload ------------------------------------------------------------------------------

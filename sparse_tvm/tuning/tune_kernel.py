@@ -10,11 +10,14 @@ On a board (``board=``, :class:`~sparse_tvm.tuning.rpc.Board`) the candidates ar
 host, linked with the board's cross compiler (:class:`~sparse_tvm.tuning.cross_build.CrossExport`)
 and measured on the board through the RPC tracker; so are the best and the hand-written kernel
 at the end, whose outputs on the board must agree.
+
+A rerun continues an interrupted run (:mod:`~sparse_tvm.tuning.search`). The compiler finds
+the tuned kernels with :func:`lookup_kernel`, a wrapper of :func:`~sparse_tvm.tuning.lookup.
+find_record` that materialises the kernel in this space.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 import time
@@ -25,35 +28,41 @@ import tvm
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
+from ..errors import TuningError
 from ..formats.block_sparse import BlockSparseWeight
 from ..kernels.spmm import SpmmSpec, spmm_kernel
 from ..logs import tune_tir
 from .cross_build import CrossExport
-from .records import ContinueFromRecords
+from .lookup import find_record
+from .records import measured_records, structure_digest
 from .rpc import Board, time_remote
+from .search import ContinueFromRecords
 from .space_x86 import (
     KnobFeatures,
     MaterializeBuild,
     MutateKnob,
-    knobs_of,
     make_spec,
     materialize,
     space_fn,
-    spec_of,
-    structure_digest,
     supports,
     workload,
 )
 
 __all__ = [
     "KernelRecord",
+    "NoTuningSpaceError",
     "RealSparsityArguments",
     "TunedKernel",
     "kernel_with_knobs",
     "lookup_kernel",
-    "query_kernel",
     "tune_kernel",
 ]
+
+
+class NoTuningSpaceError(TuningError, ValueError):
+    """The layer's kernel has no search space (``m == 1`` with narrow blocks: the scalar
+    kernel of a shape the space leaves out). A ``ValueError`` too, as it always was: a caller
+    that tunes every candidate of a model skips this one."""
 
 
 @dataclass(frozen=True)
@@ -152,21 +161,6 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
         self.report(self.trials, self.best)
 
 
-def _measured(
-    database: ms.database.Database, mod: tvm.IRModule, target: tvm.target.Target
-) -> list[ms.database.TuningRecord]:
-    """The records (failed trials included) of workload ``mod`` on ``target``."""
-    if not database.has_workload(mod):
-        return []
-    workload = database.commit_workload(mod)
-    target_str = str(target)
-    return [
-        r
-        for r in database.get_all_tuning_records()
-        if r.workload.same_as(workload) and str(r.target) == target_str
-    ]
-
-
 def _tuning_module(weight: BlockSparseWeight, spec: SpmmSpec) -> tvm.IRModule:
     return tvm.IRModule({"main": workload(spec, structure_digest(weight))})
 
@@ -180,32 +174,6 @@ def _space(spec: SpmmSpec) -> ms.space_generator.ScheduleFn:
     )
 
 
-def _best_func(
-    database: ms.database.Database, mod: tvm.IRModule, target: tvm.target.Target
-) -> tuple[tvm.tirx.PrimFunc, dict[str, int]] | None:
-    sch = database.query_schedule(mod, target, workload_name="main")
-    if sch is None:
-        return None
-    annotated = sch.mod["main"]
-    return materialize(annotated), knobs_of(annotated)
-
-
-def query_kernel(
-    weight: BlockSparseWeight,
-    m: int,
-    *,
-    target: tvm.target.Target,
-    database: ms.database.Database,
-    **layer,
-) -> tvm.tirx.PrimFunc | None:
-    """The kernel tuned on exactly this layer (shapes and sparsity structure), or ``None``.
-
-    ``layer`` takes ``x_layout``, ``batch``, ``bias``, ``relu`` as :func:`lookup_kernel`.
-    """
-    found = lookup_kernel(weight, m, target=target, database=database, **layer)
-    return found.func if found is not None and found.exact else None
-
-
 @dataclass(frozen=True)
 class KernelRecord:
     """A tuned kernel found in a database for a layer (see :func:`lookup_kernel`)."""
@@ -214,10 +182,6 @@ class KernelRecord:
     knobs: dict[str, int]
     latency_s: float | None  # as measured while tuning (on the record's own structure)
     exact: bool  # tuned on this very sparsity structure, not only the same shapes
-
-
-def _same_shapes(a: SpmmSpec, b: SpmmSpec) -> bool:
-    return dataclasses.replace(a, n_data_blocks=0) == dataclasses.replace(b, n_data_blocks=0)
 
 
 def lookup_kernel(
@@ -233,37 +197,21 @@ def lookup_kernel(
 ) -> KernelRecord | None:
     """The best record for this layer: tuned on the same sparsity structure if there is one,
     else the knobs of the best record tuned on a layer with the same shapes, block, layout,
-    fusion and machine (the knobs do not depend on where the nonzeros are).
+    fusion and machine (the knobs do not depend on where the nonzeros are); ``None`` when
+    there is neither (or the layer's kernel has no search space).
     """
     spec = make_spec(weight, m, x_layout=x_layout, batch=batch, bias=bias, relu=relu, target=target)
     if not supports(spec):
         return None
     mod = _tuning_module(weight, spec)
-    record = database.query_tuning_record(mod, target, workload_name="main")
-    exact = record is not None
-    if record is None:
-        target_str = str(target)
-        for candidate in database.get_all_tuning_records():  # best first
-            if str(candidate.target) != target_str or not candidate.run_secs:
-                continue
-            try:
-                other = spec_of(candidate.workload.mod["main"])
-            except Exception:  # noqa: BLE001 - a record of some other kind of workload
-                continue
-            if _same_shapes(other, spec):
-                record = candidate
-                break
-    if record is None:
+    found = find_record(database, mod, target, same_shapes=True)
+    if found is None:
         return None
-    sch = tvm.s_tir.Schedule(record.workload.mod)
-    record.trace.apply_to_schedule(sch, remove_postproc=False)
-    knobs = knobs_of(sch.mod["main"])
-    secs = [float(v) for v in record.run_secs] if record.run_secs else []
     return KernelRecord(
-        func=materialize(mod["main"], knobs=knobs, spec=spec),
-        knobs=knobs,
-        latency_s=float(np.mean(secs)) if secs else None,
-        exact=exact,
+        func=materialize(mod["main"], knobs=found.knobs, spec=spec),
+        knobs=found.knobs,
+        latency_s=found.latency_s,
+        exact=found.exact,
     )
 
 
@@ -347,6 +295,7 @@ def tune_kernel(
     work_dir: str | None = None,
     database: ms.database.Database | None = None,
     runner: ms.runner.Runner | None = None,
+    builder: ms.builder.Builder | None = None,
     board: Board | None = None,
     max_seconds: float | None = None,
     num_trials_per_iter: int = 16,
@@ -369,6 +318,10 @@ def tune_kernel(
     runner : ms.runner.Runner, optional
         Defaults to a :class:`~tvm.s_tir.meta_schedule.runner.LocalRunner` with
         :class:`RealSparsityArguments`; a remote runner must allocate arguments the same way.
+    builder : ms.builder.Builder, optional
+        Defaults to a :class:`~tvm.s_tir.meta_schedule.builder.LocalBuilder` that materialises
+        each candidate (:class:`~sparse_tvm.tuning.space_x86.MaterializeBuild`), linked with the
+        board's cross compiler for a board; another builder must materialise them too.
     board : Board, optional
         Measure on this board instead of the host: candidates linked with its cross compiler,
         timed through its RPC tracker (also the final comparison with the hand-written kernel).
@@ -381,11 +334,20 @@ def tune_kernel(
     -------
     TunedKernel
         The best kernel in the database for this layer, with its latency and the hand-written
-        kernel's measured here back to back. ``RuntimeError`` when no candidate ran.
+        kernel's measured here back to back.
+
+    Raises
+    ------
+    NoTuningSpaceError
+        The layer's kernel has no search space (also a ``ValueError``).
+    TuningError
+        No candidate ran, or the best one disagrees with the hand-written kernel.
     """
     spec = make_spec(weight, m, x_layout=x_layout, batch=batch, bias=bias, relu=relu, target=target)
     if not supports(spec):
-        raise ValueError("no tuning space for this layer (m == 1 with narrow blocks: scalar)")
+        raise NoTuningSpaceError(
+            "no tuning space for this layer (m == 1 with narrow blocks: scalar)"
+        )
     if work_dir is None:
         work_dir = tempfile.mkdtemp(prefix="sparse_tvm_tune_")
     os.makedirs(work_dir, exist_ok=True)
@@ -402,14 +364,16 @@ def tune_kernel(
         runner = ms.runner.LocalRunner(
             evaluator_config=evaluator, f_alloc_argument=RealSparsityArguments(weight)
         )
-    export = CrossExport(board.cross_compiler) if board is not None else None
+    if builder is None:
+        export = CrossExport(board.cross_compiler) if board is not None else None
+        builder = ms.builder.LocalBuilder(f_build=MaterializeBuild(spec), f_export=export)
     mod = _tuning_module(weight, spec)
     callbacks = list(ms.measure_callback.MeasureCallback.create("default"))
     if max_seconds is not None:
         callbacks.append(_StopAfter(max_seconds))
     if progress is not None:
         callbacks.append(_Progress(progress))
-    previous = len(_measured(database, mod, target))
+    previous = len(measured_records(database, mod, target))
     remaining = trials - previous
     start = time.perf_counter()
     if remaining > 0:
@@ -426,7 +390,7 @@ def tune_kernel(
             work_dir,
             max_trials_global=remaining,
             num_trials_per_iter=min(num_trials_per_iter, remaining),
-            builder=ms.builder.LocalBuilder(f_build=MaterializeBuild(spec), f_export=export),
+            builder=builder,
             runner=runner,
             database=database,
             cost_model=ms.cost_model.XGBModel(extractor=KnobFeatures(), adaptive_training=True),
@@ -437,10 +401,11 @@ def tune_kernel(
             seed=seed,
         )
     tuning_s = time.perf_counter() - start
-    best = _best_func(database, mod, target)
+    best = find_record(database, mod, target)
     if best is None:
-        raise RuntimeError("tuning measured no valid candidate (see the logs in work_dir)")
-    func, knobs = best
+        raise TuningError(f"tuning measured no valid candidate (see the logs in {work_dir})")
+    knobs = best.knobs
+    func = materialize(mod["main"], knobs=knobs, spec=spec)
     args = _inputs(weight, spec)
     default = spmm_kernel(
         weight, m, x_layout=x_layout, batch=batch, bias=bias, relu=relu, target=target
@@ -451,14 +416,14 @@ def tune_kernel(
         timed = measure_on_board(board, [default, func], args, target)
     (default_s, expected), (latency_s, got) = timed
     if not np.allclose(got, expected, rtol=1e-4, atol=1e-4):
-        raise RuntimeError(f"tuned kernel {knobs} disagrees with the hand-written kernel")
+        raise TuningError(f"tuned kernel {knobs} disagrees with the hand-written kernel")
     return TunedKernel(
         func=func,
         knobs=knobs,
         latency_s=latency_s,
         default_latency_s=default_s,
         tuning_s=tuning_s,
-        trials=len(_measured(database, mod, target)) - previous,
+        trials=len(measured_records(database, mod, target)) - previous,
         workload=mod["main"],
         measured_on="host" if board is None else str(board),
     )

@@ -12,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import sparse_tvm as st
 from sparse_tvm.analysis.layer_names import layer_display_names, module_path
+from sparse_tvm.report_html import render_html
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -155,7 +156,7 @@ def test_torch_export_layers_are_named_by_module_path(exported):
     assert [(r["layer"], r["weight"], r["name"]) for r in data["layers"]] == [
         (row.layer, row.name, row.name) for row in report.layers
     ]
-    page = report.to_html().replace("<wbr>", "")  # break opportunities after the dots
+    page = render_html(report).replace("<wbr>", "")  # break opportunities after the dots
     for row in report.layers:
         assert f'<td class="text wrap name">{row.layer}</td>' in page
         assert f'<span class="weight">{row.name}</span>' in page

@@ -49,7 +49,7 @@ def test_cli_run_is_one_error_line(aarch64_model, tmp_path, capsys):
     aarch64_model.export(path)
     np.savez(tmp_path / "in.npz", x=np.zeros((1, 8), np.float32))
     capsys.readouterr()
-    assert main(["run", str(path), "--inputs", str(tmp_path / "in.npz")]) == 1
+    assert main(["run", str(path), "--inputs", str(tmp_path / "in.npz")]) == 7  # ArtefactError
     captured = capsys.readouterr()
     assert captured.err == f"error: '{path}' {BUILT_FOR}\n"
     assert captured.out == ""

@@ -10,7 +10,6 @@ import pytest
 import sparse_tvm as st
 from sparse_tvm.arm.emulation import CROSS_COMPILER, run_program
 from sparse_tvm.cli.main import main
-from sparse_tvm.driver.compile_model import compile_model
 from sparse_tvm.examples import mlp
 from sparse_tvm.pruning import prune_magnitude
 
@@ -30,7 +29,7 @@ def _elf_machine(tar_path) -> int:
 
 def test_aarch64_compile_uses_the_cost_model_and_cross_links(cross_tools, tmp_path):
     model = prune_magnitude(mlp(), 0.9, "4x1")
-    compiled = compile_model(model, "aarch64")  # measure=True: not possible on this host
+    compiled = st.compile(model, "aarch64")  # measure=True: not possible on this host
     assert compiled.cross_compiler == CROSS_COMPILER  # from the preset
     assert compiled.report.notes == [
         "formats chosen by the cost model: this x86_64 machine cannot time arm code "
@@ -49,7 +48,7 @@ def test_aarch64_compile_uses_the_cost_model_and_cross_links(cross_tools, tmp_pa
 
 
 def test_x86_still_measures():
-    compiled = compile_model(prune_magnitude(mlp(), 0.9, "16x1"), "x86")
+    compiled = st.compile(prune_magnitude(mlp(), 0.9, "16x1"), "x86")
     assert compiled.report.notes == [] and compiled.cross_compiler is None
     assert all(row.dense_us is not None for row in compiled.report.layers if row.sparsity > 0.5)
 
@@ -66,7 +65,7 @@ def test_cli_cross_compiles_for_rpi4(cross_tools, tmp_path, capsys):
 
 def test_missing_cross_compiler_is_one_clear_line():
     with pytest.raises(st.SparseTVMError, match="cross compiler 'no-such-gcc' not found on PATH"):
-        compile_model(mlp(), "aarch64", cross_compiler="no-such-gcc")
+        st.compile(mlp(), "aarch64", cross_compiler="no-such-gcc")
 
 
 @pytest.mark.parametrize("preset", ["aarch64", "rpi4"])

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import sparse_tvm as st
 from sparse_tvm.arm.emulation import run_artefacts
-from sparse_tvm.driver.compile_model import compile_model
 from sparse_tvm.examples import bert_block, mlp, small_cnn
 from sparse_tvm.pruning import prune_magnitude
 from tests.conftest import ort_run, random_inputs
@@ -32,7 +32,7 @@ def _run_under_qemu(tmp_path, target, builds, cpu=None):
         np.savez(tmp_path / f"{name}.in.npz", **inputs)
         reference = ort_run(model, inputs)
         for build in builds:
-            compiled = compile_model(model, target, **BUILDS[build])
+            compiled = st.compile(model, target, **BUILDS[build])
             if build == "sparse":
                 assert any(row.format != "dense" for row in compiled.report.layers)
             tag = f"{name}.{build}"

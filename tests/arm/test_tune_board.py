@@ -19,10 +19,11 @@ import tvm
 from onnx import TensorProto, helper
 
 import sparse_tvm as st
+from sparse_tvm.analysis import analyse
 from sparse_tvm.arm.emulation import CROSS_COMPILER, run_artefacts
+from sparse_tvm.backends import backend_for
 from sparse_tvm.cli.main import main
-from sparse_tvm.driver.compile_model import KEEP_SPARSE_MARGIN, analyse, compile_model
-from sparse_tvm.driver.tune_model import BoardTimings, layer_key
+from sparse_tvm.decision import KEEP_SPARSE_MARGIN, BoardTimings
 from sparse_tvm.examples import mlp
 from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.frontend import import_onnx
@@ -30,7 +31,7 @@ from sparse_tvm.pruning import prune_magnitude
 from sparse_tvm.target import resolve_target
 from sparse_tvm.tuning import lookup_kernel
 from sparse_tvm.tuning.cross_build import CrossExport
-from sparse_tvm.tuning.records import LAYER_TIMING_FILE, RecordStore
+from sparse_tvm.tuning.records import LAYER_TIMING_FILE, RecordStore, layer_key
 from sparse_tvm.tuning.rpc import Board
 from sparse_tvm.tuning.space_x86 import (
     MaterializeBuild,
@@ -127,7 +128,7 @@ def test_candidates_are_cross_linked_for_the_board(cross_tools, tmp_path):
 def test_tuning_aarch64_without_a_board_fails_in_one_line(cross_tools, tmp_path, capsys):
     onnx.save(one_layer_model(), tmp_path / "m.onnx")
     argv = ["tune", str(tmp_path / "m.onnx"), "--target", "aarch64", "--records", str(tmp_path)]
-    assert main(argv) == 1
+    assert main(argv) == st.TargetError.exit_status
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0
     assert err.startswith("error: tuning for aarch64 needs a board: this x86_64 machine cannot")
@@ -140,7 +141,7 @@ def test_board_timings_decide_sparse_only_when_the_board_measured_it_faster(tmp_
     here as a tuning run writes them)."""
     model = one_layer_model()
     (layer,) = analyse(import_onnx(model))
-    target = resolve_target("aarch64")
+    target = backend_for("aarch64")
     weight = BlockSparseWeight.from_dense(layer.weight, (4, 1))
     knobs = default_knobs(
         make_spec(weight, layer.m, bias=True, relu=True, target=target.tvm_target)
@@ -184,7 +185,7 @@ def test_board_timings_decide_sparse_only_when_the_board_measured_it_faster(tmp_
     entry["candidates"][0]["knobs"] = {"MT": 2}  # knobs of another version of the space
     store.add_layer_timing(entry)
     assert BoardTimings.load(str(tmp_path), target).decide(layer, target) is None
-    assert BoardTimings.load(str(tmp_path), resolve_target("rpi4")) is None  # other target
+    assert BoardTimings.load(str(tmp_path), backend_for("rpi4")) is None  # other target
 
 
 @on_x86
@@ -226,7 +227,7 @@ def test_tune_one_layer_on_the_emulated_board_then_compile(emulated_board, tmp_p
     assert 0 < seconds < 1
 
     # compile applies the board's verdict, and the artefact gives onnxruntime's outputs
-    compiled = compile_model(model, "aarch64", records=str(records))
+    compiled = st.compile(model, "aarch64", records=str(records))
     (row,) = compiled.report.layers
     assert row.format == _expected_format(entry)
     assert "on the board" in row.reason
@@ -258,7 +259,7 @@ def test_cli_tunes_an_mlp_on_the_emulated_board(emulated_board, tmp_path, capsys
     argv = ["compile", str(tmp_path / "mlp.onnx"), "--target", "aarch64", "-o", str(out)]
     assert main([*argv, "--records", str(records)]) == 0
     assert "decided by the board's timings" in capsys.readouterr().out
-    compiled = compile_model(model, "aarch64", records=str(records))  # its report, in Python
+    compiled = st.compile(model, "aarch64", records=str(records))  # its report, in Python
     by_name = {row.name: row for row in compiled.report.layers}
     for entry in entries.values():
         assert by_name[entry["name"]].format == _expected_format(entry)

@@ -25,8 +25,11 @@ def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     )
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert result.returncode == 1, result.stderr
+def assert_one_line_error(
+    result: subprocess.CompletedProcess, *fragments: str, status: int
+) -> None:
+    """One ``error:`` line with ``fragments``, and the exit status of the error's kind."""
+    assert result.returncode == status, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines and lines[-1].startswith("error: "), result.stderr
     assert "Traceback" not in result.stderr
@@ -91,7 +94,7 @@ def test_prune_command(workdir):
     out = workdir / "pruned.onnx"
     result = cli("prune", workdir / "mlp.onnx", "-o", out, "--sparsity", "0.95", "--pattern", "4x1")
     assert result.returncode == 0, result.stderr
-    from sparse_tvm.pruning.weights import read_initializer
+    from sparse_tvm.frontend.initializers import read_initializer
 
     w = read_initializer(onnx.load(out), "fc2.weight")
     assert np.mean(w == 0) == pytest.approx(0.95, abs=0.01)
@@ -99,7 +102,7 @@ def test_prune_command(workdir):
 
 def test_missing_model(tmp_path):
     out = tmp_path / "m.tar"
-    assert_one_line_error(cli("compile", tmp_path / "nope.onnx", "-o", out), "not found")
+    assert_one_line_error(cli("compile", tmp_path / "nope.onnx", "-o", out), "not found", status=3)
     assert not out.exists()
 
 
@@ -107,7 +110,7 @@ def test_text_file_named_onnx(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_text("this is not a model\n")
     out = tmp_path / "m.tar"
-    assert_one_line_error(cli("compile", bad, "-o", out), "not an ONNX model")
+    assert_one_line_error(cli("compile", bad, "-o", out), "not an ONNX model", status=3)
     assert not out.exists()
 
 
@@ -116,7 +119,7 @@ def test_truncated_onnx(tmp_path, workdir):
     bad = tmp_path / "truncated.onnx"
     bad.write_bytes(data[: len(data) // 2])
     out = tmp_path / "m.tar"
-    assert_one_line_error(cli("compile", bad, "-o", out))
+    assert_one_line_error(cli("compile", bad, "-o", out), status=3)
     assert not out.exists()
     assert list(tmp_path.iterdir()) == [bad]
 
@@ -126,6 +129,7 @@ def test_unknown_target(tmp_path, workdir):
     assert_one_line_error(
         cli("compile", workdir / "mlp.onnx", "--target", "pdp11", "-o", out),
         "unknown target 'pdp11'",
+        status=5,
     )
     assert not out.exists()
 
@@ -134,7 +138,9 @@ def test_wrong_input_name(tmp_path, artefact):
     bad = tmp_path / "bad.npz"
     np.savez(bad, nope=np.zeros((8, 64), np.float32))
     out = tmp_path / "out.npz"
-    assert_one_line_error(cli("run", artefact, "--inputs", bad, "--outputs", out), "'nope'")
+    assert_one_line_error(
+        cli("run", artefact, "--inputs", bad, "--outputs", out), "'nope'", status=4
+    )
     assert not out.exists()
 
 
@@ -145,6 +151,7 @@ def test_wrong_input_shape(tmp_path, artefact):
     assert_one_line_error(
         cli("run", artefact, "--inputs", bad, "--outputs", out),
         "has shape (2, 64) but the model takes (8, 64)",
+        status=4,
     )
     assert not out.exists()
 
@@ -161,7 +168,7 @@ def test_dynamic_input_needs_shapes(tmp_path):
     onnx.save(model, path)
     out = tmp_path / "m.tar"
     result = cli("compile", path, "-o", out)
-    assert_one_line_error(result, "dynamic dimensions [batch]", "--input-shapes")
+    assert_one_line_error(result, "dynamic dimensions [batch]", "--input-shapes", status=4)
     assert not out.exists()
     result = cli("compile", path, "-o", out, "--input-shapes", "x:3x64")
     assert result.returncode == 0, result.stderr
@@ -219,7 +226,7 @@ def test_prune_gmp_with_data(tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout[: result.stdout.rindex("}") + 1])
     assert report["method"] == "gmp" and len(report["epochs"]) == 2
-    from sparse_tvm.pruning.weights import read_initializer
+    from sparse_tvm.frontend.initializers import read_initializer
 
     w = read_initializer(onnx.load(out), "fc1.weight")
     assert np.mean(w == 0) == pytest.approx(0.8, abs=0.01)
@@ -243,7 +250,7 @@ def test_prune_bad_labels(tmp_path):
         "--epochs",
         "1",
     )
-    assert_one_line_error(result, "label")
+    assert_one_line_error(result, "label", status=12)
     assert not out.exists()
 
 
@@ -258,7 +265,9 @@ def test_compile_for_cortex_m4_writes_a_c_project(tmp_path, workdir):
     # again into the same folder: refused, nothing touched
     before = sorted(p.name for p in out.iterdir())
     assert_one_line_error(
-        cli("compile", workdir / "mlp.onnx", "--target", "cortex-m4", "-o", out), "exists"
+        cli("compile", workdir / "mlp.onnx", "--target", "cortex-m4", "-o", out),
+        "exists",
+        status=14,
     )
     assert sorted(p.name for p in out.iterdir()) == before
     tar = tmp_path / "proj.tar"

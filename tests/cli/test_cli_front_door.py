@@ -93,6 +93,24 @@ def test_an_output_that_cannot_be_written_is_one_line(tmp_path, capsys):
     model = tmp_path / "m.onnx"
     onnx.save(mlp(batch=2, features=8, hidden=16, classes=4), model)
     # a folder that exists but takes no new file (root may write anywhere else)
-    assert main(["prune", str(model), "-o", "/proc/pruned.onnx", "--sparsity", "0.5"]) == 1
+    assert (
+        main(["prune", str(model), "-o", "/proc/pruned.onnx", "--sparsity", "0.5"]) == 14
+    )  # OutputError
     err = capsys.readouterr().err
     assert err.startswith("error: cannot write '/proc/pruned.onnx': ") and err.count("\n") == 1
+
+
+def test_the_readme_documents_every_exit_status():
+    """The README's table of exit statuses is the errors module's map, row for row."""
+    import re
+    from pathlib import Path
+
+    import sparse_tvm as st
+    from sparse_tvm.errors import INTERRUPTED
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    rows = re.findall(r"^\| (\d+) \| *(?:`(\w+)`)? *\|", readme, flags=re.M)
+    documented = {int(status): name for status, name in rows}
+    expected = {status: cls.__name__ for cls, status in st.EXIT_STATUS.items()}
+    assert documented == expected | {INTERRUPTED: ""}
+    assert len(set(expected)) == len(expected)  # one status per kind

@@ -200,14 +200,14 @@ def test_bad_report_paths_exit_1_and_write_nothing(compiled, tmp_path, capsys):
         "--report",
         tmp_path / "missing" / "r.html",
     )
-    assert_one_line_error(result, "does not exist")
+    assert_one_line_error(result, "does not exist", status=14)
     assert not (tmp_path / "x.tar").exists()
     result = run_main(capsys, "inspect", compiled / "mlp.tar", "--report", tmp_path)
-    assert_one_line_error(result, "is a directory")
+    assert_one_line_error(result, "is a directory", status=14)
     result = run_main(
         capsys, "inspect", compiled / "mlp.onnx", "--report", tmp_path / "no" / "r.html"
     )
-    assert_one_line_error(result, "does not exist")
+    assert_one_line_error(result, "does not exist", status=14)
     result = run_main(
         capsys,
         "compile",
@@ -219,11 +219,11 @@ def test_bad_report_paths_exit_1_and_write_nothing(compiled, tmp_path, capsys):
         "--report",
         tmp_path / "r.html",
     )
-    assert_one_line_error(result, "--report is for Linux targets")
+    assert_one_line_error(result, "--report is for Linux targets", status=2)
     bogus = tmp_path / "bogus.tar"
     bogus.write_bytes(b"not a tar")
     result = run_main(capsys, "inspect", bogus, "--report", tmp_path / "r.html")
-    assert_one_line_error(result, "not a sparse-tvm artefact")
+    assert_one_line_error(result, "not a sparse-tvm artefact", status=7)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bogus.tar"]
     assert sorted(p.name for p in compiled.iterdir()) == before
 

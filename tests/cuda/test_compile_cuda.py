@@ -12,7 +12,6 @@ import pytest
 import tvm
 
 import sparse_tvm as st
-from sparse_tvm.driver.compile_model import compile_model
 from sparse_tvm.examples import mlp, small_cnn
 from sparse_tvm.kernels.cuda.ptx import check_ptx, cuda_source
 from sparse_tvm.pruning import prune_magnitude
@@ -31,7 +30,7 @@ def _kernels(compiled, arch):
 @pytest.mark.parametrize("preset", ["cuda", "cuda-sm90"])
 def test_mlp_90_percent_compiles_to_ptx(nvcc, block, preset):
     model = prune_magnitude(mlp(), 0.9, f"{block[0]}x{block[1]}")
-    compiled = compile_model(model, preset, force_block=block)
+    compiled = st.compile(model, preset, force_block=block)
     assert [row.format for row in compiled.report.layers] == [
         f"bsr {block[0]}x{block[1]}" if block != (1, 1) else "csr 1x1"
     ] * 3
@@ -44,21 +43,21 @@ def test_cnn_im2col_and_dense_operators_compile_to_ptx(nvcc):
     """kxk convs (im2col + SpMM), a 1x1 conv, and the dense rest (depthwise conv, pooling,
     reshapes) scheduled by the dlight GPU rules."""
     model = prune_magnitude(small_cnn(), 0.9, "1x1")
-    compiled = compile_model(model, "cuda", force_block=(1, 1))
+    compiled = st.compile(model, "cuda", force_block=(1, 1))
     names = _kernels(compiled, "sm_80")
     assert {"im2col_conv1_weight_kernel", "sparse_1x1_conv2_weight_kernel"} <= names
     assert any("conv2d" in name for name in names)  # the depthwise conv stays dense
 
 
 def test_dense_build_uses_dlight_gpu_rules(nvcc):
-    compiled = compile_model(mlp(), "cuda", dense=True)
+    compiled = st.compile(mlp(), "cuda", dense=True)
     names = _kernels(compiled, "sm_80")
     assert names and not any(name.startswith("sparse_") for name in names)
 
 
 def test_formats_come_from_the_cost_model():
     model = prune_magnitude(mlp(), 0.9, "16x1")
-    compiled = compile_model(model, "cuda")
+    compiled = st.compile(model, "cuda")
     assert any("cost model" in note and "GPU" in note for note in compiled.report.notes)
     assert all(row.dense_us is None and row.sparse_us is None for row in compiled.report.layers)
     assert any(row.format != "dense" for row in compiled.report.layers)
@@ -88,7 +87,7 @@ def test_cli_compiles_an_artefact_that_needs_a_gpu(tmp_path):
     assert read_metadata(tar)["target"]["tvm"]["arch"] == "sm_80"
     run = cli("run", tar, "--inputs", npz)
     lines = [line for line in run.stderr.splitlines() if line.strip()]
-    assert run.returncode == 1 and lines == [lines[-1]], run.stderr
+    assert run.returncode == st.DeviceError.exit_status and lines == [lines[-1]], run.stderr
     assert lines[-1].startswith("error: no CUDA device: ")
     with pytest.raises(st.SparseTVMError, match="^no CUDA device: "):
         st.load(tar)
@@ -100,7 +99,7 @@ def test_gpu_mlp_matches_onnxruntime(gpu, block, tmp_path):
     model = prune_magnitude(mlp(), 0.9, f"{block[0]}x{block[1]}")
     inputs = random_inputs(model)
     expected = ort_run(model, inputs)
-    compiled = compile_model(model, "cuda", force_block=block)
+    compiled = st.compile(model, "cuda", force_block=block)
     np.testing.assert_allclose(compiled.run(inputs)[0], expected[0], rtol=1e-4, atol=1e-4)
     compiled.export(tmp_path / "m.tar")
     again = st.load(tmp_path / "m.tar")
@@ -113,7 +112,7 @@ def test_gpu_cnn_matches_onnxruntime(gpu):
     inputs = random_inputs(model)
     expected = ort_run(model, inputs)
     for dense in (False, True):
-        compiled = compile_model(model, "cuda", force_block=(1, 1), dense=dense)
+        compiled = st.compile(model, "cuda", force_block=(1, 1), dense=dense)
         np.testing.assert_allclose(compiled.run(inputs)[0], expected[0], rtol=1e-4, atol=1e-4)
 
 

@@ -3,8 +3,10 @@
 
 A BERT-base encoder block (seq 128) and a CNN pruned to 90 %, built sparse (CSR and 16x1 / 4x1
 BSR, every prunable layer) and dense by TVM's dlight GPU rules for the same preset; both checked
-against onnxruntime, then timed back to back (median of 50 runs after warm-up, the device
-synchronised after each run). It prints a table and asserts only correctness: it measures.
+against onnxruntime and against each other, then timed in alternating rounds (median of 50 runs
+after warm-up each, the device synchronised after each run). It prints a table and asserts, in
+the same run, that the 16x1 build at 90 % is not slower than the dense build by more than the
+spread of the measurements themselves.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sparse_tvm.driver.compile_model import compile_model
+import sparse_tvm as st
 from sparse_tvm.examples import bert_block, small_cnn
 from sparse_tvm.pruning import prune_magnitude
 from tests.conftest import ort_run, random_inputs
@@ -26,6 +28,17 @@ MODELS = {
 }
 
 
+# Patterns whose sparse build must not be slower than dense (the issue's claim: 90 % 16x1).
+MUST_NOT_BE_SLOWER = {"16x1"}
+ROUNDS = 3  # alternating dense / sparse timings: a clock or load change hits both builds
+NOISE_FLOOR = 0.10  # run-to-run spread of a GPU timing below which a difference is noise
+
+
+def _spread(times: list[float]) -> float:
+    """(max - min) / median of repeated medians: how far one build's timing moves by itself."""
+    return (max(times) - min(times)) / float(np.median(times))
+
+
 @pytest.mark.gpu
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(MODELS))
@@ -37,14 +50,30 @@ def test_gpu_sparse_against_dense_at_90_percent(gpu, name):
         inputs = random_inputs(model)
         expected = ort_run(model, inputs)[0]
         block = tuple(int(v) for v in pattern.split("x"))
-        timings = {}
-        for label, options in (("dense", {"dense": True}), ("sparse", {"force_block": block})):
-            compiled = compile_model(model, "cuda", **options)
-            np.testing.assert_allclose(compiled.run(inputs)[0], expected, rtol=2e-3, atol=2e-3)
-            timings[label] = compiled.benchmark(inputs, repeat=50, warmup=10)["median"]
+        builds = {
+            "dense": st.compile(model, "cuda", dense=True),
+            "sparse": st.compile(model, "cuda", force_block=block),
+        }
+        outputs = {label: compiled.run(inputs)[0] for label, compiled in builds.items()}
+        for output in outputs.values():
+            np.testing.assert_allclose(output, expected, rtol=2e-3, atol=2e-3)
+        # the reference of the same run: the dense build's own output
+        np.testing.assert_allclose(outputs["sparse"], outputs["dense"], rtol=2e-3, atol=2e-3)
+
+        runs: dict[str, list[float]] = {label: [] for label in builds}
+        for _ in range(ROUNDS):
+            for label, compiled in builds.items():
+                runs[label].append(compiled.benchmark(inputs, repeat=50, warmup=10)["median"])
+        dense, sparse = (float(np.median(runs[label])) for label in ("dense", "sparse"))
+        noise = max(NOISE_FLOOR, 2 * max(_spread(runs["dense"]), _spread(runs["sparse"])))
         lines.append(
-            f"{name:16s} {pattern:5s} dense {timings['dense'] * 1e6:9.1f} us  "
-            f"sparse {timings['sparse'] * 1e6:9.1f} us  "
-            f"speedup {timings['dense'] / timings['sparse']:5.2f}x  ({gpu.device_name})"
+            f"{name:16s} {pattern:5s} dense {dense * 1e6:9.1f} us  sparse {sparse * 1e6:9.1f} us  "
+            f"speedup {dense / sparse:5.2f}x  noise {noise:4.0%}  ({gpu.device_name})"
         )
+        if pattern in MUST_NOT_BE_SLOWER:
+            assert sparse / dense <= 1 + noise, (
+                f"{name} {pattern}: sparse {sparse * 1e6:.1f} us is {sparse / dense:.2f}x the "
+                f"dense {dense * 1e6:.1f} us, beyond the {noise:.0%} the timings move by; "
+                f"rounds {runs}"
+            )
     print("\n" + "\n".join(lines))

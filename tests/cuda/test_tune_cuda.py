@@ -11,7 +11,9 @@ import tvm
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
-from sparse_tvm.driver.compile_model import analyse, compile_model
+import sparse_tvm as st
+from sparse_tvm.analysis import analyse
+from sparse_tvm.errors import DeviceError
 from sparse_tvm.examples import mlp
 from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.frontend import import_onnx
@@ -54,7 +56,7 @@ def test_compile_applies_cuda_records(nvcc, tmp_path):
                 args_info=ArgInfo.from_prim_func(task),
             )
         )
-    compiled = compile_model(model, "cuda", records=str(tmp_path), force_block=BLOCK)
+    compiled = st.compile(model, "cuda", records=str(tmp_path), force_block=BLOCK)
     assert all("tuned kernel, 20 us" in row.reason for row in compiled.report.layers)
     source = cuda_source(compiled.executable)
     for name, count in threads.items():
@@ -66,7 +68,7 @@ def test_compile_applies_cuda_records(nvcc, tmp_path):
 @pytest.mark.skipif(tvm.cuda(0).exist, reason="checks the error on a machine without a GPU")
 def test_tuning_without_a_gpu_is_a_clear_error():
     weight = BlockSparseWeight.from_dense(np.eye(32, dtype=np.float32), (1, 1))
-    with pytest.raises(RuntimeError, match="^no CUDA device"):
+    with pytest.raises(DeviceError, match="^no CUDA device"):
         tune_cuda_kernel(weight, 8, target=resolve_target("cuda").tvm_target, trials=4)
 
 
@@ -86,7 +88,7 @@ def test_cli_tune_for_cuda_needs_a_gpu_here(tmp_path):
         timeout=600,
     )
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    assert done.returncode == DeviceError.exit_status and len(lines) == 1, done.stderr
     assert lines[0].startswith(
         "error: no CUDA device: tuning for cuda runs the candidates on a GPU"
     )
@@ -100,7 +102,7 @@ def test_gpu_tune_then_compile_matches_onnxruntime(gpu, tmp_path):
     model = prune_magnitude(mlp(), 0.9, "16x1")
     summary = st.tune(model, target="cuda", records=str(tmp_path), trials=16)
     assert len(summary.candidates) == 3 and all(c.tuned_us for c in summary.candidates)
-    compiled = compile_model(model, "cuda", records=str(tmp_path))
+    compiled = st.compile(model, "cuda", records=str(tmp_path))
     assert all("tuned kernel" in row.reason for row in compiled.report.layers)
     inputs = random_inputs(model)
     np.testing.assert_allclose(

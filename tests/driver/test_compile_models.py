@@ -10,14 +10,16 @@ import numpy as np
 import pytest
 
 import sparse_tvm as st
-from sparse_tvm.driver import compile_model as driver
-from sparse_tvm.driver.compile_model import KEEP_SPARSE_MARGIN, analyse, compile_model, decide
-from sparse_tvm.driver.layer_timing import LayerTiming
+from sparse_tvm.analysis import analyse
+from sparse_tvm.backends import backend_for
+from sparse_tvm.decision import KEEP_SPARSE_MARGIN, decide
+from sparse_tvm.decision import layer_decision as driver
+from sparse_tvm.decision.layer_timing import LayerTiming
 from sparse_tvm.examples import bert_block, mlp, small_cnn
 from sparse_tvm.frontend import import_onnx
+from sparse_tvm.options import CompileOptions
 from sparse_tvm.pruning import prune_magnitude
 from sparse_tvm.report_html import render_html
-from sparse_tvm.target import resolve_target
 from tests.conftest import needs, ort_run, random_inputs
 
 CROSS_COMPILER = "aarch64-linux-gnu-gcc"
@@ -46,7 +48,7 @@ def _check(model, compiled, rtol=1e-4, atol=1e-4):
 @pytest.mark.parametrize("block", [(1, 1), (16, 1)])
 def test_mlp_sparse_matches_onnxruntime(sparsity, block):
     model = prune_magnitude(mlp(), sparsity, f"{block[0]}x{block[1]}")
-    compiled = compile_model(model, "x86", force_block=block)
+    compiled = st.compile(model, "x86", force_block=block)
     assert all(row.format != "dense" for row in compiled.report.layers)
     assert {(row.decision, row.reason) for row in compiled.report.layers} == {
         ("requested", "forced block shape, not timed")
@@ -57,7 +59,7 @@ def test_mlp_sparse_matches_onnxruntime(sparsity, block):
 @pytest.mark.parametrize(("sparsity", "block"), [(0.5, (1, 1)), (0.9, (4, 1)), (0.9, (1, 4))])
 def test_cnn_sparse_matches_onnxruntime(sparsity, block):
     model = prune_magnitude(small_cnn(), sparsity, f"{block[0]}x{block[1]}")
-    compiled = compile_model(model, "x86", force_block=block)
+    compiled = st.compile(model, "x86", force_block=block)
     formats = {row.name: row.format for row in compiled.report.layers}
     assert formats["dwconv.weight"] == "dense"  # depthwise stays dense, and says so
     (dw,) = [row for row in compiled.report.layers if row.name == "dwconv.weight"]
@@ -75,30 +77,44 @@ def test_bert_block_matches_onnxruntime(sparsity, block):
     model = prune_magnitude(
         bert_block(**SMALL_BERT), sparsity, f"{block[0]}x{block[1]}" if block else "1x1"
     )
-    compiled = compile_model(model, "x86", force_block=block, dense=block is None)
+    compiled = st.compile(model, "x86", force_block=block, dense=block is None)
     _check(model, compiled, rtol=2e-4, atol=2e-4)
 
 
-def test_measured_decision_never_picks_a_slower_layer():
+def test_measured_decision_never_picks_a_slower_layer(monkeypatch):
+    """Timings pinned per layer (faster, slower, within the margin), so the decision that must
+    follow is known before compiling: only the faster layer goes sparse; outputs as ort's."""
     model = prune_magnitude(mlp(batch=64, hidden=512), 0.95, "16x1")
+    first, second, third = (layer.name for layer in analyse(import_onnx(model)))
+    dense_us = 100.0
+    sparse_us = {first: 40.0, second: 120.0, third: 99.0}  # 2.50x, 0.83x, 1.01x
+    assert 1.01 < KEEP_SPARSE_MARGIN < 2.5  # the pinned timings straddle the margin
+    monkeypatch.setattr(driver, "time_dense", lambda layer, *a, **k: dense_us * 1e-6)
+    monkeypatch.setattr(driver, "time_sparse", lambda layer, *a, **k: sparse_us[layer.name] * 1e-6)
+    # a loss the cost model did not expect is timed again: here to the same numbers
+    monkeypatch.setattr(
+        driver,
+        "retime",
+        lambda layer, *a, **k: LayerTiming(dense_us * 1e-6, sparse_us[layer.name] * 1e-6),
+    )
     compiled = st.compile(model, target="x86")
-    for row in compiled.report.layers:
-        if row.format != "dense":
-            assert row.sparse_us is not None and row.dense_us is not None
-            assert row.sparse_us < row.dense_us
-        # the cost model proposed a sparse format for every layer; the measurement decided
-        measured = row.dense_us / row.sparse_us
+    rows = {row.name: row for row in compiled.report.layers}
+    assert [rows[name].format for name in (first, second, third)] == [
+        "bsr 16x1",
+        "dense",
+        "dense",
+    ]
+    for name, row in rows.items():
+        assert (row.dense_us, row.sparse_us) == pytest.approx((dense_us, sparse_us[name]))
         assert row.decided_by == "measured"
+        measured = dense_us / sparse_us[name]
         assert row.decided_speedup == pytest.approx(measured)
         assert row.decision == f"measured {measured:.2f}x"
-        if row.format != "dense":
-            assert measured >= KEEP_SPARSE_MARGIN
-            assert row.reason.startswith("cost model estimated ")
-            assert row.reason.endswith(f"; measured {measured:.2f}x over dense: kept sparse")
-        else:
-            assert row.reason.endswith(
-                f" measured {measured:.2f}x over dense, under the 1.03x needed: kept dense"
-            )
+    assert rows[first].reason.startswith("cost model estimated ")
+    assert rows[first].reason.endswith("; measured 2.50x over dense: kept sparse")
+    for name, speedup in ((second, "0.83x"), (third, "1.01x")):
+        assert f" measured {speedup} over dense" in rows[name].reason
+        assert rows[name].reason.endswith(", under the 1.03x needed: kept dense")
     report = compiled.report
     assert report.notes == []
     assert report.decision_notes() == [f"3 layers {MEASURED_HERE}"]
@@ -107,6 +123,7 @@ def test_measured_decision_never_picks_a_slower_layer():
     assert f"<li>3 layers {MEASURED_HERE}</li>" in page
     assert "estimated by the cost model" not in page and "on the board" not in page
     assert "over the 3 layers measured on this host at compile time)" in page
+    # the one sparse layer and the two dense ones compute what onnxruntime computes
     _check(model, compiled)
 
 
@@ -114,7 +131,7 @@ def test_measured_decision_words_at_the_margin(monkeypatch):
     """The 3 % margin: 1.02x faster stays dense, 2x faster is kept, and the note says which
     number decided (timings fixed here, so the verdict does not depend on this machine)."""
     (layer, *_) = analyse(import_onnx(prune_magnitude(mlp(), 0.9, "16x1")))
-    x86 = resolve_target("x86")
+    x86 = backend_for("x86")
     monkeypatch.setattr(driver, "time_dense", lambda *a, **k: 100e-6)
     monkeypatch.setattr(driver, "time_sparse", lambda *a, **k: 98e-6)
     # the cost model expected 7.6x: the loss is timed again (here to the same numbers)
@@ -137,22 +154,22 @@ def test_measured_decision_words_at_the_margin(monkeypatch):
     assert (row.format, row.decision) == ("bsr 16x1", "measured 2.00x")
     assert row.reason == "cost model estimated 7.6x; measured 2.00x over dense: kept sparse"
 
-    row = driver.layer_row(decide(layer, x86, measure=False), {})
+    row = driver.layer_row(decide(layer, x86, CompileOptions(measure=False)), {})
     assert (row.format, row.decision) == ("bsr 16x1", "estimated (cost model) 7.56x")
     assert row.reason == "estimated (cost model) 7.56x over dense; not timed"
     assert row.dense_us is None and row.sparse_us is None
 
-    row = driver.layer_row(decide(layer, x86, sparsity_threshold=0.95), {})
+    row = driver.layer_row(decide(layer, x86, CompileOptions(sparsity_threshold=0.95)), {})
     assert (row.format, row.decision) == ("dense", "rule")
     assert row.reason == "sparsity 90% below the threshold 95%"
-    row = driver.layer_row(decide(layer, x86, dense=True), {})
+    row = driver.layer_row(decide(layer, x86, CompileOptions(dense=True)), {})
     assert (row.decision, row.reason) == ("requested", "dense build requested")
 
 
 def test_no_measure_reports_the_cost_model_estimates():
     # shapes no shipped record matches: the cost model alone decides
     model = prune_magnitude(mlp(features=48, hidden=160), 0.9, "16x1")
-    compiled = compile_model(model, "x86", measure=False)
+    compiled = st.compile(model, "x86", measure=False)
     report = compiled.report
     for row in report.layers:
         assert row.decided_by == "estimated (cost model)"
@@ -174,7 +191,7 @@ def test_no_measure_reports_the_cost_model_estimates():
 
 @needs_cross_compiler
 def test_aarch64_report_says_the_cost_model_decided_and_nothing_was_timed():
-    compiled = compile_model(prune_magnitude(mlp(), 0.9, "4x1"), "aarch64")
+    compiled = st.compile(prune_magnitude(mlp(), 0.9, "4x1"), "aarch64")
     report = compiled.report
     assert [row.decision for row in report.layers] == [
         f"estimated (cost model) {row.decided_speedup:.2f}x" for row in report.layers
@@ -201,11 +218,10 @@ def test_aarch64_report_says_the_cost_model_decided_and_nothing_was_timed():
 
 @needs_cross_compiler
 def test_aarch64_layers_decided_by_the_boards_timings_say_so(tmp_path):
-    from sparse_tvm.driver.layer_timing import layer_key
-    from sparse_tvm.tuning.records import RecordStore
+    from sparse_tvm.tuning.records import RecordStore, layer_key
 
     model = prune_magnitude(mlp(), 0.9, "4x1")
-    target = resolve_target("aarch64")
+    target = backend_for("aarch64")
     fc1, fc2, _ = analyse(import_onnx(model))
     store = RecordStore(tmp_path)
     for layer, sparse_s in ((fc1, 40e-6), (fc2, 99e-6)):  # fc3: no timings, cost model
@@ -221,7 +237,7 @@ def test_aarch64_layers_decided_by_the_boards_timings_say_so(tmp_path):
                 ],
             }
         )
-    report = compile_model(model, "aarch64", records=str(tmp_path)).report
+    report = st.compile(model, "aarch64", records=str(tmp_path)).report
     rows = report.layers
     assert [(row.format, row.decision) for row in rows[:2]] == [
         ("bsr 4x1", "measured on the board 2.50x"),
@@ -241,7 +257,7 @@ def test_aarch64_layers_decided_by_the_boards_timings_say_so(tmp_path):
 
 def test_export_load_roundtrip(tmp_path):
     model = prune_magnitude(mlp(), 0.9, "16x1")
-    compiled = compile_model(model, "x86", force_block=(16, 1))
+    compiled = st.compile(model, "x86", force_block=(16, 1))
     assert [(row.layer, row.name) for row in compiled.report.layers] == [
         ("fc1", "fc1.weight"),
         ("fc2", "fc2.weight"),
@@ -259,7 +275,7 @@ def test_export_load_roundtrip(tmp_path):
 
 
 def test_wrong_input_is_a_clear_error():
-    compiled = compile_model(mlp(), "x86", dense=True)
+    compiled = st.compile(mlp(), "x86", dense=True)
     with pytest.raises(
         st.InputShapeError, match=r"has shape \(3, 64\) but the model takes \(8, 64\)"
     ):

@@ -121,13 +121,12 @@ def test_pruned_export_compiles_sparse_and_matches_onnxruntime(exported, tmp_pat
     import onnx
 
     import sparse_tvm as st
-    from sparse_tvm.driver.compile_model import compile_model
 
     pruned = st.prune(exported, 0.8, "4x1").model
     path = tmp_path / "pruned.onnx"
     onnx.save(pruned, path)
     shapes = {"x": (BATCH, SEQ, HIDDEN), "mask": (BATCH, SEQ)}
-    compiled = compile_model(path, "x86", input_shapes=shapes, force_block=(4, 1))
+    compiled = st.compile(path, "x86", input_shapes=shapes, force_block=(4, 1))
     sparse_layers = [row for row in compiled.report.layers if row.format == "bsr 4x1"]
     assert len(sparse_layers) == 4  # qkv, out, up, down
     rng = np.random.default_rng(2)

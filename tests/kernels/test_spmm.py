@@ -8,6 +8,7 @@ import tvm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sparse_tvm.errors import InputShapeError
 from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.kernels import spmm_kernel
 from sparse_tvm.kernels.spmm import SpmmSpec, choose_strategy, vector_lanes
@@ -165,3 +166,5 @@ def test_rejects_bad_arguments():
         spmm_kernel(bw, 4, x_layout="NCHW")
     with pytest.raises(ValueError, match="batch"):
         spmm_kernel(bw, 4, batch=2)
+    with pytest.raises(InputShapeError, match="output is empty"):  # a model input too small
+        spmm_kernel(bw, 0)

@@ -6,8 +6,9 @@ import re
 import numpy as np
 import pytest
 
+import sparse_tvm as st
 from sparse_tvm.errors import TargetError
-from sparse_tvm.micro import MicroBudgetError, compile_micro, micro_target
+from sparse_tvm.micro import MicroBudgetError, micro_target
 from tests.conftest import ort_run, random_inputs
 from tests.micro.conftest import micro_model, needs_host_cc
 
@@ -16,7 +17,7 @@ from tests.micro.conftest import micro_model, needs_host_cc
 def mlp_project(tmp_path_factory):
     model = micro_model("mlp")
     folder = tmp_path_factory.mktemp("mlp")
-    project = compile_micro(model, "cortex-m4", folder)
+    project = st.compile(model, "cortex-m4", output=folder)
     return model, project, (folder / "main.c").read_text()  # main.c as emitted
 
 
@@ -90,15 +91,15 @@ def test_emitted_main_is_the_harness_main(mlp_project):
 
 def test_recompiling_keeps_the_users_main(tmp_path):
     model = micro_model("mlp")
-    compile_micro(model, "cortex-m4", tmp_path / "p", compare_dense=False)
+    st.compile(model, "cortex-m4", output=tmp_path / "p", compare_dense=False)
     example = (tmp_path / "p" / "main.c").read_text()
-    compile_micro(model, "cortex-m4", tmp_path / "p", compare_dense=False)  # ours: rewritten
+    st.compile(model, "cortex-m4", output=tmp_path / "p", compare_dense=False)  # ours: rewritten
     assert (tmp_path / "p" / "main.c").read_text() == example
     assert not (tmp_path / "p" / "main.example.c").exists()
     app = '#include "model.h"\nint main(void) { return 0; }\n'
     (tmp_path / "p" / "main.c").write_text(app)
     said = []
-    compile_micro(model, "cortex-m4", tmp_path / "p", compare_dense=False, progress=said.append)
+    st.compile(model, "cortex-m4", output=tmp_path / "p", compare_dense=False, progress=said.append)
     assert (tmp_path / "p" / "main.c").read_text() == app
     assert (tmp_path / "p" / "main.example.c").read_text() == example
     assert "keeping your main.c (the example is main.example.c)" in said
@@ -108,7 +109,7 @@ def test_model_too_large_for_the_ram_says_by_how_much(tmp_path):
     from sparse_tvm.examples import small_cnn
 
     with pytest.raises(MicroBudgetError, match=r"does not fit cortex-m3: RAM needs \d+\.\d KB"):
-        compile_micro(small_cnn(size=32), "cortex-m3", tmp_path / "out", compare_dense=False)
+        st.compile(small_cnn(size=32), "cortex-m3", output=tmp_path / "out", compare_dense=False)
     assert not (tmp_path / "out").exists()
 
 

@@ -5,7 +5,7 @@ at 90 % sparsity."""
 import numpy as np
 import pytest
 
-from sparse_tvm.micro import compile_micro
+import sparse_tvm as st
 from tests.conftest import ort_run, random_inputs
 from tests.micro.conftest import micro_model, needs_qemu
 
@@ -16,7 +16,7 @@ pytestmark = needs_qemu
 @pytest.mark.parametrize(("name", "pattern"), [("mlp", "1x1"), ("cnn", "4x1")])
 def test_sparse_project_on_qemu_matches_onnxruntime(tmp_path, target, name, pattern):
     model = micro_model(name, pattern)
-    project = compile_micro(model, target, tmp_path / "p", compare_dense=False)
+    project = st.compile(model, target, output=tmp_path / "p", compare_dense=False)
     assert any(r.format != "dense" for r in project.report.layers)
     inputs = random_inputs(model)
     expected = ort_run(model, inputs)
@@ -31,8 +31,10 @@ def test_goals_at_90_percent_on_cortex_m4(tmp_path, name):
     model = micro_model(name, "1x1")
     inputs = random_inputs(model)
     expected = ort_run(model, inputs)
-    sparse = compile_micro(model, "cortex-m4", tmp_path / "sparse")
-    dense = compile_micro(model, "cortex-m4", tmp_path / "dense", dense=True, compare_dense=False)
+    sparse = st.compile(model, "cortex-m4", output=tmp_path / "sparse")
+    dense = st.compile(
+        model, "cortex-m4", output=tmp_path / "dense", dense=True, compare_dense=False
+    )
     assert sparse.report.sizes.flash <= 0.30 * sparse.report.dense.flash
     assert dense.report.sizes.flash == sparse.report.dense.flash
     runs = [p.run_qemu(inputs, expected) for p in (sparse, dense)]

@@ -5,8 +5,8 @@ import pytest
 
 import sparse_tvm as st
 from sparse_tvm.examples import mlp
+from sparse_tvm.frontend.initializers import read_initializer
 from sparse_tvm.pruning import follows_pattern, parse, prunable_weights
-from sparse_tvm.pruning.weights import read_initializer
 
 
 @pytest.mark.parametrize("scope", ["layer", "global"])

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from sparse_tvm.examples import mlp, small_cnn
+from sparse_tvm.frontend.initializers import read_initializer
 from sparse_tvm.pruning import block_mask, prunable_weights, prune_magnitude
-from sparse_tvm.pruning.weights import read_initializer
 
 
 @pytest.mark.parametrize("block", [(1, 1), (4, 1), (16, 1), (1, 4)])

@@ -3,6 +3,7 @@ import pytest
 
 import sparse_tvm as st
 from sparse_tvm.examples import mlp, small_cnn
+from sparse_tvm.frontend.initializers import read_initializer
 from sparse_tvm.pruning import (
     BLOCK_PATTERNS,
     cubic_sparsity,
@@ -12,7 +13,6 @@ from sparse_tvm.pruning import (
     prunable_weights,
     prune_magnitude,
 )
-from sparse_tvm.pruning.weights import read_initializer
 
 
 @pytest.mark.parametrize("n,m", [(2, 4), (1, 4)])
@@ -113,7 +113,8 @@ def test_cli_prune_refuses_an_unknown_pattern(tmp_path, capsys):
 
     onnx.save(mlp(), tmp_path / "mlp.onnx")
     args = ["prune", str(tmp_path / "mlp.onnx"), "-o", str(tmp_path / "out.onnx")]
-    assert main([*args, "--sparsity", "0.5", "--pattern", "3x3"]) == 1
+    # a bad option value: the usage error's exit status (sparse_tvm.errors)
+    assert main([*args, "--sparsity", "0.5", "--pattern", "3x3"]) == st.UsageError.exit_status
     assert (
         capsys.readouterr().err
         == f"error: pattern '3x3' is not a pattern sparse-tvm prunes to: {OFFERED}\n"

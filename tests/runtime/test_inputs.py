@@ -222,7 +222,7 @@ def test_cli_run_says_add_the_batch_axis_and_warns_once(fixed, tmp_path, capsys)
     np.savez(tmp_path / "bad.npz", x=np.ones((3, 4, 4), np.float32))
     code = main(["run", str(tmp_path / "relu.tar"), "--inputs", str(tmp_path / "bad.npz")])
     err = capsys.readouterr().err
-    assert code == 1
+    assert code == 4  # InputShapeError
     assert err == (
         "error: input 'x' has shape (3, 4, 4) but the model takes (1, 3, 4, 4): "
         "add the batch axis (x[None])\n"

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 import sparse_tvm as st
+from sparse_tvm.frontend.initializers import read_initializer
 from sparse_tvm.pruning import prunable_weights
-from sparse_tvm.pruning.weights import read_initializer
 from sparse_tvm.training import TrainConfig, Trainer
 from tests.conftest import ort_run
 

@@ -5,8 +5,8 @@ from tvm import relax
 
 import sparse_tvm as st
 from sparse_tvm.examples import bert_block, mlp
+from sparse_tvm.frontend.initializers import read_initializer
 from sparse_tvm.pruning import follows_pattern, parse, prunable_weights
-from sparse_tvm.pruning.weights import read_initializer
 from sparse_tvm.training import TrainConfig, Trainer, TrainingDataError, register_missing_gradients
 from tests.conftest import ort_run
 

@@ -1,60 +1,382 @@
-"""DenseToSparse rewrites exactly the planned layers, fusing their bias and ReLU."""
+"""DenseToSparse with the SpMM lowering, in the style of TVM's pass tests: a ``Before`` module in
+TVMScript, the pass applied, and an ``Expected`` module in TVMScript, structurally equal.
+
+The weights are tiny (4 output features) so that the Expected modules can carry the compressed
+weight as ``R.const`` of the arrays the test computes. The kernel PrimFuncs are built with the
+same factories the lowering uses and put in place of the Expected module's placeholders.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import tvm
-from tvm import relax
+from tvm import relax, s_tir
+from tvm.script import ir as I
+from tvm.script import relax as R
+from tvm.script import tirx as T
 
-from sparse_tvm.driver.compile_model import analyse
-from sparse_tvm.examples import mlp, small_cnn
+from sparse_tvm.analysis.layers import find_layers
+from sparse_tvm.examples import mlp
 from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.frontend import import_onnx
-from sparse_tvm.pruning import prune_magnitude
+from sparse_tvm.kernels import im2col_kernel, spmm_kernel
+from sparse_tvm.kernels.attrs import HAND_WRITTEN_ATTR
 from sparse_tvm.target import resolve_target
-from sparse_tvm.transform import DenseToSparse, SparsePlan
+from sparse_tvm.transform import DenseToSparse, SparsePlan, SpmmLowering
+
+TARGET = resolve_target("x86").tvm_target
+BLOCK = (2, 1)
 
 
-def _ops(func: relax.Function) -> list[str]:
-    names = []
-    for block in func.body.blocks:
-        for binding in block.bindings:
-            value = binding.value
-            if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
-                if value.op.name == "relax.call_tir":
-                    names.append(f"call_tir:{value.args[0].name_hint}")
-                else:
-                    names.append(value.op.name)
-    return names
+def _sparse(shape, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal(shape).astype(np.float32)
+    w[rng.random(shape) > 0.4] = 0
+    return w
 
 
-def _rewrite(model, chosen: set[str], block=(4, 1)):
-    imported = import_onnx(model)
-    plans = [
-        SparsePlan(layer, BlockSparseWeight.from_dense(layer.weight, block))
-        for layer in analyse(imported)
-        if layer.name in chosen
+def _bias(n: int) -> np.ndarray:
+    return np.linspace(-1, 1, n, dtype=np.float32)
+
+
+def _plans(mod: tvm.IRModule, values: dict[str, np.ndarray], planned: set[str]):
+    """The plans of the layers of ``mod["main"]`` whose weight is in ``planned`` (2x1 BSR)."""
+    func = mod["main"]
+    weights = {p: values[p.name] for p in func.params if p.name in values}
+    return [
+        SparsePlan(layer, BlockSparseWeight.from_dense(layer.weight, BLOCK))
+        for layer in find_layers(func, weights)
+        if layer.name in planned
     ]
-    target = resolve_target("x86").tvm_target
-    return imported, DenseToSparse(plans, target)(imported.mod)
 
 
-def test_only_planned_layers_are_rewritten_with_epilogue_fused():
-    imported, mod = _rewrite(prune_magnitude(mlp(), 0.9, "4x1"), {"fc2.weight"})
-    ops = _ops(mod["main"])
-    # fc1: matmul + add + relu stay; fc2 (Gemm transB, bias, relu) becomes one kernel call;
-    # fc3 stays a matmul
-    assert ops.count("relax.matmul") == 2
-    assert ops.count("relax.nn.relu") == 1 and ops.count("relax.add") == 1
-    assert ops.count("relax.permute_dims") == 0  # the transposed weight is no longer read
-    assert [o for o in ops if o.startswith("call_tir")] == ["call_tir:sparse_4x1_fc2_weight"]
-    # the weight is stored compressed, as constants, and its parameter is unused now
-    assert "fc2.weight" not in {v.name for v in relax.analysis.free_vars(mod["main"].body)}
+def _added(func: tvm.tirx.PrimFunc, name: str) -> tvm.tirx.PrimFunc:
+    """A kernel as the pass adds it: in a root sblock, marked hand-written, named ``name``."""
+    if not isinstance(func.body, s_tir.SBlockRealize):
+        root = s_tir.SBlock([], [], [], "root", func.body)
+        func = func.with_body(s_tir.SBlockRealize([], True, root))
+    return func.with_attr(HAND_WRITTEN_ATTR, True).with_attr("global_symbol", name)
+
+
+def _fill(expected: tvm.IRModule, **kernels: tvm.tirx.PrimFunc) -> tvm.IRModule:
+    """``expected`` with its placeholder PrimFuncs replaced by the real kernels.
+
+    The placeholders take no parameters (the kernels' signatures are long), so the Expected
+    modules are parsed without the well-formedness check, which checks call_tir's arity.
+    """
+    for name, func in kernels.items():
+        expected[name] = _added(func, name)
+    return expected
+
+
+def _spmm(w: BlockSparseWeight, m: int, **options) -> tvm.tirx.PrimFunc:
+    return spmm_kernel(w, m, target=TARGET, **options)
+
+
+def test_matmul_with_bias_and_relu_becomes_one_spmm_call():
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(
+            x: R.Tensor((3, 8), "float32"),
+            w: R.Tensor((8, 4), "float32"),
+            b: R.Tensor((4,), "float32"),
+        ) -> R.Tensor((3, 4), "float32"):
+            with R.dataflow():
+                lv = R.matmul(x, w)
+                lv1 = R.add(lv, b)
+                gv = R.nn.relu(lv1)
+                R.output(gv)
+            return gv
+
+    w, bias = _sparse((8, 4)), _bias(4)
+    sw = BlockSparseWeight.from_dense(w.T.copy(), BLOCK)
+    data, indices, indptr = sw.data, sw.indices, sw.indptr
+
+    @I.ir_module(check_well_formed=False)  # placeholder kernels until _fill
+    class Expected:
+        @T.prim_func
+        def sparse_2x1_w():
+            T.evaluate(0)
+
+        @R.function
+        def main(
+            x: R.Tensor((3, 8), "float32"),
+            w: R.Tensor((8, 4), "float32"),
+            b: R.Tensor((4,), "float32"),
+        ) -> R.Tensor((3, 4), "float32"):
+            cls = Expected
+            with R.dataflow():
+                lv = R.call_tir(
+                    cls.sparse_2x1_w,
+                    (x, R.const(data), R.const(indices), R.const(indptr), R.const(bias)),
+                    out_ty=R.Tensor((3, 4), "float32"),
+                )
+                gv: R.Tensor((3, 4), "float32") = lv
+                R.output(gv)
+            return gv
+
+    after = DenseToSparse(_plans(Before, {"w": w, "b": bias}, {"w"}), SpmmLowering(TARGET))(Before)
+    kernel = _spmm(sw, 3, x_layout="MK", batch=1, bias=True, relu=True)
+    tvm.ir.assert_structural_equal(after, _fill(Expected, sparse_2x1_w=kernel))
+
+
+def test_3d_activations_are_viewed_as_rows_of_the_transposed_weight():
+    # a Gemm/Linear export: the weight is stored (n, k) and transposed in the graph
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(
+            x: R.Tensor((2, 3, 8), "float32"),
+            w: R.Tensor((4, 8), "float32"),
+            b: R.Tensor((4,), "float32"),
+        ) -> R.Tensor((2, 3, 4), "float32"):
+            with R.dataflow():
+                wt = R.permute_dims(w)
+                lv = R.matmul(x, wt)
+                lv1 = R.add(lv, b)
+                gv = R.nn.relu(lv1)
+                R.output(gv)
+            return gv
+
+    w, bias = _sparse((4, 8)), _bias(4)
+    sw = BlockSparseWeight.from_dense(w, BLOCK)
+    data, indices, indptr = sw.data, sw.indices, sw.indptr
+
+    @I.ir_module(check_well_formed=False)  # placeholder kernels until _fill
+    class Expected:
+        @T.prim_func
+        def sparse_2x1_w():
+            T.evaluate(0)
+
+        @R.function
+        def main(
+            x: R.Tensor((2, 3, 8), "float32"),
+            w: R.Tensor((4, 8), "float32"),
+            b: R.Tensor((4,), "float32"),
+        ) -> R.Tensor((2, 3, 4), "float32"):
+            cls = Expected
+            with R.dataflow():
+                rows = R.reshape(x, R.shape([6, 8]))
+                lv = R.call_tir(
+                    cls.sparse_2x1_w,
+                    (rows, R.const(data), R.const(indices), R.const(indptr), R.const(bias)),
+                    out_ty=R.Tensor((6, 4), "float32"),
+                )
+                gv = R.reshape(lv, R.shape([2, 3, 4]))
+                R.output(gv)
+            return gv
+
+    after = DenseToSparse(_plans(Before, {"w": w, "b": bias}, {"w"}), SpmmLowering(TARGET))(Before)
+    kernel = _spmm(sw, 6, x_layout="MK", batch=1, bias=True, relu=True)
+    tvm.ir.assert_structural_equal(after, _fill(Expected, sparse_2x1_w=kernel))
+
+
+def test_pointwise_conv_is_one_spmm_on_nchw_without_a_copy():
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(
+            x: R.Tensor((1, 8, 3, 3), "float32"),
+            w: R.Tensor((4, 8, 1, 1), "float32"),
+            b: R.Tensor((4,), "float32"),
+        ) -> R.Tensor((1, 4, 3, 3), "float32"):
+            with R.dataflow():
+                lv = R.nn.conv2d(x, w)
+                bb = R.reshape(b, R.shape([1, 4, 1, 1]))
+                lv1 = R.add(lv, bb)
+                gv = R.nn.relu(lv1)
+                R.output(gv)
+            return gv
+
+    w, bias = _sparse((4, 8, 1, 1)), _bias(4)
+    sw = BlockSparseWeight.from_dense(w.reshape(4, 8), BLOCK)
+    data, indices, indptr = sw.data, sw.indices, sw.indptr
+
+    @I.ir_module(check_well_formed=False)  # placeholder kernels until _fill
+    class Expected:
+        @T.prim_func
+        def sparse_2x1_w():
+            T.evaluate(0)
+
+        @R.function
+        def main(
+            x: R.Tensor((1, 8, 3, 3), "float32"),
+            w: R.Tensor((4, 8, 1, 1), "float32"),
+            b: R.Tensor((4,), "float32"),
+        ) -> R.Tensor((1, 4, 3, 3), "float32"):
+            cls = Expected
+            with R.dataflow():
+                cols = R.reshape(x, R.shape([1, 8, 9]))  # NCHW is (batch, k, m): a view
+                lv = R.call_tir(
+                    cls.sparse_2x1_w,
+                    (cols, R.const(data), R.const(indices), R.const(indptr), R.const(bias)),
+                    out_ty=R.Tensor((1, 4, 9), "float32"),
+                )
+                gv = R.reshape(lv, R.shape([1, 4, 3, 3]))
+                R.output(gv)
+            return gv
+
+    after = DenseToSparse(_plans(Before, {"w": w, "b": bias}, {"w"}), SpmmLowering(TARGET))(Before)
+    kernel = _spmm(sw, 9, x_layout="KM", batch=1, bias=True, relu=True)
+    tvm.ir.assert_structural_equal(after, _fill(Expected, sparse_2x1_w=kernel))
+
+
+def test_3x3_conv_goes_through_im2col():
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(
+            x: R.Tensor((1, 2, 4, 4), "float32"), w: R.Tensor((4, 2, 3, 3), "float32")
+        ) -> R.Tensor((1, 4, 4, 4), "float32"):
+            with R.dataflow():
+                gv = R.nn.conv2d(x, w, padding=[1, 1, 1, 1])
+                R.output(gv)
+            return gv
+
+    w = _sparse((4, 2, 3, 3))
+    sw = BlockSparseWeight.from_dense(w.reshape(4, 18), BLOCK)
+    data, indices, indptr = sw.data, sw.indices, sw.indptr
+
+    @I.ir_module(check_well_formed=False)  # placeholder kernels until _fill
+    class Expected:
+        @T.prim_func
+        def im2col_w():
+            T.evaluate(0)
+
+        @T.prim_func
+        def sparse_2x1_w():
+            T.evaluate(0)
+
+        @R.function
+        def main(
+            x: R.Tensor((1, 2, 4, 4), "float32"), w: R.Tensor((4, 2, 3, 3), "float32")
+        ) -> R.Tensor((1, 4, 4, 4), "float32"):
+            cls = Expected
+            with R.dataflow():
+                cols = R.call_tir(cls.im2col_w, (x,), out_ty=R.Tensor((1, 18, 16), "float32"))
+                lv = R.call_tir(
+                    cls.sparse_2x1_w,
+                    (cols, R.const(data), R.const(indices), R.const(indptr)),
+                    out_ty=R.Tensor((1, 4, 16), "float32"),
+                )
+                gv = R.reshape(lv, R.shape([1, 4, 4, 4]))
+                R.output(gv)
+            return gv
+
+    after = DenseToSparse(_plans(Before, {"w": w}, {"w"}), SpmmLowering(TARGET))(Before)
+    im2col = im2col_kernel(1, 2, 4, 4, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1))
+    kernel = _spmm(sw, 16, x_layout="KM", batch=1, bias=False, relu=False)
+    tvm.ir.assert_structural_equal(after, _fill(Expected, im2col_w=im2col, sparse_2x1_w=kernel))
+
+
+@I.ir_module
+class TwoLayers:
+    @R.function
+    def main(
+        x: R.Tensor((3, 8), "float32"),
+        w1: R.Tensor((8, 8), "float32"),
+        w2: R.Tensor((8, 4), "float32"),
+    ) -> R.Tensor((3, 4), "float32"):
+        with R.dataflow():
+            lv = R.matmul(x, w1)
+            lv1 = R.nn.relu(lv)
+            gv = R.matmul(lv1, w2)
+            R.output(gv)
+        return gv
+
+
+def test_unplanned_layers_stay_dense():
+    w1, w2 = _sparse((8, 8), 1), _sparse((8, 4), 2)
+    sw = BlockSparseWeight.from_dense(w2.T.copy(), BLOCK)
+    data, indices, indptr = sw.data, sw.indices, sw.indptr
+
+    @I.ir_module(check_well_formed=False)  # placeholder kernels until _fill
+    class Expected:
+        @T.prim_func
+        def sparse_2x1_w2():
+            T.evaluate(0)
+
+        @R.function
+        def main(
+            x: R.Tensor((3, 8), "float32"),
+            w1: R.Tensor((8, 8), "float32"),
+            w2: R.Tensor((8, 4), "float32"),
+        ) -> R.Tensor((3, 4), "float32"):
+            cls = Expected
+            with R.dataflow():
+                lv = R.matmul(x, w1)
+                lv1 = R.nn.relu(lv)
+                lv2 = R.call_tir(
+                    cls.sparse_2x1_w2,
+                    (lv1, R.const(data), R.const(indices), R.const(indptr)),
+                    out_ty=R.Tensor((3, 4), "float32"),
+                )
+                gv: R.Tensor((3, 4), "float32") = lv2
+                R.output(gv)
+            return gv
+
+    plans = _plans(TwoLayers, {"w1": w1, "w2": w2}, {"w2"})
+    after = DenseToSparse(plans, SpmmLowering(TARGET))(TwoLayers)
+    kernel = _spmm(sw, 3, x_layout="MK", batch=1, bias=False, relu=False)
+    tvm.ir.assert_structural_equal(after, _fill(Expected, sparse_2x1_w2=kernel))
+
+
+def test_no_plans_leave_the_module_unchanged():
+    after = DenseToSparse([], SpmmLowering(TARGET))(TwoLayers)
+    tvm.ir.assert_structural_equal(after, TwoLayers)
+
+
+def test_a_given_kernel_replaces_the_default_one():
+    w1, w2 = _sparse((8, 8), 1), _sparse((8, 4), 2)
+    (plan,) = _plans(TwoLayers, {"w1": w1, "w2": w2}, {"w2"})
+    # a kernel of the same signature (as from tuning records), other than the default one
+    tuned = spmm_kernel(plan.weight, 3, relu=True, target=TARGET)
+    plan.kernel = tuned
+    after = DenseToSparse([plan], SpmmLowering(TARGET))(TwoLayers)
+    tvm.ir.assert_structural_equal(after["sparse_2x1_w2"], _added(tuned, "sparse_2x1_w2"))
+
+
+def test_the_lowering_calls_the_factories_it_is_given():
+    calls = []
+
+    def spmm(weight, m, **options):
+        calls.append(("spmm", m, options["x_layout"], options["target"]))
+        return spmm_kernel(weight, m, **options)
+
+    def im2col(*args):
+        calls.append(("im2col", *args[:4]))
+        return im2col_kernel(*args)
+
+    w = _sparse((4, 2, 3, 3))
+    x = relax.Var("x", relax.TensorType((1, 2, 4, 4), "float32"))
+    wv = relax.Var("w", relax.TensorType((4, 2, 3, 3), "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x, wv]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.nn.conv2d(x, wv, padding=(1, 1)))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    DenseToSparse(_plans(mod, {"w": w}, {"w"}), SpmmLowering(TARGET, spmm, im2col))(mod)
+    assert calls == [("im2col", 1, 2, 4, 4), ("spmm", 16, "KM", TARGET)]
+
+
+# -- a real model: the weights the kernel call reads --------------------------------------------
 
 
 def test_kernel_arguments_are_the_compressed_weight():
-    model = prune_magnitude(mlp(), 0.9, "4x1")
-    imported, mod = _rewrite(model, {"fc1.weight"})
+    imported = import_onnx(mlp())
+    w = imported.params["fc1.weight"]
+    w[np.abs(w) < np.quantile(np.abs(w), 0.9)] = 0  # 90% sparse
+    func = imported.mod["main"]
+    weights = {p: imported.params[p.name] for p in func.params if p.name in imported.params}
+    plans = [
+        SparsePlan(layer, BlockSparseWeight.from_dense(layer.weight, (4, 1)))
+        for layer in find_layers(func, weights)
+        if layer.name == "fc1.weight"
+    ]
+    mod = DenseToSparse(plans, SpmmLowering(TARGET))(imported.mod)
     (call,) = [
         b.value
         for blk in mod["main"].body.blocks
@@ -67,13 +389,16 @@ def test_kernel_arguments_are_the_compressed_weight():
     np.testing.assert_array_equal(indices.value.numpy(), expected.indices)
     np.testing.assert_array_equal(indptr.value.numpy(), expected.indptr)
     np.testing.assert_array_equal(bias.value.numpy(), imported.params["fc1.bias"])
+    assert "fc1.weight" not in {v.name for v in relax.analysis.free_vars(mod["main"].body)}
 
 
-def test_convs_become_im2col_and_spmm():
-    _, mod = _rewrite(prune_magnitude(small_cnn(), 0.9, "4x1"), {"conv1.weight", "conv2.weight"})
-    ops = _ops(mod["main"])
-    assert "call_tir:im2col_conv1_weight" in ops  # 3x3: im2col first
-    assert "call_tir:sparse_4x1_conv1_weight" in ops
-    assert "call_tir:sparse_4x1_conv2_weight" in ops  # 1x1: no im2col
-    assert not any(o == "call_tir:im2col_conv2_weight" for o in ops)
-    assert ops.count("relax.nn.conv2d") == 3  # depthwise, conv3, conv4 untouched
+@pytest.mark.parametrize("planned", [{"w1"}, {"w1", "w2"}])
+def test_rewritten_module_computes_the_dense_result(planned):
+    w1, w2 = _sparse((8, 8), 1), _sparse((8, 4), 2)
+    x = np.random.default_rng(3).standard_normal((3, 8)).astype(np.float32)
+    plans = _plans(TwoLayers, {"w1": w1, "w2": w2}, planned)
+    mod = DenseToSparse(plans, SpmmLowering(TARGET))(TwoLayers)
+    vm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
+    args = [tvm.runtime.tensor(a) for a in (x, w1, w2)]
+    y = vm["main"](*args).numpy()
+    np.testing.assert_allclose(y, np.maximum(x @ w1, 0) @ w2, rtol=1e-5, atol=1e-5)

@@ -1,33 +1,32 @@
-"""Tuning records: layer keys, reuse, torn lines, export, and continuing an interrupted run.
+"""Tuning records: layer keys, reuse, torn lines, export, the board's layer timings.
 
-Run as a script (``python test_records.py FOLDER TRIALS``) it is the tuning job that the
-interruption test kills.
+Continuing an interrupted run is the tuner's: tests/tuning/test_continue.py.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tvm
 import tvm_ffi
 from tvm import te
-from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
+from sparse_tvm.analysis.layers import ConvGeometry, Layer
+from sparse_tvm.errors import SparseTVMError
+from sparse_tvm.formats import BlockSparseWeight
+from sparse_tvm.tuning.lookup import find_record
 from sparse_tvm.tuning.records import (
     RECORD_FILE,
     WORKLOAD_FILE,
     RecordsError,
     RecordStore,
+    layer_key,
     load_exported,
+    structure_digest,
     workload_key,
 )
 
@@ -42,63 +41,6 @@ def matmul(n: int = N) -> tvm.tirx.PrimFunc:
     k = te.reduce_axis((0, n), name="k")
     c = te.compute((n, n), lambda i, j: te.sum(a[i, k] * b[k, j], axis=k), name="C")
     return te.create_prim_func([a, b, c])
-
-
-def _tile(sch: tvm.s_tir.Schedule) -> None:
-    # Tiles without unrolling: each candidate compiles in milliseconds, so a trial costs the
-    # measurement, not LLVM.
-    block = sch.get_sblock("C")
-    i, j, k = sch.get_loops(block)
-    i0, i1 = sch.split(i, sch.sample_perfect_tile(i, n=2))
-    j0, j1 = sch.split(j, sch.sample_perfect_tile(j, n=2))
-    k0, k1 = sch.split(k, sch.sample_perfect_tile(k, n=2))
-    sch.reorder(i0, j0, k0, i1, k1, j1)
-    sch.parallel(i0)
-
-
-def space() -> ms.space_generator.ScheduleFn:
-    """A small search space (49 x 7 schedules) for :func:`matmul`."""
-    return ms.space_generator.ScheduleFn(
-        _tile, sch_rules=[], postprocs=[], mutator_probs={ms.mutator.MutateTileSize(): 1.0}
-    )
-
-
-@derived_object
-class InProcessBuilder(ms.builder.PyBuilder):
-    """Builds in this process: LocalBuilder starts two fresh TVM processes per batch."""
-
-    def build(self, build_inputs):
-        from tvm.s_tir.meta_schedule.builder.local_builder import default_build, default_export
-
-        results = []
-        for build_input in build_inputs:
-            try:
-                module = default_build(build_input.mod, build_input.target, None)
-                results.append(ms.builder.BuilderResult(default_export(module), None))
-            except Exception as err:  # a candidate that does not build is a failed trial
-                results.append(ms.builder.BuilderResult(None, str(err)))
-        return results
-
-
-def evaluator() -> ms.runner.EvaluatorConfig:
-    return ms.runner.EvaluatorConfig(number=2, repeat=1, min_repeat_ms=0)
-
-
-def tune(folder: Path, trials: int, runner="local") -> object:
-    if runner == "local":
-        runner = ms.runner.LocalRunner(evaluator_config=evaluator())
-    return RecordStore(folder).tune(
-        matmul(),
-        TARGET,
-        trials,
-        num_trials_per_iter=4,
-        space=space(),
-        strategy=ms.search_strategy.EvolutionarySearch(population_size=32, genetic_num_iters=1),
-        builder=InProcessBuilder(),
-        runner=runner,
-        num_tuning_cores=2,
-        seed=0,
-    )
 
 
 def run_best(schedule: tvm.s_tir.Schedule) -> None:
@@ -153,6 +95,80 @@ def test_workload_key_rejects_a_structure_of_the_wrong_shape():
         _key(np.ones((4, 31)))
 
 
+def test_records_error_is_the_one_of_sparse_tvm_errors():
+    from sparse_tvm import errors
+
+    assert RecordsError is errors.RecordsError and issubclass(RecordsError, SparseTVMError)
+
+
+def _pattern_weight() -> np.ndarray:
+    return ((np.arange(64 * 32).reshape(64, 32) % 7) == 0).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("block", "digest"),
+    [
+        ((16, 1), "05c4505132d3ff5ba6cfb49332c398b1f96d7a8a"),
+        ((1, 1), "6b12743f90be6219d3980dae33df349e380248da"),
+        ((4, 4), "fc9f36d96ed3f2f97b48e331b8de2feb95f769d6"),
+    ],
+)
+def test_structure_digest_keeps_its_values(block, digest):
+    # The search spaces' workloads carry this digest: a new value would lose every record
+    # tuned before (schedules/x86.json among them).
+    assert structure_digest(BlockSparseWeight.from_dense(_pattern_weight(), block)) == digest
+
+
+def test_workload_key_names_the_structure_by_its_digest():
+    # one structure digest for the workloads and the key: a weight's blocks or their pattern
+    from sparse_tvm.tuning import records
+
+    w = _pattern_weight()
+    r, c = 16, 1
+    blocks = (w.reshape(64 // r, r, 32 // c, c) != 0).any(axis=(1, 3))
+    weight = BlockSparseWeight.from_dense(w, (r, c))
+    assert records._pattern_digest((64, 32), (r, c), blocks) == structure_digest(weight)
+    args = dict(m=8, x_layout="MK", batch=1, bias=False, relu=False, target=TARGET)
+    key = workload_key("matmul", (64, 32), (r, c), structure=blocks, **args)
+    assert key.startswith("matmul_64x32_b16x1_m8_")
+    assert workload_key("matmul", (64, 32), (r, c), structure=~blocks, **args) != key
+
+
+def _layer(weight: np.ndarray, *, op="matmul", input_shape=(8, 32), conv=None, relu=False):
+    n, k = weight.shape
+    return Layer(
+        name="w",
+        op=op,
+        weight=weight,
+        weight_shape=(k, n),
+        m=8,
+        batch=1 if conv is None else conv.input_shape[0],
+        input_shape=input_shape,
+        output_shape=(8, n),
+        call_var=None,
+        end_var=None,
+        weight_var=None,
+        relu=relu,
+        conv=conv,
+    )
+
+
+def test_layer_key_names_a_layer_by_its_op_shapes_fusion_and_pattern():
+    w = _pattern_weight()
+    key = layer_key(_layer(w))
+    assert key == layer_key(_layer(w * 3.0))  # values do not matter, the pattern does
+    assert key.startswith("matmul_64x32_b1x1_m8_")
+    moved = np.roll(w, 1, axis=1)
+    assert layer_key(_layer(moved)) != key
+    assert layer_key(_layer(w, relu=True)) != key
+    # a conv's geometry: the same (n, k) view and m from another input is another layer
+    conv = ConvGeometry((1, 32, 4, 2), (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, (4, 2))
+    conv_key = layer_key(_layer(w, op="conv2d", input_shape=(1, 32, 4, 2), conv=conv))
+    strided = ConvGeometry((1, 32, 8, 4), (1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 1, (4, 2))
+    other = layer_key(_layer(w, op="conv2d", input_shape=(1, 32, 8, 4), conv=strided))
+    assert conv_key.startswith("conv2d_64x32_b1x1_m8_") and other != conv_key
+
+
 # ----------------------------------------------------------------------------- the folder
 
 
@@ -190,29 +206,44 @@ def _commit(store: RecordStore, func, secs: list[float]) -> None:
         )
 
 
-def test_tagged_workloads_keep_layers_with_equal_ir_apart(tmp_path):
+def _tagged(digest: str) -> tvm.tirx.PrimFunc:
+    """:func:`matmul` carrying a structure digest, as the search spaces' workloads do."""
+    return matmul().with_attr("global_symbol", "main").with_attr("sparse_tvm.structure", digest)
+
+
+def _best_latency(store: RecordStore, func) -> float | None:
+    found = find_record(store.database, tvm.IRModule({"main": func}), tvm.target.Target(TARGET))
+    return None if found is None else found.latency_s
+
+
+def test_structure_digests_keep_layers_with_equal_ir_apart(tmp_path):
     # Two layers whose kernels have the same IR (the structure is in the arguments) but
-    # different structures: the key attribute makes them two workloads.
+    # different structures: the digest attribute makes them two workloads.
     func = matmul().with_attr("global_symbol", "main")
-    a, b = _key(np.eye(4, 32)), _key(np.ones((4, 32)))
     same_ir = matmul().with_attr("global_symbol", "main")
     assert tvm_ffi.structural_hash(func) == tvm_ffi.structural_hash(same_ir)
+    a, b = _tagged("a" * 40), _tagged("b" * 40)
     store = RecordStore(tmp_path)
-    _commit(store, store.tag(func, a), [3e-5, 1e-5, 1e10])
-    _commit(store, store.tag(func, b), [2e-5])
-    assert store.best_latency(a) == pytest.approx(1e-5)
-    assert store.best_latency(b) == pytest.approx(2e-5)
-    assert store.best(_key(np.zeros((4, 32)))) is None
+    _commit(store, a, [3e-5, 1e-5, 1e10])
+    _commit(store, b, [2e-5])
+    assert _best_latency(store, a) == pytest.approx(1e-5)
+    assert _best_latency(store, b) == pytest.approx(2e-5)
+    assert _best_latency(store, _tagged("c" * 40)) is None
     # a new store on the same folder (the next compile) reuses the records
     again = RecordStore(tmp_path)
-    assert again.best_latency(a) == pytest.approx(1e-5)
-    assert len(again.measured(again.tag(func, a), TARGET)) == 3
-    run_best(again.best_schedule(a))
+    assert _best_latency(again, a) == pytest.approx(1e-5)
+    assert len(again.measured(a, TARGET)) == 3
+    assert len(again.measured(a, {"kind": "llvm", "mcpu": "haswell", "num-cores": 2})) == 0
+    run_best(
+        again.database.query_schedule(
+            tvm.IRModule({"main": a}), tvm.target.Target(TARGET), workload_name="main"
+        )
+    )
 
 
 def test_torn_last_line_is_skipped_with_a_warning(tmp_path):
     store = RecordStore(tmp_path)
-    func = store.tag(matmul(), _key(np.eye(4, 32)))
+    func = _tagged(structure_digest(BlockSparseWeight.from_dense(np.eye(64, 32), (16, 1))))
     _commit(store, func, [3e-5, 2e-5, 1e-5])
     path = tmp_path / RECORD_FILE
     lines = path.read_text().splitlines()
@@ -220,7 +251,7 @@ def test_torn_last_line_is_skipped_with_a_warning(tmp_path):
     with pytest.warns(UserWarning, match=r"skipped 1 unreadable line\(s\) \[3\]"):
         again = RecordStore(tmp_path)
     assert len(again) == 2
-    assert again.best_latency(_key(np.eye(4, 32))) == pytest.approx(2e-5)
+    assert _best_latency(again, func) == pytest.approx(2e-5)
     assert path.read_text().splitlines() == lines[:2]  # repaired: the next append starts clean
 
 
@@ -233,15 +264,15 @@ def test_torn_workload_line_is_skipped(tmp_path):
 
 def test_export_and_merge_round_trip(tmp_path):
     store = RecordStore(tmp_path / "a")
-    key = _key(np.eye(4, 32))
-    _commit(store, store.tag(matmul(), key), [3e-5, 1e-5, 1e10])
+    func = _tagged("d" * 40)
+    _commit(store, func, [3e-5, 1e-5, 1e10])
     shipped = store.export(tmp_path / "matmul.json", top_k=1)
     data = json.loads(shipped.read_text())
     assert len(data["workloads"]) == 1 and len(data["records"]) == 1
     other = RecordStore(tmp_path / "b")
     assert other.merge(shipped) == 1
     assert other.merge(shipped) == 0  # merging twice adds nothing
-    assert other.best_latency(key) == pytest.approx(1e-5)
+    assert _best_latency(other, func) == pytest.approx(1e-5)
     memory = load_exported(shipped)
     assert len(memory) == 1
 
@@ -252,59 +283,16 @@ def test_merge_refuses_other_files(tmp_path):
         RecordStore(tmp_path / "r").merge(tmp_path / "x.json")
 
 
-# --------------------------------------------------------------- interrupted tuning continues
+# ------------------------------------------------------------------- layer timings
 
 
-def _record_lines(folder: Path) -> list[str]:
-    path = folder / RECORD_FILE
-    return path.read_text().splitlines() if path.exists() else []
-
-
-# SIGKILL (the harshest) runs in CI; SIGINT (Ctrl-C) with the slow tests.
-@pytest.mark.parametrize(
-    "sig", [signal.SIGKILL, pytest.param(signal.SIGINT, marks=pytest.mark.slow)]
-)
-def test_interrupted_tuning_keeps_its_records_and_a_rerun_continues(tmp_path, sig):
-    trials = 20
-    folder = tmp_path / "records"
-    job = subprocess.Popen(
-        [sys.executable, __file__, str(folder), str(trials)],
-        start_new_session=True,  # the builder/runner workers share its process group
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while len(_record_lines(folder)) < 4 and time.monotonic() < deadline:
-            assert job.poll() is None, "the tuning job ended before it was interrupted"
-            time.sleep(0.1)
-        os.killpg(job.pid, sig)
-        job.wait(timeout=60)
-    finally:
-        if job.poll() is None:
-            os.killpg(job.pid, signal.SIGKILL)
-            job.wait()
-    first = _record_lines(folder)
-    assert 4 <= len(first) < trials
-    for line in first:
-        json.loads(line)  # every record on disk is a whole JSON line
-
-    result = tune(folder, trials)
-    assert result.previous_trials == len(first)
-    assert result.new_trials == trials - len(first)  # a fresh run would measure all `trials`
-    final = _record_lines(folder)
-    assert final[: len(first)] == first
-    assert len(final) == trials
-    store = RecordStore(folder)
-    schedules = set()
-    for record in store.measured(matmul()):
-        sch = tvm.s_tir.Schedule(record.workload.mod)
-        record.trace.apply_to_schedule(sch, remove_postproc=False)
-        schedules.add(tvm_ffi.structural_hash(sch.mod))
-    assert len(schedules) == trials  # no schedule was measured twice
-    # a third run has nothing left to do
-    assert tune(folder, trials).new_trials == 0
-
-
-if __name__ == "__main__":
-    tune(Path(sys.argv[1]), int(sys.argv[2]))
+def test_layer_timings_keep_the_latest_entry_per_layer_and_target(tmp_path):
+    store = RecordStore(tmp_path)
+    target = tvm.target.Target(TARGET)
+    store.add_layer_timing({"layer": "a", "target": str(target), "dense_s": 2.0})
+    store.add_layer_timing({"layer": "a", "target": "llvm", "dense_s": 9.0})
+    store.add_layer_timing({"layer": "a", "target": str(target), "dense_s": 1.0})
+    with open(tmp_path / "layer_timings.json", "a") as f:
+        f.write('{"layer": "b", "tar')  # torn by a kill
+    timings = RecordStore(tmp_path).layer_timings(target)
+    assert list(timings) == ["a"] and timings["a"]["dense_s"] == 1.0

@@ -1,15 +1,20 @@
-"""tune_kernel: a short MetaSchedule run returns a kernel that matches numpy."""
+"""tune_kernel: a short MetaSchedule run returns a kernel that matches numpy; lookup_kernel
+finds it again; typed errors."""
 
 from __future__ import annotations
+
+import importlib
 
 import numpy as np
 import pytest
 import tvm
 from tvm.s_tir import meta_schedule as ms
 
+from sparse_tvm.errors import TuningError
 from sparse_tvm.formats import BlockSparseWeight
-from sparse_tvm.tuning import RealSparsityArguments, query_kernel, tune_kernel
+from sparse_tvm.tuning import RealSparsityArguments, lookup_kernel, tune_kernel
 from sparse_tvm.tuning.space_x86 import make_spec
+from sparse_tvm.tuning.tune_kernel import NoTuningSpaceError
 from tests.tuning.test_spaces import TARGET, run, sparse_weight
 
 
@@ -42,14 +47,28 @@ def _tune_and_check(tmp_path, n, k, block, m, layout, batch, trials):
     spec = make_spec(bw, m, **kwargs)
     y, ref = run(result.func, w, bw, spec)
     np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
-    # the compiler's view: the record is found again for the same layer, not for another one
-    again = query_kernel(bw, m, database=database, **kwargs)
-    assert again is not None
-    y2, _ = run(again, w, bw, spec)
+    # the compiler's view: the record is found again for the same layer; another structure of
+    # the same shapes gets its knobs, not as its own record
+    again = lookup_kernel(bw, m, database=database, **kwargs)
+    assert again is not None and again.exact and again.knobs == result.knobs
+    y2, _ = run(again.func, w, bw, spec)
     np.testing.assert_array_equal(y2, y)
     other = BlockSparseWeight.from_dense(np.roll(w, 1, axis=1), block)
-    assert query_kernel(other, m, database=database, **kwargs) is None
+    borrowed = lookup_kernel(other, m, database=database, **kwargs)
+    assert borrowed is not None and not borrowed.exact and borrowed.knobs == result.knobs
     return result
+
+
+def test_a_layer_without_a_search_space_is_a_tuning_error_and_a_value_error(tmp_path, monkeypatch):
+    # every strategy has a space today; a kernel the space leaves out is skipped by `tune`
+    # (the package's `tune_kernel` is the function: get the module itself)
+    module = importlib.import_module("sparse_tvm.tuning.tune_kernel")
+    monkeypatch.setattr(module, "supports", lambda spec: False)
+    bw = BlockSparseWeight.from_dense(sparse_weight(16, 16, (2, 2), 0.5), (2, 2))
+    with pytest.raises(NoTuningSpaceError, match="^no tuning space for this layer") as info:
+        tune_kernel(bw, 1, target=TARGET, trials=1, work_dir=str(tmp_path))
+    assert isinstance(info.value, TuningError) and isinstance(info.value, ValueError)
+    assert lookup_kernel(bw, 1, target=TARGET, database=ms.database.MemoryDatabase()) is None
 
 
 @pytest.mark.slow  # ~40 s idle, over 60 s on a loaded machine (worker start-up ~20 s)

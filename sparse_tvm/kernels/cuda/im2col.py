@@ -10,6 +10,8 @@ from __future__ import annotations
 import tvm
 from tvm.script import tirx as T
 
+from sparse_tvm.errors import InputShapeError
+
 from ..im2col import conv_output_size
 from ._loops import thread_loop
 
@@ -27,7 +29,10 @@ def cuda_im2col_kernel(*geometry, emulate: bool = False) -> tvm.tirx.PrimFunc:
     oh = conv_output_size(height, kh, sh, pt, pb, dh)
     ow = conv_output_size(width, kw, sw, pl, pr, dw)
     if min(oh, ow) < 1:
-        raise ValueError(f"convolution output is empty: oh={oh}, ow={ow}")
+        raise InputShapeError(
+            f"convolution output is empty (oh={oh}, ow={ow}): the input is smaller than the "
+            "kernel; give a larger input shape"
+        )
     rows, h, w = channels * kh * kw, height, width
     total = batch * rows * oh * ow
     blocks = -(-total // THREADS)

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import tvm
 
+from sparse_tvm.errors import CompileError
+
 CUDA_PATH = "/usr/local/cuda"
 
 __all__ = ["KernelUsage", "check_ptx", "cuda_source", "toolkit"]
@@ -66,7 +68,8 @@ _SMEM = re.compile(r"(\d+) bytes smem")
 def check_ptx(source: str, arch: str = "sm_80") -> list[KernelUsage]:
     """Compile ``source`` with nvcc to PTX for ``arch`` and assemble it with ptxas.
 
-    Raises ``RuntimeError`` with the tool's message when either step fails. Returns one
+    Raises :class:`~sparse_tvm.errors.CompileError` with ptxas's message when it rejects the
+    PTX (nvcc's own failure comes as TVM reports it). Returns one
     :class:`KernelUsage` per ``__global__`` kernel.
     """
     from tvm.support import nvcc
@@ -85,7 +88,7 @@ def check_ptx(source: str, arch: str = "sm_80") -> list[KernelUsage]:
             check=False,
         )
     if done.returncode != 0:
-        raise RuntimeError(f"ptxas -arch={arch} failed: {done.stderr.strip()}")
+        raise CompileError(f"ptxas -arch={arch} failed: {' '.join(done.stderr.split())[:300]}")
     usages = []
     parts = _ENTRY.split(done.stderr)
     for name, text in zip(parts[1::2], parts[2::2]):

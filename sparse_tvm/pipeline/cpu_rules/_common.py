@@ -1,4 +1,7 @@
-"""Helpers shared by the CPU schedule rules: vector width, block inlining, loop extents."""
+"""Helpers shared by the CPU schedule rules: block inlining, loop extents, injective stages.
+
+Vector lanes come from :mod:`sparse_tvm.target.machine`, as the sparse kernels' do.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +9,8 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import SBlockInfo, normalize_prim_func
 from tvm.s_tir.schedule import LoopRV, SBlockRV
 from tvm.target import Target
-from tvm.target.codegen import llvm_get_vector_width
 
-
-def vector_lanes(target: Target, dtype_bits: int = 32) -> int:
-    """Number of ``dtype_bits`` lanes in one SIMD register of ``target`` (16 floats on AVX-512)."""
-    bits = llvm_get_vector_width(target) if target.kind.name == "llvm" else 128
-    if bits <= 0:
-        bits = 128
-    return max(bits // dtype_bits, 1)
-
-
-def num_cores(target: Target) -> int:
-    """The target's ``num-cores``, 1 when it does not say."""
-    return int(target.attrs.get("num-cores", 1) or 1)
+from sparse_tvm.target.machine import vector_lanes
 
 
 def const_extent(sch: s_tir.Schedule, loop: LoopRV) -> int | None:
@@ -59,46 +50,6 @@ def inline_injective(sch: s_tir.Schedule, keep_pads: bool = False) -> list[SBloc
         if infos is None:
             return None
     return infos
-
-
-def vectorize_innermost(sch: s_tir.Schedule, loop: LoopRV, lanes: int) -> None:
-    """Split ``loop`` by ``lanes`` (when it divides) and vectorize the inner part."""
-    extent = const_extent(sch, loop)
-    if extent is None or extent < 2:
-        return
-    if extent <= lanes:
-        sch.vectorize(loop)
-        return
-    if extent % lanes == 0:
-        _, inner = sch.split(loop, factors=[None, lanes])
-        sch.vectorize(inner)
-        return
-    for width in range(lanes, 1, -1):
-        if extent % width == 0 and width >= lanes // 4:
-            _, inner = sch.split(loop, factors=[None, width])
-            sch.vectorize(inner)
-            return
-
-
-def parallel_outer(sch: s_tir.Schedule, loops: list[LoopRV], target: Target, min_work: int = 1):
-    """Fuse leading loops until there is enough parallel work for the cores, then parallelize.
-
-    Returns the parallel loop (or None when ``loops`` is empty).
-    """
-    if not loops:
-        return None
-    cores = num_cores(target)
-    take = 1
-    work = const_extent(sch, loops[0]) or cores * 4
-    while take < len(loops) and work < cores * 4 * min_work:
-        nxt = const_extent(sch, loops[take])
-        if nxt is None:
-            break
-        work *= nxt
-        take += 1
-    fused = sch.fuse(*loops[:take]) if take > 1 else loops[0]
-    sch.parallel(fused)
-    return fused
 
 
 def schedule_injective_stage(sch: s_tir.Schedule, block: SBlockRV, target: Target) -> None:

@@ -27,7 +27,9 @@ from tvm.s_tir.dlight.gpu.matmul import IterKind, detect_iter_traits
 from tvm.target import Target
 from tvm.tirx.analysis import undefined_vars
 
-from ._common import const_extent, inline_injective, output_dtype_bits, vector_lanes
+from sparse_tvm.target.machine import vector_lanes
+
+from ._common import const_extent, inline_injective, output_dtype_bits
 
 PREPROC_ATTR = "meta_schedule.layout_rewrite_preproc"
 
@@ -42,16 +44,8 @@ def _pick_tile(extent: int | None, candidates: tuple[int, ...]) -> int | None:
 
 
 class Matmul(ScheduleRule):
-    """Register-tiled, vectorized, parallel GEMM with fused epilogue and weight pre-packing.
-
-    Parameters
-    ----------
-    pack_weights : bool
-        Rewrite constant right-hand sides into the ``(N / nr, K, nr)`` panel layout.
-    """
-
-    def __init__(self, pack_weights: bool = True) -> None:
-        self.pack_weights = pack_weights
+    """Register-tiled, vectorized, parallel GEMM with fused epilogue; constant right-hand
+    sides are read through the ``(N / nr, K, nr)`` panel layout (pre-packed at compile time)."""
 
     def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool):
         if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
@@ -112,10 +106,8 @@ class Matmul(ScheduleRule):
             sch.set_scope(main, 0, "local")
         else:
             epilogue = sch.cache_write(main, 0, "local")
-            main, epilogue = main, epilogue
 
-        if self.pack_weights:
-            self._pack_rhs(sch, main, func, nr)
+        self._pack_rhs(sch, main, func, nr)
 
         loops = sch.get_loops(main)
         groups = {k: [] for k in IterKind}

@@ -14,13 +14,9 @@ from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 from tvm.tirx.analysis import undefined_vars
 
-from ._common import (
-    const_extent,
-    inline_injective,
-    output_dtype_bits,
-    schedule_injective_stage,
-    vector_lanes,
-)
+from sparse_tvm.target.machine import vector_lanes
+
+from ._common import const_extent, inline_injective, output_dtype_bits, schedule_injective_stage
 
 
 def _largest_divisor(extent: int, limit: int) -> int:
@@ -63,7 +59,8 @@ class SpatialReduction(ScheduleRule):
         loop_of = {}
         for loop, var in zip(loops, iter_vars, strict=True):
             loop_of[var] = loop
-        if out_axes[-1] is None or out_axes[-1] not in loop_of:
+        # a full reduction (scalar output) has no axis to vectorize: the Reduction rule's
+        if not out_axes or out_axes[-1] is None or out_axes[-1] not in loop_of:
             return None
         v_var = out_axes[-1]
         r_var = out_axes[-2] if len(out_axes) >= 2 and out_axes[-2] in loop_of else None

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from sparse_tvm.driver import layer_timing
-from sparse_tvm.driver.compile_model import analyse, decide
+from sparse_tvm.analysis import analyse
+from sparse_tvm.backends import backend_for
+from sparse_tvm.decision import decide, layer_timing
 from sparse_tvm.examples import mlp
 from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.frontend import import_onnx
 from sparse_tvm.pruning import prune_magnitude
-from sparse_tvm.target import resolve_target
 
 
 def _fc2():
     model = prune_magnitude(mlp(batch=64, features=64, hidden=512), 0.95, "16x1")
-    return analyse(import_onnx(model))[1], resolve_target("x86")
+    return analyse(import_onnx(model))[1], backend_for("x86")
 
 
 def test_a_disturbed_first_timing_is_taken_again_and_the_gain_kept():
@@ -41,7 +41,7 @@ def test_retime_measures_again_and_keeps_the_fastest_median_of_each():
     # first timings as a busy machine gives them: far slower than the layer runs
     layer_timing._CACHE[dense_key] = layer_timing._CACHE[sparse_key] = 1.0
     try:
-        again = layer_timing.retime(layer, weight, tvm_target, rounds=2)
+        again = layer_timing.retime(layer, weight, target, rounds=2)
         assert 0 < again.sparse_s < again.dense_s < 0.1  # measured again, both of them
         assert (layer_timing._CACHE[dense_key], layer_timing._CACHE[sparse_key]) == (
             again.dense_s,
@@ -49,7 +49,7 @@ def test_retime_measures_again_and_keeps_the_fastest_median_of_each():
         )
         # a first timing faster than all the new ones is kept
         layer_timing._CACHE[sparse_key] = 1e-9
-        assert layer_timing.retime(layer, weight, tvm_target, rounds=1).sparse_s == 1e-9
+        assert layer_timing.retime(layer, weight, target, rounds=1).sparse_s == 1e-9
     finally:
         layer_timing._CACHE.pop(dense_key, None)
         layer_timing._CACHE.pop(sparse_key, None)

@@ -1,4 +1,8 @@
-"""The prunable weights of an ONNX graph and their (n, k) view.
+"""ONNX initializer access: the prunable weights of a graph, their (n, k) view, and reading and
+writing initializers by name.
+
+Pruning (which weights, which masks) and training (writing trained weights back) both use
+these, so they live here, below both.
 
 MatMul ``B`` (k, n) is viewed transposed; Gemm ``B`` as stored when ``transB=1``; Conv
 ``W`` (out, in, kh, kw) as (out, in*kh*kw). Patterns are defined on that (n, k) view, the same
@@ -16,17 +20,21 @@ from onnx import numpy_helper
 
 @dataclass(frozen=True)
 class PrunableWeight:
+    """A constant weight of a MatMul, Gemm or Conv node and how it maps to the (n, k) view."""
+
     name: str  # initializer name
     node: str  # node name
     op: str  # MatMul, Gemm or Conv
     transposed: bool  # stored as (k, n): the (n, k) view is the transpose
 
     def to_nk(self, array: np.ndarray) -> np.ndarray:
+        """The stored array -> its (n, k) view."""
         if self.op == "Conv":
             return array.reshape(array.shape[0], -1)
         return array.T if self.transposed else array
 
     def from_nk(self, nk: np.ndarray, like: np.ndarray) -> np.ndarray:
+        """An (n, k) array -> the stored layout of ``like``."""
         if self.op == "Conv":
             return nk.reshape(like.shape)
         return np.ascontiguousarray(nk.T if self.transposed else nk)
@@ -54,6 +62,7 @@ def prunable_weights(model: onnx.ModelProto) -> list[PrunableWeight]:
 
 
 def read_initializer(model: onnx.ModelProto, name: str) -> np.ndarray:
+    """The value of initializer ``name``; ``KeyError`` when there is none."""
     for tensor in model.graph.initializer:
         if tensor.name == name:
             return numpy_helper.to_array(tensor)
@@ -61,8 +70,12 @@ def read_initializer(model: onnx.ModelProto, name: str) -> np.ndarray:
 
 
 def write_initializer(model: onnx.ModelProto, name: str, value: np.ndarray) -> None:
+    """Replace initializer ``name`` of ``model`` (in place) by ``value``."""
     for i, tensor in enumerate(model.graph.initializer):
         if tensor.name == name:
             model.graph.initializer[i].CopyFrom(numpy_helper.from_array(value, name))
             return
     raise KeyError(name)
+
+
+__all__ = ["PrunableWeight", "prunable_weights", "read_initializer", "write_initializer"]

@@ -3,13 +3,13 @@
 The compiler keeps a layer sparse only where the sparse kernel is measured faster than the
 dense layer with the same schedule pipeline: a user never gets a slower model from us. A layer
 is rebuilt as a one-layer Relax function (same input shape, weight orientation, fused bias and
-ReLU); the sparse version goes through the same :class:`DenseToSparse` pass as the model.
+ReLU); the sparse version goes through the same :class:`DenseToSparse` pass, with the same
+back end's lowering and Relax pipeline, as the model. A board that this host cannot run code for
+times layers while tuning (:func:`time_layer_on_board`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,10 +17,10 @@ import tvm
 from tvm import relax
 
 from sparse_tvm.analysis.layers import Layer, find_layers
+from sparse_tvm.errors import CompileError
 from sparse_tvm.formats import BlockSparseWeight
-from sparse_tvm.logs import native_quiet
-from sparse_tvm.pipeline import cpu_pipeline
 from sparse_tvm.transform.dense_to_sparse import DenseToSparse, SparsePlan
+from sparse_tvm.tuning.records import layer_key
 
 _CACHE: dict[tuple, float] = {}
 
@@ -85,68 +85,47 @@ def _bind(mod: tvm.IRModule, values: dict[str, np.ndarray]) -> tvm.IRModule:
 
 def layer_module(
     layer: Layer,
-    target: tvm.target.Target,
+    backend,
     weight: BlockSparseWeight | None = None,
     kernel: tvm.tirx.PrimFunc | None = None,
 ) -> tvm.IRModule:
     """The layer alone, ``main(x)`` with its weights bound: dense when ``weight`` is None, else
-    rewritten by :class:`DenseToSparse` to the sparse kernel (``kernel`` replaces the default)."""
+    rewritten by :class:`DenseToSparse` with the back end's lowering to the sparse kernel
+    (``kernel`` replaces the default)."""
     mod, values = _single_layer_module(layer)
     if weight is not None:
         func = mod["main"]
         (single,) = find_layers(func, {p: values[p.name] for p in func.params[1:]})
-        mod = DenseToSparse([SparsePlan(single, weight, kernel)], target)(mod)
+        mod = DenseToSparse([SparsePlan(single, weight, kernel)], backend.lowering())(mod)
     return _bind(mod, values)
 
 
-def layer_key(layer: Layer) -> str:
-    """Names a layer by what its timing depends on: op, shapes, fusion, nonzero pattern."""
-    fields = [
-        layer.op,
-        list(layer.input_shape),
-        list(layer.weight_shape),
-        layer.transposed,
-        layer.bias is not None,
-        layer.relu,
-        repr(layer.conv),
-        hashlib.sha256(np.packbits(layer.weight != 0).tobytes()).hexdigest(),
-    ]
-    digest = hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:20]
-    return f"{layer.op}_{'x'.join(map(str, layer.shape))}_m{layer.m}_{digest}"
-
-
-def _timer(mod: tvm.IRModule, target: tvm.target.Target, input_shape, number: int, repeat: int):
+def _timer(mod: tvm.IRModule, backend, input_shape, number: int, repeat: int):
     """A function that times ``mod`` once more each call: median seconds of ``repeat`` runs."""
-    with native_quiet():
-        executable = tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target))
+    executable = backend.compile_module(mod)
     vm = relax.VirtualMachine(executable, tvm.cpu())
     x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(input_shape, np.float32))
     timer = vm.time_evaluator("main", tvm.cpu(), number=number, repeat=repeat, min_repeat_ms=20)
     return lambda: float(np.median(timer(x).results))
 
 
-def _time(
-    mod: tvm.IRModule, target: tvm.target.Target, input_shape, number: int, repeat: int
-) -> float:
-    return _timer(mod, target, input_shape, number, repeat)()
-
-
 def _key(layer: Layer, extra) -> tuple:
     return (layer_key(layer), extra)
 
 
-def time_dense(layer: Layer, target: tvm.target.Target, number: int = 5, repeat: int = 5) -> float:
-    """Median seconds of the layer compiled dense."""
-    key = _key(layer, ("dense", str(target)))
+def time_dense(layer: Layer, backend, number: int = 5, repeat: int = 5) -> float:
+    """Median seconds of the layer compiled dense for ``backend`` (which runs on this host)."""
+    key = _key(layer, ("dense", str(backend.tvm_target)))
     if key not in _CACHE:
-        _CACHE[key] = _time(layer_module(layer, target), target, layer.input_shape, number, repeat)
+        mod = layer_module(layer, backend)
+        _CACHE[key] = _timer(mod, backend, layer.input_shape, number, repeat)()
     return _CACHE[key]
 
 
 def time_sparse(
     layer: Layer,
     weight: BlockSparseWeight,
-    target: tvm.target.Target,
+    backend,
     number: int = 5,
     repeat: int = 5,
     kernel: tvm.tirx.PrimFunc | None = None,
@@ -157,17 +136,17 @@ def time_sparse(
     ``kernel`` (e.g. from tuning records, named by ``kernel_id`` for the cache) replaces the
     default kernel.
     """
-    key = _key(layer, ("sparse", weight.block, str(target), kernel_id))
+    key = _key(layer, ("sparse", weight.block, str(backend.tvm_target), kernel_id))
     if key not in _CACHE:
-        mod = layer_module(layer, target, weight, kernel)
-        _CACHE[key] = _time(mod, target, layer.input_shape, number, repeat)
+        mod = layer_module(layer, backend, weight, kernel)
+        _CACHE[key] = _timer(mod, backend, layer.input_shape, number, repeat)()
     return _CACHE[key]
 
 
 def retime(
     layer: Layer,
     weight: BlockSparseWeight,
-    target: tvm.target.Target,
+    backend,
     kernel: tvm.tirx.PrimFunc | None = None,
     kernel_id: str = "default",
     rounds: int = 3,
@@ -179,11 +158,12 @@ def retime(
     timing that disagrees with the cost model is more often such a moment than the truth, and
     load only ever adds time, so the fastest of several alternated medians is the fair one.
     """
-    dense_key = _key(layer, ("dense", str(target)))
-    sparse_key = _key(layer, ("sparse", weight.block, str(target), kernel_id))
+    target = str(backend.tvm_target)
+    dense_key = _key(layer, ("dense", target))
+    sparse_key = _key(layer, ("sparse", weight.block, target, kernel_id))
     timers = (
-        _timer(layer_module(layer, target), target, layer.input_shape, 5, 5),
-        _timer(layer_module(layer, target, weight, kernel), target, layer.input_shape, 5, 5),
+        _timer(layer_module(layer, backend), backend, layer.input_shape, 5, 5),
+        _timer(layer_module(layer, backend, weight, kernel), backend, layer.input_shape, 5, 5),
     )
     best = [_CACHE.get(dense_key, float("inf")), _CACHE.get(sparse_key, float("inf"))]
     for _ in range(rounds):
@@ -193,6 +173,54 @@ def retime(
     return LayerTiming(*best)
 
 
-def time_layer(layer: Layer, weight: BlockSparseWeight, target: tvm.target.Target) -> LayerTiming:
-    """Dense and sparse latency of one layer, measured back to back."""
-    return LayerTiming(time_dense(layer, target), time_sparse(layer, weight, target))
+def time_layer_on_board(layer: Layer, tuned: list, backend, board) -> dict:
+    """Time the dense layer and each tuned candidate layer on ``board`` (one RPC session).
+
+    ``tuned`` holds ``(block, weight, TunedKernel)``; a candidate runs with its tuned kernel,
+    or the hand-written one where the board timed that faster while tuning. Every variant's
+    output on the board must equal the dense layer's. Returns the ``layer_timings.json`` entry.
+    """
+    from sparse_tvm.analysis import block_label
+    from sparse_tvm.analysis.format_choice import format_label
+    from sparse_tvm.tuning.rpc import time_remote
+
+    session = board.session()
+    device = session.cpu()
+    x = np.random.default_rng(0).standard_normal(layer.input_shape).astype(np.float32)
+    variants = [(None, None, None)]
+    for block, weight, result in tuned:
+        use_tuned = result.latency_s <= result.default_latency_s
+        variants.append((block, weight, result if use_tuned else None))
+    seconds, outputs = [], []
+    for index, (block, weight, result) in enumerate(variants):
+        kernel = None if result is None else result.func
+        executable = backend.compile_module(layer_module(layer, backend, weight, kernel))
+        vm = tvm.runtime.vm.VirtualMachine(
+            board.load(session, executable, f"layer{index}.so"), device
+        )
+        xt = tvm.runtime.tensor(x, device)
+        outputs.append(vm["main"](xt).numpy())
+        seconds.append(time_remote(vm, "main", device, [xt]))
+        if index and not np.allclose(outputs[-1], outputs[0], rtol=1e-3, atol=1e-3):
+            raise CompileError(
+                f"{layer.name}: the {block_label(block)} sparse layer disagrees with the dense "
+                f"layer on the {board} (max diff {np.abs(outputs[-1] - outputs[0]).max():.3g})"
+            )
+    candidates = []
+    for (block, _, result), secs in zip(variants[1:], seconds[1:]):
+        candidates.append(
+            {
+                "block": list(block),
+                "format": format_label(block),
+                "knobs": None if result is None else result.knobs,
+                "sparse_s": secs,
+            }
+        )
+    return {
+        "layer": layer_key(layer),
+        "name": layer.name,
+        "target": str(backend.tvm_target),
+        "board": str(board),
+        "dense_s": seconds[0],
+        "candidates": candidates,
+    }

@@ -1,0 +1,61 @@
+"""``CPUBackend``: what x86 and Arm CPUs share: LLVM code, the hand-scheduled SpMM kernels
+(im2col + SpMM, int32 indices), the CPU Relax pipeline, and MetaSchedule tuning of the
+kernels' knob space on this host or on a board over RPC."""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+import tvm
+
+from sparse_tvm.backends.library import LibraryBackend
+from sparse_tvm.errors import TargetError
+from sparse_tvm.pipeline import cpu_pipeline
+from sparse_tvm.transform.dense_to_sparse import kernel_options
+from sparse_tvm.transform.spmm_lowering import SpmmLowering
+
+
+class CPUBackend(LibraryBackend):
+    """An LLVM CPU target: Linux on x86-64 or aarch64."""
+
+    def lowering(self) -> SpmmLowering:
+        return SpmmLowering(self.tvm_target)
+
+    def relax_pipeline(self) -> tvm.transform.Pass:
+        return cpu_pipeline(self.tvm_target)
+
+    def check_tuning(self, rpc_tracker: str | None) -> None:
+        if rpc_tracker is None and not self.can_time_here():
+            raise TargetError(
+                f"tuning for {self.target.name} needs a board: this {platform.machine()} machine "
+                "cannot run its code; start python -m tvm.exec.rpc_server on the board and pass "
+                "--rpc-tracker HOST:PORT --rpc-key KEY"
+            )
+
+    def tune_kernel(self, weight, layer, **settings: Any):
+        """:func:`sparse_tvm.tuning.tune_kernel` of the layer (``trials``, ``database``,
+        ``board``, ``max_seconds``, ``work_dir``, ``progress``); ``ValueError`` when the layer
+        has no tuning space (m = 1 CSR: the scalar kernel)."""
+        from sparse_tvm.tuning import tune_kernel
+
+        return tune_kernel(
+            weight, layer.m, **kernel_options(layer), target=self.tvm_target, **settings
+        )
+
+    def lookup_kernel(self, weight, layer, database):
+        from sparse_tvm.tuning import lookup_kernel
+
+        return lookup_kernel(
+            weight, layer.m, **kernel_options(layer), target=self.tvm_target, database=database
+        )
+
+    def kernel_with_knobs(self, weight, layer, knobs: dict[str, int]):
+        from sparse_tvm.tuning.tune_kernel import kernel_with_knobs
+
+        return kernel_with_knobs(
+            weight, layer.m, knobs, **kernel_options(layer), target=self.tvm_target
+        )
+
+
+__all__ = ["CPUBackend"]

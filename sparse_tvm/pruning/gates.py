@@ -1,0 +1,105 @@
+"""The hard-concrete gate of Louizos, Welling & Kingma (2018): one per (r, c) block of a
+weight's (n, k) view, in numpy (test-time gate, keep-probability) and in Relax (the sampled
+gate ``z`` the training graph multiplies the weight by, and its expected density).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from tvm import relax
+
+from sparse_tvm.frontend.initializers import PrunableWeight
+from sparse_tvm.pruning.patterns import Pattern
+
+# hard-concrete constants of Louizos et al. (2018)
+BETA, GAMMA, ZETA = 2.0 / 3.0, -0.1, 1.1
+
+
+@dataclass(frozen=True)
+class Gate:
+    """An L0 gate per (r, c) block of one weight's (n, k) view."""
+
+    weight: PrunableWeight
+    nk_shape: tuple[int, int]
+    stored_shape: tuple[int, ...]
+    block: tuple[int, int]
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Gates per (n, k) view: ``ceil(n / r) x ceil(k / c)``."""
+        (n, k), (r, c) = self.nk_shape, self.block
+        return -(-n // r), -(-k // c)
+
+    def block_sizes(self) -> np.ndarray:
+        """Weights per block (edge blocks are smaller), shape ``grid``."""
+        (n, k), (r, c) = self.nk_shape, self.block
+        rows = np.minimum(r, n - np.arange(self.grid[0]) * r)
+        cols = np.minimum(c, k - np.arange(self.grid[1]) * c)
+        return np.outer(rows, cols).astype(np.float32)
+
+    def expand(self, per_block: np.ndarray) -> np.ndarray:
+        """Per-block values -> the (n, k) view."""
+        (n, k), (r, c) = self.nk_shape, self.block
+        return np.repeat(np.repeat(per_block, r, axis=0), c, axis=1)[:n, :k]
+
+
+def make_gates(
+    weights: dict[str, np.ndarray], prunable: list[PrunableWeight], pattern: Pattern
+) -> list[Gate]:
+    """A gate grid per prunable weight: the pattern's blocks, single weights for N:M."""
+    block = pattern.block if pattern.n_of_m is None else (1, 1)
+    return [Gate(w, w.to_nk(weights[w.name]).shape, weights[w.name].shape, block) for w in prunable]
+
+
+def hard_concrete_eval(log_alpha: np.ndarray) -> np.ndarray:
+    """The deterministic test-time gate ``clip(sigmoid(log_alpha) (zeta - gamma) + gamma, 0, 1)``."""
+    s = 1.0 / (1.0 + np.exp(-log_alpha))
+    return np.clip(s * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
+
+
+def prob_nonzero(log_alpha: np.ndarray) -> np.ndarray:
+    """P(z != 0) of a hard-concrete gate: the expected L0 norm per gate."""
+    return 1.0 / (1.0 + np.exp(-(log_alpha - BETA * math.log(-GAMMA / ZETA))))
+
+
+def _const(value: np.ndarray | float, dtype: str = "float32") -> relax.Constant:
+    return relax.const(np.asarray(value, dtype), dtype)
+
+
+def emit_gate(bb: relax.BlockBuilder, gate: Gate, log_alpha, noise) -> tuple:
+    """Emit ``z`` in the stored layout and the expected density of one gate; ``noise`` is
+    the logit of a uniform sample."""
+    s = bb.emit(relax.op.sigmoid(relax.op.divide(noise + log_alpha, _const(BETA))))
+    z = bb.emit(relax.op.clip(s * _const(ZETA - GAMMA) + _const(GAMMA), 0.0, 1.0))
+    (n, k), (nb, kb) = gate.nk_shape, gate.grid
+    if gate.block != (1, 1):
+        # one-hot expansion matrices: matmul has a gradient, repeat does not
+        rows = np.repeat(np.eye(nb, dtype=np.float32), gate.block[0], axis=0)[:n]
+        cols = np.repeat(np.eye(kb, dtype=np.float32), gate.block[1], axis=0)[:k]
+        z = bb.emit(relax.op.matmul(relax.op.matmul(_const(rows), z), _const(cols.T)))
+    w = gate.weight
+    if w.op == "Conv":
+        z = bb.emit(relax.op.reshape(z, gate.stored_shape))
+    elif w.transposed:
+        z = bb.emit(relax.op.permute_dims(z, [1, 0]))
+    shift = _const(BETA * math.log(-GAMMA / ZETA))
+    p = relax.op.sigmoid(relax.op.subtract(log_alpha, shift))
+    density = bb.emit(
+        relax.op.divide(relax.op.sum(p * _const(gate.block_sizes())), _const(float(n * k)))
+    )
+    return z, density
+
+
+__all__ = [
+    "BETA",
+    "GAMMA",
+    "ZETA",
+    "Gate",
+    "emit_gate",
+    "hard_concrete_eval",
+    "make_gates",
+    "prob_nonzero",
+]

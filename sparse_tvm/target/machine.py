@@ -1,0 +1,52 @@
+"""What the code generators need to know of a target's machine: vector lanes and cores.
+
+The one place the sparse kernels, the dense CPU schedule rules and :class:`ResolvedTarget`
+read them from, so that a kernel and the dense layer next to it are tiled for the same
+registers and the same number of threads.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm.target import codegen
+
+# When a target does not say how many cores it has. Every llvm target that resolve_target
+# makes carries num-cores (the host's for the x86 presets, the board's for the Arm ones), so
+# this is for targets made by hand and for non-CPU targets (cuda), whose SpMM spec, and with
+# it the workload key of their tuning records, has always said 2.
+DEFAULT_CORES = 2
+
+# The SIMD baseline of a target whose features say nothing wider (SSE2, NEON): 128 bits.
+BASELINE_VECTOR_BITS = 128
+
+
+def vector_bits(target: tvm.target.Target | None) -> int:
+    """Bits of the widest vector register of ``target`` (AVX-512 512, AVX/AVX2 256, else 128).
+
+    Read from the target's ``mcpu`` / ``mattr`` through LLVM's feature tables, never from the
+    compiling host: ``llvm_get_vector_width`` answers the host's width for any x86 ``mcpu``,
+    which would tile a ``haswell`` build for AVX-512 on an AVX-512 workstation.
+    """
+    if target is None or target.kind.name != "llvm":
+        return BASELINE_VECTOR_BITS
+    if codegen.target_has_features("avx512f", target):
+        return 512
+    if codegen.target_has_features("avx2", target) or codegen.target_has_features("avx", target):
+        return 256
+    return BASELINE_VECTOR_BITS
+
+
+def vector_lanes(target: tvm.target.Target | None, dtype_bits: int = 32) -> int:
+    """Lanes of ``dtype_bits`` in one vector register of ``target`` (float32: 16 on AVX-512,
+    8 on AVX2, 4 on NEON, SSE and non-llvm targets); at least 1."""
+    return max(vector_bits(target) // dtype_bits, 1)
+
+
+def num_cores(target: tvm.target.Target | None) -> int:
+    """The target's ``num-cores``; :data:`DEFAULT_CORES` when it has none (or no target)."""
+    if target is not None and "num-cores" in target.attrs:
+        return max(1, int(target.attrs["num-cores"]))
+    return DEFAULT_CORES
+
+
+__all__ = ["DEFAULT_CORES", "num_cores", "vector_bits", "vector_lanes"]

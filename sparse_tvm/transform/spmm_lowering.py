@@ -1,0 +1,148 @@
+"""``SpmmLowering``: a layer as one SpMM kernel call, with int32 CSR/BSR weight constants.
+
+The lowering of the Linux back ends (x86, aarch64, CUDA: the back end passes its kernel
+factories). The weight is passed as three Relax constants (``data``, ``indices``, ``indptr``),
+so it is stored compressed in the compiled artefact; the kernel fuses the bias and ReLU.
+
+- MatMul / Gemm: activations (..., k) are viewed as an (m, k) matrix, multiplied by W^T.
+- Conv 1x1 (stride 1, no padding): NCHW is already (batch, k, m) with m = H*W: one SpMM in the
+  "KM" layout, no copy.
+- Conv kxk (and strided 1x1): im2col into (batch, c*kh*kw, oh*ow), then the same SpMM. im2col
+  rather than a direct sparse convolution because it reuses the one tuned SpMM kernel (and its
+  schedules and records) for every conv shape; its cost is the column buffer, c*kh*kw*oh*ow
+  floats, which is small for the layers that are worth making sparse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from sparse_tvm.analysis.layers import Layer
+from sparse_tvm.kernels import im2col_kernel, spmm_kernel
+from sparse_tvm.transform.lowering import SparsePlan, add_kernel, sanitize, tensor_type
+
+
+def kernel_layout(layer: Layer) -> tuple[str, int]:
+    """``(x_layout, batch)`` of the SpMM kernel a layer becomes: a matmul reads its activations
+    as (m, k) rows ("MK"); a conv reads NCHW, i.e. (batch, k, m) ("KM")."""
+    if layer.op == "matmul":
+        return "MK", 1
+    return "KM", int(layer.conv.input_shape[0])
+
+
+def kernel_options(layer: Layer) -> dict[str, Any]:
+    """The keyword arguments of the layer's SpMM kernel (``spmm_kernel``, ``tune_kernel``,
+    ``lookup_kernel``, ...): its layout and batch (:func:`kernel_layout`) and its fusion."""
+    x_layout, batch = kernel_layout(layer)
+    return {
+        "x_layout": x_layout,
+        "batch": batch,
+        "bias": layer.bias is not None,
+        "relu": layer.relu,
+    }
+
+
+class SpmmLowering:
+    """Lower a layer to (im2col +) SpMM on ``target``.
+
+    Parameters
+    ----------
+    target
+        The target the kernels are generated for (passed to ``spmm``).
+    spmm, im2col
+        The kernel factories, with the parameters and results of
+        :func:`sparse_tvm.kernels.spmm_kernel` and :func:`sparse_tvm.kernels.im2col_kernel`
+        (the defaults, the CPU kernels); the CUDA back end passes
+        :mod:`sparse_tvm.kernels.cuda`'s ``cuda_spmm_kernel`` and ``cuda_im2col_kernel``.
+    """
+
+    def __init__(
+        self,
+        target: tvm.target.Target | None,
+        spmm: Callable[..., tvm.tirx.PrimFunc] = spmm_kernel,
+        im2col: Callable[..., tvm.tirx.PrimFunc] = im2col_kernel,
+    ) -> None:
+        self.target = target
+        self.spmm = spmm
+        self.im2col = im2col
+
+    def lower(self, builder: relax.BlockBuilder, plan: SparsePlan, x: relax.Expr) -> relax.Expr:
+        """The SpMM call(s) of ``plan`` reading ``x`` (see the module doc)."""
+        layer = plan.layer
+        n = layer.weight.shape[0]
+        if layer.op == "matmul":
+            k = layer.weight.shape[1]
+            x2 = (
+                x
+                if len(layer.input_shape) == 2
+                else builder.emit(relax.op.reshape(x, (layer.m, k)))
+            )
+            out = builder.emit(
+                relax.call_tir(
+                    self._kernel(builder, plan, "MK", 1),
+                    [x2, *self._constants(plan)],
+                    tensor_type((layer.m, n)),
+                )
+            )
+            if len(layer.output_shape) == 2:
+                return out
+            return relax.op.reshape(out, layer.output_shape)
+        geometry = layer.conv
+        batch, channels, height, width = geometry.input_shape
+        if geometry.is_pointwise:
+            cols = builder.emit(relax.op.reshape(x, (batch, channels, height * width)))
+        else:
+            im2col = self.im2col(
+                batch,
+                channels,
+                height,
+                width,
+                geometry.kernel,
+                geometry.strides,
+                geometry.padding,
+                geometry.dilation,
+            )
+            gv = add_kernel(builder, im2col, f"im2col_{sanitize(layer.name)}")
+            cols = builder.emit(
+                relax.call_tir(gv, [x], tensor_type((batch, layer.weight.shape[1], layer.m)))
+            )
+        out = builder.emit(
+            relax.call_tir(
+                self._kernel(builder, plan, "KM", batch),
+                [cols, *self._constants(plan)],
+                tensor_type((batch, n, layer.m)),
+            )
+        )
+        return relax.op.reshape(out, layer.output_shape)
+
+    @staticmethod
+    def _constants(plan: SparsePlan) -> list[relax.Expr]:
+        w = plan.weight
+        args = [relax.const(w.data), relax.const(w.indices), relax.const(w.indptr)]
+        if plan.layer.bias is not None:
+            args.append(relax.const(np.ascontiguousarray(plan.layer.bias, np.float32)))
+        return args
+
+    def _kernel(
+        self, builder: relax.BlockBuilder, plan: SparsePlan, x_layout: str, batch: int
+    ) -> relax.GlobalVar:
+        layer = plan.layer
+        if plan.kernel is not None:
+            func = plan.kernel
+        else:
+            func = self.spmm(
+                plan.weight,
+                layer.m,
+                x_layout=x_layout,
+                batch=batch,
+                bias=layer.bias is not None,
+                relu=layer.relu,
+                target=self.target,
+            )
+        name = f"sparse_{plan.weight.block[0]}x{plan.weight.block[1]}_{sanitize(layer.name)}"
+        return add_kernel(builder, func, name)
