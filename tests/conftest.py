@@ -47,6 +47,14 @@ def random_inputs(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray
     return out
 
 
+def sparse_array(shape, seed: int = 0, density: float = 0.4) -> np.ndarray:
+    """A random float32 array with about ``density`` of its entries nonzero."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal(shape).astype(np.float32)
+    w[rng.random(shape) > density] = 0
+    return w
+
+
 @pytest.fixture
 def x86():
     from sparse_tvm.target import resolve_target

@@ -14,8 +14,9 @@ import tvm
 from tvm import relax
 
 from sparse_tvm.backends.base import Backend, Say
-from sparse_tvm.errors import CompileError, UsageError
+from sparse_tvm.errors import CompileError
 from sparse_tvm.logs import native_quiet
+from sparse_tvm.runtime.artefact import check_output_path
 from sparse_tvm.runtime.compiled_model import CompiledModel, TensorSpec, device_for
 from sparse_tvm.transform.dense_to_sparse import DenseToSparse, SparsePlan
 
@@ -34,8 +35,8 @@ class LibraryBackend(Backend):
 
     def check(self, options: CompileOptions) -> None:
         self.cross_compiler(options.cross_compiler)  # a missing one fails before the work
-        if options.output is not None and str(options.output).endswith("/"):
-            raise UsageError(f"output '{options.output}' is a folder: give a file like model.tar")
+        if options.output is not None:
+            check_output_path(options.output)
         if options.report is not None:
             from sparse_tvm.report_html import check_report_path
 

@@ -53,8 +53,9 @@ def compile_model(
     backend.check(options)
     untimed = None  # why the cost model decides, said in a note if it decided any layer
     measure = options.measure and not options.dense
-    if measure and backend.untimed_reason() is not None:
-        measure, untimed = False, backend.untimed_reason()
+    cannot_time = backend.untimed_reason()
+    if measure and cannot_time is not None:
+        measure, untimed = False, cannot_time
     elif not options.measure and not options.dense:
         untimed = (
             "formats chosen by the cost model: layer timing was off (measure=False, --no-measure)"

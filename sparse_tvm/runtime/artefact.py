@@ -34,13 +34,20 @@ METADATA = "metadata.json"
 REPORT = "report.txt"
 
 
-def export_artefact(compiled: CompiledModel, path: str | os.PathLike) -> None:
-    """Write ``compiled`` to ``path`` atomically: on failure nothing is left at ``path``."""
+def check_output_path(path: str | os.PathLike) -> Path:
+    """``path`` as a place an artefact can be written: a file name in a folder that exists
+    (checked before a compile, so that a bad name fails before the work)."""
     path = Path(path)
     if path.is_dir():
         raise ArtefactError(f"output '{path}' is a directory: give a file name like model.tar")
     if not path.parent.exists():
         raise ArtefactError(f"output folder '{path.parent}' does not exist: create it first")
+    return path
+
+
+def export_artefact(compiled: CompiledModel, path: str | os.PathLike) -> None:
+    """Write ``compiled`` to ``path`` atomically: on failure nothing is left at ``path``."""
+    path = check_output_path(path)
     metadata = {
         "format_version": FORMAT_VERSION,
         "producer": "sparse-tvm",

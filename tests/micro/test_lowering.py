@@ -15,15 +15,9 @@ from sparse_tvm.micro import kernels
 from sparse_tvm.micro.compact import compact_weight
 from sparse_tvm.micro.lowering import MicroLowering
 from sparse_tvm.transform import DenseToSparse, SparsePlan
+from tests.conftest import sparse_array
 
 BLOCK = (2, 1)
-
-
-def _sparse(shape, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    w = rng.standard_normal(shape).astype(np.float32)
-    w[rng.random(shape) > 0.4] = 0
-    return w
 
 
 def _plans(mod: tvm.IRModule, values: dict[str, np.ndarray]):
@@ -64,7 +58,7 @@ def test_kxk_conv_is_one_direct_sparse_conv():
                 R.output(gv)
             return gv
 
-    w, bias = _sparse((4, 2, 3, 3)), np.linspace(-1, 1, 4, dtype=np.float32)
+    w, bias = sparse_array((4, 2, 3, 3)), np.linspace(-1, 1, 4, dtype=np.float32)
     cw = compact_weight(w.reshape(4, 18), BLOCK)
     data, indices, indptr = cw.data, cw.indices, cw.indptr
 
@@ -110,7 +104,7 @@ def test_matmul_is_one_compact_spmm_over_rows():
                 R.output(gv)
             return gv
 
-    w = _sparse((8, 4))
+    w = sparse_array((8, 4))
     cw = compact_weight(w.T.copy(), BLOCK)
     data, indices, indptr = cw.data, cw.indices, cw.indptr
 
@@ -154,7 +148,7 @@ def test_pointwise_conv_is_one_compact_spmm_over_channels():
                 R.output(gv)
             return gv
 
-    w = _sparse((4, 8, 1, 1))
+    w = sparse_array((4, 8, 1, 1))
     cw = compact_weight(w.reshape(4, 8), BLOCK)
     data, indices, indptr = cw.data, cw.indices, cw.indptr
 

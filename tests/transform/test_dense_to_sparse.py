@@ -24,16 +24,10 @@ from sparse_tvm.kernels import im2col_kernel, spmm_kernel
 from sparse_tvm.kernels.attrs import HAND_WRITTEN_ATTR
 from sparse_tvm.target import resolve_target
 from sparse_tvm.transform import DenseToSparse, SparsePlan, SpmmLowering
+from tests.conftest import sparse_array
 
 TARGET = resolve_target("x86").tvm_target
 BLOCK = (2, 1)
-
-
-def _sparse(shape, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    w = rng.standard_normal(shape).astype(np.float32)
-    w[rng.random(shape) > 0.4] = 0
-    return w
 
 
 def _bias(n: int) -> np.ndarray:
@@ -90,7 +84,7 @@ def test_matmul_with_bias_and_relu_becomes_one_spmm_call():
                 R.output(gv)
             return gv
 
-    w, bias = _sparse((8, 4)), _bias(4)
+    w, bias = sparse_array((8, 4)), _bias(4)
     sw = BlockSparseWeight.from_dense(w.T.copy(), BLOCK)
     data, indices, indptr = sw.data, sw.indices, sw.indptr
 
@@ -140,7 +134,7 @@ def test_3d_activations_are_viewed_as_rows_of_the_transposed_weight():
                 R.output(gv)
             return gv
 
-    w, bias = _sparse((4, 8)), _bias(4)
+    w, bias = sparse_array((4, 8)), _bias(4)
     sw = BlockSparseWeight.from_dense(w, BLOCK)
     data, indices, indptr = sw.data, sw.indices, sw.indptr
 
@@ -190,7 +184,7 @@ def test_pointwise_conv_is_one_spmm_on_nchw_without_a_copy():
                 R.output(gv)
             return gv
 
-    w, bias = _sparse((4, 8, 1, 1)), _bias(4)
+    w, bias = sparse_array((4, 8, 1, 1)), _bias(4)
     sw = BlockSparseWeight.from_dense(w.reshape(4, 8), BLOCK)
     data, indices, indptr = sw.data, sw.indices, sw.indptr
 
@@ -235,7 +229,7 @@ def test_3x3_conv_goes_through_im2col():
                 R.output(gv)
             return gv
 
-    w = _sparse((4, 2, 3, 3))
+    w = sparse_array((4, 2, 3, 3))
     sw = BlockSparseWeight.from_dense(w.reshape(4, 18), BLOCK)
     data, indices, indptr = sw.data, sw.indices, sw.indptr
 
@@ -288,7 +282,7 @@ class TwoLayers:
 
 
 def test_unplanned_layers_stay_dense():
-    w1, w2 = _sparse((8, 8), 1), _sparse((8, 4), 2)
+    w1, w2 = sparse_array((8, 8), 1), sparse_array((8, 4), 2)
     sw = BlockSparseWeight.from_dense(w2.T.copy(), BLOCK)
     data, indices, indptr = sw.data, sw.indices, sw.indptr
 
@@ -329,7 +323,7 @@ def test_no_plans_leave_the_module_unchanged():
 
 
 def test_a_given_kernel_replaces_the_default_one():
-    w1, w2 = _sparse((8, 8), 1), _sparse((8, 4), 2)
+    w1, w2 = sparse_array((8, 8), 1), sparse_array((8, 4), 2)
     (plan,) = _plans(TwoLayers, {"w1": w1, "w2": w2}, {"w2"})
     # a kernel of the same signature (as from tuning records), other than the default one
     tuned = spmm_kernel(plan.weight, 3, relu=True, target=TARGET)
@@ -349,7 +343,7 @@ def test_the_lowering_calls_the_factories_it_is_given():
         calls.append(("im2col", *args[:4]))
         return im2col_kernel(*args)
 
-    w = _sparse((4, 2, 3, 3))
+    w = sparse_array((4, 2, 3, 3))
     x = relax.Var("x", relax.TensorType((1, 2, 4, 4), "float32"))
     wv = relax.Var("w", relax.TensorType((4, 2, 3, 3), "float32"))
     bb = relax.BlockBuilder()
@@ -394,7 +388,7 @@ def test_kernel_arguments_are_the_compressed_weight():
 
 @pytest.mark.parametrize("planned", [{"w1"}, {"w1", "w2"}])
 def test_rewritten_module_computes_the_dense_result(planned):
-    w1, w2 = _sparse((8, 8), 1), _sparse((8, 4), 2)
+    w1, w2 = sparse_array((8, 8), 1), sparse_array((8, 4), 2)
     x = np.random.default_rng(3).standard_normal((3, 8)).astype(np.float32)
     plans = _plans(TwoLayers, {"w1": w1, "w2": w2}, planned)
     mod = DenseToSparse(plans, SpmmLowering(TARGET))(TwoLayers)
