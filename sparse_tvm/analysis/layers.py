@@ -6,7 +6,8 @@ weight parameters, together with the bias add and ReLU that follow it when nothi
 intermediate values (the sparse kernel fuses them).
 
 Weights are reported in the (n, k) orientation used everywhere in sparse-tvm: n output features
-by k input features (a MatMul's B transposed; a conv's (out, in*kh*kw)).
+by k input features (a MatMul's B transposed; a conv's (out, in*kh*kw) for NCHW / OIHW, its
+(out, kh*kw*in) for NHWC / HWIO, the order of the im2col rows of each layout).
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ from tvm import relax
 
 @dataclass(frozen=True)
 class ConvGeometry:
-    """The attributes of a conv2d layer (NCHW / OIHW)."""
+    """The attributes of a conv2d layer.
+
+    ``input_shape`` is ``(batch, channels, height, width)`` whatever the layout; ``layout`` is
+    the graph's: ``"NCHW"`` (weight OIHW, the ONNX order) or ``"NHWC"`` (weight HWIO, what the
+    CPU back ends convert CNNs to, see :mod:`sparse_tvm.transform.channels_last`).
+    """
 
     input_shape: tuple[int, int, int, int]
     kernel: tuple[int, int]
@@ -29,6 +35,7 @@ class ConvGeometry:
     dilation: tuple[int, int]
     groups: int
     output_hw: tuple[int, int]
+    layout: str = "NCHW"
 
     @property
     def is_pointwise(self) -> bool:
@@ -54,8 +61,8 @@ class Layer:
     op: str  # "matmul" or "conv2d"
     weight: np.ndarray  # float32, (n, k)
     weight_shape: tuple[int, ...]  # as stored in the model
-    m: int  # activation columns per batch item: tokens or output pixels
-    batch: int  # conv batch; 1 for matmul (tokens of all batches are columns)
+    m: int  # activation columns per batch item: tokens or output pixels (NHWC: of all items)
+    batch: int  # NCHW conv batch; 1 for matmul and NHWC conv (all items' rows are columns)
     input_shape: tuple[int, ...]
     output_shape: tuple[int, ...]
     call_var: relax.Var  # the binding var of the matmul / conv2d call
@@ -77,6 +84,16 @@ class Layer:
     @property
     def shape(self) -> tuple[int, int]:
         return tuple(self.weight.shape)  # type: ignore[return-value]
+
+    def stored_weight(self) -> np.ndarray:
+        """The weight as the model stores it (``weight_shape``), from the (n, k) view."""
+        if self.op == "matmul":
+            stored = self.weight if self.transposed else self.weight.T
+            return np.ascontiguousarray(stored)
+        if self.conv is not None and self.conv.layout == "NHWC":
+            kh, kw, c_in, n = self.weight_shape
+            return np.ascontiguousarray(self.weight.reshape(n, kh, kw, c_in).transpose(1, 2, 3, 0))
+        return self.weight.reshape(self.weight_shape)
 
     @property
     def sparsity(self) -> float:
@@ -149,24 +166,49 @@ def _weight_of(
     return None
 
 
+def _constant_array(
+    expr: relax.Expr, weights: dict[relax.Var, np.ndarray], index: _FuncIndex
+) -> np.ndarray | None:
+    """The value behind ``expr``: a constant or a weight, maybe reshaped and transposed (a
+    conv bias ``(n,)`` reshaped to ``(1, n, 1, 1)``, then to ``(1, 1, 1, n)`` for NHWC)."""
+    if isinstance(expr, tvm.ir.expr.GenericConst):
+        return expr.value.numpy()
+    if not isinstance(expr, relax.Var):
+        return None
+    if expr in weights:
+        return weights[expr]
+    value = index.value.get(expr)
+    op = _op_name(value)
+    if op not in ("relax.reshape", "relax.permute_dims"):
+        return None
+    inner = _constant_array(value.args[0], weights, index)
+    if inner is None:
+        return None
+    if op == "relax.reshape":
+        shape = _shape(expr)
+        return None if shape is None else inner.reshape(shape)
+    axes = value.attrs.axes
+    return inner.transpose(None if axes is None else [int(a) for a in axes])
+
+
 def _bias_of(
-    expr: relax.Expr, n: int, weights: dict[relax.Var, np.ndarray], index: _FuncIndex, conv: bool
+    expr: relax.Expr,
+    n: int,
+    weights: dict[relax.Var, np.ndarray],
+    index: _FuncIndex,
+    conv: ConvGeometry | None,
 ) -> np.ndarray | None:
     """A per-output-feature bias vector behind ``expr`` (a weight, maybe reshaped for NCHW)."""
-    if isinstance(expr, tvm.ir.expr.GenericConst):
-        arr = expr.value.numpy()
-    elif isinstance(expr, relax.Var) and expr in weights:
-        arr = weights[expr]
-    elif isinstance(expr, relax.Var) and _op_name(index.value.get(expr)) == "relax.reshape":
-        inner = index.value[expr].args[0]
-        if not (isinstance(inner, relax.Var) and inner in weights):
-            return None
-        arr = weights[inner].reshape(_shape(expr) or (-1,))
-    else:
+    arr = _constant_array(expr, weights, index)
+    if arr is None:
         return None
-    if conv:
-        return arr.reshape(n) if arr.shape in {(1, n, 1, 1), (n, 1, 1)} else None
-    return arr.reshape(n) if arr.shape in {(n,), (1, n)} else None
+    if conv is None:
+        shapes = {(n,), (1, n)}
+    elif conv.layout == "NHWC":
+        shapes = {(n,), (1, n), (1, 1, n), (1, 1, 1, n)}
+    else:
+        shapes = {(1, n, 1, 1), (n, 1, 1)}
+    return arr.reshape(n) if arr.shape in shapes else None
 
 
 def _fuse_epilogue(layer: Layer, weights, index: _FuncIndex) -> None:
@@ -176,7 +218,7 @@ def _fuse_epilogue(layer: Layer, weights, index: _FuncIndex) -> None:
     if user is not None and _op_name(index.value[user]) == "relax.add":
         a, b = index.value[user].args
         other = b if a.same_as(layer.end_var) else a
-        bias = _bias_of(other, n, weights, index, conv=layer.op == "conv2d")
+        bias = _bias_of(other, n, weights, index, layer.conv)
         if bias is not None and _shape(user) == layer.output_shape:
             layer.bias, layer.end_var = bias.astype(np.float32), user
             layer.fused.append("bias")
@@ -216,6 +258,9 @@ def _matmul_layer(var, call, weights, names, index) -> Layer | None:
     return layer
 
 
+_CONV_LAYOUTS = {("NCHW", "OIHW"), ("NHWC", "HWIO")}
+
+
 def _conv_layer(var, call, weights, names, index) -> Layer | None:
     weight_var = call.args[1]
     x_shape, out_shape = _shape(call.args[0]), _shape(var)
@@ -225,25 +270,38 @@ def _conv_layer(var, call, weights, names, index) -> Layer | None:
     w = weights[weight_var]
     if w.ndim != 4 or out_shape is None or len(x_shape) != 4:
         return None
+    layouts = (str(attrs.data_layout), str(attrs.kernel_layout))
+    out_layout = str(attrs.out_layout) if attrs.out_layout else layouts[0]
+    channels_last = layouts == ("NHWC", "HWIO")
+    if channels_last:
+        logical_x = (x_shape[0], x_shape[3], x_shape[1], x_shape[2])
+        kernel, output_hw = (int(w.shape[0]), int(w.shape[1])), (out_shape[1], out_shape[2])
+        w_nk = w.transpose(3, 0, 1, 2).reshape(w.shape[3], -1)
+    else:
+        logical_x = tuple(x_shape)
+        kernel, output_hw = (int(w.shape[2]), int(w.shape[3])), (out_shape[2], out_shape[3])
+        w_nk = w.reshape(w.shape[0], -1)
     pad = [int(p) for p in attrs.padding]
     pad = pad * 2 if len(pad) == 2 else pad
     geometry = ConvGeometry(
-        input_shape=tuple(x_shape),
-        kernel=(int(w.shape[2]), int(w.shape[3])),
+        input_shape=logical_x,
+        kernel=kernel,
         strides=tuple(int(s) for s in attrs.strides),
         padding=tuple(pad),
         dilation=tuple(int(d) for d in attrs.dilation),
         groups=int(attrs.groups),
-        output_hw=(out_shape[2], out_shape[3]),
+        output_hw=output_hw,
+        layout=layouts[0],
     )
+    pixels = output_hw[0] * output_hw[1]
     layer = Layer(
         name=weight_var.name,
         display_name=names.get(weight_var.name, ""),
         op="conv2d",
-        weight=np.ascontiguousarray(w.reshape(w.shape[0], -1), dtype=np.float32),
+        weight=np.ascontiguousarray(w_nk, dtype=np.float32),
         weight_shape=tuple(w.shape),
-        m=out_shape[2] * out_shape[3],
-        batch=x_shape[0],
+        m=pixels * x_shape[0] if channels_last else pixels,
+        batch=1 if channels_last else x_shape[0],
         input_shape=x_shape,
         output_shape=out_shape,
         call_var=var,
@@ -252,10 +310,10 @@ def _conv_layer(var, call, weights, names, index) -> Layer | None:
         conv=geometry,
     )
     if geometry.groups != 1:
-        kind = "depthwise" if geometry.groups == x_shape[1] else "grouped"
+        kind = "depthwise" if geometry.groups == logical_x[1] else "grouped"
         layer.dense_reason = f"{kind} conv (groups={geometry.groups}) stays dense"
-    elif str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW":
-        layer.dense_reason = f"layout {attrs.data_layout}/{attrs.kernel_layout} stays dense"
+    elif layouts not in _CONV_LAYOUTS or out_layout != layouts[0]:
+        layer.dense_reason = f"layout {layouts[0]}/{layouts[1]} stays dense"
     elif w.dtype != np.float32:
         layer.dense_reason = f"dtype {w.dtype}: sparse kernels are float32"
     return layer

@@ -65,6 +65,11 @@ class Backend(ABC):
 
     # -- code ---------------------------------------------------------------------------------
 
+    def prepare(self, imported: ImportedModel) -> ImportedModel:
+        """The imported model in the layouts this family runs it in, before the analysis
+        (default: as imported; the CPU back ends convert CNNs to channels-last)."""
+        return imported
+
     @abstractmethod
     def lowering(self):
         """The per-layer lowering the rewrite pass applies (``sparse_tvm.transform``)."""

@@ -5,19 +5,28 @@ kernels' knob space on this host or on a board over RPC."""
 from __future__ import annotations
 
 import platform
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tvm
 
 from sparse_tvm.backends.library import LibraryBackend
 from sparse_tvm.errors import TargetError
 from sparse_tvm.pipeline import cpu_pipeline
+from sparse_tvm.transform.channels_last import to_channels_last
 from sparse_tvm.transform.dense_to_sparse import kernel_options
 from sparse_tvm.transform.spmm_lowering import SpmmLowering
+
+if TYPE_CHECKING:
+    from sparse_tvm.frontend import ImportedModel
 
 
 class CPUBackend(LibraryBackend):
     """An LLVM CPU target: Linux on x86-64 or aarch64."""
+
+    def prepare(self, imported: ImportedModel) -> ImportedModel:
+        """CNNs in channels-last (NHWC convs and pools, HWIO weights): see
+        :mod:`sparse_tvm.transform.channels_last` for why."""
+        return to_channels_last(imported)
 
     def lowering(self) -> SpmmLowering:
         return SpmmLowering(self.tvm_target)

@@ -40,8 +40,7 @@ def _single_layer_module(layer: Layer) -> tuple[tvm.IRModule, dict[str, np.ndarr
     x = relax.Var("x", relax.TensorType(list(layer.input_shape), "float32"))
     w = relax.Var(layer.name, relax.TensorType(list(layer.weight_shape), "float32"))
     params = [x, w]
-    stored = layer.weight if (layer.op == "conv2d" or layer.transposed) else layer.weight.T
-    values = {layer.name: np.ascontiguousarray(stored.reshape(layer.weight_shape))}
+    values = {layer.name: layer.stored_weight()}
     bias_var = None
     if layer.bias is not None:
         bias_var = relax.Var(f"{layer.name}.bias", relax.TensorType([layer.shape[0]], "float32"))
@@ -57,6 +56,7 @@ def _single_layer_module(layer: Layer) -> tuple[tvm.IRModule, dict[str, np.ndarr
                     y = bb.emit(relax.op.add(y, bias_var))
             else:
                 g = layer.conv
+                nhwc = g.layout == "NHWC"
                 y = bb.emit(
                     relax.op.nn.conv2d(
                         x,
@@ -65,10 +65,14 @@ def _single_layer_module(layer: Layer) -> tuple[tvm.IRModule, dict[str, np.ndarr
                         padding=g.padding,
                         dilation=g.dilation,
                         groups=g.groups,
+                        data_layout=g.layout,
+                        kernel_layout="HWIO" if nhwc else "OIHW",
                     )
                 )
                 if bias_var is not None:
-                    shaped = bb.emit(relax.op.reshape(bias_var, (1, layer.shape[0], 1, 1)))
+                    n = layer.shape[0]
+                    shape = (1, 1, 1, n) if nhwc else (1, n, 1, 1)
+                    shaped = bb.emit(relax.op.reshape(bias_var, shape))
                     y = bb.emit(relax.op.add(y, shaped))
             if layer.relu:
                 y = bb.emit(relax.op.nn.relu(y))

@@ -66,7 +66,7 @@ def compile_model(
     if not (measure or options.dense or options.force_block):
         board = BoardTimings.load(options.records, backend)
     say(f"importing {model_name(model)}")
-    imported = import_onnx(model, options.input_shapes)
+    imported = backend.prepare(import_onnx(model, options.input_shapes))
     layers = analyse(imported)
     decisions, rows = decide_layers(
         layers, backend, decide_options, records=database, board=board, progress=say

@@ -33,8 +33,8 @@ def inspect_model(
         from sparse_tvm.runtime import read_metadata
 
         return Report.from_dict(read_metadata(model).get("report", {}))
-    imported = import_onnx(model, input_shapes)
     backend = backend_for("x86")  # the cost model's pick, as for this machine
+    imported = backend.prepare(import_onnx(model, input_shapes))
     options = CompileOptions(sparsity_threshold=sparsity_threshold, measure=False)
     _, rows = decide_layers(analyse(imported), backend, options)
     notes = []

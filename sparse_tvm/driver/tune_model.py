@@ -131,7 +131,7 @@ def tune_model(
         board.check()
     with tuning_lock(records):  # one run writes a records folder at a time
         store = RecordStore(records)
-        imported = import_onnx(model, input_shapes)
+        imported = backend.prepare(import_onnx(model, input_shapes))
         jobs = []
         for layer in analyse(imported):
             fractions = block_zero_fractions(layer.weight)

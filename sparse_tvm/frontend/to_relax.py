@@ -15,8 +15,10 @@ from tvm.relax.frontend.onnx import from_onnx
 
 from sparse_tvm.errors import CompileError, ModelLoadError
 from sparse_tvm.frontend.fold import fold_constants
+from sparse_tvm.frontend.fold_batchnorm import fold_batchnorm
 from sparse_tvm.frontend.input_shapes import dynamic_dims, fix_input_shapes, graph_inputs
 from sparse_tvm.frontend.load import load_onnx
+from sparse_tvm.frontend.onnx_converters import our_converters
 from sparse_tvm.logs import native_quiet
 
 
@@ -50,7 +52,8 @@ _FLOAT_TYPES = {
     onnx.TensorProto.DOUBLE,
 }
 # inputs the importer needs as constants even when they are floats
-_STATIC_FLOAT_INPUTS = {"Resize": (1, 2, 3), "Upsample": (1,)}
+# (a Clip's bounds: constants, so that ReLU6 imports as maximum / minimum, see onnx_converters)
+_STATIC_FLOAT_INPUTS = {"Resize": (1, 2, 3), "Upsample": (1,), "Clip": (1, 2)}
 
 
 def _inline_static_initializers(model: onnx.ModelProto) -> None:
@@ -112,7 +115,7 @@ def _convert(model: onnx.ModelProto) -> tvm.IRModule:
         with warnings.catch_warnings():
             # the importer re-runs onnx.checker and warns about names; both are handled here
             warnings.simplefilter("ignore")
-            with native_quiet():
+            with native_quiet(), our_converters():
                 return from_onnx(model, keep_params_in_input=True, sanitize_input_names=False)
     except Exception as error:  # the importer raises anything from KeyError to TVMError
         ops = sorted({n.op_type for n in model.graph.node})
@@ -150,6 +153,8 @@ def _rename_params(func: relax.Function, names: list[str]) -> relax.Function:
 def import_onnx(
     model: str | os.PathLike | onnx.ModelProto,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
+    *,
+    fold_batchnorms: bool = True,
 ) -> ImportedModel:
     """Load, fix shapes, fold constants and import an ONNX model into Relax.
 
@@ -159,6 +164,10 @@ def import_onnx(
         A path to an ``.onnx`` file or an ``onnx.ModelProto``.
     input_shapes
         Static shapes for inputs, by name; required for every input with dynamic dimensions.
+    fold_batchnorms
+        Fold each BatchNormalization into the Conv / Gemm before it (inference: the layer gets
+        the scaled weight and a bias). Training reads and writes the model's own initializers,
+        so it imports them unfolded.
 
     Returns
     -------
@@ -172,6 +181,8 @@ def import_onnx(
     """
     proto = load_onnx(model)
     folded = fold_constants(fix_input_shapes(proto, input_shapes))  # always a new proto
+    if fold_batchnorms:  # Conv/Gemm + BatchNormalization -> one layer with a bias
+        folded = fold_batchnorm(folded)
     _inline_static_initializers(folded)
     mod = _convert(folded)
     mod, detached = detach_params(mod)

@@ -137,7 +137,10 @@ class Trainer:
         self.objective: str | None = None
         self.model = load_onnx(model)
         self.batch = self._batch_shapes()
-        self.imported = import_onnx(self.model, input_shapes=self.batch_shapes)
+        # unfolded: the weights trained are the model's own initializers, written back by name
+        self.imported = import_onnx(
+            self.model, input_shapes=self.batch_shapes, fold_batchnorms=False
+        )
         self.weights = {k: v.astype(np.float32) for k, v in self.imported.params.items()}
         statistics = _statistics(self.imported.onnx_model)
         self.trainable = [

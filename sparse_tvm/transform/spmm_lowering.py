@@ -11,6 +11,10 @@ so it is stored compressed in the compiled artefact; the kernel fuses the bias a
   rather than a direct sparse convolution because it reuses the one tuned SpMM kernel (and its
   schedules and records) for every conv shape; its cost is the column buffer, c*kh*kw*oh*ow
   floats, which is small for the layers that are worth making sparse.
+- Channels-last convs (NHWC / HWIO, what the CPU back ends run CNNs in): a 1x1 conv's input is
+  already the (pixels, c) matrix of the "MK" layout, a kxk conv's im2col has one row of
+  kh*kw*c per output pixel; the SpMM's (pixels, n) output is the NHWC output, so no transpose
+  is ever needed between layers.
 """
 
 from __future__ import annotations
@@ -23,14 +27,14 @@ import tvm
 from tvm import relax
 
 from sparse_tvm.analysis.layers import Layer
-from sparse_tvm.kernels import im2col_kernel, spmm_kernel
+from sparse_tvm.kernels import im2col_kernel, im2col_nhwc_kernel, spmm_kernel
 from sparse_tvm.transform.lowering import SparsePlan, add_kernel, sanitize, tensor_type
 
 
 def kernel_layout(layer: Layer) -> tuple[str, int]:
-    """``(x_layout, batch)`` of the SpMM kernel a layer becomes: a matmul reads its activations
-    as (m, k) rows ("MK"); a conv reads NCHW, i.e. (batch, k, m) ("KM")."""
-    if layer.op == "matmul":
+    """``(x_layout, batch)`` of the SpMM kernel a layer becomes: a matmul and an NHWC conv read
+    their activations as (m, k) rows ("MK"); an NCHW conv reads (batch, k, m) ("KM")."""
+    if layer.op == "matmul" or layer.conv.layout == "NHWC":
         return "MK", 1
     return "KM", int(layer.conv.input_shape[0])
 
@@ -54,11 +58,12 @@ class SpmmLowering:
     ----------
     target
         The target the kernels are generated for (passed to ``spmm``).
-    spmm, im2col
+    spmm, im2col, im2col_nhwc
         The kernel factories, with the parameters and results of
-        :func:`sparse_tvm.kernels.spmm_kernel` and :func:`sparse_tvm.kernels.im2col_kernel`
-        (the defaults, the CPU kernels); the CUDA back end passes
-        :mod:`sparse_tvm.kernels.cuda`'s ``cuda_spmm_kernel`` and ``cuda_im2col_kernel``.
+        :func:`sparse_tvm.kernels.spmm_kernel`, :func:`sparse_tvm.kernels.im2col_kernel` and
+        :func:`sparse_tvm.kernels.im2col_nhwc_kernel` (the defaults, the CPU kernels); the CUDA
+        back end passes :mod:`sparse_tvm.kernels.cuda`'s ``cuda_spmm_kernel`` and
+        ``cuda_im2col_kernel`` (its models stay NCHW).
     """
 
     def __init__(
@@ -66,15 +71,19 @@ class SpmmLowering:
         target: tvm.target.Target | None,
         spmm: Callable[..., tvm.tirx.PrimFunc] = spmm_kernel,
         im2col: Callable[..., tvm.tirx.PrimFunc] = im2col_kernel,
+        im2col_nhwc: Callable[..., tvm.tirx.PrimFunc] = im2col_nhwc_kernel,
     ) -> None:
         self.target = target
         self.spmm = spmm
         self.im2col = im2col
+        self.im2col_nhwc = im2col_nhwc
 
     def lower(self, builder: relax.BlockBuilder, plan: SparsePlan, x: relax.Expr) -> relax.Expr:
         """The SpMM call(s) of ``plan`` reading ``x`` (see the module doc)."""
         layer = plan.layer
         n = layer.weight.shape[0]
+        if layer.op == "conv2d" and layer.conv.layout == "NHWC":
+            return self._lower_nhwc(builder, plan, x)
         if layer.op == "matmul":
             k = layer.weight.shape[1]
             x2 = (
@@ -97,20 +106,8 @@ class SpmmLowering:
         if geometry.is_pointwise:
             cols = builder.emit(relax.op.reshape(x, (batch, channels, height * width)))
         else:
-            im2col = self.im2col(
-                batch,
-                channels,
-                height,
-                width,
-                geometry.kernel,
-                geometry.strides,
-                geometry.padding,
-                geometry.dilation,
-            )
-            gv = add_kernel(builder, im2col, f"im2col_{sanitize(layer.name)}")
-            cols = builder.emit(
-                relax.call_tir(gv, [x], tensor_type((batch, layer.weight.shape[1], layer.m)))
-            )
+            cols_type = tensor_type((batch, layer.weight.shape[1], layer.m))
+            cols = self._im2col(builder, self.im2col, layer, x, cols_type)
         out = builder.emit(
             relax.call_tir(
                 self._kernel(builder, plan, "KM", batch),
@@ -119,6 +116,33 @@ class SpmmLowering:
             )
         )
         return relax.op.reshape(out, layer.output_shape)
+
+    def _lower_nhwc(
+        self, builder: relax.BlockBuilder, plan: SparsePlan, x: relax.Expr
+    ) -> relax.Expr:
+        layer = plan.layer
+        n, k = layer.weight.shape
+        geometry = layer.conv
+        if geometry.is_pointwise:
+            rows = builder.emit(relax.op.reshape(x, (layer.m, k)))
+        else:
+            rows = self._im2col(builder, self.im2col_nhwc, layer, x, tensor_type((layer.m, k)))
+        out = builder.emit(
+            relax.call_tir(
+                self._kernel(builder, plan, "MK", 1),
+                [rows, *self._constants(plan)],
+                tensor_type((layer.m, n)),
+            )
+        )
+        return relax.op.reshape(out, layer.output_shape)
+
+    @staticmethod
+    def _im2col(builder, factory, layer: Layer, x: relax.Expr, out_type) -> relax.Expr:
+        """The call of ``factory``'s im2col kernel for the layer's geometry, reading ``x``."""
+        g = layer.conv
+        func = factory(*g.input_shape, g.kernel, g.strides, g.padding, g.dilation)
+        gv = add_kernel(builder, func, f"im2col_{sanitize(layer.name)}")
+        return builder.emit(relax.call_tir(gv, [x], out_type))
 
     @staticmethod
     def _constants(plan: SparsePlan) -> list[relax.Expr]:

@@ -34,12 +34,35 @@ from ._common import const_extent, inline_injective, output_dtype_bits
 PREPROC_ATTR = "meta_schedule.layout_rewrite_preproc"
 
 
-def _pick_tile(extent: int | None, candidates: tuple[int, ...]) -> int | None:
-    if extent is None:
-        return None
-    for c in candidates:
-        if extent % c == 0:
-            return c
+ACC_REGS = 24  # of 32 vector registers: the rest hold B and the broadcast A
+
+
+def _largest_divisor(extent: int, limit: int) -> int:
+    return next(d for d in range(max(1, min(extent, limit)), 0, -1) if extent % d == 0)
+
+
+def pick_tile(j_ext: int, rows: int, lanes: int) -> tuple[int, int] | None:
+    """The ``(mr, nr)`` register tile: ``nr`` a multiple of the vector width dividing ``J``,
+    ``mr`` dividing ``rows`` (the innermost I loop: a tile never straddles two of its rows),
+    with the most accumulator registers (at most ``ACC_REGS``), then the widest ``nr``; a
+    power of two of registers wide (LLVM splits 3-register vectors badly) unless only 3 fit.
+
+    A 7x7 conv output (``rows`` = 7) gets 7 x 2 vectors rather than 1 x 4; a BERT matmul
+    (``rows`` = 128) 4 x 4 vectors."""
+    best = None
+    widths = [w * lanes for w in (4, 2, 1) if j_ext % (w * lanes) == 0]
+    if not widths and j_ext % (3 * lanes) == 0:  # 3 registers only where nothing else fits
+        widths = [3 * lanes]
+    for nr in widths:
+        regs = nr // lanes
+        mr = _largest_divisor(rows, ACC_REGS // regs) if rows > 0 else 1
+        score = (mr * regs, nr)
+        if best is None or score > best[0]:
+            best = (score, (mr, nr))
+    if best is not None:
+        return best[1]
+    if 0 < j_ext <= 4 * lanes:  # a narrow J: the whole of it, one partial vector
+        return (_largest_divisor(rows, ACC_REGS // -(-j_ext // lanes)) if rows > 0 else 1), j_ext
     return None
 
 
@@ -83,22 +106,18 @@ class Matmul(ScheduleRule):
         groups: dict[IterKind, list] = {k: [] for k in IterKind}
         for loop, kind in zip(loops, kinds, strict=True):
             groups[kind].append(loop)
-        j_ext = 1
-        i_ext = 1
-        for loop in groups[IterKind.kIter_J]:
-            j_ext = j_ext * (const_extent(sch, loop) or 0)
-        for loop in groups[IterKind.kIter_I]:
-            i_ext = i_ext * (const_extent(sch, loop) or 0)
         if len(groups[IterKind.kIter_J]) != 1 or len(groups[IterKind.kIter_K]) != 1:
             return None
-        nr = _pick_tile(j_ext, (4 * lanes, 3 * lanes, 2 * lanes, lanes))
-        if nr is None:
-            nr = j_ext if 0 < j_ext <= 4 * lanes else None
-        if nr is None:
+        j_ext = const_extent(sch, groups[IterKind.kIter_J][0]) or 0
+        # the I loops are fused and split by mr; the epilogue, computed at the tile, keeps its
+        # own loops, so mr divides the innermost I loop (a tile across two of its rows would
+        # make the epilogue read accumulators that another tile holds)
+        i_loops = groups[IterKind.kIter_I]
+        rows = (const_extent(sch, i_loops[-1]) or 0) if i_loops else 1
+        tile = pick_tile(j_ext, rows, lanes)
+        if tile is None:
             return None
-        acc_regs = 24  # of 32 vector registers: the rest hold B and the broadcast A
-        mr_max = max(1, acc_regs // max(1, -(-nr // lanes)))
-        mr = _pick_tile(i_ext, tuple(range(mr_max, 0, -1))) if i_ext else 1
+        mr, nr = tile
 
         # Output tile goes through a small "local" accumulator.
         if tail:
