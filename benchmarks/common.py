@@ -166,6 +166,8 @@ def machine() -> dict:
         "onnx": onnx.__version__,
         "onnxruntime": ort.__version__,
         "tvm": tvm.__version__,
+        "openvino": openvino_version(),
+        "deepsparse_python": os.environ.get(DEEPSPARSE_ENV),
         "loadavg_at_start": loadavg(),
         "blas": blas_info(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
@@ -177,8 +179,9 @@ def header_line(info: dict) -> str:
     return (
         f"# {info['cpu']}, {info['cores']} cores"
         f"{' (AVX-512)' if info['avx512f'] else ''}, {info['threads']} threads; "
-        f"onnxruntime {info['onnxruntime']}, TVM {info['tvm']}, numpy {info['numpy']}, "
-        f"scipy {info['scipy']}; load avg {fmt_load(info['loadavg_at_start'])}"
+        f"onnxruntime {info['onnxruntime']}, OpenVINO {info.get('openvino') or 'absent'}, "
+        f"TVM {info['tvm']}, numpy {info['numpy']}, scipy {info['scipy']}; "
+        f"load avg {fmt_load(info['loadavg_at_start'])}"
     )
 
 
@@ -197,6 +200,8 @@ class Runner:
     call: Callable[[], object]
     tvm_timer: Callable[[int], float] | None = None  # number -> mean seconds per call
     note: str = ""
+    info: dict = field(default_factory=dict)  # what the JSON should say about this runtime
+    fetch: Callable[[], np.ndarray] | None = None  # the first output of the last call
 
 
 def tvm_runner(name: str, compiled, x: np.ndarray, note: str = "") -> Runner:
@@ -237,6 +242,115 @@ def ort_runner(name: str, session: ort.InferenceSession, feeds: dict[str, np.nda
 
 def ort_run(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     return session.run(None, feeds)
+
+
+# ---------------------------------------------------------------------------- OpenVINO
+
+# float32 on every CPU (the plugin would run bf16 where the CPU has it), the latency hint with
+# one stream: one request at a time on THREADS threads, like the other runtimes.
+OPENVINO_CONFIG = {
+    "INFERENCE_PRECISION_HINT": "f32",
+    "PERFORMANCE_HINT": "LATENCY",
+    "NUM_STREAMS": "1",
+}
+OPENVINO_MISSING = "OpenVINO not installed (pip install -r benchmarks/requirements.txt)"
+
+
+def openvino_module():
+    """The ``openvino`` module, or None where it is not installed (the column is then left
+    out of the tables)."""
+    try:
+        import openvino
+    except ImportError:
+        return None
+    return openvino
+
+
+def openvino_version() -> str | None:
+    """OpenVINO's version (the short form, ``2026.4.1``), or None without it."""
+    ov = openvino_module()
+    return None if ov is None else ov.__version__.split("-")[0]
+
+
+def openvino_runner(
+    name: str, model: onnx.ModelProto, feeds: dict[str, np.ndarray], threads: int = THREADS
+) -> Runner:
+    """OpenVINO's CPU plugin on ``model`` (read from the ONNX bytes in memory, no file), inputs
+    set once: ``call`` runs one inference, ``fetch`` returns the first output of the last one.
+
+    Raises ImportError where OpenVINO is not installed (see :func:`openvino_module`).
+    """
+    ov = openvino_module()
+    if ov is None:
+        raise ImportError(OPENVINO_MISSING)
+    core = ov.Core()
+    config = {"INFERENCE_NUM_THREADS": str(threads), **OPENVINO_CONFIG}
+    compiled = core.compile_model(core.read_model(model.SerializeToString()), "CPU", config)
+    request = compiled.create_infer_request()
+    for port in compiled.inputs:
+        request.set_tensor(port, ov.Tensor(np.ascontiguousarray(feeds[port.get_any_name()])))
+    keys = [*config, "ENABLE_CPU_PINNING", "EXECUTION_DEVICES"]
+    return Runner(
+        name,
+        request.infer,
+        note="InferRequest.infer, perf_counter loop",
+        info={key: _openvino_text(compiled.get_property(key)) for key in keys},
+        fetch=lambda: request.get_output_tensor(0).data.copy(),
+    )
+
+
+def _openvino_text(value) -> str:
+    """A compiled model's property as the JSON keeps it (an element type by its short name)."""
+    if hasattr(value, "get_type_name"):  # openvino.Type: "f32", not "<Type: 'float32'>"
+        return value.get_type_name()
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+# ---------------------------------------------------------------------------- DeepSparse
+
+# DeepSparse 1.8 pins old numpy / onnx: it lives in its own virtual environment, and the suite
+# times it in a subprocess of that environment's Python when this variable names it.
+DEEPSPARSE_ENV = "DEEPSPARSE_PYTHON"
+DEEPSPARSE_SCRIPT = Path(__file__).resolve().parent / "deepsparse_time.py"
+
+
+def deepsparse_python() -> str | None:
+    """The Python of DeepSparse's environment (``$DEEPSPARSE_PYTHON``), or None: no column."""
+    return os.environ.get(DEEPSPARSE_ENV) or None
+
+
+def deepsparse_timing(
+    model: onnx.ModelProto,
+    feeds: dict[str, np.ndarray],
+    rounds: int,
+    batch_s: float,
+    threads: int = THREADS,
+    timeout_s: float = 900,
+) -> tuple[dict, np.ndarray]:
+    """Time ``model`` with DeepSparse in ``$DEEPSPARSE_PYTHON`` (``deepsparse_time.py``):
+    ``rounds`` batches of ~``batch_s`` seconds on ``threads`` cores, in its own process (not
+    interleaved with the other runners). Returns (the timing as :meth:`Timing.to_dict` writes
+    it, plus ``version``; the first output on ``feeds``). Raises RuntimeError on failure."""
+    import subprocess
+    import tempfile
+
+    python = deepsparse_python()
+    if python is None:
+        raise RuntimeError(f"{DEEPSPARSE_ENV} is not set")
+    with tempfile.TemporaryDirectory(prefix="deepsparse_") as tmp:
+        folder = Path(tmp)
+        onnx.save(model, folder / "model.onnx")
+        np.savez(folder / "inputs.npz", **feeds)
+        command = [python, str(DEEPSPARSE_SCRIPT), str(folder), "--threads", str(threads)]
+        command += ["--rounds", str(rounds), "--batch-s", str(batch_s)]
+        env = {**os.environ, "NM_DISABLE_ANALYTICS": "1"}
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env)
+        if done.returncode != 0:
+            raise RuntimeError(" ".join((done.stderr or done.stdout).split()[-60:]))
+        timing = json.loads(done.stdout.strip().splitlines()[-1])
+        return timing, np.load(folder / "output.npy")
 
 
 def tune_candidates(summary) -> list[dict]:

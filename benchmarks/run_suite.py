@@ -1,7 +1,7 @@
 """The benchmark suite: sparse kernels and whole models against dense baselines, one command.
 
-    python benchmarks/run_suite.py                 # full: ~20 min on a 2-core machine
-    python benchmarks/run_suite.py --quick         # ~2 min: 2 shapes, 2 sparsities, 1 model
+    python benchmarks/run_suite.py                 # full: ~1 h on a 2-core machine
+    python benchmarks/run_suite.py --quick         # ~3 min: 2 shapes, 2 sparsities, 2 models
     python benchmarks/run_suite.py --out DIR       # default benchmarks/results/suite
     python benchmarks/run_suite.py --redraw DIR    # tables and plots again from DIR/suite.json
 
@@ -9,11 +9,15 @@ Kernels (``suite_kernels.py``): BERT-base feed-forward (3072x768, 768x3072) and 
 projection (768x768) MatMuls at M = 128 tokens, MobileNet-v1 1x1 convolutions; each pruned to
 every sparsity in every block pattern (1x1, 4x1, 16x1), against sparse-tvm's dense build,
 onnxruntime, numpy and scipy.sparse. Whole models (``suite_models.py``): a BERT-base encoder
-layer at sequence 128, MobileNet-v1 and an MLP, dense against 90 % in each pattern.
+layer at sequence 128, ResNet-50, MobileNet-v1 and -v2 at 224x224 and an MLP, dense against
+90 % in each pattern, against onnxruntime and OpenVINO (where installed: ``pip install -r
+benchmarks/requirements.txt``) and DeepSparse (where ``$DEEPSPARSE_PYTHON`` names its own
+environment's Python); for the CNNs, where each build's time goes (``suite_split.py``).
 
 Writes into the output folder: ``suite.json`` (every sample, the machine, the config),
-``suite.md`` (the tables), ``speedup_vs_sparsity.png``, ``per_layer_<model>.png`` and
-``report_<model>.html`` (sparse-tvm's own HTML report of the model's 90 % 16x1 build).
+``suite.md`` (the tables, the goals), ``speedup_vs_sparsity.png``, ``per_layer_<model>.png``,
+``time_split.png`` (the CNN builds' time split) and ``report_<model>.html`` (sparse-tvm's own
+HTML report of the model's 90 % 16x1 build).
 """
 
 from __future__ import annotations
@@ -52,10 +56,11 @@ PRESETS = {
         "patterns": ["1x1", "4x1", "16x1"],
         "kernel_rounds": 9,
         "kernel_batch_s": 0.03,
-        "models": ["bert_block", "mobilenet", "mlp"],
-        "model_patterns": ["1x1", "4x1", "16x1"],
+        "models": ["resnet50", "mobilenet", "mobilenet_v2", "bert_block", "mlp"],
+        "model_patterns": ["4x1", "16x1", "1x1"],  # 4x1 first: the CNN goals' pattern
         "model_rounds": 9,
         "model_batch_s": 0.25,
+        "split_runs": 20,
     },
     "quick": {
         "shapes": [BERT_SHAPES[2], CONV_SHAPES[2]],
@@ -63,10 +68,11 @@ PRESETS = {
         "patterns": ["1x1", "4x1", "16x1"],
         "kernel_rounds": 3,
         "kernel_batch_s": 0.01,
-        "models": ["mlp_small"],
-        "model_patterns": ["16x1"],
+        "models": ["mlp_small", "mobilenet_v2_96"],
+        "model_patterns": ["4x1"],
         "model_rounds": 3,
         "model_batch_s": 0.05,
+        "split_runs": 5,
     },
 }
 SPARSITY = 0.9  # whole models, and the headline kernel table
@@ -93,6 +99,8 @@ def run(config: dict, seed: int = 0) -> dict:
     info = common.machine()
     info["lscpu_model"] = lscpu_model()
     say(common.header_line(info))
+    if common.openvino_module() is None:
+        say(f"# {common.OPENVINO_MISSING}: no OpenVINO column")
     start = time.perf_counter()
     kernels = []
     for shape in config["shapes"]:
@@ -113,6 +121,7 @@ def run(config: dict, seed: int = 0) -> dict:
             rounds=config["model_rounds"],
             batch_s=config["model_batch_s"],
             seed=seed,
+            split_runs=config.get("split_runs", 20),
             say=say,
         )
         for name in config["models"]
@@ -129,6 +138,7 @@ def run(config: dict, seed: int = 0) -> dict:
         "config": stored,
         "kernels": kernels,
         "models": models,
+        "goals": suite_report.goals(models),
     }
 
 
@@ -148,7 +158,7 @@ def write_outputs(data: dict, folder: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a ~2 minute subset")
+    parser.add_argument("--quick", action="store_true", help="a ~3 minute subset")
     parser.add_argument(
         "--out", default=str(common.RESULTS / "suite"), help="output folder (created)"
     )

@@ -5,13 +5,20 @@ For each model (built in code by ``sparse_tvm.examples``), timed in one interlea
 
     tvm_dense        ``compile_model(model, dense=True)`` on the unpruned model
     ort              onnxruntime on the unpruned model
+    openvino         OpenVINO's CPU plugin on the unpruned model (f32, latency hint, one stream;
+                     left out where openvino is not installed)
     sparse/<p>       ``compile_model(pruned)`` with ``pruned = prune_magnitude(model, s, p)``: what
                      a user gets (each layer measured at compile time, kept sparse only if faster;
                      the shipped tuning records apply where they match)
 
+and, only where ``$DEEPSPARSE_PYTHON`` names DeepSparse's own environment, ``deepsparse`` on
+the unpruned model, timed afterwards in a subprocess (not interleaved).
+
 Each build's output is checked against onnxruntime on the same (pruned or unpruned) model. The
 per-layer latencies of each sparse build are those its compiler measured (every layer built
 alone, dense and sparse, ``time_evaluator`` medians), kept in the JSON for the per-layer plot.
+For a CNN, every sparse-tvm build also gets its time split (``suite_split``): dense convs,
+depthwise convs, sparse convs and the rest, in ms per run.
 """
 
 from __future__ import annotations
@@ -23,16 +30,22 @@ import common  # noqa: I001  (puts the repository root on sys.path, sets TVM_NUM
 
 import numpy as np
 import onnx
+import suite_split
 
-from sparse_tvm.examples import bert_block, mlp, mobilenet
+from sparse_tvm.examples import bert_block, mlp, mobilenet, mobilenet_v2, resnet50
 from sparse_tvm.pruning import prune_magnitude
 
-REPORT_PATTERN = "16x1"  # the build kept whole (with its pattern pictures) for the HTML report
+# The build kept whole (with its pattern pictures) for the HTML report: this pattern's, else the
+# first pattern's.
+REPORT_PATTERN = "16x1"
 
 # name -> (description, builder); the full suite and --quick pick from these.
 MODELS: dict[str, tuple[str, Callable[[], onnx.ModelProto]]] = {
     "bert_block": ("BERT-base encoder layer, seq 128 (768 hidden, 12 heads, 3072 FFN)", bert_block),
     "mobilenet": ("MobileNet-v1, 224x224, width 1.0", mobilenet),
+    "mobilenet_v2": ("MobileNet-v2, 224x224, width 1.0", mobilenet_v2),
+    "resnet50": ("ResNet-50 (v1.5), 224x224", resnet50),
+    "mobilenet_v2_96": ("MobileNet-v2, 96x96, width 1.0", lambda: mobilenet_v2(size=96)),
     "mlp": (
         "MLP 784-2048-2048-10, batch 128",
         lambda: mlp(batch=128, features=784, hidden=2048, classes=10),
@@ -46,6 +59,16 @@ MODELS: dict[str, tuple[str, Callable[[], onnx.ModelProto]]] = {
         lambda: bert_block(seq=32, hidden=256, heads=4, ffn=1024),
     ),
 }
+# A smaller variant is checked against its family's goals (for information: the goals are set at
+# 224x224).
+FAMILY = {"mobilenet_v2_96": "mobilenet_v2"}
+# What the sparse builds are compared with (OpenVINO and DeepSparse only where they ran).
+BASELINES = ("tvm_dense", "ort", "openvino", "deepsparse")
+
+
+def family(name: str) -> str:
+    """The model family whose goals apply to ``name`` (itself unless a smaller variant)."""
+    return FAMILY.get(name, name)
 
 
 def _inputs(model: onnx.ModelProto, seed: int) -> np.ndarray:
@@ -73,6 +96,103 @@ def _layer_rows(report) -> list[dict]:
     ]
 
 
+def _openvino_runner(model: onnx.ModelProto, feed: dict, reference: np.ndarray, result: dict):
+    """OpenVINO on the unpruned model with its output checked, or None (not installed: the
+    suite said so once; failed: recorded in ``result["errors"]``)."""
+    if common.openvino_module() is None:
+        return None
+    try:
+        start = time.perf_counter()
+        runner = common.openvino_runner("openvino", model, feed)
+        result["compile_s"]["openvino"] = time.perf_counter() - start
+        runner.call()
+        result["max_rel_err"]["openvino"] = common.rel_err(runner.fetch(), reference)
+        result["openvino_config"] = runner.info
+        return runner
+    except Exception as err:  # keep going without the column's value for this model
+        result["errors"]["openvino"] = common.error_text(err)
+        return None
+
+
+def _deepsparse(
+    model: onnx.ModelProto, feed: dict, reference: np.ndarray, result: dict, rounds, batch_s
+):
+    """DeepSparse on the unpruned model in its own process, where ``$DEEPSPARSE_PYTHON`` is set:
+    its timing into ``result`` (``latency_s``, ``timing``), its output checked."""
+    if common.deepsparse_python() is None:
+        return
+    try:
+        timing, output = common.deepsparse_timing(model, feed, rounds, batch_s)
+    except Exception as err:  # a broken DeepSparse environment costs the column, not the run
+        result["errors"]["deepsparse"] = common.error_text(err)
+        return
+    result["max_rel_err"]["deepsparse"] = common.rel_err(output, reference)
+    result["deepsparse_version"] = timing.pop("version", None)
+    result["latency_s"]["deepsparse"] = timing["median_s"]
+    result["timing"]["deepsparse"] = timing
+
+
+def _build_entry(compiled, pattern: str, keep_report: bool) -> dict:
+    """What the JSON keeps of one sparse build: its sparse layers, bytes, per-layer rows, and
+    with ``keep_report`` the whole report (for the suite's HTML page)."""
+    totals = compiled.report.totals()
+    entry = {
+        "pattern": pattern,
+        "sparse_layers": totals["sparse_layers"],
+        "layers": totals["layers"],
+        "weight_bytes_ratio": totals["weight_bytes_ratio"],
+        "layer_rows": _layer_rows(compiled.report),
+    }
+    if keep_report:
+        entry["report"] = compiled.report.to_dict()
+    return entry
+
+
+def _speedups(result: dict) -> dict:
+    """Each sparse build's speed-up over every baseline that ran (None where one did not)."""
+    lat = result["latency_s"]
+    return {
+        label: {
+            base: (lat[base] / lat[label] if lat.get(base) and lat.get(label) else None)
+            for base in BASELINES
+            if base in lat or base in ("tvm_dense", "ort")
+        }
+        for label in result["builds"]
+    }
+
+
+def _time_splits(result: dict, compiled: dict, model, x, runs: int) -> None:
+    """The time split of every sparse-tvm build of a CNN into ``result["time_split"]``."""
+    for label, build in compiled.items():
+        try:
+            result["time_split"][label] = suite_split.time_split(
+                build, x, model, result["latency_s"].get(label), runs=runs
+            )
+        except Exception as err:  # the split is extra: its failure must not cost the timings
+            result["errors"][f"time_split {label}"] = common.error_text(err)
+
+
+def _compile_builds(model: onnx.ModelProto, x, reference, result: dict, say) -> dict:
+    """sparse-tvm's dense build and one build per pattern of the pruned model, each checked
+    against onnxruntime on its model: label -> CompiledModel (failures in ``result``)."""
+    name, sparsity, patterns = result["model"], result["sparsity_target"], result["patterns"]
+    feed = {model.graph.input[0].name: x}
+    report_pattern = REPORT_PATTERN if REPORT_PATTERN in patterns else next(iter(patterns), None)
+    say(f"  {name}: compiling dense ...")
+    compiled, _ = common.compiled_runner("tvm_dense", model, x, reference, result, dense=True)
+    builds = {} if compiled is None else {"tvm_dense": compiled}
+    for pattern in patterns:
+        label = f"sparse/{pattern}"
+        pruned = prune_magnitude(model, sparsity, pattern)
+        pruned_reference = common.ort_session(pruned).run(None, feed)[0]
+        say(f"  {name}: compiling {sparsity:.0%} {pattern} ...")
+        compiled, _ = common.compiled_runner(label, pruned, x, pruned_reference, result)
+        if compiled is not None:
+            builds[label] = compiled
+            result["builds"][label] = _build_entry(compiled, pattern, pattern == report_pattern)
+    return builds
+
+
 def run_model(
     name: str,
     sparsity: float,
@@ -82,9 +202,13 @@ def run_model(
     batch_s: float,
     seed: int = 0,
     model: onnx.ModelProto | None = None,
+    split_runs: int = 20,
     say=print,
 ) -> dict:
-    """The dense baselines and one sparse build per pattern of one model; one result dict."""
+    """The dense baselines and one sparse build per pattern of one model; one result dict.
+
+    ``split_runs``: the instrumented runs of the time split (CNNs only; per call the median).
+    """
     start = time.perf_counter()
     description, builder = MODELS.get(name, (name, None))
     model = model if model is not None else builder()
@@ -92,6 +216,7 @@ def run_model(
     feed = {model.graph.input[0].name: x}
     result: dict = {
         "model": name,
+        "family": family(name),
         "description": description,
         "sparsity_target": sparsity,
         "patterns": patterns,
@@ -103,44 +228,24 @@ def run_model(
     session = common.ort_session(model)
     reference = session.run(None, feed)[0]
     runners = [common.ort_runner("ort", session, feed)]
-    say(f"  {name}: compiling dense ...")
-    _, runner = common.compiled_runner("tvm_dense", model, x, reference, result, dense=True)
-    if runner is not None:
-        runners.append(runner)
-    for pattern in patterns:
-        label = f"sparse/{pattern}"
-        pruned = prune_magnitude(model, sparsity, pattern)
-        pruned_reference = common.ort_session(pruned).run(None, feed)[0]
-        say(f"  {name}: compiling {sparsity:.0%} {pattern} ...")
-        compiled, runner = common.compiled_runner(label, pruned, x, pruned_reference, result)
-        if runner is None:
-            continue
-        runners.append(runner)
-        totals = compiled.report.totals()
-        result["builds"][label] = {
-            "pattern": pattern,
-            "sparse_layers": totals["sparse_layers"],
-            "layers": totals["layers"],
-            "weight_bytes_ratio": totals["weight_bytes_ratio"],
-            "layer_rows": _layer_rows(compiled.report),
-        }
-        if pattern == REPORT_PATTERN:  # the build whose HTML report the suite writes
-            result["builds"][label]["report"] = compiled.report.to_dict()
+    runners += [r for r in [_openvino_runner(model, feed, reference, result)] if r is not None]
+    compiled_builds = _compile_builds(model, x, reference, result, say)
+    runners += [common.tvm_runner(label, c, x) for label, c in compiled_builds.items()]
     say(f"  {name}: timing {len(runners)} builds ...")
     with common.ForeignLoad() as load:
         timings = common.measure(runners, rounds, batch_s)
     result["latency_s"] = {key: t.median_s for key, t in timings.items()}
     result["timing"] = {key: t.to_dict() for key, t in timings.items()}
     result["foreign_load_cores"] = load.cores
-    lat = result["latency_s"]
-    result["speedup"] = {
-        label: {
-            base: (lat[base] / lat[label] if lat.get(base) and lat.get(label) else None)
-            for base in ("tvm_dense", "ort")
-        }
-        for label in result["builds"]
-    }
+    _deepsparse(model, feed, reference, result, rounds, batch_s)
+    result["speedup"] = _speedups(result)
+    if suite_split.is_cnn(model):
+        say(f"  {name}: time split of {len(compiled_builds)} builds ...")
+        result["time_split"] = {}
+        _time_splits(result, compiled_builds, model, x, split_runs)
     result["wall_s"] = time.perf_counter() - start
-    shown = ", ".join(f"{key} {common.fmt_us(value)} us" for key, value in lat.items())
+    shown = ", ".join(
+        f"{key} {common.fmt_us(value)} us" for key, value in result["latency_s"].items()
+    )
     say(f"  {name}: {shown} ({result['wall_s']:.0f} s)")
     return result

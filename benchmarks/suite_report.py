@@ -12,8 +12,30 @@ from pathlib import Path
 
 import common  # noqa: I001  (puts the repository root on sys.path)
 
+from suite_split import BUCKET_LABELS as BUCKETS  # bucket -> label, the tables' order
+
 SPEEDUP_PNG = "speedup_vs_sparsity.png"
+TIME_SPLIT_PNG = "time_split.png"
 BASELINES = ("tvm_dense", "ort", "numpy", "scipy_csr")  # the kernel table's column order
+# The whole models' baselines, in column order: a column only where some model has its timing
+# (OpenVINO needs `pip install openvino`, DeepSparse $DEEPSPARSE_PYTHON).
+MODEL_BASELINES = {
+    "tvm_dense": "TVM dense",
+    "ort": "onnxruntime",
+    "openvino": "OpenVINO",
+    "deepsparse": "DeepSparse",
+}
+BUCKET_COLOURS = {
+    "dense_conv": "#9ca3af",
+    "depthwise_conv": "#f59e0b",
+    "sparse_conv": "#1d4ed8",
+    "other": "#10b981",
+}
+# The CNN goals: the dense build within DENSE_GOAL x of onnxruntime's latency; the 90 % build in
+# GOAL_PATTERN at least this many times faster than onnxruntime on the dense model.
+DENSE_GOAL = 1.2
+GOAL_PATTERN = "4x1"
+SPARSE_GOALS = {"resnet50": 3.0, "mobilenet": 2.0, "mobilenet_v2": 1.5}
 
 
 def per_layer_png(model: str) -> str:
@@ -59,8 +81,9 @@ def machine_line(data: dict) -> str:
     return (
         f"{model}, {info['cores']} cores"
         f"{' with AVX-512' if info['avx512f'] else ''}; {threads} threads for every runtime "
-        f"(TVM_NUM_THREADS={info['tvm_num_threads']}, onnxruntime intra-op {threads}, OpenBLAS "
-        f"default); onnxruntime {info['onnxruntime']}, TVM {info['tvm']}, numpy "
+        f"(TVM_NUM_THREADS={info['tvm_num_threads']}, onnxruntime intra-op {threads}, OpenVINO "
+        f"INFERENCE_NUM_THREADS {threads}, OpenBLAS default); onnxruntime {info['onnxruntime']}, "
+        f"OpenVINO {info.get('openvino') or 'not installed'}, TVM {info['tvm']}, numpy "
         f"{info['numpy']}, scipy {info['scipy']}; measured {info['date']} at commit "
         f"{info['source']['commit'][:10]}; load average at start "
         f"{common.fmt_load(info['loadavg_at_start'])}"
@@ -104,32 +127,132 @@ def kernel_table(cases: list[dict], sparsity: float | None = None) -> list[str]:
     return _table(head, rows)
 
 
+def _baselines_present(models: list[dict]) -> list[str]:
+    """The whole-model baselines some model has a timing of, in column order."""
+    return [b for b in MODEL_BASELINES if any(b in r.get("latency_s", {}) for r in models)]
+
+
+def _ratio(lat: dict, base: str, key: str) -> str:
+    """``base``'s latency over ``key``'s (> 1: ``key`` is faster); empty for a row itself."""
+    if base == key:
+        return ""
+    value = lat[base] / lat[key] if lat.get(base) and lat.get(key) else None
+    return common.fmt_ratio(value)
+
+
+def _model_rows(r: dict, bases: list[str]) -> list[list[str]]:
+    """One model's rows: its baselines (dense model) and its sparse builds."""
+    lat, rows = r.get("latency_s", {}), []
+    for key in ("ort", "openvino", "deepsparse", "tvm_dense"):
+        if key in bases and (key in lat or key in ("ort", "tvm_dense")):
+            label = "TVM dense" if key == "tvm_dense" else f"{MODEL_BASELINES[key]}, dense"
+            ratios = [_ratio(lat, base, key) for base in bases]
+            rows.append([r["description"], label, _ms(lat.get(key)), *ratios, "", "100%"])
+    for key, build in r.get("builds", {}).items():
+        rows.append(
+            [
+                r["description"],
+                f"sparse-tvm, {r['sparsity_target']:.0%} {build['pattern']}",
+                _ms(lat.get(key)),
+                *(_ratio(lat, base, key) for base in bases),
+                f"{build['sparse_layers']} of {build['layers']}",
+                f"{build['weight_bytes_ratio']:.0%}",
+            ]
+        )
+    return rows
+
+
 def model_table(models: list[dict]) -> list[str]:
+    """One row per build of each model; a ``vs X`` column per baseline that ran (X's latency /
+    the row's: > 1 means the row is faster)."""
+    bases = _baselines_present(models) or ["tvm_dense", "ort"]
     head = [
         "model",
         "build",
         "latency ms",
-        "vs TVM dense",
-        "vs onnxruntime",
+        *(f"vs {MODEL_BASELINES[b]}" for b in bases),
         "sparse layers",
         "weight bytes",
     ]
+    rows = [row for r in models for row in _model_rows(r, bases)]
+    return _table(head, rows)
+
+
+def goals(models: list[dict]) -> list[dict]:
+    """The CNN goals, one row per (model, goal): what was measured and whether it is met."""
+    out = []
+    for r in models:
+        fam = r.get("family", r["model"])
+        if fam not in SPARSE_GOALS:
+            continue
+        lat = r.get("latency_s", {})
+        dense = lat["tvm_dense"] / lat["ort"] if lat.get("tvm_dense") and lat.get("ort") else None
+        out.append(
+            {
+                "model": r["model"],
+                "description": r["description"],
+                "goal": f"dense build within {DENSE_GOAL:g}x of onnxruntime's latency",
+                "measured": dense,
+                "measured_text": "-" if dense is None else f"{dense:.2f}x onnxruntime's latency",
+                "met": None if dense is None else dense <= DENSE_GOAL,
+            }
+        )
+        label = f"sparse/{GOAL_PATTERN}"
+        target = SPARSE_GOALS[fam]
+        sparse = lat["ort"] / lat[label] if lat.get(label) and lat.get("ort") else None
+        out.append(
+            {
+                "model": r["model"],
+                "description": r["description"],
+                "goal": f"{r['sparsity_target']:.0%} {GOAL_PATTERN} build >= {target:g}x "
+                "faster than onnxruntime (dense model)",
+                "measured": sparse,
+                "measured_text": "-" if sparse is None else f"{sparse:.2f}x faster",
+                "met": None if sparse is None else sparse >= target,
+            }
+        )
+    return out
+
+
+def goals_table(rows: list[dict]) -> list[str]:
+    """The goals as a markdown table: model, goal, measured, met / missed."""
+    verdict = {True: "met", False: "**missed**", None: "not run"}
+    return _table(
+        ["model", "goal", "measured", "result"],
+        [[g["description"], g["goal"], g["measured_text"], verdict[g["met"]]] for g in rows],
+    )
+
+
+def _split_cell(bucket: dict) -> str:
+    return f"{bucket['ms']:,.2f} ({bucket['pct']:.0f}%)"
+
+
+def _build_label(result: dict, key: str) -> str:
+    if key == "tvm_dense":
+        return "TVM dense"
+    build = result["builds"].get(key, {"pattern": key.split("/")[-1]})
+    return f"sparse-tvm, {result['sparsity_target']:.0%} {build['pattern']}"
+
+
+def time_split_table(models: list[dict]) -> list[str]:
+    """Each CNN build's time split: ms per run (and % of the kernels' sum) per bucket."""
+    head = [
+        "model",
+        "build",
+        *(f"{label} ms" for label in BUCKETS.values()),
+        "kernels' sum ms",
+        "measured ms",
+    ]
     rows = []
     for r in models:
-        lat = r.get("latency_s", {})
-        for key, label in (("ort", "onnxruntime, dense"), ("tvm_dense", "TVM dense")):
-            rows.append([r["description"], label, _ms(lat.get(key)), "", "", "", "100%"])
-        for key, build in r.get("builds", {}).items():
-            up = r["speedup"].get(key, {})
+        for key, split in r.get("time_split", {}).items():
             rows.append(
                 [
                     r["description"],
-                    f"sparse-tvm, {r['sparsity_target']:.0%} {build['pattern']}",
-                    _ms(lat.get(key)),
-                    common.fmt_ratio(up.get("tvm_dense")),
-                    common.fmt_ratio(up.get("ort")),
-                    f"{build['sparse_layers']} of {build['layers']}",
-                    f"{build['weight_bytes_ratio']:.0%}",
+                    _build_label(r, key),
+                    *(_split_cell(split["buckets"][b]) for b in BUCKETS),
+                    f"{split['sum_ms']:,.2f}",
+                    _ms(None if split["end_to_end_ms"] is None else split["end_to_end_ms"] / 1e3),
                 ]
             )
     return _table(head, rows)
@@ -137,6 +260,65 @@ def model_table(models: list[dict]) -> list[str]:
 
 def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1e3:,.2f}"
+
+
+def model_notes(models: list[dict]) -> list[str]:
+    """What the whole-model table's baselines are (and which are missing), one paragraph."""
+    bases = _baselines_present(models)
+    notes = [
+        "Baselines run on the unpruned model; each `vs X` column is X's latency / the row's "
+        "(> 1: the row is faster)."
+    ]
+    if "openvino" in bases:
+        notes.append(
+            "OpenVINO: CPU plugin, f32 inference precision, latency hint, one stream, the "
+            "same threads, interleaved with the others."
+        )
+    else:
+        notes.append("OpenVINO is not installed: no OpenVINO column.")
+    if "deepsparse" in bases:
+        notes.append(
+            "DeepSparse runs in its own process after the others (not interleaved): its "
+            "ratios compare different rounds."
+        )
+    return [" ".join(notes), ""]
+
+
+def goals_section(models: list[dict]) -> list[str]:
+    """The CNN goals' table (nothing without a CNN)."""
+    rows = goals(models)
+    if not rows:
+        return []
+    return [
+        "### Goals (CNNs)",
+        "",
+        "Checked on each CNN that ran; a smaller variant (the quick run's) is checked against "
+        "its family's goals for information only: they are set at 224x224.",
+        "",
+        *goals_table(rows),
+        "",
+    ]
+
+
+def time_split_section(models: list[dict]) -> list[str]:
+    """The CNN builds' time split table (nothing without one)."""
+    if not any(r.get("time_split") for r in models):
+        return []
+    return [
+        "### Where the time goes (CNN builds)",
+        "",
+        "Each kernel call of the build timed inside the run (the Relax VM's instrument hook: "
+        "`perf_counter` around every call, the median of each call over several runs) and "
+        "summed per bucket: ms per run (% of the kernels' sum). Dense / depthwise: conv "
+        "PrimFuncs with groups = 1 / > 1; sparse: the `sparse_*` kernels of conv layers and "
+        "their `im2col_*`; other: transposes, pools, adds, activations after sparse kernels, "
+        "the classifier. `measured` is the build's latency in the table above, without the "
+        "hook: the sum holds the hook's own cost (~1-3 µs a call) and leaves out the VM's "
+        "builtins (allocation, shape checks).",
+        "",
+        *time_split_table(models),
+        "",
+    ]
 
 
 def problems(data: dict) -> list[str]:
@@ -171,8 +353,11 @@ def markdown(data: dict, headline_sparsity: float = 0.9) -> str:
         "",
         "### Whole models",
         "",
+        *model_notes(data.get("models", [])),
         *model_table(data.get("models", [])),
         "",
+        *goals_section(data.get("models", [])),
+        *time_split_section(data.get("models", [])),
         f"### Kernels at {headline_sparsity:.0%}",
         "",
         *kernel_table(data.get("kernels", []), headline_sparsity),
@@ -312,9 +497,51 @@ def plot_per_layer(result: dict, build: str, path: Path) -> Path | None:
     return out
 
 
+def _split_panel(ax, result: dict) -> None:
+    """One model's builds as stacked horizontal bars (ms per run in each bucket)."""
+    import numpy as np
+
+    splits = list(result["time_split"].items())
+    y = np.arange(len(splits))
+    left = np.zeros(len(splits))
+    for bucket, label in BUCKETS.items():
+        widths = np.array([split["buckets"][bucket]["ms"] for _, split in splits])
+        ax.barh(y, widths, 0.6, left=left, color=BUCKET_COLOURS[bucket], label=label)
+        left += widths
+    for i in range(len(splits)):
+        ax.text(left[i] * 1.01, i, f"{left[i]:.2f} ms", va="center", fontsize=7)
+    ax.set_yticks(y, [_build_label(result, key) for key, _ in splits], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(left) * 1.15 or 1)
+    ax.set_title(result["description"], fontsize=9)
+
+
+def plot_time_split(models: list[dict], path: Path) -> Path | None:
+    """The CNN builds' time split: one panel per model (its own scale), a stacked bar per build."""
+    cnns = [r for r in models if r.get("time_split")]
+    if not cnns:
+        return None
+    plt = _pyplot()
+    heights = [0.6 + 0.35 * len(r["time_split"]) for r in cnns]
+    total = sum(heights) + 1.0
+    fig, axes = plt.subplots(
+        len(cnns), 1, figsize=(8.5, total), squeeze=False, height_ratios=heights
+    )
+    for ax, result in zip(axes[:, 0], cnns, strict=True):
+        _split_panel(ax, result)
+    axes[-1][0].set_xlabel("ms per run (each kernel call timed in the run, summed per bucket)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.suptitle("Where the CNN builds' time goes", fontsize=10)
+    fig.tight_layout(rect=(0, 0.3 / total, 1, 1))
+    out = _save(fig, path)
+    plt.close(fig)
+    return out
+
+
 def plot_all(data: dict, folder: Path, per_layer_pattern: str = "16x1") -> list[Path]:
-    """Every plot of one run into ``folder``: the speed-up plot and one per-layer plot per
-    model (its ``per_layer_pattern`` build, else its first)."""
+    """Every plot of one run into ``folder``: the speed-up plot, one per-layer plot per
+    model (its ``per_layer_pattern`` build, else its first) and the CNNs' time split."""
     written = []
     if data.get("kernels"):
         written.append(plot_speedup(data["kernels"], folder / SPEEDUP_PNG))
@@ -327,4 +554,7 @@ def plot_all(data: dict, folder: Path, per_layer_pattern: str = "16x1") -> list[
         path = plot_per_layer(result, build, folder / per_layer_png(result["model"]))
         if path is not None:
             written.append(path)
+    path = plot_time_split(data.get("models", []), folder / TIME_SPLIT_PNG)
+    if path is not None:
+        written.append(path)
     return written

@@ -1,8 +1,9 @@
 """The benchmark suite's outputs (JSON, markdown, PNG plots) from a tiny measured run.
 
-The default test times one small layer and a small MLP for real (a couple of rounds): what it
-checks is that the suite's numbers reach the JSON, the tables and the plots intact. The slow
-test runs ``benchmarks/run_suite.py --quick`` end to end, as a user would.
+The default test times one small layer, a small MLP and a tiny MobileNet for real (a couple of
+rounds): what it checks is that the suite's numbers reach the JSON, the tables and the plots
+intact, and that the CNN's time split adds up. The slow test runs
+``benchmarks/run_suite.py --quick`` end to end, as a user would.
 """
 
 from __future__ import annotations
@@ -25,10 +26,13 @@ import run_suite  # noqa: E402
 import suite_kernels  # noqa: E402
 import suite_models  # noqa: E402
 import suite_report  # noqa: E402
+import suite_split  # noqa: E402
 
-from sparse_tvm.examples import mlp  # noqa: E402
+from sparse_tvm.examples import mlp, mobilenet  # noqa: E402
 
 METHODS = ["sparse", "tvm_dense", "ort", "numpy", "scipy_csr"]
+OPENVINO = common.openvino_module() is not None  # its column exists only where it is installed
+TINY_CNN_DW = 3  # depthwise convs of the tiny MobileNet (one per block)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +55,17 @@ def tiny_run(tmp_path_factory):
             batch_s=0.002,
             model=mlp(batch=4, features=32, hidden=64),
             say=lambda _: None,
-        )
+        ),
+        suite_models.run_model(
+            "mobilenet",
+            0.9,
+            ["16x1"],
+            rounds=2,
+            batch_s=0.002,
+            model=mobilenet(size=32, width=0.25, blocks=TINY_CNN_DW, classes=10),
+            split_runs=3,
+            say=lambda _: None,
+        ),
     ]
     config = dict(run_suite.PRESETS["quick"], shapes=shapes, kernel_rounds=2, model_rounds=2)
     data = {
@@ -59,6 +73,7 @@ def tiny_run(tmp_path_factory):
         "config": {**config, "shapes": [vars(s) for s in shapes]},
         "kernels": kernels,
         "models": models,
+        "goals": suite_report.goals(models),
     }
     folder = tmp_path_factory.mktemp("suite")
     written = run_suite.write_outputs(data, folder)
@@ -94,10 +109,13 @@ def test_kernel_cases_are_measured_and_checked(tiny_run):
 
 
 def test_model_result_has_layers_and_matches_onnxruntime(tiny_run):
-    (result,) = tiny_run[0]["models"]
+    result = tiny_run[0]["models"][0]
     assert result["errors"] == {}
     assert max(result["max_rel_err"].values()) < 1e-4
-    assert set(result["latency_s"]) == {"ort", "tvm_dense", "sparse/16x1"}
+    baselines = {"ort", "tvm_dense"} | ({"openvino"} if OPENVINO else set())
+    assert set(result["latency_s"]) == baselines | {"sparse/16x1"}
+    assert set(result["max_rel_err"]) == baselines - {"ort"} | {"sparse/16x1"}
+    assert "time_split" not in result  # an MLP has no convs
     build = result["builds"]["sparse/16x1"]
     assert [r["name"] for r in build["layer_rows"]] == ["fc1.weight", "fc2.weight", "fc3.weight"]
     lat = result["latency_s"]
@@ -110,8 +128,9 @@ def test_json_and_markdown_carry_the_measured_numbers(tiny_run):
         "suite.json",
         "suite.md",
         suite_report.SPEEDUP_PNG,
-        suite_report.per_layer_png("mlp"),
-        suite_report.report_html("mlp"),
+        suite_report.TIME_SPLIT_PNG,
+        *(suite_report.per_layer_png(m) for m in ("mlp", "mobilenet")),
+        *(suite_report.report_html(m) for m in ("mlp", "mobilenet")),
     }
     assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in written)
     stored = json.loads((folder / "suite.json").read_text())
@@ -137,6 +156,7 @@ def test_plots_are_real_pictures(tiny_run):
     for name, min_size in (
         (suite_report.SPEEDUP_PNG, (400, 600)),
         ("per_layer_mlp.png", (500, 200)),
+        (suite_report.TIME_SPLIT_PNG, (500, 150)),
     ):
         with Image.open(folder / name) as image:
             assert image.format == "PNG"
@@ -165,6 +185,105 @@ def test_problems_are_listed():
     ]
 
 
+def test_cnn_time_split_adds_up(tiny_run):
+    data, folder, _ = tiny_run
+    result = data["models"][1]
+    assert result["errors"] == {}, result["errors"]
+    assert set(result["time_split"]) == {"tvm_dense", "sparse/16x1"}
+    for label, split in result["time_split"].items():
+        buckets = split["buckets"]
+        assert list(buckets) == list(suite_split.BUCKETS)
+        assert sum(b["ms"] for b in buckets.values()) == pytest.approx(split["sum_ms"])
+        assert sum(b["pct"] for b in buckets.values()) == pytest.approx(100)
+        assert split["end_to_end_ms"] == pytest.approx(result["latency_s"][label] * 1e3)
+        # timed in the run, the calls add up to about the latency (plus the hook, ~µs a call)
+        assert 0 < split["sum_ms"] < 2 * split["end_to_end_ms"] + 0.01 * split["kernel_calls"]
+        assert buckets["depthwise_conv"]["calls"] == TINY_CNN_DW  # depthwise convs stay dense
+    dense = result["time_split"]["tvm_dense"]["buckets"]
+    assert dense["sparse_conv"]["calls"] == 0
+    assert dense["dense_conv"]["calls"] == 1 + TINY_CNN_DW  # the stem and the 1x1 convs
+    rows = result["builds"]["sparse/16x1"]["layer_rows"]
+    sparse_convs = [r for r in rows if r["format"] != "dense" and r["name"] != "fc.weight"]
+    sparse = result["time_split"]["sparse/16x1"]["buckets"]
+    assert sparse["sparse_conv"]["calls"] >= len(sparse_convs)
+    assert sparse["dense_conv"]["calls"] == 1 + TINY_CNN_DW - len(sparse_convs)
+    md = (folder / "suite.md").read_text()
+    section = md.split("### Where the time goes")[1].split("###")[0]
+    assert section.count("| MobileNet-v1") == 2
+    goals = md.split("### Goals (CNNs)")[1].split("###")[0]
+    assert goals.count("| MobileNet-v1") == 2 and "within 1.2x of onnxruntime" in goals
+    assert ("vs OpenVINO" in md) == OPENVINO
+
+
+def test_split_buckets_by_primfunc():
+    layers = {"block1_pw_weight", "stem_weight"}
+    nhwc_dw = ((1, 16, 16, 32), (3, 3, 1, 32), (1, 1, 1, 32), (1, 16, 16, 32))
+    nhwc_1x1 = ((1, 16, 16, 32), (1, 1, 32, 64), (1, 1, 1, 64), (1, 16, 16, 64))
+    nhwc_stem = ((1, 32, 32, 3), (3, 3, 3, 32), (1, 16, 16, 32))
+    nchw_dw = ((1, 32, 16, 16), (32, 1, 3, 3), (1, 32, 8, 8))
+    nchw_1x1 = ((1, 32, 7, 7), (64, 32, 1, 1), (1, 64, 7, 7))
+    assert suite_split.conv_groups(nhwc_dw) == 32 and suite_split.conv_groups(nchw_dw) == 32
+    assert {suite_split.conv_groups(s) for s in (nhwc_1x1, nhwc_stem, nchw_1x1)} == {1}
+    classify = suite_split.classify
+    assert classify("fused_conv2d3_add2_maximum1_minimum11", nhwc_dw, layers) == "depthwise_conv"
+    assert classify("fused_conv2d_add_relu1", nhwc_stem, layers) == "dense_conv"
+    assert classify("conv2d1", nchw_1x1, layers) == "dense_conv"
+    assert classify("sparse_16x1_block1_pw_weight1", (), layers) == "sparse_conv"
+    assert classify("im2col_stem_weight1", (), layers) == "sparse_conv"
+    assert classify("sparse_8x1_fc_weight1", (), layers) == "other"  # the classifier's
+    assert classify("sparse_4x1_block1_pw_weight_extra", (), layers) == "other"
+    for other in ("transpose1", "fused_reshape5_maximum1_minimum11", "mean1", "max_pool2d1"):
+        assert classify(other, nhwc_1x1, layers) == "other"
+
+
+def test_baseline_columns_follow_what_ran():
+    def model(latency: dict) -> dict:
+        return {
+            "model": "resnet50",
+            "family": "resnet50",
+            "description": "ResNet-50",
+            "sparsity_target": 0.9,
+            "latency_s": latency,
+            "builds": {
+                "sparse/4x1": {
+                    "pattern": "4x1",
+                    "sparse_layers": 50,
+                    "layers": 54,
+                    "weight_bytes_ratio": 0.15,
+                }
+            },
+        }
+
+    plain = {"ort": 0.02, "tvm_dense": 0.022, "sparse/4x1": 0.005}
+    head = suite_report.model_table([model(plain)])[0]
+    assert "vs OpenVINO" not in head and "vs DeepSparse" not in head
+    table = suite_report.model_table([model({**plain, "openvino": 0.01, "deepsparse": 0.004})])
+    assert "vs OpenVINO" in table[0] and "vs DeepSparse" in table[0]
+    assert (
+        "| ResNet-50 | sparse-tvm, 90% 4x1 | 5.00 | 4.40x | 4.00x | 2.00x | 0.80x |"
+        in "\n".join(table)
+    )
+    verdicts = [(g["measured"], g["met"]) for g in suite_report.goals([model(plain)])]
+    assert verdicts == [(pytest.approx(1.1), True), (pytest.approx(4.0), True)]
+
+
+def test_without_openvino_the_column_is_left_out(monkeypatch):
+    monkeypatch.setattr(common, "openvino_module", lambda: None)
+    result = suite_models.run_model(
+        "mlp",
+        0.9,
+        [],
+        rounds=1,
+        batch_s=0.001,
+        model=mlp(batch=2, features=8, hidden=16),
+        say=lambda _: None,
+    )
+    assert result["errors"] == {} and set(result["latency_s"]) == {"ort", "tvm_dense"}
+    table = "\n".join(suite_report.model_table([result]))
+    assert "OpenVINO" not in table and "| TVM dense |" in table
+    assert "OpenVINO is not installed" in " ".join(suite_report.model_notes([result]))
+
+
 @pytest.mark.slow
 def test_quick_suite_end_to_end(tmp_path):
     result = subprocess.run(
@@ -175,10 +294,12 @@ def test_quick_suite_end_to_end(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads((tmp_path / "suite.json").read_text())
-    assert len(data["kernels"]) == 2 * 2 * 3 and len(data["models"]) == 1
+    assert len(data["kernels"]) == 2 * 2 * 3 and len(data["models"]) == 2
     assert suite_report.problems(data) == []
     assert (tmp_path / suite_report.SPEEDUP_PNG).stat().st_size > 10_000
-    assert "### Kernels at 90%" in result.stdout
+    assert set(data["models"][1]["time_split"]) == {"tvm_dense", "sparse/4x1"}
+    assert (tmp_path / suite_report.TIME_SPLIT_PNG).stat().st_size > 10_000
+    assert "### Kernels at 90%" in result.stdout and "### Where the time goes" in result.stdout
 
 
 def test_mobilenet_example_compiles_sparse_and_matches_onnxruntime():

@@ -31,12 +31,13 @@ def _host_target() -> tvm.target.Target:
 
 def test_matmul_tile_never_straddles_the_innermost_row():
     """The register tile of a conv-as-matmul (I loops h, w fused): mr divides the row."""
-    from sparse_tvm.pipeline.cpu_rules.matmul import ACC_REGS, pick_tile
+    from sparse_tvm.pipeline.cpu_rules._common import ACC_REGS, pick_tile
 
     assert pick_tile(256, 14, 16) == (7, 32)
     assert pick_tile(1024, 7, 16) == (7, 32)
     assert pick_tile(768, 128, 16) == (4, 64)  # BERT: as before
     assert pick_tile(64, 1, 16) == (1, 64)
+    assert pick_tile(24, 56, 16) == (14, 8)  # half vectors, not one 24-lane vector
     for j, rows in [(256, 14), (512, 49), (48, 56), (10, 13)]:
         mr, nr = pick_tile(j, rows, 16)
         assert rows % mr == 0 and j % nr == 0 and mr * -(-nr // 16) <= ACC_REGS

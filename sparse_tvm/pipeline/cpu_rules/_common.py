@@ -68,3 +68,39 @@ def schedule_injective_stage(sch: s_tir.Schedule, block: SBlockRV, target: Targe
         sch.vectorize(fused)
     else:
         sch.parallel(fused)
+
+
+ACC_REGS = 24  # of 32 vector registers: the rest hold B and the broadcast A
+
+
+def _largest_divisor(extent: int, limit: int) -> int:
+    return next(d for d in range(max(1, min(extent, limit)), 0, -1) if extent % d == 0)
+
+
+def pick_tile(j_ext: int, rows: int, lanes: int) -> tuple[int, int] | None:
+    """The ``(mr, nr)`` register tile: ``nr`` dividing ``J``, whole vectors (1, 2 or 4; 3 only
+    where nothing else fits: LLVM splits 3-register vectors badly) or else a half or quarter
+    vector; ``mr`` dividing ``rows`` (the innermost I loop: a tile never straddles two of its
+    rows); the most accumulator lanes within ``ACC_REGS`` registers, then the widest ``nr``.
+
+    A 7x7 conv output (``rows`` = 7) gets 7 x 2 vectors rather than 1 x 4; a BERT matmul
+    (``rows`` = 128) 4 x 4 vectors; 24 output channels 14 x half vectors, not one 24-lane
+    vector (15x slower)."""
+    widths = [w * lanes for w in (4, 2, 1) if j_ext % (w * lanes) == 0]
+    if not widths and j_ext % (3 * lanes) == 0:
+        widths = [3 * lanes]
+    if not widths:
+        widths = [w for w in (lanes // 2, lanes // 4) if w >= 4 and j_ext % w == 0]
+    if not widths:
+        if 0 < j_ext <= 4 * lanes:  # a narrow J: the whole of it
+            regs = -(-j_ext // lanes)
+            return (_largest_divisor(rows, ACC_REGS // regs) if rows > 0 else 1), j_ext
+        return None
+    best = None
+    for nr in widths:
+        regs = -(-nr // lanes)
+        mr = _largest_divisor(rows, ACC_REGS // regs) if rows > 0 else 1
+        score = (mr * nr, nr)
+        if best is None or score > best[0]:
+            best = (score, (mr, nr))
+    return best[1]

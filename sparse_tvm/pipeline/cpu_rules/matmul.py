@@ -29,41 +29,9 @@ from tvm.tirx.analysis import undefined_vars
 
 from sparse_tvm.target.machine import vector_lanes
 
-from ._common import const_extent, inline_injective, output_dtype_bits
+from ._common import const_extent, inline_injective, output_dtype_bits, pick_tile
 
 PREPROC_ATTR = "meta_schedule.layout_rewrite_preproc"
-
-
-ACC_REGS = 24  # of 32 vector registers: the rest hold B and the broadcast A
-
-
-def _largest_divisor(extent: int, limit: int) -> int:
-    return next(d for d in range(max(1, min(extent, limit)), 0, -1) if extent % d == 0)
-
-
-def pick_tile(j_ext: int, rows: int, lanes: int) -> tuple[int, int] | None:
-    """The ``(mr, nr)`` register tile: ``nr`` a multiple of the vector width dividing ``J``,
-    ``mr`` dividing ``rows`` (the innermost I loop: a tile never straddles two of its rows),
-    with the most accumulator registers (at most ``ACC_REGS``), then the widest ``nr``; a
-    power of two of registers wide (LLVM splits 3-register vectors badly) unless only 3 fit.
-
-    A 7x7 conv output (``rows`` = 7) gets 7 x 2 vectors rather than 1 x 4; a BERT matmul
-    (``rows`` = 128) 4 x 4 vectors."""
-    best = None
-    widths = [w * lanes for w in (4, 2, 1) if j_ext % (w * lanes) == 0]
-    if not widths and j_ext % (3 * lanes) == 0:  # 3 registers only where nothing else fits
-        widths = [3 * lanes]
-    for nr in widths:
-        regs = nr // lanes
-        mr = _largest_divisor(rows, ACC_REGS // regs) if rows > 0 else 1
-        score = (mr * regs, nr)
-        if best is None or score > best[0]:
-            best = (score, (mr, nr))
-    if best is not None:
-        return best[1]
-    if 0 < j_ext <= 4 * lanes:  # a narrow J: the whole of it, one partial vector
-        return (_largest_divisor(rows, ACC_REGS // -(-j_ext // lanes)) if rows > 0 else 1), j_ext
-    return None
 
 
 class Matmul(ScheduleRule):

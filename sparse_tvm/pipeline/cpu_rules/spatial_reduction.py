@@ -1,10 +1,17 @@
 """Convolutions, pooling and other reductions whose output has a contiguous spatial axis.
 
-For a reduction block ``out[..., r, v] = reduce(...)`` (NCHW conv2d: ``r = h``, ``v = w``),
-the output is tiled ``mr x nr`` over its last two axes, the reduction loops run inside the
-tile with the ``mr x nr`` accumulators in a "local" buffer (registers), ``v`` is vectorized
-and the outer tiles are shared by the cores; an injective epilogue (bias, ReLU) is computed
-per tile. Padding and other spatial producers are inlined into the reduction's reads.
+For a reduction block ``out[..., r, v] = reduce(...)`` (NHWC conv2d: ``r = w``, ``v`` = the
+output channels), the output is tiled ``mr x nr`` over its last two axes (``pick_tile``: the
+most accumulator registers, ``mr`` dividing the row), the reduction loops run inside the tile
+with the ``mr x nr`` accumulators in a "local" buffer (registers), ``v`` is vectorized and the
+outer tiles are shared by the cores; an injective epilogue (bias, ReLU) is computed per tile.
+Padding is a stage of its own; other spatial producers are inlined into the reduction's reads.
+
+The channel tile is the outermost of the parallel loop: each core takes a contiguous range of
+it, so the weights of one channel tile (``kh * kw * c_in * nr`` floats) are read from memory
+once and stay in the core's L2 while it computes every output row of that tile. With the
+channel tile innermost, a 3x3 512->512 conv at 7x7 read its 9 MB of weights once per row tile
+(6x onnxruntime's time).
 """
 
 from __future__ import annotations
@@ -16,14 +23,13 @@ from tvm.tirx.analysis import undefined_vars
 
 from sparse_tvm.target.machine import vector_lanes
 
-from ._common import const_extent, inline_injective, output_dtype_bits, schedule_injective_stage
-
-
-def _largest_divisor(extent: int, limit: int) -> int:
-    for d in range(min(extent, limit), 0, -1):
-        if extent % d == 0:
-            return d
-    return 1
+from ._common import (
+    const_extent,
+    inline_injective,
+    output_dtype_bits,
+    pick_tile,
+    schedule_injective_stage,
+)
 
 
 class SpatialReduction(ScheduleRule):
@@ -69,12 +75,13 @@ class SpatialReduction(ScheduleRule):
         v_ext = const_extent(sch, loop_of[v_var])
         if v_ext is None or v_ext < 2:
             return None
-        nr = _largest_divisor(v_ext, 4 * lanes)
+        r_ext = const_extent(sch, loop_of[r_var]) if r_var is not None else None
+        tile = pick_tile(v_ext, r_ext or 1, lanes)
+        if tile is None:  # a wide axis no vector width divides: the largest divisor that fits
+            tile = 1, next(d for d in range(4 * lanes, 0, -1) if v_ext % d == 0)
+        mr, nr = tile
         if nr < 2:
             return None
-        vec_regs = -(-nr // lanes)
-        r_ext = const_extent(sch, loop_of[r_var]) if r_var is not None else None
-        mr = _largest_divisor(r_ext, max(1, 24 // vec_regs)) if r_ext else 1
 
         if tail:
             epilogue = tail[0].block_rv
@@ -94,9 +101,9 @@ class SpatialReduction(ScheduleRule):
         v0, v1 = sch.split(v_loop, factors=[None, nr])
         if r_var is not None:
             r0, r1 = sch.split(loops[iter_vars.index(r_var)], factors=[None, mr])
-            outer, inner = [*spatial, r0, v0], [r1, v1]
+            outer, inner = [v0, *spatial, r0], [r1, v1]
         else:
-            outer, inner = [*spatial, v0], [v1]
+            outer, inner = [v0, *spatial], [v1]
         sch.reorder(*outer, *reduce, *inner)
         par = sch.fuse(*outer) if len(outer) > 1 else outer[0]
         sch.parallel(par)
