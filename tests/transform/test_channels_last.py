@@ -95,7 +95,15 @@ def _param(imported, layer):
     return value.transpose(2, 3, 1, 0) if value.ndim == 4 else value
 
 
-@pytest.mark.parametrize("pattern", ["dense", "1x1", "4x1", "16x1"])
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "dense",
+        "4x1",
+        pytest.param("1x1", marks=pytest.mark.slow),
+        pytest.param("16x1", marks=pytest.mark.slow),
+    ],
+)
 def test_compiled_nhwc_cnn_matches_onnxruntime(pattern):
     model = mobilenet(size=64)
     if pattern != "dense":
