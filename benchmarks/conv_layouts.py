@@ -98,8 +98,9 @@ def _relax_module(shape: ConvShape, w: np.ndarray, layout: str) -> tvm.IRModule:
     if layout == "NCHW":
         x_shape, kernel_layout, weight = (1, shape.c_in, shape.hw, shape.hw), "OIHW", w
     else:
-        x_shape, kernel_layout = (1, shape.hw, shape.hw, shape.c_in), "OHWI"
-        weight = np.ascontiguousarray(w.transpose(0, 2, 3, 1))
+        # HWIO, as the CPU back ends run CNNs (sparse_tvm.transform.channels_last)
+        x_shape, kernel_layout = (1, shape.hw, shape.hw, shape.c_in), "HWIO"
+        weight = np.ascontiguousarray(w.transpose(2, 3, 1, 0))
     x = relax.Var("x", relax.TensorType(list(x_shape), "float32"))
     bb = relax.BlockBuilder()
     with bb.function("main", [x]):

@@ -2,6 +2,7 @@
 
     python benchmarks/run_suite.py                 # full: ~1 h on a 2-core machine
     python benchmarks/run_suite.py --quick         # ~3 min: 2 shapes, 2 sparsities, 2 models
+    python benchmarks/run_suite.py --preset cnn    # ~10 min: the CNN goals (dense and 90 % 4x1)
     python benchmarks/run_suite.py --out DIR       # default benchmarks/results/suite
     python benchmarks/run_suite.py --redraw DIR    # tables and plots again from DIR/suite.json
 
@@ -73,6 +74,19 @@ PRESETS = {
         "model_rounds": 3,
         "model_batch_s": 0.05,
         "split_runs": 5,
+    },
+    # the CNN goals only (issue 14's table): three CNNs, dense and 90 % 4x1, no kernel cases
+    "cnn": {
+        "shapes": [],
+        "sparsities": [],
+        "patterns": [],
+        "kernel_rounds": 0,
+        "kernel_batch_s": 0.0,
+        "models": ["resnet50", "mobilenet", "mobilenet_v2"],
+        "model_patterns": ["4x1"],
+        "model_rounds": 7,
+        "model_batch_s": 0.25,
+        "split_runs": 10,
     },
 }
 SPARSITY = 0.9  # whole models, and the headline kernel table
@@ -160,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a ~3 minute subset")
     parser.add_argument(
+        "--preset", choices=sorted(PRESETS), help="a named preset (cnn: the CNN goals, ~10 min)"
+    )
+    parser.add_argument(
         "--out", default=str(common.RESULTS / "suite"), help="output folder (created)"
     )
     parser.add_argument("--rounds", type=int, help="interleaved rounds (kernels and models)")
@@ -173,8 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(args.redraw)
         data = json.loads((folder / "suite.json").read_text())
     else:
-        config = dict(PRESETS["quick" if args.quick else "full"])
-        config["preset"] = "quick" if args.quick else "full"
+        preset = args.preset or ("quick" if args.quick else "full")
+        config = dict(PRESETS[preset])
+        config["preset"] = preset
         if args.rounds:
             config["kernel_rounds"] = config["model_rounds"] = args.rounds
         folder = Path(args.out)
