@@ -153,6 +153,9 @@ def test_strategy_choice():
         return SpmmSpec(64, 64, r, c, 1, m, 1, layout, False, False, 16, 2)
 
     assert choose_strategy(spec(16, 1, 128, "MK")) == "rowvec"
+    # 4x1 blocks are 4-lane vectors on AVX-512: vectorised along m instead, where m allows
+    assert choose_strategy(spec(4, 1, 128, "MK")) == "colvec"
+    assert choose_strategy(spec(4, 1, 8, "MK")) == "rowvec"
     assert choose_strategy(spec(16, 1, 1, "KM")) == "rowvec"
     assert choose_strategy(spec(16, 1, 128, "KM")) == "colvec"
     assert choose_strategy(spec(1, 1, 128, "MK")) == "colvec"
