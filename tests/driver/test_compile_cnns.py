@@ -13,7 +13,7 @@ from sparse_tvm.pruning import prune_magnitude
 from tests.conftest import ort_run, random_inputs
 
 BUILDERS = {"resnet50": resnet50, "mobilenet_v2": mobilenet_v2, "mobilenet": mobilenet}
-FAST = {("resnet50", "dense"), ("resnet50", "4x1"), ("mobilenet_v2", "16x1")}
+FAST = {("resnet50", "dense"), ("resnet50", "4x1"), ("mobilenet_v2", "16x1"), ("mobilenet", "4x1")}
 CASES = [
     pytest.param(model, pattern, marks=() if (model, pattern) in FAST else pytest.mark.slow)
     for model in BUILDERS

@@ -1,19 +1,15 @@
 """to_channels_last: CNNs converted once to NHWC / HWIO, transposes left only at the edges, the
-layers found in that layout, and the compiled model equal to onnxruntime's."""
+layers found in that layout (the compiled CNNs against onnxruntime: tests/driver/test_compile_cnns.py)."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from tvm import relax
 
-import sparse_tvm as st
 from sparse_tvm.analysis import analyse
 from sparse_tvm.examples import mlp, mobilenet, small_cnn
 from sparse_tvm.frontend import import_onnx
-from sparse_tvm.pruning import prune_magnitude
 from sparse_tvm.transform.channels_last import to_channels_last
-from tests.conftest import ort_run, random_inputs
 
 
 def _calls(func: relax.Function, name: str) -> list[relax.Call]:
@@ -93,26 +89,3 @@ def test_nhwc_layers_see_the_same_weights_and_fuse_bias_and_relu():
 def _param(imported, layer):
     value = imported.params[layer.name]
     return value.transpose(2, 3, 1, 0) if value.ndim == 4 else value
-
-
-@pytest.mark.parametrize(
-    "pattern",
-    [
-        "dense",
-        "4x1",
-        pytest.param("1x1", marks=pytest.mark.slow),
-        pytest.param("16x1", marks=pytest.mark.slow),
-    ],
-)
-def test_compiled_nhwc_cnn_matches_onnxruntime(pattern):
-    model = mobilenet(size=64)
-    if pattern != "dense":
-        model = prune_magnitude(model, 0.9, pattern)
-    inputs = random_inputs(model)
-    compiled = st.compile(model, "x86", dense=pattern == "dense", measure=False)
-    got = compiled.run(*inputs.values())
-    got = got[0] if isinstance(got, (list, tuple)) else got
-    (want,) = ort_run(model, inputs)
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
-    if pattern != "dense":
-        assert sum(row.format != "dense" for row in compiled.report.layers) >= 10
