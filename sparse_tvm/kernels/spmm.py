@@ -18,7 +18,9 @@ MetaSchedule task extraction) leave them alone. Three strategies, picked by
 ``colvec``  (``m >= 2`` and either layout ``"KM"`` or ``r < 4``)
     Vectorised along ``m``: per nonzero, ``MV / VL`` vector loads of an X row, one broadcast
     weight, FMAs into ``r x MV`` accumulators. ``"MK"`` inputs are first transposed into a
-    ``(k, m)`` workspace. See :mod:`.spmm_colvec`.
+    ``(k, m)`` workspace. See :mod:`.spmm_colvec`. Also the only strategy of layout
+    ``"KM_MK"`` (X read as ``(k, m)``, Y written as ``(m, n)``: a channels-last conv whose
+    im2col wrote its columns transposed).
 ``scalar``  (``r < 4`` and ``m == 1``)
     One scalar dot product per output row; memory bound. See :mod:`.spmm_scalar`.
 """
@@ -89,11 +91,13 @@ class SpmmSpec:
 
     @property
     def x_shape(self) -> tuple[int, ...]:
+        if self.x_layout == "KM_MK":
+            return (self.k, self.m)
         return (self.m, self.k) if self.x_layout == "MK" else (self.batch, self.k, self.m)
 
     @property
     def y_shape(self) -> tuple[int, ...]:
-        return (self.m, self.n) if self.x_layout == "MK" else (self.batch, self.n, self.m)
+        return (self.batch, self.n, self.m) if self.x_layout == "KM" else (self.m, self.n)
 
     @property
     def rows(self) -> int:
@@ -111,6 +115,8 @@ class SpmmSpec:
 
 def choose_strategy(spec: SpmmSpec) -> str:
     """Pick ``"rowvec"``, ``"colvec"`` or ``"scalar"`` for a kernel spec (see module doc)."""
+    if spec.x_layout == "KM_MK":
+        return "colvec"
     row_major_x = spec.x_layout == "MK" or spec.m == 1
     # a block a quarter vector wide or less (4x1 on AVX-512): the row-vector kernel's 4-lane FMAs
     # are load bound; vectorised along m (X transposed into a workspace) it ran 1.5-8x faster
@@ -179,10 +185,10 @@ def spmm_spec(
     target: tvm.target.Target | None = None,
 ) -> SpmmSpec:
     """Everything :func:`spmm_kernel` specialises on, checked (parameters as there)."""
-    if x_layout not in ("MK", "KM"):
-        raise ValueError(f"x_layout must be 'MK' or 'KM', got {x_layout!r}")
-    if x_layout == "MK" and batch != 1:
-        raise ValueError("x_layout 'MK' takes batch == 1 (fold the batch into m)")
+    if x_layout not in ("MK", "KM", "KM_MK"):
+        raise ValueError(f"x_layout must be 'MK', 'KM' or 'KM_MK', got {x_layout!r}")
+    if x_layout != "KM" and batch != 1:
+        raise ValueError(f"x_layout {x_layout!r} takes batch == 1 (fold the batch into m)")
     if m < 1 or batch < 1:
         raise InputShapeError(
             f"a sparse layer's output is empty (m={m}, batch={batch}): the input shape is too "
@@ -236,10 +242,12 @@ def spmm_kernel(
         their values.
     m : int
         Columns of the activations (tokens or pixels).
-    x_layout : {"MK", "KM"}
+    x_layout : {"MK", "KM", "KM_MK"}
         ``"MK"`` (a MatMul, ``batch`` must be 1): X is ``(m, k)``, Y is ``(m, n)``,
         ``Y = X @ W.T``. ``"KM"`` (a 1x1 conv in NCHW or an im2col output): X is
-        ``(batch, k, m)``, Y is ``(batch, n, m)``, ``Y[b] = W @ X[b]``.
+        ``(batch, k, m)``, Y is ``(batch, n, m)``, ``Y[b] = W @ X[b]``. ``"KM_MK"`` (a
+        channels-last conv after :func:`~sparse_tvm.kernels.im2col.im2col_nhwc_columns_kernel`,
+        ``batch`` must be 1): X is ``(k, m)``, Y is ``(m, n)``, ``Y = (W @ X).T``.
     batch : int
         Leading dimension of X and Y for ``"KM"``.
     bias : bool

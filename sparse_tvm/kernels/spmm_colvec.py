@@ -1,10 +1,11 @@
 """Column-vector SpMM: vectorised along the ``m`` columns of the activations.
 
 X is seen as ``(batch, k, m)`` with the ``m`` values of one input feature contiguous (layout
-``"KM"``: a 1x1 conv in NCHW or an im2col output). For layout ``"MK"`` the kernel first
+``"KM"``: a 1x1 conv in NCHW or an im2col output). For layout ``"KM_MK"`` only the output is
+transposed (into the ``(m, n)`` Y). For layout ``"MK"`` the kernel first
 transposes X into a ``(k, m)`` workspace (GEMM-style packing: ``m * k`` copies against
 ``nnz * m`` FMAs), computes ``Y.T`` into a second workspace and transposes it back; both
-transposes are 16 x 16 tiled.
+transposes are vectorised in registers (:mod:`.transpose`).
 
 * accumulators ``acc[RP, MV]``: ``RP`` output rows of a block row (the ``r`` rows in
   ``r / RP`` passes) x ``MV`` columns, ``RP * MV / VL`` vector registers (AVX-512: ``MV = 128``
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from tvm.script import tirx as T
 
 from .spmm import SpmmSpec
+from .transpose import transpose_macro
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,8 @@ def colvec_body(spec: SpmmSpec, knobs: ColvecKnobs | None = None):
     ntile = -(-m // MV)
     k_ragged = k % c != 0
     n_ragged = spec.n_tail != r
-    packed = spec.x_layout == "MK"
+    packed_in = spec.x_layout == "MK"
+    packed_out = spec.x_layout != "KM"
     epi = spec.epilogue
 
     @T.macro
@@ -124,16 +127,7 @@ def colvec_body(spec: SpmmSpec, knobs: ColvecKnobs | None = None):
                 for v in T.vectorized(MV):
                     YT[ybase + row * m + m0 + v] = epi(acc[rr, v], B, row)
 
-    @T.macro
-    def transpose(src, dst, rows, cols):
-        for tc in T.parallel((cols + 15) // 16):
-            for tr in range((rows + 15) // 16):
-                for cc in T.unroll(16):
-                    for rr in range(16):
-                        if tc * 16 + cc < cols and tr * 16 + rr < rows:
-                            dst[(tc * 16 + cc) * rows + tr * 16 + rr] = src[
-                                (tr * 16 + rr) * cols + tc * 16 + cc
-                            ]
+    transpose = transpose_macro(spec.lanes)
 
     @T.macro
     def parallel_tiles(XT, YT, data, indices, indptr, B):
@@ -154,11 +148,15 @@ def colvec_body(spec: SpmmSpec, knobs: ColvecKnobs | None = None):
 
     @T.macro
     def body(Xf, data, indices, indptr, B, Yf):
-        if packed:
+        if packed_in:
             XT = T.alloc_buffer((k * m,), "float32")
             YT = T.alloc_buffer((n * m,), "float32")
             transpose(Xf, XT, m, k)
             parallel_tiles(XT, YT, data, indices, indptr, B)
+            transpose(YT, Yf, n, m)
+        elif packed_out:
+            YT = T.alloc_buffer((n * m,), "float32")
+            parallel_tiles(Xf, YT, data, indices, indptr, B)
             transpose(YT, Yf, n, m)
         else:
             parallel_tiles(Xf, Yf, data, indices, indptr, B)

@@ -52,8 +52,8 @@ def _row_view(spec: SpmmSpec) -> bool:
 
 def unroll_eligible(spec: SpmmSpec) -> bool:
     """Whether ``spec`` is small enough for straight-line code (and carries its structure)."""
-    if spec.structure is None:
-        return False
+    if spec.structure is None or (spec.x_layout == "KM_MK" and spec.m > 1):
+        return False  # (its vector loop writes Y as (n, m); "KM_MK" wants (m, n))
     terms = spec.n_data_blocks * spec.r * spec.c
     if terms > MAX_UNROLLED_TERMS:
         return False

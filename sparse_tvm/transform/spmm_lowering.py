@@ -14,7 +14,11 @@ so it is stored compressed in the compiled artefact; the kernel fuses the bias a
 - Channels-last convs (NHWC / HWIO, what the CPU back ends run CNNs in): a 1x1 conv's input is
   already the (pixels, c) matrix of the "MK" layout, a kxk conv's im2col has one row of
   kh*kw*c per output pixel; the SpMM's (pixels, n) output is the NHWC output, so no transpose
-  is ever needed between layers.
+  is ever needed between layers. Where the default kernel is the column-vector one (narrow
+  blocks: 4x1 on AVX-512), which wants each input feature's pixels contiguous, a kxk conv's
+  im2col writes its columns transposed instead ((kh*kw*c, pixels), layout "KM_MK"): the
+  transposing costs the same there as inside the kernel, and the column matrix is not written
+  and read once more (1x1 convs have no im2col to fold it into: their kernel transposes).
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from tvm import relax
 
 from sparse_tvm.analysis.layers import Layer
 from sparse_tvm.kernels import im2col_kernel, im2col_nhwc_kernel, spmm_kernel
+from sparse_tvm.kernels.im2col import im2col_nhwc_columns_kernel
+from sparse_tvm.kernels.spmm import choose_strategy, spmm_spec
+from sparse_tvm.kernels.spmm_unrolled import unroll_eligible
 from sparse_tvm.transform.lowering import SparsePlan, add_kernel, sanitize, tensor_type
 
 
@@ -123,18 +130,36 @@ class SpmmLowering:
         layer = plan.layer
         n, k = layer.weight.shape
         geometry = layer.conv
+        x_layout = "MK"
         if geometry.is_pointwise:
             rows = builder.emit(relax.op.reshape(x, (layer.m, k)))
+        elif self._columns_im2col(plan):
+            x_layout = "KM_MK"
+            g = layer.conv
+            func = im2col_nhwc_columns_kernel(
+                *g.input_shape, g.kernel, g.strides, g.padding, g.dilation,
+                lanes=spmm_spec(plan.weight, layer.m, target=self.target).lanes,
+            )  # fmt: skip
+            gv = add_kernel(builder, func, f"im2col_{sanitize(layer.name)}")
+            rows = builder.emit(relax.call_tir(gv, [x], tensor_type((k, layer.m))))
         else:
             rows = self._im2col(builder, self.im2col_nhwc, layer, x, tensor_type((layer.m, k)))
         out = builder.emit(
             relax.call_tir(
-                self._kernel(builder, plan, "MK", 1),
+                self._kernel(builder, plan, x_layout, 1),
                 [rows, *self._constants(plan)],
                 tensor_type((layer.m, n)),
             )
         )
         return relax.op.reshape(out, layer.output_shape)
+
+    def _columns_im2col(self, plan: SparsePlan) -> bool:
+        """Whether a channels-last kxk conv's im2col writes columns (see the module doc): the
+        CPU kernels, no given kernel (tuned ones read rows), and a column-vector default."""
+        if plan.kernel is not None or self.spmm is not spmm_kernel:
+            return False
+        spec = spmm_spec(plan.weight, plan.layer.m, x_layout="MK", target=self.target)
+        return not unroll_eligible(spec) and choose_strategy(spec) == "colvec"
 
     @staticmethod
     def _im2col(builder, factory, layer: Layer, x: relax.Expr, out_type) -> relax.Expr:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from sparse_tvm.errors import InputShapeError
 from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.kernels import im2col_kernel, im2col_nhwc_kernel, spmm_kernel
+from sparse_tvm.kernels.im2col import im2col_nhwc_columns_kernel
 
 TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
 
@@ -131,6 +132,51 @@ def test_im2col_nhwc_matches_reference(batch, channels, size, kernel, stride, pa
     np.testing.assert_array_equal(
         run_im2col_nhwc(x, kernel, stride, padding, dilation),
         im2col_nhwc_reference(x, kernel, stride, padding, dilation),
+    )
+
+
+def run_im2col_nhwc_columns(x_nhwc, kernel, stride, padding, dilation, lanes):
+    b, h, w, c = x_nhwc.shape
+    func = im2col_nhwc_columns_kernel(b, c, h, w, kernel, stride, padding, dilation, lanes)
+    rt = tvm.compile(func, TARGET).jit()
+    rows, cols = (int(d) for d in func.params[1].shape)
+    out = tvm.runtime.tensor(np.full((rows, cols), np.nan, np.float32))
+    rt["main"](tvm.runtime.tensor(x_nhwc), out)
+    return out.numpy()
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    batch=st.integers(1, 2),
+    channels=st.sampled_from([3, 4, 8, 16, 32, 48]),
+    size=st.tuples(st.integers(3, 21), st.integers(3, 21)),
+    kernel=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    stride=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    padding=st.tuples(*[st.integers(0, 2)] * 4),
+    dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    lanes=st.sampled_from([4, 8, 16]),
+)
+def test_im2col_nhwc_columns_is_the_transposed_rows(
+    batch, channels, size, kernel, stride, padding, dilation, lanes
+):
+    """The columns kernel (register-transposed tiles of pixels x channels, the padding as zero
+    vectors, the last tile shifted back) writes the transpose of the rows kernel's matrix."""
+    span = [d * (k - 1) + 1 for d, k in zip(dilation, kernel)]
+    if size[0] + padding[0] + padding[2] < span[0] or size[1] + padding[1] + padding[3] < span[1]:
+        return
+    x = np.random.default_rng(0).standard_normal((batch, *size, channels)).astype(np.float32)
+    np.testing.assert_array_equal(
+        run_im2col_nhwc_columns(x, kernel, stride, padding, dilation, lanes),
+        im2col_nhwc_reference(x, kernel, stride, padding, dilation).T,
+    )
+
+
+def test_im2col_nhwc_columns_resnet_shape():
+    """A ResNet-50 layer1 3x3 conv's im2col: 56x56 pixels, 64 channels, whole 16 x 16 tiles."""
+    x = np.random.default_rng(3).standard_normal((1, 56, 56, 64)).astype(np.float32)
+    args = ((3, 3), (1, 1), (1, 1, 1, 1), (1, 1))
+    np.testing.assert_array_equal(
+        run_im2col_nhwc_columns(x, *args, lanes=16), im2col_nhwc_reference(x, *args).T
     )
 
 

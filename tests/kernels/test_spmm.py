@@ -50,6 +50,10 @@ def run_spmm(
         x = rng.standard_normal((m, k)).astype(np.float32)
         ref = x @ w.T + (b if bias else 0)
         y = np.full((m, n), np.nan, np.float32)
+    elif layout == "KM_MK":
+        x = rng.standard_normal((k, m)).astype(np.float32)
+        ref = (w @ x).T + (b if bias else 0)
+        y = np.full((m, n), np.nan, np.float32)
     else:
         x = rng.standard_normal((batch, k, m)).astype(np.float32)
         ref = np.einsum("nk,bkm->bnm", w, x) + (b[:, None] if bias else 0)
@@ -69,7 +73,7 @@ def run_spmm(
     m=st.one_of(st.just(1), st.integers(2, 150)),
     block=st.sampled_from(BLOCKS),
     sparsity=st.sampled_from([0.0, 0.5, 0.9, 0.99, 1.0]),
-    layout=st.sampled_from(["MK", "KM"]),
+    layout=st.sampled_from(["MK", "KM", "KM_MK"]),
     fuse=st.sampled_from([(False, False), (True, False), (True, True), (False, True)]),
     seed=st.integers(0, 2**16),
 )
@@ -83,7 +87,9 @@ def test_spmm_random(n, k, m, block, sparsity, layout, fuse, seed):
 
 
 @pytest.mark.parametrize("block", BLOCKS)
-@pytest.mark.parametrize(("layout", "m"), [("MK", 1), ("MK", 37), ("KM", 1), ("KM", 37)])
+@pytest.mark.parametrize(
+    ("layout", "m"), [("MK", 1), ("MK", 37), ("KM", 1), ("KM", 37), ("KM_MK", 1), ("KM_MK", 37)]
+)
 def test_every_block_and_strategy(block, layout, m):
     # n, k off the block and vector grid; bias + relu on
     w = random_block_sparse(np.random.default_rng(1), 45, 23, block, 0.5)
@@ -112,7 +118,7 @@ def test_empty_rows_give_bias():
 
 def test_avx2_target():
     w = random_block_sparse(np.random.default_rng(3), 50, 30, (8, 1), 0.7)
-    for layout, m in [("MK", 19), ("KM", 19)]:
+    for layout, m in [("MK", 19), ("KM", 19), ("KM_MK", 19)]:
         y, ref = run_spmm(w, (8, 1), m, layout=layout, target=AVX2)
         np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
 
@@ -160,6 +166,7 @@ def test_strategy_choice():
     assert choose_strategy(spec(16, 1, 128, "KM")) == "colvec"
     assert choose_strategy(spec(1, 1, 128, "MK")) == "colvec"
     assert choose_strategy(spec(1, 4, 1, "MK")) == "scalar"
+    assert choose_strategy(spec(16, 1, 128, "KM_MK")) == "colvec"  # its only strategy
     assert vector_lanes(TARGET) == 16 and vector_lanes(AVX2) == 8
 
 
@@ -169,5 +176,7 @@ def test_rejects_bad_arguments():
         spmm_kernel(bw, 4, x_layout="NCHW")
     with pytest.raises(ValueError, match="batch"):
         spmm_kernel(bw, 4, batch=2)
+    with pytest.raises(ValueError, match="batch"):
+        spmm_kernel(bw, 4, x_layout="KM_MK", batch=2)
     with pytest.raises(InputShapeError, match="output is empty"):  # a model input too small
         spmm_kernel(bw, 0)
