@@ -24,6 +24,7 @@ so it is stored compressed in the compiled artefact; the kernel fuses the bias a
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,7 @@ from tvm import relax
 from sparse_tvm.analysis.layers import Layer
 from sparse_tvm.kernels import im2col_kernel, im2col_nhwc_kernel, spmm_kernel
 from sparse_tvm.kernels.im2col import im2col_nhwc_columns_kernel
-from sparse_tvm.kernels.spmm import choose_strategy, spmm_spec
+from sparse_tvm.kernels.spmm import choose_strategy, spmm_spec, vector_lanes
 from sparse_tvm.kernels.spmm_unrolled import unroll_eligible
 from sparse_tvm.transform.lowering import SparsePlan, add_kernel, sanitize, tensor_type
 
@@ -135,13 +136,8 @@ class SpmmLowering:
             rows = builder.emit(relax.op.reshape(x, (layer.m, k)))
         elif self._columns_im2col(plan):
             x_layout = "KM_MK"
-            g = layer.conv
-            func = im2col_nhwc_columns_kernel(
-                *g.input_shape, g.kernel, g.strides, g.padding, g.dilation,
-                lanes=spmm_spec(plan.weight, layer.m, target=self.target).lanes,
-            )  # fmt: skip
-            gv = add_kernel(builder, func, f"im2col_{sanitize(layer.name)}")
-            rows = builder.emit(relax.call_tir(gv, [x], tensor_type((k, layer.m))))
+            columns = partial(im2col_nhwc_columns_kernel, lanes=vector_lanes(self.target))
+            rows = self._im2col(builder, columns, layer, x, tensor_type((k, layer.m)))
         else:
             rows = self._im2col(builder, self.im2col_nhwc, layer, x, tensor_type((layer.m, k)))
         out = builder.emit(
