@@ -65,9 +65,12 @@ class Backend(ABC):
 
     # -- code ---------------------------------------------------------------------------------
 
-    def prepare(self, imported: ImportedModel) -> ImportedModel:
+    def prepare(self, imported: ImportedModel, *, channels_first: bool = True) -> ImportedModel:
         """The imported model in the layouts this family runs it in, before the analysis
-        (default: as imported; the CPU back ends convert CNNs to channels-last)."""
+        (default: as imported; the CPU back ends convert CNNs to channels-last unless their
+        convs all go sparse). ``channels_first=False``: a layout with the dense convs' speed
+        (the compiler's second try when the decision keeps a conv dense after all)."""
+        del channels_first
         return imported
 
     @abstractmethod

@@ -14,6 +14,7 @@ from sparse_tvm.errors import TargetError
 from sparse_tvm.pipeline import cpu_pipeline
 from sparse_tvm.transform.channels_last import to_channels_last
 from sparse_tvm.transform.dense_to_sparse import kernel_options
+from sparse_tvm.transform.layout_choice import sparse_layout_pays
 from sparse_tvm.transform.spmm_lowering import SpmmLowering
 
 if TYPE_CHECKING:
@@ -23,9 +24,13 @@ if TYPE_CHECKING:
 class CPUBackend(LibraryBackend):
     """An LLVM CPU target: Linux on x86-64 or aarch64."""
 
-    def prepare(self, imported: ImportedModel) -> ImportedModel:
-        """CNNs in channels-last (NHWC convs and pools, HWIO weights): see
-        :mod:`sparse_tvm.transform.channels_last` for why."""
+    def prepare(self, imported: ImportedModel, *, channels_first: bool = True) -> ImportedModel:
+        """CNNs in channels-last (NHWC convs and pools, HWIO weights), except a CNN whose convs
+        all go sparse, which stays channels-first where ``channels_first`` allows it: see
+        :mod:`sparse_tvm.transform.channels_last` and :mod:`sparse_tvm.transform.layout_choice`
+        for why."""
+        if channels_first and sparse_layout_pays(imported):
+            return imported
         return to_channels_last(imported)
 
     def lowering(self) -> SpmmLowering:

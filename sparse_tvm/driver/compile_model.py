@@ -22,6 +22,7 @@ from sparse_tvm.decision import BoardTimings, decide_layers, records_database
 from sparse_tvm.frontend import import_onnx
 from sparse_tvm.options import CompileOptions
 from sparse_tvm.report import ESTIMATED, TUNING_RECORDS, Report
+from sparse_tvm.transform.layout_choice import dense_convs_with_work
 
 
 def model_name(model) -> str:
@@ -66,11 +67,27 @@ def compile_model(
     if not (measure or options.dense or options.force_block):
         board = BoardTimings.load(options.records, backend)
     say(f"importing {model_name(model)}")
-    imported = backend.prepare(import_onnx(model, options.input_shapes))
+    original = import_onnx(model, options.input_shapes)
+    imported = backend.prepare(original, channels_first=not options.dense)
     layers = analyse(imported)
     decisions, rows = decide_layers(
         layers, backend, decide_options, records=database, board=board, progress=say
     )
+    sparse = {d.layer.name for d in decisions if d.choice.format != "dense"}
+    kept = dense_convs_with_work(layers, sparse) if imported is original else []
+    fallback = backend.prepare(original, channels_first=False) if kept else original
+    if fallback is not original:
+        # channels-first was chosen for convs expected sparse; those kept dense would run slow
+        say(f"{len(kept)} conv(s) stay dense: compiling channels-last instead")
+        imported = fallback
+        decisions, rows = decide_layers(
+            analyse(imported),
+            backend,
+            decide_options,
+            records=database,
+            board=board,
+            progress=say,
+        )
     notes = []
     if untimed and any(d.decided_by in (ESTIMATED, TUNING_RECORDS) for d in decisions):
         notes.append(untimed)

@@ -4,7 +4,8 @@ Why NHWC (measured, ``benchmarks/conv_layouts.py``, 2 threads, AVX-512): with th
 rules a conv's output channels are the contiguous axis the rule vectorises, with the weight in
 HWIO every vector load is unit-stride, and a 1x1 conv is exactly the matmul-layout GEMM (a sparse
 one the row-vector SpMM of the transformer layers). The same convs in NCHW ran 4-10x slower, and
-TVM's channel-blocked NCHW[x]c layouts do not legalize in Relax.
+TVM's channel-blocked NCHW[x]c layouts do not legalize in Relax. A CNN whose convs all go
+sparse is the exception: it stays NCHW (:mod:`sparse_tvm.transform.layout_choice`).
 
 ``to_channels_last`` runs TVM's ``ConvertLayout`` (conv2d to NHWC / HWIO; pools, elementwise
 ops, adds and means follow their inputs), so transposes are

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +132,36 @@ def test_is_scheduled_kernel_left_untouched():
     x = np.arange(64, dtype=np.float32)
     out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
     np.testing.assert_allclose(out, 2 * (2 * x + 1))
+
+
+@pytest.mark.parametrize(("channels", "hw"), [(8, 28), (4, 56), (16, 7)])
+def test_reshape_add_relu_of_nchw_rows_is_vectorised_along_the_row(channels, hw):
+    """A sparse conv's (1, c, h * w) output reshaped and added to a residual: a row of 28 or
+    56 (no multiple of 16) is vectorised whole, not as fused 16-lane vectors that straddle two
+    rows (per-lane gathers); a row shorter than a vector keeps the fused loop."""
+    bb = relax.BlockBuilder()
+    a = relax.Var("a", R.Tensor((1, channels, hw * hw), "float32"))
+    b = relax.Var("b", R.Tensor((1, channels, hw, hw), "float32"))
+    with bb.function("main", [a, b]):
+        with bb.dataflow():
+            r = bb.emit(relax.op.reshape(a, (1, channels, hw, hw)))
+            out = bb.emit_output(relax.op.nn.relu(relax.op.add(r, b)))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    with TARGET:
+        phases = legalize_passes(TARGET) + schedule_passes(TARGET)
+        scheduled = tvm.transform.Sequential(phases)(mod)
+    (func,) = [f for f in scheduled.functions.values() if isinstance(f, tirx.PrimFunc)]
+    vectorised = [int(e) for e in re.findall(r"T\.vectorized\((?:T\.int64\()?(\d+)", func.script())]
+    assert vectorised == ([hw] if hw > 16 else [16])
+    rng = np.random.default_rng(0)
+    x, y = (
+        rng.standard_normal(s).astype(np.float32)
+        for s in [(1, channels, hw * hw), (1, channels, hw, hw)]
+    )
+    target = _host_target()
+    with target:
+        ex = tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target))
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    got = vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(y)).numpy()
+    np.testing.assert_allclose(got, np.maximum(x.reshape(y.shape) + y, 0), rtol=1e-6)

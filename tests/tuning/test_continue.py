@@ -24,7 +24,7 @@ from tvm.s_tir import meta_schedule as ms
 
 from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.tuning import TunedKernel, tune_kernel
-from sparse_tvm.tuning.records import RECORD_FILE, RecordStore, structure_digest
+from sparse_tvm.tuning.records import RECORD_FILE, WORKLOAD_FILE, RecordStore, structure_digest
 from sparse_tvm.tuning.space_x86 import MaterializeBuild, make_spec, workload
 from tests.tuning.test_spaces import TARGET, sparse_weight
 
@@ -128,11 +128,14 @@ def test_interrupted_tuning_keeps_its_records_and_a_rerun_continues(tmp_path, si
     if sig == signal.SIGKILL:  # as a kill mid-write leaves it: half a last line
         first, torn = first[:-1], first[-1]
         (folder / RECORD_FILE).write_text("".join(f"{line}\n" for line in first) + torn[:40])
-        with pytest.warns(UserWarning, match=r"skipped 1 unreadable line"):
+        with pytest.warns(UserWarning, match=r"skipped 1 unreadable line") as warned:
             result = tune(folder, trials)
+        said = [str(w.message) for w in warned]
     else:
+        said = []
         result = tune(folder, trials)
-    assert result.trials == trials - len(first)  # a fresh run would measure all `trials`
+    # a fresh run would measure all `trials`
+    assert result.trials == trials - len(first), _why_not_continued(folder, first, said)
     final = _record_lines(folder)
     assert final[: len(first)] == first
     assert len(final) == trials
@@ -145,6 +148,19 @@ def test_interrupted_tuning_keeps_its_records_and_a_rerun_continues(tmp_path, si
     assert len(schedules) == trials  # no schedule was measured twice
     # a third run has nothing left to do
     assert tune(folder, trials).trials == 0
+
+
+def _why_not_continued(folder: Path, kept: list[str], warned: list[str]) -> str:
+    """What a rerun that did not continue found on disk (the test has failed in CI only)."""
+    workloads = (folder / WORKLOAD_FILE).read_text().splitlines()
+    _, weight = layer()
+    computed = tvm_ffi.structural_hash(task(weight))
+    stored = [json.loads(line)[0] for line in workloads if line.startswith("[")]
+    indices = sorted({json.loads(line)[0] for line in kept})
+    return (
+        f"kept {len(kept)} records (workload indices {indices}); {len(workloads)} workload "
+        f"line(s), stored hashes {stored}, this process's {computed}; warnings {warned}"
+    )
 
 
 if __name__ == "__main__":
