@@ -46,6 +46,10 @@ __all__ = [
     "wrap_kernel",
 ]
 
+# "MK": X (m, k) rows, Y (m, n); "KM": X (batch, k, m), Y (batch, n, m); "KM_MK": X (k, m),
+# Y (m, n); "DIRECT": X flat, a block's index is the offset of its X row, Y (1, n, m).
+LAYOUTS = ("MK", "KM", "KM_MK", "DIRECT")
+
 # Weights with at most this many stored values (nonzero blocks x r x c) carry their sparsity
 # structure in their spec, for the fully unrolled kernel of small layers (spmm_unrolled).
 MAX_UNROLLED_TERMS = 2048
@@ -74,6 +78,8 @@ class SpmmSpec:
     relu: bool
     lanes: int  # float32 lanes of one vector register
     cores: int
+    # "DIRECT": the float32 elements of the flat (padded) input X
+    x_size: int = 0
     # (indptr, indices) of a small weight, for the fully unrolled kernel (spmm_unrolled);
     # None for larger ones. Not part of equality: kernels of other strategies ignore it.
     structure: tuple[tuple[int, ...], tuple[int, ...]] | None = field(
@@ -91,13 +97,17 @@ class SpmmSpec:
 
     @property
     def x_shape(self) -> tuple[int, ...]:
+        if self.x_layout == "DIRECT":
+            return (self.x_size,)
         if self.x_layout == "KM_MK":
             return (self.k, self.m)
         return (self.m, self.k) if self.x_layout == "MK" else (self.batch, self.k, self.m)
 
     @property
     def y_shape(self) -> tuple[int, ...]:
-        return (self.batch, self.n, self.m) if self.x_layout == "KM" else (self.m, self.n)
+        if self.x_layout in ("KM", "DIRECT"):
+            return (self.batch, self.n, self.m)
+        return (self.m, self.n)
 
     @property
     def rows(self) -> int:
@@ -115,7 +125,7 @@ class SpmmSpec:
 
 def choose_strategy(spec: SpmmSpec) -> str:
     """Pick ``"rowvec"``, ``"colvec"`` or ``"scalar"`` for a kernel spec (see module doc)."""
-    if spec.x_layout == "KM_MK":
+    if spec.x_layout in ("KM_MK", "DIRECT"):
         return "colvec"
     row_major_x = spec.x_layout == "MK" or spec.m == 1
     # a block a quarter vector wide or less (4x1 on AVX-512): the row-vector kernel's 4-lane FMAs
@@ -135,7 +145,7 @@ def wrap_kernel(spec: SpmmSpec, body) -> tvm.tirx.PrimFunc:
     ``Xf`` and ``Yf`` are flat aliases of X and Y so that one body serves both layouts.
     """
     x_shape, y_shape = spec.x_shape, spec.y_shape
-    x_size = spec.batch * spec.k * spec.m
+    x_size = spec.x_size if spec.x_layout == "DIRECT" else spec.batch * spec.k * spec.m
     y_size = spec.batch * spec.n * spec.m
     d_shape = (spec.n_data_blocks, spec.c, spec.r)
     nnzb, nbr, n = spec.n_data_blocks, spec.block_rows, spec.n
@@ -183,10 +193,16 @@ def spmm_spec(
     bias: bool = False,
     relu: bool = False,
     target: tvm.target.Target | None = None,
+    x_size: int = 0,
 ) -> SpmmSpec:
     """Everything :func:`spmm_kernel` specialises on, checked (parameters as there)."""
-    if x_layout not in ("MK", "KM", "KM_MK"):
-        raise ValueError(f"x_layout must be 'MK', 'KM' or 'KM_MK', got {x_layout!r}")
+    if x_layout not in LAYOUTS:
+        raise ValueError(f"x_layout must be one of {', '.join(LAYOUTS)}, got {x_layout!r}")
+    if x_layout == "DIRECT" and (weight.block[1] != 1 or x_size < 1):
+        raise ValueError(
+            "x_layout 'DIRECT' takes r x 1 blocks (one input element offset per block) and "
+            f"the flat input's x_size, got block {weight.block} and x_size={x_size}"
+        )
     if x_layout != "KM" and batch != 1:
         raise ValueError(f"x_layout {x_layout!r} takes batch == 1 (fold the batch into m)")
     if m < 1 or batch < 1:
@@ -209,6 +225,7 @@ def spmm_spec(
         relu=bool(relu),
         lanes=vector_lanes(target),
         cores=num_cores(target),
+        x_size=int(x_size) if x_layout == "DIRECT" else 0,
         structure=structure_of(weight),
     )
 
@@ -231,6 +248,7 @@ def spmm_kernel(
     bias: bool = False,
     relu: bool = False,
     target: tvm.target.Target | None = None,
+    x_size: int = 0,
 ) -> tvm.tirx.PrimFunc:
     """Build a SpMM kernel specialised on the shapes of ``weight`` and on ``m``.
 
@@ -248,6 +266,11 @@ def spmm_kernel(
         ``(batch, k, m)``, Y is ``(batch, n, m)``, ``Y[b] = W @ X[b]``. ``"KM_MK"`` (a
         channels-last conv after :func:`~sparse_tvm.kernels.im2col.im2col_nhwc_columns_kernel`,
         ``batch`` must be 1): X is ``(k, m)``, Y is ``(m, n)``, ``Y = (W @ X).T``.
+        ``"DIRECT"`` (a stride-1 conv read straight from its padded input, see
+        :mod:`~sparse_tvm.kernels.direct_conv`; r x 1 blocks, ``batch`` 1): X is flat
+        (``x_size`` floats), ``indices`` hold element offsets rather than columns, and
+        ``Y[0, i, j] = sum_b data[b] * X[indices[b] + j]`` over the nonzero blocks ``b`` of
+        row ``i``.
     batch : int
         Leading dimension of X and Y for ``"KM"``.
     bias : bool
@@ -256,6 +279,8 @@ def spmm_kernel(
         Apply ReLU after the bias.
     target : tvm.target.Target, optional
         Used for the vector width (AVX-512: 16 lanes, AVX2: 8) and ``num-cores``.
+    x_size : int
+        ``"DIRECT"`` only: the elements of the flat X.
 
     Returns
     -------
@@ -269,7 +294,10 @@ def spmm_kernel(
     from .spmm_scalar import scalar_body
     from .spmm_unrolled import unroll_eligible, unrolled_body
 
-    spec = spmm_spec(weight, m, x_layout=x_layout, batch=batch, bias=bias, relu=relu, target=target)
+    spec = spmm_spec(
+        weight, m, x_layout=x_layout, batch=batch, bias=bias, relu=relu, target=target,
+        x_size=x_size,
+    )  # fmt: skip
     if unroll_eligible(spec):  # small layer: straight-line code on one thread
         return wrap_kernel(spec, unrolled_body(spec))
     builders = {"rowvec": rowvec_body, "colvec": colvec_body, "scalar": scalar_body}

@@ -1,7 +1,9 @@
 """Column-vector SpMM: vectorised along the ``m`` columns of the activations.
 
 X is seen as ``(batch, k, m)`` with the ``m`` values of one input feature contiguous (layout
-``"KM"``: a 1x1 conv in NCHW or an im2col output). For layout ``"KM_MK"`` only the output is
+``"KM"``: a 1x1 conv in NCHW or an im2col output). Layout ``"DIRECT"`` reads each block's
+row of X at the element offset its index holds (a conv's shifted input rows, no im2col:
+:mod:`.direct_conv`). For layout ``"KM_MK"`` only the output is
 transposed (into the ``(m, n)`` Y). For layout ``"MK"`` the kernel first
 transposes X into a ``(k, m)`` workspace (GEMM-style packing: ``m * k`` copies against
 ``nnz * m`` FMAs), computes ``Y.T`` into a second workspace and transposes it back; both
@@ -82,23 +84,29 @@ def colvec_body(spec: SpmmSpec, knobs: ColvecKnobs | None = None):
     k_ragged = k % c != 0
     n_ragged = spec.n_tail != r
     packed_in = spec.x_layout == "MK"
-    packed_out = spec.x_layout != "KM"
+    packed_out = spec.x_layout not in ("KM", "DIRECT")
+    direct = spec.x_layout == "DIRECT"
     epi = spec.epilogue
 
     @T.macro
     def fma(XT, xbase, data, indices, acc, b, m0, p):
-        for j in T.unroll(c):
-            kc = T.meta_var(indices[b] * c + j)
+        if direct:  # r x 1 blocks; the index is the offset of the block's X row
             for rr in T.unroll(RP):
                 for v in T.vectorized(MV):
-                    if k_ragged:
-                        acc[rr, v] = acc[rr, v] + data[b, j, p * RP + rr] * T.if_then_else(
-                            kc < k, XT[xbase + T.min(kc, k - 1) * m + m0 + v], T.float32(0)
-                        )
-                    else:
-                        acc[rr, v] = (
-                            acc[rr, v] + data[b, j, p * RP + rr] * XT[xbase + kc * m + m0 + v]
-                        )
+                    acc[rr, v] = acc[rr, v] + data[b, 0, p * RP + rr] * XT[indices[b] + m0 + v]
+        else:
+            for j in T.unroll(c):
+                kc = T.meta_var(indices[b] * c + j)
+                for rr in T.unroll(RP):
+                    for v in T.vectorized(MV):
+                        if k_ragged:
+                            acc[rr, v] = acc[rr, v] + data[b, j, p * RP + rr] * T.if_then_else(
+                                kc < k, XT[xbase + T.min(kc, k - 1) * m + m0 + v], T.float32(0)
+                            )
+                        else:
+                            acc[rr, v] = (
+                                acc[rr, v] + data[b, j, p * RP + rr] * XT[xbase + kc * m + m0 + v]
+                            )
 
     @T.macro
     def tile(XT, xbase, YT, ybase, data, indices, indptr, B, br, m0, p):

@@ -52,6 +52,8 @@ def _row_view(spec: SpmmSpec) -> bool:
 
 def unroll_eligible(spec: SpmmSpec) -> bool:
     """Whether ``spec`` is small enough for straight-line code (and carries its structure)."""
+    if spec.x_layout == "DIRECT":
+        return False  # its indices are element offsets
     if spec.structure is None or (spec.x_layout == "KM_MK" and spec.m > 1):
         return False  # (its vector loop writes Y as (n, m); "KM_MK" wants (m, n))
     terms = spec.n_data_blocks * spec.r * spec.c
