@@ -22,6 +22,7 @@ from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.frontend import import_onnx
 from sparse_tvm.kernels import im2col_kernel, spmm_kernel
 from sparse_tvm.kernels.attrs import HAND_WRITTEN_ATTR
+from sparse_tvm.kernels.direct_conv import DirectConv, crop_kernel, pad_flat_kernel
 from sparse_tvm.target import resolve_target
 from sparse_tvm.transform import DenseToSparse, SparsePlan, SpmmLowering
 from tests.conftest import sparse_array
@@ -217,15 +218,15 @@ def test_pointwise_conv_is_one_spmm_on_nchw_without_a_copy():
     tvm.ir.assert_structural_equal(after, _fill(Expected, sparse_2x1_w=kernel))
 
 
-def test_3x3_conv_goes_through_im2col():
+def test_strided_3x3_conv_goes_through_im2col():
     @I.ir_module
     class Before:
         @R.function
         def main(
             x: R.Tensor((1, 2, 4, 4), "float32"), w: R.Tensor((4, 2, 3, 3), "float32")
-        ) -> R.Tensor((1, 4, 4, 4), "float32"):
+        ) -> R.Tensor((1, 4, 2, 2), "float32"):
             with R.dataflow():
-                gv = R.nn.conv2d(x, w, padding=[1, 1, 1, 1])
+                gv = R.nn.conv2d(x, w, strides=[2, 2], padding=[1, 1, 1, 1])
                 R.output(gv)
             return gv
 
@@ -246,23 +247,78 @@ def test_3x3_conv_goes_through_im2col():
         @R.function
         def main(
             x: R.Tensor((1, 2, 4, 4), "float32"), w: R.Tensor((4, 2, 3, 3), "float32")
-        ) -> R.Tensor((1, 4, 4, 4), "float32"):
+        ) -> R.Tensor((1, 4, 2, 2), "float32"):
             cls = Expected
             with R.dataflow():
-                cols = R.call_tir(cls.im2col_w, (x,), out_ty=R.Tensor((1, 18, 16), "float32"))
+                cols = R.call_tir(cls.im2col_w, (x,), out_ty=R.Tensor((1, 18, 4), "float32"))
                 lv = R.call_tir(
                     cls.sparse_2x1_w,
                     (cols, R.const(data), R.const(indices), R.const(indptr)),
-                    out_ty=R.Tensor((1, 4, 16), "float32"),
+                    out_ty=R.Tensor((1, 4, 4), "float32"),
                 )
-                gv = R.reshape(lv, R.shape([1, 4, 4, 4]))
+                gv = R.reshape(lv, R.shape([1, 4, 2, 2]))
                 R.output(gv)
             return gv
 
     after = DenseToSparse(_plans(Before, {"w": w}, {"w"}), SpmmLowering(TARGET))(Before)
-    im2col = im2col_kernel(1, 2, 4, 4, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1))
-    kernel = _spmm(sw, 16, x_layout="KM", batch=1, bias=False, relu=False)
+    im2col = im2col_kernel(1, 2, 4, 4, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1))
+    kernel = _spmm(sw, 4, x_layout="KM", batch=1, bias=False, relu=False)
     tvm.ir.assert_structural_equal(after, _fill(Expected, im2col_w=im2col, sparse_2x1_w=kernel))
+
+
+def test_stride_1_3x3_conv_reads_its_padded_input_directly():
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(
+            x: R.Tensor((1, 2, 4, 4), "float32"), w: R.Tensor((4, 2, 3, 3), "float32")
+        ) -> R.Tensor((1, 4, 4, 4), "float32"):
+            with R.dataflow():
+                gv = R.nn.conv2d(x, w, padding=[1, 1, 1, 1])
+                R.output(gv)
+            return gv
+
+    w = sparse_array((4, 2, 3, 3))
+    sw = BlockSparseWeight.from_dense(w.reshape(4, 18), BLOCK)
+    direct = DirectConv(2, 4, 4, (3, 3), (1, 1, 1, 1))  # 6 x 6 padded, 4 rows of 6 columns out
+    data, offsets, indptr = sw.data, direct.offsets(sw.indices), sw.indptr
+
+    @I.ir_module(check_well_formed=False)  # placeholder kernels until _fill
+    class Expected:
+        @T.prim_func
+        def pad_w():
+            T.evaluate(0)
+
+        @T.prim_func
+        def sparse_2x1_w():
+            T.evaluate(0)
+
+        @T.prim_func
+        def crop_w():
+            T.evaluate(0)
+
+        @R.function
+        def main(
+            x: R.Tensor((1, 2, 4, 4), "float32"), w: R.Tensor((4, 2, 3, 3), "float32")
+        ) -> R.Tensor((1, 4, 4, 4), "float32"):
+            cls = Expected
+            with R.dataflow():
+                flat = R.call_tir(cls.pad_w, (x,), out_ty=R.Tensor((75,), "float32"))
+                lv = R.call_tir(
+                    cls.sparse_2x1_w,
+                    (flat, R.const(data), R.const(offsets), R.const(indptr)),
+                    out_ty=R.Tensor((1, 4, 24), "float32"),
+                )
+                gv = R.call_tir(cls.crop_w, (lv,), out_ty=R.Tensor((1, 4, 4, 4), "float32"))
+                R.output(gv)
+            return gv
+
+    after = DenseToSparse(_plans(Before, {"w": w}, {"w"}), SpmmLowering(TARGET))(Before)
+    kernel = _spmm(sw, 24, x_layout="DIRECT", x_size=75)
+    expected = _fill(
+        Expected, pad_w=pad_flat_kernel(direct), sparse_2x1_w=kernel, crop_w=crop_kernel(4, direct)
+    )
+    tvm.ir.assert_structural_equal(after, expected)
 
 
 @I.ir_module
