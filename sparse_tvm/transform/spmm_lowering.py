@@ -161,8 +161,7 @@ class SpmmLowering:
         kxk conv of stride 1 on one image, r x 1 blocks."""
         g = plan.layer.conv
         return (
-            plan.kernel is None
-            and self.spmm is spmm_kernel
+            self._default_cpu_kernel(plan)
             and not g.is_pointwise
             and g.groups == 1
             and g.strides == (1, 1)
@@ -181,21 +180,12 @@ class SpmmLowering:
         direct = DirectConv(channels, height, width, g.kernel, g.padding)
         pad = add_kernel(builder, pad_flat_kernel(direct), f"pad_{sanitize(layer.name)}")
         flat = builder.emit(relax.call_tir(pad, [x], tensor_type((direct.x_size,))))
-        func = self.spmm(
-            plan.weight,
-            direct.m,
-            x_layout="DIRECT",
-            bias=layer.bias is not None,
-            relu=layer.relu,
-            target=self.target,
-            x_size=direct.x_size,
-        )
-        w = plan.weight
-        args = [flat, relax.const(w.data), relax.const(direct.offsets(w.indices))]
-        args += self._constants(plan)[2:]
-        name = f"sparse_{w.block[0]}x{w.block[1]}_{sanitize(layer.name)}"
+        kernel = self._kernel(builder, plan, "DIRECT", 1, m=direct.m, x_size=direct.x_size)
+        offsets = direct.offsets(plan.weight.indices)
         out = builder.emit(
-            relax.call_tir(add_kernel(builder, func, name), args, tensor_type((1, n, direct.m)))
+            relax.call_tir(
+                kernel, [flat, *self._constants(plan, offsets)], tensor_type((1, n, direct.m))
+            )
         )
         crop = add_kernel(builder, crop_kernel(n, direct), f"crop_{sanitize(layer.name)}")
         return relax.call_tir(crop, [out], tensor_type(layer.output_shape))
@@ -203,10 +193,15 @@ class SpmmLowering:
     def _columns_im2col(self, plan: SparsePlan) -> bool:
         """Whether a channels-last kxk conv's im2col writes columns (see the module doc): the
         CPU kernels, no given kernel (tuned ones read rows), and a column-vector default."""
-        if plan.kernel is not None or self.spmm is not spmm_kernel:
+        if not self._default_cpu_kernel(plan):
             return False
         spec = spmm_spec(plan.weight, plan.layer.m, x_layout="MK", target=self.target)
         return not unroll_eligible(spec) and choose_strategy(spec) == "colvec"
+
+    def _default_cpu_kernel(self, plan: SparsePlan) -> bool:
+        """Whether the layer gets the CPU factory's own kernel: no given (tuned) kernel, whose
+        records know only the im2col layouts, and the CPU ``spmm`` factory."""
+        return plan.kernel is None and self.spmm is spmm_kernel
 
     @staticmethod
     def _im2col(builder, factory, layer: Layer, x: relax.Expr, out_type) -> relax.Expr:
@@ -217,28 +212,41 @@ class SpmmLowering:
         return builder.emit(relax.call_tir(gv, [x], out_type))
 
     @staticmethod
-    def _constants(plan: SparsePlan) -> list[relax.Expr]:
+    def _constants(plan: SparsePlan, indices: np.ndarray | None = None) -> list[relax.Expr]:
+        """The kernel's weight (and bias) arguments; ``indices`` replaces the weight's own
+        (the direct conv's element offsets)."""
         w = plan.weight
-        args = [relax.const(w.data), relax.const(w.indices), relax.const(w.indptr)]
+        indices = w.indices if indices is None else indices
+        args = [relax.const(w.data), relax.const(indices), relax.const(w.indptr)]
         if plan.layer.bias is not None:
             args.append(relax.const(np.ascontiguousarray(plan.layer.bias, np.float32)))
         return args
 
     def _kernel(
-        self, builder: relax.BlockBuilder, plan: SparsePlan, x_layout: str, batch: int
+        self,
+        builder: relax.BlockBuilder,
+        plan: SparsePlan,
+        x_layout: str,
+        batch: int,
+        *,
+        m: int | None = None,
+        **extra: Any,
     ) -> relax.GlobalVar:
+        """The layer's SpMM kernel: the given one, else the factory's for ``x_layout`` with
+        ``m`` columns (default: the layer's) and ``extra`` settings (``x_size``)."""
         layer = plan.layer
         if plan.kernel is not None:
             func = plan.kernel
         else:
             func = self.spmm(
                 plan.weight,
-                layer.m,
+                layer.m if m is None else m,
                 x_layout=x_layout,
                 batch=batch,
                 bias=layer.bias is not None,
                 relu=layer.relu,
                 target=self.target,
+                **extra,
             )
         name = f"sparse_{plan.weight.block[0]}x{plan.weight.block[1]}_{sanitize(layer.name)}"
         return add_kernel(builder, func, name)

@@ -9,6 +9,7 @@ import pytest
 
 import sparse_tvm as st
 from sparse_tvm.analysis import analyse
+from sparse_tvm.backends import backend_for
 from sparse_tvm.examples import mobilenet, resnet50
 from sparse_tvm.frontend import import_onnx
 from sparse_tvm.pruning import prune_magnitude
@@ -37,8 +38,6 @@ def test_depthwise_convs_keep_a_sparse_cnn_channels_last():
 
 
 def test_the_cpu_backend_prepares_the_chosen_layout(resnet, sparse_resnet):
-    from sparse_tvm.backends import backend_for
-
     backend = backend_for("x86")
     layouts = {
         name: {
