@@ -46,6 +46,11 @@ class ConvGeometry:
             and self.groups == 1
         )
 
+    @property
+    def is_depthwise(self) -> bool:
+        """One filter group per input channel (a MobileNet 3x3 conv)."""
+        return self.groups > 1 and self.groups == self.input_shape[1]
+
 
 @dataclass
 class Layer:
@@ -104,7 +109,8 @@ class Layer:
         return not self.dense_reason
 
 
-def _shape(expr: relax.Expr) -> tuple[int, ...] | None:
+def static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
+    """The static shape of a tensor-typed expression; None where it is not a tensor or symbolic."""
     ty = expr.ty
     if not isinstance(ty, relax.TensorType) or ty.shape is None:
         return None
@@ -114,14 +120,14 @@ def _shape(expr: relax.Expr) -> tuple[int, ...] | None:
         return None
 
 
-def _op_name(expr: relax.Expr | None) -> str:
+def op_name(expr: relax.Expr | None) -> str:
     """``"relax.matmul"`` for a call of that operator, ``""`` for anything else."""
     if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
         return str(expr.op.name)
     return ""
 
 
-class _FuncIndex:
+class FuncIndex:
     """Bindings of a function's dataflow blocks: var -> value and var -> users."""
 
     def __init__(self, func: relax.Function) -> None:
@@ -148,7 +154,7 @@ class _FuncIndex:
 
 
 def _weight_of(
-    expr: relax.Expr, weights: dict[relax.Var, np.ndarray], index: _FuncIndex
+    expr: relax.Expr, weights: dict[relax.Var, np.ndarray], index: FuncIndex
 ) -> tuple[relax.Var, bool] | None:
     """The weight var behind ``expr`` (directly, or through a 2-D transpose)."""
     if isinstance(expr, relax.Var) and expr in weights:
@@ -156,7 +162,7 @@ def _weight_of(
     value = index.value.get(expr) if isinstance(expr, relax.Var) else None
     if (
         value is not None
-        and _op_name(value) == "relax.permute_dims"
+        and op_name(value) == "relax.permute_dims"
         and value.args[0] in weights
         and weights[value.args[0]].ndim == 2
     ):
@@ -167,7 +173,7 @@ def _weight_of(
 
 
 def _constant_array(
-    expr: relax.Expr, weights: dict[relax.Var, np.ndarray], index: _FuncIndex
+    expr: relax.Expr, weights: dict[relax.Var, np.ndarray], index: FuncIndex
 ) -> np.ndarray | None:
     """The value behind ``expr``: a constant or a weight, maybe reshaped and transposed (a
     conv bias ``(n,)`` reshaped to ``(1, n, 1, 1)``, then to ``(1, 1, 1, n)`` for NHWC)."""
@@ -178,14 +184,14 @@ def _constant_array(
     if expr in weights:
         return weights[expr]
     value = index.value.get(expr)
-    op = _op_name(value)
+    op = op_name(value)
     if op not in ("relax.reshape", "relax.permute_dims"):
         return None
     inner = _constant_array(value.args[0], weights, index)
     if inner is None:
         return None
     if op == "relax.reshape":
-        shape = _shape(expr)
+        shape = static_shape(expr)
         return None if shape is None else inner.reshape(shape)
     axes = value.attrs.axes
     return inner.transpose(None if axes is None else [int(a) for a in axes])
@@ -195,7 +201,7 @@ def _bias_of(
     expr: relax.Expr,
     n: int,
     weights: dict[relax.Var, np.ndarray],
-    index: _FuncIndex,
+    index: FuncIndex,
     conv: ConvGeometry | None,
 ) -> np.ndarray | None:
     """A per-output-feature bias vector behind ``expr`` (a weight, maybe reshaped for NCHW)."""
@@ -211,26 +217,26 @@ def _bias_of(
     return arr.reshape(n) if arr.shape in shapes else None
 
 
-def _fuse_epilogue(layer: Layer, weights, index: _FuncIndex) -> None:
+def _fuse_epilogue(layer: Layer, weights, index: FuncIndex) -> None:
     """Extend the layer over a following bias add and ReLU that only it feeds."""
     n = layer.weight.shape[0]
     user = index.single_user(layer.end_var)
-    if user is not None and _op_name(index.value[user]) == "relax.add":
+    if user is not None and op_name(index.value[user]) == "relax.add":
         a, b = index.value[user].args
         other = b if a.same_as(layer.end_var) else a
         bias = _bias_of(other, n, weights, index, layer.conv)
-        if bias is not None and _shape(user) == layer.output_shape:
+        if bias is not None and static_shape(user) == layer.output_shape:
             layer.bias, layer.end_var = bias.astype(np.float32), user
             layer.fused.append("bias")
             user = index.single_user(user)
-    if user is not None and _op_name(index.value[user]) == "relax.nn.relu":
+    if user is not None and op_name(index.value[user]) == "relax.nn.relu":
         layer.relu, layer.end_var = True, user
         layer.fused.append("relu")
 
 
 def _matmul_layer(var, call, weights, names, index) -> Layer | None:
     found = _weight_of(call.args[1], weights, index)
-    x_shape, out_shape = _shape(call.args[0]), _shape(var)
+    x_shape, out_shape = static_shape(call.args[0]), static_shape(var)
     if found is None or x_shape is None or out_shape is None or len(x_shape) < 2:
         return None
     weight_var, transposed = found
@@ -263,7 +269,7 @@ _CONV_LAYOUTS = {("NCHW", "OIHW"), ("NHWC", "HWIO")}
 
 def _conv_layer(var, call, weights, names, index) -> Layer | None:
     weight_var = call.args[1]
-    x_shape, out_shape = _shape(call.args[0]), _shape(var)
+    x_shape, out_shape = static_shape(call.args[0]), static_shape(var)
     if not (isinstance(weight_var, relax.Var) and weight_var in weights) or x_shape is None:
         return None
     attrs = call.attrs
@@ -335,10 +341,10 @@ def find_layers(
         ``name`` is always the parameter's own.
     """
     names = names or {}
-    index = _FuncIndex(func)
+    index = FuncIndex(func)
     layers: list[Layer] = []
     for var, value in index.value.items():
-        op = _op_name(value)
+        op = op_name(value)
         if op == "relax.matmul":
             layer = _matmul_layer(var, value, weights, names, index)
         elif op == "relax.nn.conv2d":

@@ -1,8 +1,10 @@
 """The CPU layout of a CNN: channels-first where every conv with real work is expected sparse
-(and no conv is grouped), else channels-last; the compiler goes back to channels-last when the
+(and the only grouped convs are depthwise ones), else channels-last; the compiler goes back to channels-last when the
 decision keeps such a conv dense."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -13,7 +15,11 @@ from sparse_tvm.backends import backend_for
 from sparse_tvm.examples import mobilenet, resnet50
 from sparse_tvm.frontend import import_onnx
 from sparse_tvm.pruning import prune_magnitude
-from sparse_tvm.transform.layout_choice import dense_convs_with_work, sparse_layout_pays
+from sparse_tvm.transform.layout_choice import (
+    dense_convs_with_work,
+    runs_depthwise_nchw,
+    sparse_layout_pays,
+)
 from tests.conftest import ort_run, random_inputs
 
 
@@ -33,8 +39,21 @@ def test_a_sparse_cnn_without_grouped_convs_runs_channels_first(resnet, sparse_r
     assert not sparse_layout_pays(import_onnx(prune_magnitude(resnet, 0.3, "4x1")))
 
 
-def test_depthwise_convs_keep_a_sparse_cnn_channels_last():
-    assert not sparse_layout_pays(import_onnx(prune_magnitude(mobilenet(size=32), 0.9, "4x1")))
+def test_a_sparse_mobilenet_runs_channels_first_with_its_depthwise_convs():
+    sparse = import_onnx(prune_magnitude(mobilenet(size=32), 0.9, "4x1"))
+    assert sparse_layout_pays(sparse)
+    assert not sparse_layout_pays(import_onnx(mobilenet(size=32)))
+    convs = [layer for layer in analyse(sparse) if layer.conv is not None]
+    depthwise = [c for c in convs if runs_depthwise_nchw(c)]
+    assert len(depthwise) == 13
+    assert all(c.conv.groups == c.conv.input_shape[1] == c.weight_shape[0] for c in depthwise)
+    # a grouped conv that is not depthwise, or a dilated depthwise conv, has no NCHW kernel
+    layer = depthwise[0]
+    for changed in ({"groups": 2}, {"dilation": (2, 2)}):
+        odd = dataclasses.replace(layer, conv=dataclasses.replace(layer.conv, **changed))
+        assert not runs_depthwise_nchw(odd)
+    # depthwise convs never count as dense convs with work (their kernel is fast channels-first)
+    assert dense_convs_with_work(convs, {c.name for c in convs if c not in depthwise}) == []
 
 
 def test_the_cpu_backend_prepares_the_chosen_layout(resnet, sparse_resnet):
