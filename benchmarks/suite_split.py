@@ -18,7 +18,8 @@ called PrimFunc:
 
     dense_conv      a ``conv2d`` PrimFunc (TVM's fused names: ``fused_conv2d_add_relu``...)
                     with groups == 1
-    depthwise_conv  a ``conv2d`` PrimFunc with groups > 1 (all depthwise in these models)
+    depthwise_conv  a ``conv2d`` PrimFunc with groups > 1 (all depthwise in these models), and
+                    ``depthwise_nchw_*``, the channels-first depthwise kernel
     sparse_conv     ``sparse_<r>x<c>_<layer>`` of a Conv layer and ``im2col_<layer>``
     other           everything else: layout transposes, pools, residual adds, the activations
                     after a sparse kernel, the classifier (dense, or sparse: its ``sparse_``
@@ -95,6 +96,8 @@ def classify(symbol: str, shapes: tuple, conv_layers: set[str]) -> str:
     """The bucket of one kernel call (see the module's docstring)."""
     if symbol.startswith("im2col_"):
         return "sparse_conv"
+    if symbol.startswith("depthwise_nchw_"):
+        return "depthwise_conv"
     if symbol.startswith("sparse_"):
         parts = symbol.split("_", 2)
         return "sparse_conv" if len(parts) == 3 and _is_layer(parts[2], conv_layers) else "other"

@@ -230,6 +230,7 @@ def test_split_buckets_by_primfunc():
     assert classify("conv2d1", nchw_1x1, layers) == "dense_conv"
     assert classify("sparse_16x1_block1_pw_weight1", (), layers) == "sparse_conv"
     assert classify("im2col_stem_weight1", (), layers) == "sparse_conv"
+    assert classify("depthwise_nchw_32x16x16_s2", nchw_dw, layers) == "depthwise_conv"
     assert classify("sparse_8x1_fc_weight1", (), layers) == "other"  # the classifier's
     assert classify("sparse_4x1_block1_pw_weight_extra", (), layers) == "other"
     for other in ("transpose1", "fused_reshape5_maximum1_minimum11", "mean1", "max_pool2d1"):
