@@ -76,6 +76,7 @@ class Layer:
     transposed: bool = False  # the model stores the weight as (n, k) already (Gemm transB)
     bias: np.ndarray | None = None
     relu: bool = False
+    relu6: bool = False  # the ReLU is a ReLU6 (then relu is True too)
     conv: ConvGeometry | None = None
     dense_reason: str = ""  # non-empty: this layer cannot be compiled sparse, and why
     fused: list[str] = field(default_factory=list)
@@ -229,9 +230,44 @@ def _fuse_epilogue(layer: Layer, weights, index: FuncIndex) -> None:
             layer.bias, layer.end_var = bias.astype(np.float32), user
             layer.fused.append("bias")
             user = index.single_user(user)
-    if user is not None and op_name(index.value[user]) == "relax.nn.relu":
-        layer.relu, layer.end_var = True, user
-        layer.fused.append("relu")
+    end, activation = activation_after(index, layer.end_var)
+    if activation is not None:
+        layer.relu, layer.relu6, layer.end_var = True, activation == "relu6", end
+        layer.fused.append(activation)
+
+
+def _scalar(expr: relax.Expr) -> float | None:
+    """The value of a one-element constant, else None."""
+    if isinstance(expr, tvm.ir.expr.GenericConst) and expr.value.numpy().size == 1:
+        return float(expr.value.numpy().reshape(()))
+    return None
+
+
+def _bound(index: FuncIndex, var: relax.Var, source: relax.Var) -> float | None:
+    """The scalar constant that the binary op bound to ``var`` applies to ``source``."""
+    a, b = index.value[var].args
+    return _scalar(b) if a.same_as(source) else _scalar(a)
+
+
+def activation_after(index: FuncIndex, var: relax.Var) -> tuple[relax.Var, str | None]:
+    """The ReLU or ReLU6 that only ``var`` feeds: ``(its last var, "relu" | "relu6")``, else
+    ``(var, None)``. A ReLU is ``nn.relu`` or ``maximum(x, 0)``; a ReLU6 is ``maximum(x, 0)``
+    then ``minimum(x, 6)`` (how ONNX's ``Clip(0, 6)`` imports, see
+    :mod:`sparse_tvm.frontend.onnx_converters`)."""
+    user = index.single_user(var)
+    name = op_name(index.value[user]) if user is not None else ""
+    if name == "relax.nn.relu":
+        return user, "relu"
+    if name != "relax.maximum" or _bound(index, user, var) != 0.0:
+        return var, None
+    after = index.single_user(user)
+    if (
+        after is not None
+        and op_name(index.value[after]) == "relax.minimum"
+        and _bound(index, after, user) == 6.0
+    ):
+        return after, "relu6"
+    return user, "relu"
 
 
 def _matmul_layer(var, call, weights, names, index) -> Layer | None:

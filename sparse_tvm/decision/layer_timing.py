@@ -76,6 +76,8 @@ def _single_layer_module(layer: Layer) -> tuple[tvm.IRModule, dict[str, np.ndarr
                     y = bb.emit(relax.op.add(y, shaped))
             if layer.relu:
                 y = bb.emit(relax.op.nn.relu(y))
+            if layer.relu6:
+                y = bb.emit(relax.op.minimum(y, relax.const(6.0, "float32")))
             out = bb.emit_output(y)
         bb.emit_func_output(out)
     return bb.get(), values

@@ -80,6 +80,8 @@ class SpmmSpec:
     cores: int
     # "DIRECT": the float32 elements of the flat (padded) input X
     x_size: int = 0
+    # ReLU6: after the ReLU, clamp at 6 (MobileNet-v2's Clip(0, 6)); only with relu
+    relu6: bool = False
     # (indptr, indices) of a small weight, for the fully unrolled kernel (spmm_unrolled);
     # None for larger ones. Not part of equality: kernels of other strategies ignore it.
     structure: tuple[tuple[int, ...], tuple[int, ...]] | None = field(
@@ -115,11 +117,13 @@ class SpmmSpec:
         return self.m if self.x_layout == "MK" else self.batch
 
     def epilogue(self, value, bias_buf, row):
-        """``value`` (+ bias[row]) then ReLU, as TIR."""
+        """``value`` (+ bias[row]) then ReLU (or ReLU6), as TIR."""
         if self.bias:
             value = value + bias_buf[row]
         if self.relu:
             value = T.max(value, T.float32(0))
+        if self.relu6:
+            value = T.min(value, T.float32(6))
         return value
 
 
@@ -194,6 +198,7 @@ def spmm_spec(
     relu: bool = False,
     target: tvm.target.Target | None = None,
     x_size: int = 0,
+    relu6: bool = False,
 ) -> SpmmSpec:
     """Everything :func:`spmm_kernel` specialises on, checked (parameters as there)."""
     if x_layout not in LAYOUTS:
@@ -205,6 +210,8 @@ def spmm_spec(
         )
     if x_layout != "KM" and batch != 1:
         raise ValueError(f"x_layout {x_layout!r} takes batch == 1 (fold the batch into m)")
+    if relu6 and not relu:
+        raise ValueError("relu6 clamps a ReLU's output: it takes relu=True")
     if m < 1 or batch < 1:
         raise InputShapeError(
             f"a sparse layer's output is empty (m={m}, batch={batch}): the input shape is too "
@@ -226,6 +233,7 @@ def spmm_spec(
         lanes=vector_lanes(target),
         cores=num_cores(target),
         x_size=int(x_size) if x_layout == "DIRECT" else 0,
+        relu6=bool(relu6),
         structure=structure_of(weight),
     )
 
@@ -249,6 +257,7 @@ def spmm_kernel(
     relu: bool = False,
     target: tvm.target.Target | None = None,
     x_size: int = 0,
+    relu6: bool = False,
 ) -> tvm.tirx.PrimFunc:
     """Build a SpMM kernel specialised on the shapes of ``weight`` and on ``m``.
 
@@ -281,6 +290,8 @@ def spmm_kernel(
         Used for the vector width (AVX-512: 16 lanes, AVX2: 8) and ``num-cores``.
     x_size : int
         ``"DIRECT"`` only: the elements of the flat X.
+    relu6 : bool
+        Clamp the ReLU's output at 6 (ReLU6); takes ``relu``.
 
     Returns
     -------
@@ -296,7 +307,7 @@ def spmm_kernel(
 
     spec = spmm_spec(
         weight, m, x_layout=x_layout, batch=batch, bias=bias, relu=relu, target=target,
-        x_size=x_size,
+        x_size=x_size, relu6=relu6,
     )  # fmt: skip
     if unroll_eligible(spec):  # small layer: straight-line code on one thread
         return wrap_kernel(spec, unrolled_body(spec))

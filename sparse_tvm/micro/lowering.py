@@ -54,6 +54,8 @@ class MicroLowering:
         # The micro pipeline keys on the kernels' own ``tirx.is_scheduled``: no hand-written mark.
         gv = add_kernel(builder, func, f"sparse_{w.r}x1_{sanitize(layer.name)}", hand_written=False)
         out = relax.call_tir(gv, [x, *args], tensor_type(out_shape))
-        if tuple(out_shape) == tuple(layer.output_shape):
-            return out
-        return relax.op.reshape(builder.emit(out), layer.output_shape)
+        if tuple(out_shape) != tuple(layer.output_shape):
+            out = relax.op.reshape(builder.emit(out), layer.output_shape)
+        if layer.relu6:  # the kernels' epilogue ends at the ReLU; the clamp at 6 follows it
+            out = relax.op.minimum(builder.emit(out), relax.const(6.0, "float32"))
+        return out

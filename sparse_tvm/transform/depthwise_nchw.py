@@ -22,19 +22,13 @@ from tvm import relax
 from tvm.ir.expr import GenericConst
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from sparse_tvm.analysis.layers import FuncIndex, op_name, static_shape
+from sparse_tvm.analysis.layers import FuncIndex, activation_after, op_name, static_shape
 from sparse_tvm.kernels.depthwise_conv import DepthwiseConv, depthwise_conv_kernel
 from sparse_tvm.target.machine import vector_lanes
 from sparse_tvm.transform.dense_to_sparse import rebind
 from sparse_tvm.transform.lowering import add_kernel, tensor_type
 
 __all__ = ["DepthwiseNCHW", "depthwise_geometry"]
-
-
-def _scalar(expr: relax.Expr) -> float | None:
-    if isinstance(expr, GenericConst) and expr.value.numpy().size == 1:
-        return float(expr.value.numpy().reshape(()))
-    return None
 
 
 def depthwise_geometry(call: relax.Call) -> DepthwiseConv | None:
@@ -85,7 +79,7 @@ class _Rewriter(PyExprMutator):
 
     def _epilogue(self, var: relax.Var, channels: int):
         """The chain's last var, its bias (or None) and activation, from ``var`` (the conv)."""
-        index, end, bias, activation = self.index, var, None, None
+        index, end, bias = self.index, var, None
         user = index.single_user(end)
         if user is not None and op_name(index.value[user]) == "relax.add":
             a, b = index.value[user].args
@@ -95,24 +89,9 @@ class _Rewriter(PyExprMutator):
                 (channels, 1, 1),
             ):
                 bias = other.value.numpy().reshape(channels).astype(np.float32)
-                end, user = user, index.single_user(user)
-        name = op_name(index.value[user]) if user is not None else ""
-        if name == "relax.nn.relu":
-            return user, bias, "relu"
-        if name == "relax.maximum" and self._bound(user, end) == 0.0:
-            after = index.single_user(user)
-            if (
-                after is not None
-                and op_name(index.value[after]) == "relax.minimum"
-                and self._bound(after, user) == 6.0
-            ):
-                return after, bias, "relu6"
-            return user, bias, "relu"
+                end = user
+        end, activation = activation_after(index, end)
         return end, bias, activation
-
-    def _bound(self, var: relax.Var, source: relax.Var) -> float | None:
-        a, b = self.index.value[var].args
-        return _scalar(b) if a.same_as(source) else _scalar(a)
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
         chain = self.chains.get(binding.var)

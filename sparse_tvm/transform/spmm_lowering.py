@@ -60,6 +60,7 @@ def kernel_options(layer: Layer) -> dict[str, Any]:
         "batch": batch,
         "bias": layer.bias is not None,
         "relu": layer.relu,
+        "relu6": layer.relu6,
     }
 
 
@@ -245,6 +246,7 @@ class SpmmLowering:
                 batch=batch,
                 bias=layer.bias is not None,
                 relu=layer.relu,
+                relu6=layer.relu6,
                 target=self.target,
                 **extra,
             )

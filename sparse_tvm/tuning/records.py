@@ -118,6 +118,7 @@ def workload_key(
     structure: np.ndarray,
     *,
     op_attrs: Mapping[str, Any] | None = None,
+    relu6: bool = False,
 ) -> str:
     """Return a stable key for a sparse layer: same shape and structure -> same key.
 
@@ -140,6 +141,8 @@ def workload_key(
     op_attrs : mapping, optional
         What else the op's timing depends on, JSON-serialisable (a conv's geometry, the stored
         weight layout); left out of the key when None.
+    relu6 : bool
+        The ReLU is a ReLU6; in the key only when set, so that other layers' keys stay.
 
     Returns
     -------
@@ -167,6 +170,8 @@ def workload_key(
         "target": None if target is None else str(tvm.target.Target(target)),
         "structure": _pattern_digest(shape, (r, c), pattern),
     }
+    if relu6:
+        fields["relu6"] = True
     if op_attrs is not None:
         fields["op_attrs"] = dict(op_attrs)
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:20]
@@ -199,6 +204,7 @@ def layer_key(layer: Layer) -> str:
             "transposed": bool(layer.transposed),
             "conv": repr(layer.conv),
         },
+        relu6=options["relu6"],
     )
 
 

@@ -104,6 +104,8 @@ def workload(spec: SpmmSpec, digest: str) -> tvm.tirx.PrimFunc:
         "sparse_tvm.cores": spec.cores,
         "sparse_tvm.relu": spec.relu,
     }
+    if spec.relu6:  # only when set: the records of every other layer keep their workload
+        attrs["sparse_tvm.relu6"] = True
     if unroll_eligible(spec):  # the unrolled kernel is generated from the structure itself
         attrs["sparse_tvm.indptr"] = list(spec.structure[0])
         attrs["sparse_tvm.indices"] = list(spec.structure[1])
@@ -199,6 +201,7 @@ def spec_of(func: tvm.tirx.PrimFunc) -> SpmmSpec:
         x_layout="MK" if mk else "KM",
         bias=len(params) == 6,
         relu=bool(func.attrs["sparse_tvm.relu"]),
+        relu6="sparse_tvm.relu6" in func.attrs,
         lanes=int(func.attrs["sparse_tvm.lanes"]),
         cores=int(func.attrs["sparse_tvm.cores"]),
         structure=structure,

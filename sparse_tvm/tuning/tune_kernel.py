@@ -192,6 +192,7 @@ def lookup_kernel(
     batch: int = 1,
     bias: bool = False,
     relu: bool = False,
+    relu6: bool = False,
     target: tvm.target.Target,
     database: ms.database.Database,
 ) -> KernelRecord | None:
@@ -200,7 +201,10 @@ def lookup_kernel(
     fusion and machine (the knobs do not depend on where the nonzeros are); ``None`` when
     there is neither (or the layer's kernel has no search space).
     """
-    spec = make_spec(weight, m, x_layout=x_layout, batch=batch, bias=bias, relu=relu, target=target)
+    spec = make_spec(
+        weight, m, x_layout=x_layout, batch=batch, bias=bias, relu=relu, relu6=relu6,
+        target=target,
+    )  # fmt: skip
     if not supports(spec):
         return None
     mod = _tuning_module(weight, spec)
@@ -224,10 +228,14 @@ def kernel_with_knobs(
     batch: int = 1,
     bias: bool = False,
     relu: bool = False,
+    relu6: bool = False,
     target: tvm.target.Target,
 ) -> tvm.tirx.PrimFunc:
     """The kernel of this layer with the given knob values (e.g. a :class:`TunedKernel`'s)."""
-    spec = make_spec(weight, m, x_layout=x_layout, batch=batch, bias=bias, relu=relu, target=target)
+    spec = make_spec(
+        weight, m, x_layout=x_layout, batch=batch, bias=bias, relu=relu, relu6=relu6,
+        target=target,
+    )  # fmt: skip
     return materialize(_tuning_module(weight, spec)["main"], knobs=knobs, spec=spec)
 
 
@@ -290,6 +298,7 @@ def tune_kernel(
     batch: int = 1,
     bias: bool = False,
     relu: bool = False,
+    relu6: bool = False,
     target: tvm.target.Target,
     trials: int,
     work_dir: str | None = None,
@@ -306,7 +315,7 @@ def tune_kernel(
 
     Parameters
     ----------
-    weight, m, x_layout, batch, bias, relu, target
+    weight, m, x_layout, batch, bias, relu, relu6, target
         As :func:`sparse_tvm.kernels.spmm_kernel` (``target`` needs ``num-cores``).
     trials : int
         Candidates to measure (at most; the search stops early once the space is exhausted).
@@ -343,7 +352,10 @@ def tune_kernel(
     TuningError
         No candidate ran, or the best one disagrees with the hand-written kernel.
     """
-    spec = make_spec(weight, m, x_layout=x_layout, batch=batch, bias=bias, relu=relu, target=target)
+    spec = make_spec(
+        weight, m, x_layout=x_layout, batch=batch, bias=bias, relu=relu, relu6=relu6,
+        target=target,
+    )  # fmt: skip
     if not supports(spec):
         raise NoTuningSpaceError(
             "no tuning space for this layer (m == 1 with narrow blocks: scalar)"
@@ -408,8 +420,9 @@ def tune_kernel(
     func = materialize(mod["main"], knobs=knobs, spec=spec)
     args = _inputs(weight, spec)
     default = spmm_kernel(
-        weight, m, x_layout=x_layout, batch=batch, bias=bias, relu=relu, target=target
-    )
+        weight, m, x_layout=x_layout, batch=batch, bias=bias, relu=relu, relu6=relu6,
+        target=target,
+    )  # fmt: skip
     if board is None:
         timed = [measure(f, args, target) for f in (default, func)]
     else:

@@ -34,6 +34,7 @@ def run_spmm(
     batch=1,
     bias=False,
     relu=False,
+    relu6=False,
     target=TARGET,
     seed=0,
     kernel=spmm_kernel,
@@ -43,7 +44,8 @@ def run_spmm(
     rng = np.random.default_rng(seed)
     n, k = w.shape
     bw = BlockSparseWeight.from_dense(w, block)
-    func = kernel(bw, m, x_layout=layout, batch=batch, bias=bias, relu=relu, target=target)
+    six = {"relu6": True} if relu6 else {}  # only when set: other factories may not take it
+    func = kernel(bw, m, x_layout=layout, batch=batch, bias=bias, relu=relu, target=target, **six)
     rt = tvm.compile(func, target).jit()
     b = rng.standard_normal(n).astype(np.float32)
     if layout == "MK":
@@ -60,6 +62,8 @@ def run_spmm(
         y = np.full((batch, n, m), np.nan, np.float32)
     if relu:
         ref = np.maximum(ref, 0)
+    if relu6:
+        ref = np.minimum(ref, 6)
     args = [x, bw.data, bw.indices, bw.indptr, *([b] if bias else []), y]
     tensors = [tvm.runtime.tensor(a) for a in args]
     rt["main"](*tensors)
@@ -97,6 +101,27 @@ def test_every_block_and_strategy(block, layout, m):
         w, block, m, layout=layout, batch=3 if layout == "KM" else 1, bias=True, relu=True
     )
     np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("block", [(1, 1), (4, 1), (16, 1)])
+@pytest.mark.parametrize(
+    ("layout", "m"), [("MK", 1), ("MK", 40), ("KM", 1), ("KM", 40), ("KM_MK", 40)]
+)
+def test_relu6_clamps_every_strategy(block, layout, m):
+    # 70 inputs of unit variance: outputs of standard deviation ~8, so many are clamped at 6
+    w = random_block_sparse(np.random.default_rng(5), 37, 70, block, 0.0)
+    y, ref = run_spmm(
+        w, block, m, layout=layout, batch=2 if layout == "KM" else 1, bias=True, relu=True,
+        relu6=True,
+    )  # fmt: skip
+    assert (ref == 6).mean() > 0.1 and (ref == 0).mean() > 0.1
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_relu6_takes_relu():
+    w = BlockSparseWeight.from_dense(np.eye(4, dtype=np.float32), (1, 1))
+    with pytest.raises(ValueError, match="relu6"):
+        spmm_kernel(w, 4, relu6=True, target=TARGET)
 
 
 @pytest.mark.parametrize("block", [(1, 1), (16, 1)])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import tvm
-from tvm import s_tir
+from tvm import relax, s_tir
 from tvm.script import ir as I
 from tvm.script import relax as R
 from tvm.script import tirx as T
@@ -177,3 +177,30 @@ def test_pointwise_conv_is_one_compact_spmm_over_channels():
     after = DenseToSparse(_plans(Before, {"w": w}), MicroLowering())(Before)
     kernel = kernels.spmm_channels(cw, 1, 9, bias=False, relu=True)
     tvm.ir.assert_structural_equal(after, _fill(Expected, "sparse_2x1_w", kernel))
+
+
+def test_relu6_keeps_its_clamp_after_the_micro_kernel():
+    # the micro kernels end at the ReLU: the minimum(6) of a fused ReLU6 follows the call
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(
+            x: R.Tensor((1, 8, 3, 3), "float32"), w: R.Tensor((4, 8, 1, 1), "float32")
+        ) -> R.Tensor((1, 4, 3, 3), "float32"):
+            with R.dataflow():
+                lv = R.nn.conv2d(x, w)
+                lv1 = R.maximum(lv, R.const(0.0, "float32"))
+                gv = R.minimum(lv1, R.const(6.0, "float32"))
+                R.output(gv)
+            return gv
+
+    w = sparse_array((4, 8, 1, 1))
+    (plan,) = _plans(Before, {"w": w})
+    assert plan.layer.fused == ["relu6"]
+    after = DenseToSparse([plan], MicroLowering())(Before)
+    x = np.random.default_rng(0).standard_normal((1, 8, 3, 3)).astype(np.float32) * 8
+    ref = np.clip(np.einsum("nk,bkp->bnp", w.reshape(4, 8), x.reshape(1, 8, 9)), 0, 6)
+    assert (ref == 6).any() and (ref == 0).any()
+    vm = relax.VirtualMachine(tvm.compile(after, "llvm"), tvm.cpu())
+    got = vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(w)).numpy()
+    np.testing.assert_allclose(got.reshape(ref.shape), ref, rtol=1e-5, atol=1e-5)

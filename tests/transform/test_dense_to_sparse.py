@@ -452,3 +452,59 @@ def test_rewritten_module_computes_the_dense_result(planned):
     args = [tvm.runtime.tensor(a) for a in (x, w1, w2)]
     y = vm["main"](*args).numpy()
     np.testing.assert_allclose(y, np.maximum(x @ w1, 0) @ w2, rtol=1e-5, atol=1e-5)
+
+
+# -- ReLU6 (Clip(0, 6) as maximum / minimum) fused into the kernel ------------------------------
+
+
+def _matmul_then(activations: list[tuple[str, float]]) -> tvm.IRModule:
+    """``matmul(x, w)`` followed by ``maximum`` / ``minimum`` with scalar constants."""
+    x = relax.Var("x", relax.TensorType((3, 8), "float32"))
+    wv = relax.Var("w", relax.TensorType((8, 4), "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x, wv]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.matmul(x, wv))
+            for op, bound in activations:
+                y = bb.emit(getattr(relax.op, op)(y, relax.const(bound, "float32")))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+@pytest.mark.parametrize(
+    ("activations", "fused", "kernel_options"),
+    [
+        ([("maximum", 0.0), ("minimum", 6.0)], ["relu6"], {"relu": True, "relu6": True}),
+        ([("maximum", 0.0)], ["relu"], {"relu": True}),
+        ([("maximum", 0.0), ("minimum", 5.0)], ["relu"], {"relu": True}),  # a minimum stays
+        ([("maximum", 1.0)], [], {}),
+    ],
+)
+def test_relu6_is_fused_into_the_spmm(activations, fused, kernel_options):
+    mod = _matmul_then(activations)
+    w = sparse_array((8, 4))
+    (plan,) = _plans(mod, {"w": w}, {"w"})
+    assert plan.layer.fused == fused
+    after = DenseToSparse([plan], SpmmLowering(TARGET))(mod)
+    kernel = _spmm(plan.weight, 3, **kernel_options)
+    tvm.ir.assert_structural_equal(after["sparse_2x1_w"], _added(kernel, "sparse_2x1_w"))
+    # the ops the kernel took in are gone; the rest stay, and the values hold
+    ops = [
+        b.value.op.name
+        for blk in after["main"].body.blocks
+        for b in blk.bindings
+        if isinstance(b.value, relax.Call)
+    ]
+    kept = activations[sum(2 if f == "relu6" else 1 for f in fused) :]
+    assert ops == ["relax.call_tir"] + [f"relax.{op}" for op, _ in kept]
+    x = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32) * 4
+    ref = x @ w
+    for op, bound in activations:
+        ref = getattr(np, op)(ref, bound)
+    if fused == ["relu6"]:
+        assert (ref == 6).any()
+    got = relax.VirtualMachine(tvm.compile(after, TARGET), tvm.cpu())["main"](
+        tvm.runtime.tensor(x), tvm.runtime.tensor(w)
+    )
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5, atol=1e-5)

@@ -134,7 +134,9 @@ def test_workload_key_names_the_structure_by_its_digest():
     assert workload_key("matmul", (64, 32), (r, c), structure=~blocks, **args) != key
 
 
-def _layer(weight: np.ndarray, *, op="matmul", input_shape=(8, 32), conv=None, relu=False):
+def _layer(
+    weight: np.ndarray, *, op="matmul", input_shape=(8, 32), conv=None, relu=False, relu6=False
+):
     n, k = weight.shape
     return Layer(
         name="w",
@@ -149,6 +151,7 @@ def _layer(weight: np.ndarray, *, op="matmul", input_shape=(8, 32), conv=None, r
         end_var=None,
         weight_var=None,
         relu=relu,
+        relu6=relu6,
         conv=conv,
     )
 
@@ -161,6 +164,7 @@ def test_layer_key_names_a_layer_by_its_op_shapes_fusion_and_pattern():
     moved = np.roll(w, 1, axis=1)
     assert layer_key(_layer(moved)) != key
     assert layer_key(_layer(w, relu=True)) != key
+    assert layer_key(_layer(w, relu=True, relu6=True)) != layer_key(_layer(w, relu=True))
     # a conv's geometry: the same (n, k) view and m from another input is another layer
     conv = ConvGeometry((1, 32, 4, 2), (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, (4, 2))
     conv_key = layer_key(_layer(w, op="conv2d", input_shape=(1, 32, 4, 2), conv=conv))
