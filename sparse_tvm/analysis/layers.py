@@ -219,7 +219,7 @@ def _bias_of(
 
 
 def _fuse_epilogue(layer: Layer, weights, index: FuncIndex) -> None:
-    """Extend the layer over a following bias add and ReLU that only it feeds."""
+    """Extend the layer over a following bias add and ReLU / ReLU6 that only it feeds."""
     n = layer.weight.shape[0]
     user = index.single_user(layer.end_var)
     if user is not None and op_name(index.value[user]) == "relax.add":
@@ -229,7 +229,6 @@ def _fuse_epilogue(layer: Layer, weights, index: FuncIndex) -> None:
         if bias is not None and static_shape(user) == layer.output_shape:
             layer.bias, layer.end_var = bias.astype(np.float32), user
             layer.fused.append("bias")
-            user = index.single_user(user)
     end, activation = activation_after(index, layer.end_var)
     if activation is not None:
         layer.relu, layer.relu6, layer.end_var = True, activation == "relu6", end

@@ -51,17 +51,17 @@ def kernel_layout(layer: Layer) -> tuple[str, int]:
     return "KM", int(layer.conv.input_shape[0])
 
 
+def kernel_fusion(layer: Layer) -> dict[str, bool]:
+    """The epilogue the layer's SpMM kernel takes in: ``bias``, ``relu``, ``relu6``."""
+    return {"bias": layer.bias is not None, "relu": layer.relu, "relu6": layer.relu6}
+
+
 def kernel_options(layer: Layer) -> dict[str, Any]:
     """The keyword arguments of the layer's SpMM kernel (``spmm_kernel``, ``tune_kernel``,
-    ``lookup_kernel``, ...): its layout and batch (:func:`kernel_layout`) and its fusion."""
+    ``lookup_kernel``, ...): its layout and batch (:func:`kernel_layout`) and its fusion
+    (:func:`kernel_fusion`)."""
     x_layout, batch = kernel_layout(layer)
-    return {
-        "x_layout": x_layout,
-        "batch": batch,
-        "bias": layer.bias is not None,
-        "relu": layer.relu,
-        "relu6": layer.relu6,
-    }
+    return {"x_layout": x_layout, "batch": batch, **kernel_fusion(layer)}
 
 
 class SpmmLowering:
@@ -244,9 +244,7 @@ class SpmmLowering:
                 layer.m if m is None else m,
                 x_layout=x_layout,
                 batch=batch,
-                bias=layer.bias is not None,
-                relu=layer.relu,
-                relu6=layer.relu6,
+                **kernel_fusion(layer),
                 target=self.target,
                 **extra,
             )
