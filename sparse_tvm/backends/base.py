@@ -91,6 +91,11 @@ class Backend(ABC):
         """Whether this machine runs the target's code, so that layers can be timed here."""
         return platform.machine().lower() in self.host_machines
 
+    def schedule_variants(self, layer: Layer, weight) -> list[dict[str, int]]:
+        """Knob overrides of the default sparse kernel worth timing against it for ``layer``
+        when the compiler measures (default: none)."""
+        return []
+
     def untimed_reason(self) -> str | None:
         """Why layers of this target cannot be timed here (the report's note), else None."""
         if self.can_time_here():

@@ -55,7 +55,11 @@ class LibraryBackend(Backend):
         options: CompileOptions,
         say: Say,
     ) -> CompiledModel:
-        plans = [SparsePlan(d.layer, d.weight, d.kernel) for d in decisions if d.weight is not None]
+        plans = [
+            SparsePlan(d.layer, d.weight, d.kernel, d.knobs)
+            for d in decisions
+            if d.weight is not None
+        ]
         say(f"building {len(plans)} sparse and {len(decisions) - len(plans)} dense layers")
         mod = DenseToSparse(plans, self.lowering())(imported.mod)
         present = {p.name for p in mod["main"].params}

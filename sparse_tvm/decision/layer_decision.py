@@ -55,6 +55,9 @@ from sparse_tvm.tuning.records import layer_key
 KEEP_SPARSE_MARGIN = 1.03
 # a measured loss where the cost model expected at least this gain is timed again
 RECHECK_ESTIMATE = 1.5
+# the default kernel's schedule variants (backend.schedule_variants) are timed only for
+# layers at least this slow: below it a build per variant costs more than it can win
+VARIANT_MIN_S = 20e-6
 
 
 @dataclass
@@ -67,6 +70,7 @@ class LayerDecision:
     dense_s: float | None = None
     sparse_s: float | None = None
     kernel: tvm.tirx.PrimFunc | None = None  # a tuned kernel from records, else the default
+    knobs: dict[str, int] | None = None  # the default kernel's schedule variant, if measured faster
     decided_by: str = ""  # what decided the format: sparse_tvm.report.MEASURED, ESTIMATED, ...
 
 
@@ -258,6 +262,8 @@ def _measure(decision: LayerDecision, backend, kernel_id: str, from_records: boo
                 0.0,
                 f"default schedule (measured faster than the record, {choice.reason})",
             )
+    if decision.kernel is None and decision.sparse_s >= VARIANT_MIN_S:
+        _fastest_variant(decision, backend)
     decision.decided_by = MEASURED
     rechecked = ""
     if (
@@ -266,7 +272,7 @@ def _measure(decision: LayerDecision, backend, kernel_id: str, from_records: boo
     ):
         # the cost model expected a clear gain: time both again before giving it up
         used = kernel_id if decision.kernel is not None else "default"
-        timing = retime(layer, weight, backend, decision.kernel, used)
+        timing = retime(layer, weight, backend, decision.kernel, used, knobs=decision.knobs)
         decision.dense_s, decision.sparse_s = timing.dense_s, timing.sparse_s
         rechecked = " (timed again, alternating with dense: the first timing disagreed)"
     measured = decision.dense_s / decision.sparse_s
@@ -280,15 +286,28 @@ def _measure(decision: LayerDecision, backend, kernel_id: str, from_records: boo
         )
         decision.weight = None
         decision.kernel = None
+        decision.knobs = None
     else:
         found = decision.choice.reason  # how the candidate was found, then what decided
         if not from_records:
             found = f"cost model estimated {choice.estimated_speedup:.1f}x"
+        variant = ""
+        if decision.knobs:
+            variant = " with " + ", ".join(f"{k} {v}" for k, v in sorted(decision.knobs.items()))
         decision.choice = dataclasses.replace(
             decision.choice,
-            reason=f"{found}; measured {measured:.2f}x over dense{rechecked}: kept sparse",
+            reason=f"{found}; measured {measured:.2f}x over dense{variant}{rechecked}: kept sparse",
         )
     return decision
+
+
+def _fastest_variant(decision: LayerDecision, backend) -> None:
+    """Time the default kernel's schedule variants the back end offers for the layer; keep the
+    fastest in ``decision.knobs`` (None: the default's own knobs)."""
+    for knobs in backend.schedule_variants(decision.layer, decision.weight):
+        seconds = time_sparse(decision.layer, decision.weight, backend, knobs=knobs)
+        if seconds < decision.sparse_s:
+            decision.sparse_s, decision.knobs = seconds, knobs
 
 
 def decide_layers(

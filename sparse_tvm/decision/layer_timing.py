@@ -94,16 +94,25 @@ def layer_module(
     backend,
     weight: BlockSparseWeight | None = None,
     kernel: tvm.tirx.PrimFunc | None = None,
+    knobs: dict[str, int] | None = None,
 ) -> tvm.IRModule:
     """The layer alone, ``main(x)`` with its weights bound: dense when ``weight`` is None, else
     rewritten by :class:`DenseToSparse` with the back end's lowering to the sparse kernel
-    (``kernel`` replaces the default)."""
+    (``kernel`` replaces the default; ``knobs`` set the default's schedule variant)."""
     mod, values = _single_layer_module(layer)
     if weight is not None:
         func = mod["main"]
         (single,) = find_layers(func, {p: values[p.name] for p in func.params[1:]})
-        mod = DenseToSparse([SparsePlan(single, weight, kernel)], backend.lowering())(mod)
+        plan = SparsePlan(single, weight, kernel, knobs)
+        mod = DenseToSparse([plan], backend.lowering())(mod)
     return _bind(mod, values)
+
+
+def variant_id(knobs: dict[str, int] | None) -> str:
+    """The timing cache's name of the default kernel with ``knobs``: ``default[:k=v,...]``."""
+    if not knobs:
+        return "default"
+    return "default:" + ",".join(f"{k}={v}" for k, v in sorted(knobs.items()))
 
 
 def _timer(mod: tvm.IRModule, backend, input_shape, number: int, repeat: int):
@@ -136,15 +145,18 @@ def time_sparse(
     repeat: int = 5,
     kernel: tvm.tirx.PrimFunc | None = None,
     kernel_id: str = "default",
+    knobs: dict[str, int] | None = None,
 ) -> float:
     """Median seconds of the layer rewritten to the sparse kernel with ``weight``.
 
     ``kernel`` (e.g. from tuning records, named by ``kernel_id`` for the cache) replaces the
-    default kernel.
+    default kernel; else ``knobs`` choose the default's schedule variant.
     """
+    if kernel is None:
+        kernel_id = variant_id(knobs)
     key = _key(layer, ("sparse", weight.block, str(backend.tvm_target), kernel_id))
     if key not in _CACHE:
-        mod = layer_module(layer, backend, weight, kernel)
+        mod = layer_module(layer, backend, weight, kernel, knobs)
         _CACHE[key] = _timer(mod, backend, layer.input_shape, number, repeat)()
     return _CACHE[key]
 
@@ -156,6 +168,7 @@ def retime(
     kernel: tvm.tirx.PrimFunc | None = None,
     kernel_id: str = "default",
     rounds: int = 3,
+    knobs: dict[str, int] | None = None,
 ) -> LayerTiming:
     """Time the layer dense and sparse again, alternating for ``rounds`` rounds, and keep each
     one's fastest median, the first timings included.
@@ -165,11 +178,15 @@ def retime(
     load only ever adds time, so the fastest of several alternated medians is the fair one.
     """
     target = str(backend.tvm_target)
+    if kernel is None:
+        kernel_id = variant_id(knobs)
     dense_key = _key(layer, ("dense", target))
     sparse_key = _key(layer, ("sparse", weight.block, target, kernel_id))
     timers = (
         _timer(layer_module(layer, backend), backend, layer.input_shape, 5, 5),
-        _timer(layer_module(layer, backend, weight, kernel), backend, layer.input_shape, 5, 5),
+        _timer(
+            layer_module(layer, backend, weight, kernel, knobs), backend, layer.input_shape, 5, 5
+        ),
     )
     best = [_CACHE.get(dense_key, float("inf")), _CACHE.get(sparse_key, float("inf"))]
     for _ in range(rounds):

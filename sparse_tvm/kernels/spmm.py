@@ -27,6 +27,8 @@ MetaSchedule task extraction) leave them alone. Three strategies, picked by
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import tvm
@@ -258,6 +260,7 @@ def spmm_kernel(
     target: tvm.target.Target | None = None,
     x_size: int = 0,
     relu6: bool = False,
+    knobs: Mapping[str, int] | None = None,
 ) -> tvm.tirx.PrimFunc:
     """Build a SpMM kernel specialised on the shapes of ``weight`` and on ``m``.
 
@@ -292,6 +295,11 @@ def spmm_kernel(
         ``"DIRECT"`` only: the elements of the flat X.
     relu6 : bool
         Clamp the ReLU's output at 6 (ReLU6); takes ``relu``.
+    knobs : mapping, optional
+        Overrides of the hand-picked knobs of the row- or column-vector kernel, by field name
+        (:class:`~.spmm_rowvec.RowvecKnobs`, :class:`~.spmm_colvec.ColvecKnobs`), e.g.
+        ``{"order": 1}``: the schedule variants the compiler times against each other. The
+        scalar and unrolled kernels have no such knobs and ignore them.
 
     Returns
     -------
@@ -300,8 +308,8 @@ def spmm_kernel(
         attribute ``tirx.is_scheduled = True`` and no ``global_symbol`` (set it with
         ``func.with_attr("global_symbol", name)``).
     """
-    from .spmm_colvec import colvec_body
-    from .spmm_rowvec import rowvec_body
+    from .spmm_colvec import colvec_body, default_colvec_knobs
+    from .spmm_rowvec import default_rowvec_knobs, rowvec_body
     from .spmm_scalar import scalar_body
     from .spmm_unrolled import unroll_eligible, unrolled_body
 
@@ -311,5 +319,17 @@ def spmm_kernel(
     )  # fmt: skip
     if unroll_eligible(spec):  # small layer: straight-line code on one thread
         return wrap_kernel(spec, unrolled_body(spec))
-    builders = {"rowvec": rowvec_body, "colvec": colvec_body, "scalar": scalar_body}
-    return wrap_kernel(spec, builders[choose_strategy(spec)](spec))
+    strategy = choose_strategy(spec)
+    if strategy == "scalar":
+        return wrap_kernel(spec, scalar_body(spec))
+    body, defaults = {
+        "rowvec": (rowvec_body, default_rowvec_knobs),
+        "colvec": (colvec_body, default_colvec_knobs),
+    }[strategy]
+    chosen = defaults(spec)
+    if knobs:
+        unknown = sorted(set(knobs) - {f.name for f in dataclasses.fields(chosen)})
+        if unknown:
+            raise ValueError(f"the {strategy} kernel has no knobs {unknown}")
+        chosen = dataclasses.replace(chosen, **knobs)
+    return wrap_kernel(spec, body(spec, chosen))

@@ -29,12 +29,15 @@ class SparsePlan:
     :class:`~sparse_tvm.transform.spmm_lowering.SpmmLowering`, a
     :class:`~sparse_tvm.micro.compact.CompactSparseWeight` for the micro lowering. ``kernel`` (a
     PrimFunc with the signature of the lowering's default kernel, e.g. one applied from tuning
-    records) replaces that default kernel where the lowering supports it.
+    records) replaces that default kernel where the lowering supports it. ``knobs`` (e.g.
+    ``{"order": 1}``, a schedule variant the compiler measured faster) are passed to the
+    default kernel's factory where no ``kernel`` is given.
     """
 
     layer: Layer
     weight: Any
     kernel: tvm.tirx.PrimFunc | None = None
+    knobs: dict[str, int] | None = None
 
 
 class LayerLowering(Protocol):

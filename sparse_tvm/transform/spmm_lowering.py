@@ -234,11 +234,14 @@ class SpmmLowering:
         **extra: Any,
     ) -> relax.GlobalVar:
         """The layer's SpMM kernel: the given one, else the factory's for ``x_layout`` with
-        ``m`` columns (default: the layer's) and ``extra`` settings (``x_size``)."""
+        ``m`` columns (default: the layer's), ``extra`` settings (``x_size``) and the plan's
+        knobs."""
         layer = plan.layer
         if plan.kernel is not None:
             func = plan.kernel
         else:
+            if plan.knobs:
+                extra["knobs"] = plan.knobs
             func = self.spmm(
                 plan.weight,
                 layer.m if m is None else m,

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import numpy as np
+import onnxruntime
+
 from sparse_tvm.analysis import analyse
+from sparse_tvm.analysis.format_choice import FormatChoice
 from sparse_tvm.backends import backend_for
-from sparse_tvm.decision import decide, layer_timing
+from sparse_tvm.decision import LayerDecision, decide, layer_decision, layer_timing
 from sparse_tvm.examples import mlp
 from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.frontend import import_onnx
+from sparse_tvm.options import CompileOptions
 from sparse_tvm.pruning import prune_magnitude
+from sparse_tvm.report import Report
 
 
 def _fc2():
@@ -18,13 +24,19 @@ def _fc2():
 
 def test_a_disturbed_first_timing_is_taken_again_and_the_gain_kept():
     layer, target = _fc2()
-    # as if another process held a core while the sparse kernel was first timed: 1 s
-    key = layer_timing._key(layer, ("sparse", (16, 1), str(target.tvm_target), "default"))
-    layer_timing._CACHE[key] = 1.0
+    # as if another process held a core while the sparse kernel (and its schedule variant)
+    # were first timed: 1 s
+    keys = [
+        layer_timing._key(layer, ("sparse", (16, 1), str(target.tvm_target), kernel))
+        for kernel in ("default", "default:order=1")
+    ]
+    for key in keys:
+        layer_timing._CACHE[key] = 1.0
     try:
         decision = decide(layer, target)
     finally:
-        layer_timing._CACHE.pop(key, None)
+        for key in keys:
+            layer_timing._CACHE.pop(key, None)
     assert decision.choice.format == "bsr" and decision.choice.block == (16, 1)
     assert decision.sparse_s < 0.5 * decision.dense_s  # the real 95 % 16x1 gain, measured
     assert "(timed again, alternating with dense: the first timing disagreed)" in (
@@ -53,3 +65,59 @@ def test_retime_measures_again_and_keeps_the_fastest_median_of_each():
     finally:
         layer_timing._CACHE.pop(dense_key, None)
         layer_timing._CACHE.pop(sparse_key, None)
+
+
+def test_the_faster_schedule_variant_is_kept(monkeypatch):
+    layer, target = _fc2()
+    assert target.schedule_variants(layer, None) == [{"order": 1}]
+    monkeypatch.setattr(layer_decision, "VARIANT_MIN_S", 0.0)  # fc2 runs in a few us
+    tvm_target = str(target.tvm_target)
+    default_key = layer_timing._key(layer, ("sparse", (16, 1), tvm_target, "default"))
+    variant_key = layer_timing._key(layer, ("sparse", (16, 1), tvm_target, "default:order=1"))
+    try:
+        # the default's timing as if it were 1 s: the variant, really timed, is kept
+        layer_timing._CACHE[default_key] = 1.0
+        decision = decide(layer, target)
+        assert decision.knobs == {"order": 1}
+        assert decision.sparse_s == layer_timing._CACHE[variant_key] < 0.01
+        assert "over dense with order 1: kept sparse" in decision.choice.reason
+        # and the other way round: the variant timed slower keeps the default's knobs
+        layer_timing._CACHE.pop(default_key)
+        layer_timing._CACHE[variant_key] = 1.0
+        decision = decide(layer, target)
+        assert decision.knobs is None and decision.sparse_s < 0.01
+        assert "with order" not in decision.choice.reason
+    finally:
+        layer_timing._CACHE.pop(default_key, None)
+        layer_timing._CACHE.pop(variant_key, None)
+
+
+def test_the_variant_is_built_into_the_model():
+    onnx_model = prune_magnitude(mlp(batch=64, features=64, hidden=512), 0.95, "16x1")
+    imported = import_onnx(onnx_model)
+    target = backend_for("x86")
+    layer = analyse(imported)[1]
+    weight = BlockSparseWeight.from_dense(layer.weight, (16, 1))
+    choice = FormatChoice("bsr", (16, 1), 2.0, "as measured")
+    decision = LayerDecision(layer, choice, weight, knobs={"order": 1})
+    knobs_given = []
+
+    class Recording(type(target)):
+        def lowering(self):
+            lowering = super().lowering()
+            factory = lowering.spmm
+
+            def spmm(w, m, **options):
+                knobs_given.append(options.get("knobs"))
+                return factory(w, m, **options)
+
+            lowering.spmm = spmm
+            return lowering
+
+    backend = Recording(target.target)
+    model = backend.build(imported, [decision], Report(), CompileOptions(), lambda _: None)
+    assert knobs_given == [{"order": 1}]
+    x = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    session = onnxruntime.InferenceSession(onnx_model.SerializeToString())
+    (want,) = session.run(None, {session.get_inputs()[0].name: x})
+    np.testing.assert_allclose(model.run(x)[0], want, rtol=1e-4, atol=1e-4)

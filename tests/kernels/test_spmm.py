@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import tvm
@@ -11,7 +13,8 @@ from hypothesis import strategies as st
 from sparse_tvm.errors import InputShapeError
 from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.kernels import spmm_kernel
-from sparse_tvm.kernels.spmm import SpmmSpec, choose_strategy, vector_lanes
+from sparse_tvm.kernels.spmm import SpmmSpec, choose_strategy, spmm_spec, vector_lanes
+from sparse_tvm.kernels.spmm_unrolled import unroll_eligible
 
 TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
 AVX2 = tvm.target.Target({"kind": "llvm", "mcpu": "haswell", "num-cores": 2})
@@ -116,6 +119,37 @@ def test_relu6_clamps_every_strategy(block, layout, m):
     )  # fmt: skip
     assert (ref == 6).mean() > 0.1 and (ref == 0).mean() > 0.1
     np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("block", "layout", "strategy"),
+    [
+        ((4, 1), "KM", "colvec"),
+        ((1, 1), "KM", "colvec"),
+        ((4, 1), "KM_MK", "colvec"),
+        ((4, 1), "MK", "colvec"),
+        ((16, 1), "MK", "rowvec"),
+    ],
+)
+@pytest.mark.parametrize("order", [0, 1])
+def test_loop_order_knob_keeps_the_result(block, layout, strategy, order):
+    # several m tiles (the last one ragged) and block rows, so the two orders differ
+    w = random_block_sparse(np.random.default_rng(7), 72, 30, block, 0.6)
+    bw = BlockSparseWeight.from_dense(w, block)
+    spec = spmm_spec(bw, 100, x_layout=layout, batch=2 if layout == "KM" else 1, target=TARGET)
+    assert choose_strategy(spec) == strategy and not unroll_eligible(spec)
+    kernel = functools.partial(spmm_kernel, knobs={"order": order})
+    y, ref = run_spmm(
+        w, block, 100, layout=layout, batch=spec.batch, bias=True, relu=True, kernel=kernel
+    )
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_knob_is_refused():
+    w = random_block_sparse(np.random.default_rng(7), 72, 30, (4, 1), 0.6)
+    bw = BlockSparseWeight.from_dense(w, (4, 1))
+    with pytest.raises(ValueError, match=r"colvec kernel has no knobs \['tiles'\]"):
+        spmm_kernel(bw, 100, x_layout="KM", knobs={"tiles": 3}, target=TARGET)
 
 
 def test_relu6_takes_relu():

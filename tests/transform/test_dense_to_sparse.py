@@ -388,6 +388,40 @@ def test_a_given_kernel_replaces_the_default_one():
     tvm.ir.assert_structural_equal(after["sparse_2x1_w2"], _added(tuned, "sparse_2x1_w2"))
 
 
+def _conv3x3(x_shape: tuple[int, ...], n: int) -> tvm.IRModule:
+    """``main(x, w)``: one 3x3 conv (padding 1, stride 1) of ``x`` to ``n`` channels."""
+    x = relax.Var("x", relax.TensorType(x_shape, "float32"))
+    wv = relax.Var("w", relax.TensorType((n, x_shape[1], 3, 3), "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x, wv]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.nn.conv2d(x, wv, padding=(1, 1)))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_plan_knobs_choose_the_default_kernels_variant():
+    # a direct conv (stride 1, r x 1 blocks) keeps its layout with knobs, unlike a given kernel
+    w = sparse_array((32, 8, 3, 3))
+    mod = _conv3x3((1, 8, 12, 12), 32)
+    (plan,) = _plans(mod, {"w": w}, {"w"})
+    plan.knobs = {"order": 1}
+    after = DenseToSparse([plan], SpmmLowering(TARGET))(mod)
+    direct = DirectConv(8, 12, 12, (3, 3), (1, 1, 1, 1))
+    options = {"x_layout": "DIRECT", "x_size": direct.x_size}
+    variant = _spmm(plan.weight, direct.m, knobs={"order": 1}, **options)
+    tvm.ir.assert_structural_equal(after["sparse_2x1_w"], _added(variant, "sparse_2x1_w"))
+    default = _added(_spmm(plan.weight, direct.m, **options), "sparse_2x1_w")
+    with pytest.raises(ValueError):  # the variant is another kernel than the default
+        tvm.ir.assert_structural_equal(after["sparse_2x1_w"], default)
+    xv = np.random.default_rng(4).standard_normal((1, 8, 12, 12)).astype(np.float32)
+    vm = relax.VirtualMachine(tvm.compile(after, target=TARGET), tvm.cpu())
+    y = vm["main"](tvm.runtime.tensor(xv), tvm.runtime.tensor(w)).numpy()
+    dense = relax.VirtualMachine(tvm.compile(mod, target=TARGET), tvm.cpu())
+    want = dense["main"](tvm.runtime.tensor(xv), tvm.runtime.tensor(w)).numpy()
+    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
+
+
 def test_the_lowering_calls_the_factories_it_is_given():
     calls = []
 
@@ -400,14 +434,7 @@ def test_the_lowering_calls_the_factories_it_is_given():
         return im2col_kernel(*args)
 
     w = sparse_array((4, 2, 3, 3))
-    x = relax.Var("x", relax.TensorType((1, 2, 4, 4), "float32"))
-    wv = relax.Var("w", relax.TensorType((4, 2, 3, 3), "float32"))
-    bb = relax.BlockBuilder()
-    with bb.function("main", [x, wv]):
-        with bb.dataflow():
-            out = bb.emit_output(relax.op.nn.conv2d(x, wv, padding=(1, 1)))
-        bb.emit_func_output(out)
-    mod = bb.get()
+    mod = _conv3x3((1, 2, 4, 4), 4)
     DenseToSparse(_plans(mod, {"w": w}, {"w"}), SpmmLowering(TARGET, spmm, im2col))(mod)
     assert calls == [("im2col", 1, 2, 4, 4), ("spmm", 16, "KM", TARGET)]
 
