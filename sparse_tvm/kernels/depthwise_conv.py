@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import tvm
 from tvm.script import tirx as T
 
-__all__ = ["ACTIVATIONS", "DepthwiseConv", "depthwise_conv_kernel"]
+__all__ = ["ACTIVATIONS", "DepthwiseConv", "depthwise_conv_kernel", "phase_split_macro"]
 
 # The activations the kernel fuses: none, max(x, 0), min(max(x, 0), 6).
 ACTIVATIONS = (None, "relu", "relu6")
@@ -67,6 +67,60 @@ class DepthwiseConv:
         return -(-hp // s), -(-wp // s)
 
 
+def phase_split_macro(geometry: DepthwiseConv, pad):
+    """The TVMScript macro ``phases(X, Q, ch)``: channel ``ch`` of ``X`` (1, c, h, w) padded with
+    ``pad`` (a float32 expression) into ``Q`` (``stride ** 2 * hq * wq`` floats), split into its
+    ``stride ** 2`` phase planes (one plane, the padded image, at stride 1); see the module
+    doc. Shared by the depthwise conv and the max pool (:mod:`.max_pool`)."""
+    g = geometry
+    h, w = g.height, g.width
+    s = g.stride
+    top, left = g.padding[0], g.padding[1]
+    hq, wq = g.phase_hw
+    plane = hq * wq
+    size = s * s * plane
+    right = wq - left - w  # stride 1: the right padding (wq == wp)
+
+    @T.macro
+    def phases(X, Q, ch):
+        # Q[(a * s + b) * plane + r * wq + col] = P[s * r + a, s * col + b], P the padded image
+        if s == 1:  # one plane, the padded image: each row's input part one vector copy
+            for r in range(hq):
+                y = T.meta_var(r - top)
+                if y >= 0 and y < h:
+                    for col in T.vectorized(w):
+                        Q[r * wq + left + col] = X[0, ch, y, col]
+                    if left > 0:  # (parse-time tests: a vectorized loop may not be empty)
+                        for col in T.vectorized(left):
+                            Q[r * wq + col] = pad
+                    if right > 0:
+                        for col in T.vectorized(right):
+                            Q[r * wq + left + w + col] = pad
+                else:
+                    for col in T.vectorized(wq):
+                        Q[r * wq + col] = pad
+        else:
+            # the padding value first, then each image element to its phase: a serial loop
+            # over pairs of columns, which LLVM's loop vectoriser turns into wide loads and
+            # shuffles (TVM's own vectorisation of a stride-s read loads lane by lane)
+            for i in T.vectorized(size):
+                Q[i] = pad
+            for yy in range(h):
+                a = T.meta_var((yy + top) % s)
+                r = T.meta_var((yy + top) // s)
+                for k in range(w // s):
+                    for t in T.unroll(s):
+                        b = T.meta_var((t + left) % s)
+                        col = T.meta_var(k + (t + left) // s)
+                        Q[(a * s + b) * plane + r * wq + col] = X[0, ch, yy, k * s + t]
+                for t in range(w % s):
+                    xx = T.meta_var(w // s * s + t)
+                    b = T.meta_var((xx + left) % s)
+                    Q[(a * s + b) * plane + r * wq + (xx + left) // s] = X[0, ch, yy, xx]
+
+    return phases
+
+
 def depthwise_conv_kernel(
     geometry: DepthwiseConv, *, activation: str | None, lanes: int = 16
 ) -> tvm.tirx.PrimFunc:
@@ -83,10 +137,9 @@ def depthwise_conv_kernel(
     c, h, w = g.channels, g.height, g.width
     kh, kw = g.kernel
     s = g.stride
-    top, left = g.padding[0], g.padding[1]
     oh, ow = g.out_hw
-    hq, wq = g.phase_hw
-    plane = hq * wq
+    plane = g.phase_hw[0] * g.phase_hw[1]
+    wq = g.phase_hw[1]
     size = s * s * plane
     VL = 2 * lanes  # output columns per step: two vector registers
 
@@ -108,44 +161,7 @@ def depthwise_conv_kernel(
             value = T.min(value, T.float32(6))
         return value
 
-    right = wq - left - w  # stride 1: the right padding (wq == wp)
-
-    @T.macro
-    def phases(X, Q, ch):
-        # Q[(a * s + b) * plane + r * wq + col] = P[s * r + a, s * col + b], P the padded image
-        if s == 1:  # one plane, the padded image: each row's input part one vector copy
-            for r in range(hq):
-                y = T.meta_var(r - top)
-                if y >= 0 and y < h:
-                    for col in T.vectorized(w):
-                        Q[r * wq + left + col] = X[0, ch, y, col]
-                    if left > 0:  # (parse-time tests: a vectorized loop may not be empty)
-                        for col in T.vectorized(left):
-                            Q[r * wq + col] = T.float32(0)
-                    if right > 0:
-                        for col in T.vectorized(right):
-                            Q[r * wq + left + w + col] = T.float32(0)
-                else:
-                    for col in T.vectorized(wq):
-                        Q[r * wq + col] = T.float32(0)
-        else:
-            # zeros first (the padding), then each image element to its phase: a serial loop
-            # over pairs of columns, which LLVM's loop vectoriser turns into wide loads and
-            # shuffles (TVM's own vectorisation of a stride-s read loads lane by lane)
-            for i in T.vectorized(size):
-                Q[i] = T.float32(0)
-            for yy in range(h):
-                a = T.meta_var((yy + top) % s)
-                r = T.meta_var((yy + top) // s)
-                for k in range(w // s):
-                    for t in T.unroll(s):
-                        b = T.meta_var((t + left) % s)
-                        col = T.meta_var(k + (t + left) // s)
-                        Q[(a * s + b) * plane + r * wq + col] = X[0, ch, yy, k * s + t]
-                for t in range(w % s):
-                    xx = T.meta_var(w // s * s + t)
-                    b = T.meta_var((xx + left) % s)
-                    Q[(a * s + b) * plane + r * wq + (xx + left) // s] = X[0, ch, yy, xx]
+    phases = phase_split_macro(geometry, T.float32(0))
 
     @T.macro
     def rows(Q, Wt, B, Z, ch):

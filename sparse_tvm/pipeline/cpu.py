@@ -3,7 +3,8 @@
 ``tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target))`` runs, in order:
 
 1. library dispatch (sort/scan/sampling), as TVM's CPU pipeline does; NCHW depthwise convs
-   with constant weights become calls of our own kernel (:mod:`sparse_tvm.transform.depthwise_nchw`);
+   with constant weights become calls of our own kernel (:mod:`sparse_tvm.transform.depthwise_nchw`),
+   and so do NCHW max pools (:mod:`sparse_tvm.transform.max_pool_nchw`);
 2. legalize + fuse: ops become TIR, elementwise epilogues fuse into their matmul
    (already-scheduled kernels are marked opaque so that fusion leaves them whole);
 3. schedule: each PrimFunc not already scheduled gets the first CPU rule that applies
@@ -32,6 +33,7 @@ from sparse_tvm.pipeline.cpu_rules import default_rules
 from sparse_tvm.pipeline.cpu_rules.matmul import PREPROC_ATTR
 from sparse_tvm.pipeline.rule_failures import report_rule_failure
 from sparse_tvm.transform.depthwise_nchw import DepthwiseNCHW
+from sparse_tvm.transform.max_pool_nchw import MaxPoolNCHW
 
 logger = logging.getLogger(__name__)
 
@@ -238,7 +240,7 @@ def cpu_pipeline(target: Target) -> tvm.transform.Pass:
         with target:
             seq = tvm.transform.Sequential(
                 cpu_generic.library_dispatch_passes(target)
-                + [DepthwiseNCHW(target)]
+                + [DepthwiseNCHW(target), MaxPoolNCHW(target)]
                 + legalize_passes(target)
                 + schedule_passes(target, originals)
                 + cpu_generic.dataflow_lower_passes(target)

@@ -28,27 +28,20 @@ from sparse_tvm.target.machine import vector_lanes
 from sparse_tvm.transform.dense_to_sparse import rebind
 from sparse_tvm.transform.lowering import add_kernel, tensor_type
 
-__all__ = ["DepthwiseNCHW", "depthwise_geometry"]
+__all__ = ["DepthwiseNCHW", "depthwise_geometry", "window_geometry"]
 
 
-def depthwise_geometry(call: relax.Call) -> DepthwiseConv | None:
-    """The kernel geometry of a ``relax.nn.conv2d`` call the kernel can run, else None."""
-    if op_name(call) != "relax.nn.conv2d":
-        return None
+def window_geometry(call: relax.Call, kernel: tuple[int, int]) -> DepthwiseConv | None:
+    """The geometry of a window op's call (a conv, a pool) over one float32 image, ``kernel``
+    its window: None unless the strides are equal, there is no dilation and the call's output
+    shape is the geometry's (the caller checks the op, its layouts and the rest)."""
     attrs = call.attrs
     x_shape, out_shape = static_shape(call.args[0]), static_shape(call)
-    weight = call.args[1]
-    if x_shape is None or out_shape is None or not isinstance(weight, GenericConst):
+    if x_shape is None or out_shape is None or len(x_shape) != 4:
         return None
-    out_layout = str(attrs.out_layout) if attrs.out_layout else str(attrs.data_layout)
-    batch, channels, height, width = x_shape
     strides = tuple(int(s) for s in attrs.strides)
     if (
-        (str(attrs.data_layout), str(attrs.kernel_layout), out_layout) != ("NCHW", "OIHW", "NCHW")
-        or batch != 1
-        or int(attrs.groups) != channels
-        or tuple(weight.value.shape)[:2] != (channels, 1)
-        or str(weight.value.dtype) != "float32"
+        x_shape[0] != 1
         or str(call.args[0].ty.dtype) != "float32"
         or any(int(d) != 1 for d in attrs.dilation)
         or strides[0] != strides[1]
@@ -56,11 +49,31 @@ def depthwise_geometry(call: relax.Call) -> DepthwiseConv | None:
         return None
     pad = [int(p) for p in attrs.padding]
     pad = pad * 2 if len(pad) == 2 else pad
-    kernel = (int(weight.value.shape[2]), int(weight.value.shape[3]))
-    geometry = DepthwiseConv(channels, height, width, kernel, strides[0], tuple(pad))
-    if (1, channels, *geometry.out_hw) != tuple(out_shape):
+    geometry = DepthwiseConv(*x_shape[1:], kernel, strides[0], tuple(pad))
+    if (1, geometry.channels, *geometry.out_hw) != tuple(out_shape):
         return None
     return geometry
+
+
+def depthwise_geometry(call: relax.Call) -> DepthwiseConv | None:
+    """The kernel geometry of a ``relax.nn.conv2d`` call the kernel can run, else None."""
+    if op_name(call) != "relax.nn.conv2d":
+        return None
+    attrs = call.attrs
+    weight = call.args[1]
+    x_shape = static_shape(call.args[0])
+    if x_shape is None or len(x_shape) != 4 or not isinstance(weight, GenericConst):
+        return None
+    out_layout = str(attrs.out_layout) if attrs.out_layout else str(attrs.data_layout)
+    channels = x_shape[1]
+    if (
+        (str(attrs.data_layout), str(attrs.kernel_layout), out_layout) != ("NCHW", "OIHW", "NCHW")
+        or int(attrs.groups) != channels
+        or tuple(weight.value.shape)[:2] != (channels, 1)
+        or str(weight.value.dtype) != "float32"
+    ):
+        return None
+    return window_geometry(call, (int(weight.value.shape[2]), int(weight.value.shape[3])))
 
 
 @mutator

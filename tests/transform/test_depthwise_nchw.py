@@ -14,6 +14,7 @@ from sparse_tvm.frontend import import_onnx
 from sparse_tvm.pipeline.cpu import cpu_pipeline
 from sparse_tvm.transform.depthwise_nchw import DepthwiseNCHW
 from tests.conftest import ort_run
+from tests.transform.relax_calls import called_ops
 
 TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
 
@@ -61,19 +62,6 @@ def _bound(model: onnx.ModelProto) -> tvm.IRModule:
     return relax.transform.BindParams("main", params)(imported.mod)
 
 
-def _ops(func: relax.Function) -> list[str]:
-    names = []
-
-    def visit(expr):
-        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
-            names.append(expr.op.name)
-        if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.call_tir":
-            names.append(expr.args[0].name_hint)
-
-    relax.analysis.post_order_visit(func, visit)
-    return names
-
-
 def _call_args(func: relax.Function) -> list[np.ndarray]:
     """The constant arguments of the kernel calls, in program order."""
     found = []
@@ -88,7 +76,7 @@ def _call_args(func: relax.Function) -> list[np.ndarray]:
 
 def test_depthwise_convs_with_their_epilogues_become_kernel_calls():
     mod = DepthwiseNCHW(TARGET)(_bound(_model()))
-    ops = _ops(mod["main"])
+    ops = called_ops(mod["main"])
     assert [op for op in ops if op.startswith("depthwise_nchw")] == [
         "depthwise_nchw_4x13x17_s1", "depthwise_nchw_4x13x17_s2", "depthwise_nchw_4x7x9_s2"
     ]  # fmt: skip
