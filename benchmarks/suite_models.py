@@ -12,7 +12,8 @@ For each model (built in code by ``sparse_tvm.examples``), timed in one interlea
                      the shipped tuning records apply where they match)
 
 and, only where ``$DEEPSPARSE_PYTHON`` names DeepSparse's own environment, ``deepsparse`` on
-the unpruned model, timed afterwards in a subprocess (not interleaved).
+the unpruned model and ``deepsparse/<p>`` on each pruned one (the same sparse model sparse-tvm
+compiles: DeepSparse's own sparse kernels), timed afterwards in a subprocess (not interleaved).
 
 Each build's output is checked against onnxruntime on the same (pruned or unpruned) model. The
 per-layer latencies of each sparse build are those its compiler measured (every layer built
@@ -115,21 +116,28 @@ def _openvino_runner(model: onnx.ModelProto, feed: dict, reference: np.ndarray, 
 
 
 def _deepsparse(
-    model: onnx.ModelProto, feed: dict, reference: np.ndarray, result: dict, rounds, batch_s
+    model: onnx.ModelProto,
+    feed: dict,
+    reference: np.ndarray,
+    result: dict,
+    rounds,
+    batch_s,
+    key: str = "deepsparse",
 ):
-    """DeepSparse on the unpruned model in its own process, where ``$DEEPSPARSE_PYTHON`` is set:
-    its timing into ``result`` (``latency_s``, ``timing``), its output checked."""
+    """DeepSparse on ``model`` in its own process, where ``$DEEPSPARSE_PYTHON`` is set: its
+    timing into ``result`` (``latency_s``, ``timing``) under ``key`` (``deepsparse`` for the
+    unpruned model, ``deepsparse/<pattern>`` for a pruned one), its output checked."""
     if common.deepsparse_python() is None:
         return
     try:
         timing, output = common.deepsparse_timing(model, feed, rounds, batch_s)
     except Exception as err:  # a broken DeepSparse environment costs the column, not the run
-        result["errors"]["deepsparse"] = common.error_text(err)
+        result["errors"][key] = common.error_text(err)
         return
-    result["max_rel_err"]["deepsparse"] = common.rel_err(output, reference)
+    result["max_rel_err"][key] = common.rel_err(output, reference)
     result["deepsparse_version"] = timing.pop("version", None)
-    result["latency_s"]["deepsparse"] = timing["median_s"]
-    result["timing"]["deepsparse"] = timing
+    result["latency_s"][key] = timing["median_s"]
+    result["timing"][key] = timing
 
 
 def _build_entry(compiled, pattern: str, keep_report: bool) -> dict:
@@ -172,25 +180,28 @@ def _time_splits(result: dict, compiled: dict, model, x, runs: int) -> None:
             result["errors"][f"time_split {label}"] = common.error_text(err)
 
 
-def _compile_builds(model: onnx.ModelProto, x, reference, result: dict, say) -> dict:
+def _compile_builds(model: onnx.ModelProto, x, reference, result: dict, say) -> tuple[dict, dict]:
     """sparse-tvm's dense build and one build per pattern of the pruned model, each checked
-    against onnxruntime on its model: label -> CompiledModel (failures in ``result``)."""
+    against onnxruntime on its model: (label -> CompiledModel, failures in ``result``; pattern
+    -> (the pruned model, onnxruntime's output on it))."""
     name, sparsity, patterns = result["model"], result["sparsity_target"], result["patterns"]
     feed = {model.graph.input[0].name: x}
     report_pattern = REPORT_PATTERN if REPORT_PATTERN in patterns else next(iter(patterns), None)
     say(f"  {name}: compiling dense ...")
     compiled, _ = common.compiled_runner("tvm_dense", model, x, reference, result, dense=True)
     builds = {} if compiled is None else {"tvm_dense": compiled}
+    pruned_models = {}
     for pattern in patterns:
         label = f"sparse/{pattern}"
         pruned = prune_magnitude(model, sparsity, pattern)
         pruned_reference = common.ort_session(pruned).run(None, feed)[0]
+        pruned_models[pattern] = (pruned, pruned_reference)
         say(f"  {name}: compiling {sparsity:.0%} {pattern} ...")
         compiled, _ = common.compiled_runner(label, pruned, x, pruned_reference, result)
         if compiled is not None:
             builds[label] = compiled
             result["builds"][label] = _build_entry(compiled, pattern, pattern == report_pattern)
-    return builds
+    return builds, pruned_models
 
 
 def run_model(
@@ -229,7 +240,7 @@ def run_model(
     reference = session.run(None, feed)[0]
     runners = [common.ort_runner("ort", session, feed)]
     runners += [r for r in [_openvino_runner(model, feed, reference, result)] if r is not None]
-    compiled_builds = _compile_builds(model, x, reference, result, say)
+    compiled_builds, pruned_models = _compile_builds(model, x, reference, result, say)
     runners += [common.tvm_runner(label, c, x) for label, c in compiled_builds.items()]
     say(f"  {name}: timing {len(runners)} builds ...")
     with common.ForeignLoad() as load:
@@ -238,6 +249,10 @@ def run_model(
     result["timing"] = {key: t.to_dict() for key, t in timings.items()}
     result["foreign_load_cores"] = load.cores
     _deepsparse(model, feed, reference, result, rounds, batch_s)
+    for pattern, (pruned, pruned_reference) in pruned_models.items():  # the same sparse model
+        _deepsparse(
+            pruned, feed, pruned_reference, result, rounds, batch_s, key=f"deepsparse/{pattern}"
+        )
     result["speedup"] = _speedups(result)
     if suite_split.is_cnn(model):
         say(f"  {name}: time split of {len(compiled_builds)} builds ...")

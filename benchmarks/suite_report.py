@@ -159,6 +159,18 @@ def _model_rows(r: dict, bases: list[str]) -> list[list[str]]:
                 f"{build['weight_bytes_ratio']:.0%}",
             ]
         )
+        same = f"deepsparse/{build['pattern']}"  # DeepSparse on the same pruned model
+        if same in lat:
+            rows.append(
+                [
+                    r["description"],
+                    f"DeepSparse, {r['sparsity_target']:.0%} {build['pattern']}",
+                    _ms(lat[same]),
+                    *(_ratio(lat, base, same) for base in bases),
+                    "",
+                    "",
+                ]
+            )
     return rows
 
 
@@ -209,6 +221,21 @@ def goals(models: list[dict]) -> list[dict]:
                 "measured": sparse,
                 "measured_text": "-" if sparse is None else f"{sparse:.2f}x faster",
                 "met": None if sparse is None else sparse >= target,
+            }
+        )
+        if "deepsparse" not in lat and f"deepsparse/{GOAL_PATTERN}" not in lat:
+            continue  # DeepSparse did not run: an optional baseline, no goal row
+        same = f"deepsparse/{GOAL_PATTERN}"
+        versus = lat[same] / lat[label] if lat.get(same) and lat.get(label) else None
+        out.append(
+            {
+                "model": r["model"],
+                "description": r["description"],
+                "goal": f"{r['sparsity_target']:.0%} {GOAL_PATTERN} build faster than DeepSparse "
+                "on the same pruned model",
+                "measured": versus,
+                "measured_text": "-" if versus is None else f"{versus:.2f}x DeepSparse's speed",
+                "met": None if versus is None else versus > 1.0,
             }
         )
     return out

@@ -266,6 +266,15 @@ def test_baseline_columns_follow_what_ran():
     )
     verdicts = [(g["measured"], g["met"]) for g in suite_report.goals([model(plain)])]
     assert verdicts == [(pytest.approx(1.1), True), (pytest.approx(4.0), True)]
+    # DeepSparse on the same pruned model: a row of the table and a goal of its own
+    both = {**plain, "deepsparse": 0.012, "deepsparse/4x1": 0.006}
+    table = "\n".join(suite_report.model_table([model(both)]))
+    assert "| ResNet-50 | DeepSparse, 90% 4x1 | 6.00 | 3.67x | 3.33x | 2.00x |" in table
+    goals = suite_report.goals([model(both)])
+    assert [(g["measured"], g["met"]) for g in goals][2] == (pytest.approx(1.2), True)
+    assert "same pruned model" in goals[2]["goal"]
+    slower = suite_report.goals([model({**both, "deepsparse/4x1": 0.004})])[2]
+    assert slower["met"] is False and slower["measured"] == pytest.approx(0.8)
 
 
 def test_without_openvino_the_column_is_left_out(monkeypatch):

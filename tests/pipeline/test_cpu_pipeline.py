@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pytest
 import tvm
 from tvm import relax, tirx
+from tvm.ir.expr import GenericConst
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 from tvm.relax.frontend.onnx import from_onnx
 from tvm.script import ir as I
@@ -165,3 +166,63 @@ def test_reshape_add_relu_of_nchw_rows_is_vectorised_along_the_row(channels, hw)
     vm = relax.VirtualMachine(ex, tvm.cpu())
     got = vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(y)).numpy()
     np.testing.assert_allclose(got, np.maximum(x.reshape(y.shape) + y, 0), rtol=1e-6)
+
+
+def _nhwc_conv(w: np.ndarray, hw: int, stride: int = 1) -> tvm.IRModule:
+    """x (1, hw, hw, c_in) -> conv2d NHWC with the constant HWIO weight ``w`` -> relu."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, hw, hw, w.shape[2]), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            conv = relax.op.nn.conv2d(
+                x, relax.const(w), strides=stride, padding=w.shape[0] // 2,
+                data_layout="NHWC", kernel_layout="HWIO",
+            )  # fmt: skip
+            out = bb.emit_output(bb.emit(relax.op.nn.relu(conv)))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _reference_conv(x: np.ndarray, w: np.ndarray, stride: int) -> np.ndarray:
+    k, pad = w.shape[0], w.shape[0] // 2
+    p = np.pad(x[0], ((pad, pad), (pad, pad), (0, 0)))
+    oh = (x.shape[1] + 2 * pad - k) // stride + 1
+    taps = [
+        np.einsum(
+            "hwc,cd->hwd", p[i : i + stride * oh : stride, j : j + stride * oh : stride], w[i, j]
+        )
+        for i in range(k)
+        for j in range(k)
+    ]
+    return np.maximum(sum(taps), 0)[None]
+
+
+@pytest.mark.parametrize(("c_out", "stride"), [(128, 1), (96, 2), (32, 1)])
+def test_conv_weights_are_read_prepacked(c_out, stride):
+    """A channels-last conv's constant weight is packed at compile time into (c_out / nr, kh,
+    kw, c_in, nr) panels, each read contiguously (a 3x3 512->512 conv at 7x7 with the weights
+    out of cache: 2.1 -> 1.2 ms); a weight as narrow as one tile is read as it is."""
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((3, 3, 16, c_out)).astype(np.float32)
+    mod = _nhwc_conv(w, 9, stride)
+    with TARGET:
+        phases = cpu_generic.library_dispatch_passes(TARGET) + legalize_passes(TARGET)
+        scheduled = tvm.transform.Sequential(phases + schedule_passes(TARGET))(mod)
+    packed = []
+
+    def visit(expr):
+        if isinstance(expr, GenericConst) and len(expr.value.shape) == 5:
+            packed.append(tuple(expr.value.shape))
+
+    relax.analysis.post_order_visit(scheduled["main"], visit)
+    if c_out == 32:
+        assert packed == []
+    else:
+        (shape,) = packed
+        nr = shape[-1]
+        assert shape == (c_out // nr, 3, 3, 16, nr) and nr < c_out
+    x = rng.standard_normal((1, 9, 9, 16)).astype(np.float32)
+    target = _host_target()
+    ex = tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target))
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_allclose(got, _reference_conv(x, w, stride), rtol=1e-4, atol=1e-4)

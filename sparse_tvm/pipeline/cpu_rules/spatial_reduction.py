@@ -11,7 +11,11 @@ The channel tile is the outermost of the parallel loop: each core takes a contig
 it, so the weights of one channel tile (``kh * kw * c_in * nr`` floats) are read from memory
 once and stay in the core's L2 while it computes every output row of that tile. With the
 channel tile innermost, a 3x3 512->512 conv at 7x7 read its 9 MB of weights once per row tile
-(6x onnxruntime's time).
+(6x onnxruntime's time). A constant weight (a conv's HWIO kernel) is read through a copy packed
+at compile time into ``(c_out / nr, kh, kw, c_in, nr)`` panels (:func:`pack_weight`), so that a
+channel tile's weights are one contiguous run the prefetcher streams: in HWIO they are ``nr``
+floats every ``c_out`` (a 3x3 512->512 conv at 7x7, weights out of cache: 2.1 -> 1.2 ms;
+ResNet-50 dense 54.2 -> 50.7 ms on 2 EPYC cores).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from ._common import (
     pick_tile,
     schedule_injective_stage,
 )
+from .matmul import PREPROC_ATTR
 
 
 class SpatialReduction(ScheduleRule):
@@ -88,6 +93,7 @@ class SpatialReduction(ScheduleRule):
             sch.set_scope(main, 0, "local")
         else:
             epilogue = sch.cache_write(main, 0, "local")
+        pack_weight(sch, main, func, v_ext, nr)
 
         kinds = main_info.dom_kind()
         loops = sch.get_loops(main)
@@ -120,3 +126,25 @@ class SpatialReduction(ScheduleRule):
         for pad in pads:
             schedule_injective_stage(sch, pad.block_rv, target)
         return sch
+
+
+def pack_weight(sch: s_tir.Schedule, main, func: tirx.PrimFunc, v_ext: int, nr: int) -> None:
+    """Read a constant ``[..., v]`` weight (a conv's HWIO ``[kh, kw, c_in, c_out]``) through a
+    ``(v / nr, ..., nr)`` copy, pre-packed at compile time (``PREPROC_ATTR``)."""
+    free = func.attrs.get("layout_free_buffers") if func.attrs else None
+    if not free or v_ext % nr or v_ext == nr:
+        return
+    params = [func.params[int(i)] for i in free]
+    for index, region in enumerate(sch.get(main).reads):
+        weight = region.source
+        if not any(p.same_as(weight) for p in params) or len(weight.shape) < 2:
+            continue
+        last = weight.shape[-1]
+        if not isinstance(last, tirx.IntImm) or int(last) != v_ext:
+            continue
+        cache = sch.cache_read(main, index, "global")
+        sch.annotate(cache, PREPROC_ATTR, True)
+        sch.transform_layout(
+            cache, ("write", 0), lambda *axes: (axes[-1] // nr, *axes[:-1], axes[-1] % nr)
+        )
+        return
