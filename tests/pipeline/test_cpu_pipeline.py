@@ -168,14 +168,14 @@ def test_reshape_add_relu_of_nchw_rows_is_vectorised_along_the_row(channels, hw)
     np.testing.assert_allclose(got, np.maximum(x.reshape(y.shape) + y, 0), rtol=1e-6)
 
 
-def _nhwc_conv(w: np.ndarray, hw: int, stride: int = 1) -> tvm.IRModule:
+def _nhwc_conv(w: np.ndarray, hw: int, stride: int = 1, groups: int = 1) -> tvm.IRModule:
     """x (1, hw, hw, c_in) -> conv2d NHWC with the constant HWIO weight ``w`` -> relu."""
     bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1, hw, hw, w.shape[2]), "float32"))
+    x = relax.Var("x", relax.TensorType((1, hw, hw, w.shape[2] * groups), "float32"))
     with bb.function("main", [x]):
         with bb.dataflow():
             conv = relax.op.nn.conv2d(
-                x, relax.const(w), strides=stride, padding=w.shape[0] // 2,
+                x, relax.const(w), strides=stride, padding=w.shape[0] // 2, groups=groups,
                 data_layout="NHWC", kernel_layout="HWIO",
             )  # fmt: skip
             out = bb.emit_output(bb.emit(relax.op.nn.relu(conv)))
@@ -226,3 +226,30 @@ def test_conv_weights_are_read_prepacked(c_out, stride):
     ex = tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target))
     got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
     np.testing.assert_allclose(got, _reference_conv(x, w, stride), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("c_in", "groups", "padded_copy"), [(1, 32, False), (3, 1, False), (64, 1, True)]
+)
+def test_short_reductions_read_the_padding_through_bounds_tests(c_in, groups, padded_copy):
+    """A depthwise conv (9 steps per output) and a 3-channel stem (27) read the padding through
+    bounds tests; a 64-channel 3x3 conv (576 steps) keeps its padded copy."""
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((3, 3, c_in, 32)).astype(np.float32)
+    mod = _nhwc_conv(w, 10, 1, groups)
+    with TARGET:
+        phases = cpu_generic.library_dispatch_passes(TARGET) + legalize_passes(TARGET)
+        scheduled = tvm.transform.Sequential(phases + schedule_passes(TARGET))(mod)
+    (conv,) = [f for gv, f in scheduled.functions_items() if "conv2d" in gv.name_hint]
+    assert ('T.sblock("pad_temp")' in conv.script()) == padded_copy
+    x = rng.standard_normal((1, 10, 10, c_in * groups)).astype(np.float32)
+    target = _host_target()
+    ex = tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target))
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    if groups == 1:
+        want = _reference_conv(x, w, 1)
+    else:
+        p = np.pad(x[0], ((1, 1), (1, 1), (0, 0)))
+        taps = [p[i : i + 10, j : j + 10] * w[i, j, 0] for i in range(3) for j in range(3)]
+        want = np.maximum(sum(taps), 0)[None]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
