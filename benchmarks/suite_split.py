@@ -29,8 +29,9 @@ Groups are read from the conv's argument shapes, which is robust to the fusion (
 only ``conv2d``) and to both layouts the CPU pipeline emits: the data is the first argument,
 the weight the second, the output the last; in NHWC / HWIO the weight's axis 2 is the input
 channels per group and its axis 3 the output channels (= the output's axis 3), in NCHW / OIHW
-its axes 1 and 0 (= the output's axis 1); groups = the data's channels / the weight's input
-channels. A sparse kernel's layer is matched against the ONNX Conv weights' names.
+its axes 1 and 0 (= the output's axis 1), in the packed panels ``(c_out / nr, kh, kw, c_in,
+nr)`` a channels-last weight is read through, axis 3 and axes 0 x 4; groups = the data's
+channels / the weight's input channels. A sparse kernel's layer is matched against the ONNX Conv weights' names.
 """
 
 from __future__ import annotations
@@ -71,11 +72,15 @@ def _shapes(args: list) -> tuple:
 
 def conv_groups(shapes: tuple) -> int | None:
     """A conv's groups from its argument shapes (data first, weight second, output last), in
-    NHWC / HWIO or NCHW / OIHW; None where neither layout fits."""
-    if len(shapes) < 3 or any(s is None or len(s) != 4 for s in (shapes[0], shapes[1])):
+    NHWC / HWIO or NCHW / OIHW; a channels-last weight packed at compile time into
+    ``(c_out / nr, kh, kw, c_in, nr)`` panels counts as its HWIO shape. None where neither
+    layout fits."""
+    if len(shapes) < 3 or any(s is None for s in (shapes[0], shapes[1], shapes[-1])):
         return None
     data, weight, out = shapes[0], shapes[1], shapes[-1]
-    if out is None or len(out) != 4:
+    if len(weight) == 5:  # the packed panels
+        weight = (weight[1], weight[2], weight[3], weight[0] * weight[4])
+    if len(data) != 4 or len(weight) != 4 or len(out) != 4:
         return None
     layouts = (
         (data[3], weight[2], weight[3], out[3]),  # NHWC / HWIO

@@ -223,6 +223,9 @@ def test_split_buckets_by_primfunc():
     nchw_dw = ((1, 32, 16, 16), (32, 1, 3, 3), (1, 32, 8, 8))
     nchw_1x1 = ((1, 32, 7, 7), (64, 32, 1, 1), (1, 64, 7, 7))
     assert suite_split.conv_groups(nhwc_dw) == 32 and suite_split.conv_groups(nchw_dw) == 32
+    packed_dw = ((1, 16, 16, 64), (2, 3, 3, 1, 32), (1, 1, 1, 64), (1, 16, 16, 64))
+    packed_1x1 = ((1, 16, 16, 32), (2, 1, 1, 32, 32), (1, 16, 16, 64))
+    assert suite_split.conv_groups(packed_dw) == 64 and suite_split.conv_groups(packed_1x1) == 1
     assert {suite_split.conv_groups(s) for s in (nhwc_1x1, nhwc_stem, nchw_1x1)} == {1}
     classify = suite_split.classify
     assert classify("fused_conv2d3_add2_maximum1_minimum11", nhwc_dw, layers) == "depthwise_conv"

@@ -30,7 +30,7 @@ from tvm_ffi import structural_equal
 
 from sparse_tvm.kernels.attrs import HAND_WRITTEN_ATTR
 from sparse_tvm.pipeline.cpu_rules import default_rules
-from sparse_tvm.pipeline.cpu_rules.matmul import PREPROC_ATTR
+from sparse_tvm.pipeline.cpu_rules._common import PREPROC_ATTR
 from sparse_tvm.pipeline.rule_failures import report_rule_failure
 from sparse_tvm.transform.depthwise_nchw import DepthwiseNCHW
 from sparse_tvm.transform.max_pool_nchw import MaxPoolNCHW

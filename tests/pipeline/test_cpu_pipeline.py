@@ -197,13 +197,16 @@ def _reference_conv(x: np.ndarray, w: np.ndarray, stride: int) -> np.ndarray:
     return np.maximum(sum(taps), 0)[None]
 
 
-@pytest.mark.parametrize(("c_out", "stride"), [(128, 1), (96, 2), (32, 1)])
-def test_conv_weights_are_read_prepacked(c_out, stride):
-    """A channels-last conv's constant weight is packed at compile time into (c_out / nr, kh,
-    kw, c_in, nr) panels, each read contiguously (a 3x3 512->512 conv at 7x7 with the weights
-    out of cache: 2.1 -> 1.2 ms); a weight as narrow as one tile is read as it is."""
+@pytest.mark.parametrize(
+    ("k", "c_out", "stride"), [(3, 128, 1), (3, 96, 2), (3, 32, 1), (1, 128, 1), (1, 256, 2)]
+)
+def test_conv_weights_are_read_prepacked(k, c_out, stride):
+    """A channels-last conv's constant weight (3x3: the spatial rule's; 1x1: the matmul rule's)
+    is packed at compile time into (c_out / nr, kh, kw, c_in, nr) panels, each read
+    contiguously (a 3x3 512->512 conv at 7x7 with the weights out of cache: 2.1 -> 1.2 ms); a
+    weight as narrow as one tile is read as it is."""
     rng = np.random.default_rng(4)
-    w = rng.standard_normal((3, 3, 16, c_out)).astype(np.float32)
+    w = rng.standard_normal((k, k, 16, c_out)).astype(np.float32)
     mod = _nhwc_conv(w, 9, stride)
     with TARGET:
         phases = cpu_generic.library_dispatch_passes(TARGET) + legalize_passes(TARGET)
@@ -220,7 +223,7 @@ def test_conv_weights_are_read_prepacked(c_out, stride):
     else:
         (shape,) = packed
         nr = shape[-1]
-        assert shape == (c_out // nr, 3, 3, 16, nr) and nr < c_out
+        assert shape == (c_out // nr, k, k, 16, nr) and nr < c_out
     x = rng.standard_normal((1, 9, 9, 16)).astype(np.float32)
     target = _host_target()
     ex = tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target))

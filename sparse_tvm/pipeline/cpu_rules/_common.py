@@ -1,4 +1,5 @@
-"""Helpers shared by the CPU schedule rules: block inlining, loop extents, injective stages.
+"""Helpers shared by the CPU schedule rules: block inlining, loop extents, injective stages,
+register tiles and weight pre-packing.
 
 Vector lanes come from :mod:`sparse_tvm.target.machine`, as the sparse kernels' do.
 """
@@ -120,3 +121,41 @@ def pick_tile(j_ext: int, rows: int, lanes: int) -> tuple[int, int] | None:
         if best is None or score > best[0]:
             best = (score, (mr, nr))
     return best[1]
+
+
+PREPROC_ATTR = "meta_schedule.layout_rewrite_preproc"  # a weight pre-packing copy
+
+
+def pack_weight(
+    sch: s_tir.Schedule,
+    main: SBlockRV,
+    func: tirx.PrimFunc,
+    v_ext: int,
+    nr: int,
+    read: int | None = None,
+) -> None:
+    """Read a constant ``[..., v]`` weight of ``main`` (a conv's HWIO ``[kh, kw, c_in, c_out]``, a
+    dense ``[K, N]``) through a ``(v / nr, ..., nr)`` copy that ``SplitLayoutRewritePreproc`` +
+    ``FoldConstant`` pre-pack at compile time (``PREPROC_ATTR``): one channel tile's weights are
+    then one contiguous run. The weight is the first of ``main``'s reads (or read number
+    ``read``) that is a ``layout_free_buffers`` parameter with ``v_ext`` as its last axis; a
+    weight no wider than one tile is read as it is."""
+    free = func.attrs.get("layout_free_buffers") if func.attrs else None
+    if not free or v_ext % nr or v_ext == nr:
+        return
+    params = [func.params[int(i)] for i in free]
+    for index, region in enumerate(sch.get(main).reads):
+        if read is not None and index != read:
+            continue
+        weight = region.source
+        if not any(p.same_as(weight) for p in params) or len(weight.shape) < 2:
+            continue
+        last = weight.shape[-1]
+        if not isinstance(last, tirx.IntImm) or int(last) != v_ext:
+            continue
+        cache = sch.cache_read(main, index, "global")
+        sch.annotate(cache, PREPROC_ATTR, True)
+        sch.transform_layout(
+            cache, ("write", 0), lambda *axes: (axes[-1] // nr, *axes[:-1], axes[-1] % nr)
+        )
+        return

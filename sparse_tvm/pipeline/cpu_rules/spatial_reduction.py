@@ -32,10 +32,10 @@ from ._common import (
     const_extent,
     inline_injective,
     output_dtype_bits,
+    pack_weight,
     pick_tile,
     schedule_injective_stage,
 )
-from .matmul import PREPROC_ATTR
 
 # Up to this many reduction steps per output (a depthwise conv's kh * kw, a stem conv's
 # kh * kw * 3), the padding is read through bounds tests in the reduction rather than from a
@@ -149,25 +149,3 @@ def _reduction_size(stmt, kinds: str) -> int:
             extent = iv.dom.extent
             size *= int(extent.value) if isinstance(extent, tirx.IntImm) else SHORT_REDUCTION + 1
     return size
-
-
-def pack_weight(sch: s_tir.Schedule, main, func: tirx.PrimFunc, v_ext: int, nr: int) -> None:
-    """Read a constant ``[..., v]`` weight (a conv's HWIO ``[kh, kw, c_in, c_out]``) through a
-    ``(v / nr, ..., nr)`` copy, pre-packed at compile time (``PREPROC_ATTR``)."""
-    free = func.attrs.get("layout_free_buffers") if func.attrs else None
-    if not free or v_ext % nr or v_ext == nr:
-        return
-    params = [func.params[int(i)] for i in free]
-    for index, region in enumerate(sch.get(main).reads):
-        weight = region.source
-        if not any(p.same_as(weight) for p in params) or len(weight.shape) < 2:
-            continue
-        last = weight.shape[-1]
-        if not isinstance(last, tirx.IntImm) or int(last) != v_ext:
-            continue
-        cache = sch.cache_read(main, index, "global")
-        sch.annotate(cache, PREPROC_ATTR, True)
-        sch.transform_layout(
-            cache, ("write", 0), lambda *axes: (axes[-1] // nr, *axes[:-1], axes[-1] % nr)
-        )
-        return
