@@ -385,11 +385,14 @@ def markdown(data: dict, headline_sparsity: float = 0.9) -> str:
         "",
         *goals_section(data.get("models", [])),
         *time_split_section(data.get("models", [])),
-        f"### Kernels at {headline_sparsity:.0%}",
-        "",
-        *kernel_table(data.get("kernels", []), headline_sparsity),
-        "",
     ]
+    if data.get("kernels"):  # the CNN preset times no kernel cases: no empty table
+        lines += [
+            f"### Kernels at {headline_sparsity:.0%}",
+            "",
+            *kernel_table(data["kernels"], headline_sparsity),
+            "",
+        ]
     trouble = problems(data)
     if trouble:
         lines += ["Problems in this run:", "", *(f"- {t}" for t in trouble), ""]
@@ -397,11 +400,13 @@ def markdown(data: dict, headline_sparsity: float = 0.9) -> str:
 
 
 def full_markdown(data: dict) -> str:
-    """:func:`markdown` plus every kernel case (all sparsities)."""
+    """:func:`markdown` plus every kernel case (all sparsities), where there are any."""
+    if not data.get("kernels"):
+        return markdown(data)
     return (
         markdown(data)
         + "\n### Every kernel case\n\n"
-        + "\n".join(kernel_table(data.get("kernels", [])))
+        + "\n".join(kernel_table(data["kernels"]))
         + "\n"
     )
 

@@ -278,6 +278,12 @@ def test_baseline_columns_follow_what_ran():
     assert "same pruned model" in goals[2]["goal"]
     slower = suite_report.goals([model({**both, "deepsparse/4x1": 0.004})])[2]
     assert slower["met"] is False and slower["measured"] == pytest.approx(0.8)
+    # a run of models only (the CNN preset) has no kernel sections, not empty tables
+    data = {"config": {"kernel_rounds": 0, "model_rounds": 7}, "models": [model(both)]}
+    data["machine"] = common.machine()
+    md = suite_report.full_markdown(data)
+    assert "| ResNet-50 | DeepSparse, 90% 4x1 |" in md and "### Goals (CNNs)" in md
+    assert "### Kernels" not in md and "### Every kernel case" not in md
 
 
 def test_without_openvino_the_column_is_left_out(monkeypatch):
