@@ -11,6 +11,7 @@ import tvm
 
 from sparse_tvm.backends.library import LibraryBackend
 from sparse_tvm.errors import TargetError
+from sparse_tvm.kernels.spmm import kernel_knobs
 from sparse_tvm.pipeline import cpu_pipeline
 from sparse_tvm.transform.channels_last import to_channels_last
 from sparse_tvm.transform.dense_to_sparse import kernel_options
@@ -44,7 +45,16 @@ class CPUBackend(LibraryBackend):
         m tiles innermost in the parallel space, so a thread keeps a block row's weights and
         writes Y rows contiguously). Neither order wins by a rule one can state: at 90 % 4x1,
         MobileNet-v2's 96x16 1x1 conv at 112x112 ran 377 us in order 0 and 182 us in order 1,
-        its 144x24 one at 56x56 73 us against 93 us."""
+        its 144x24 one at 56x56 73 us against 93 us.
+
+        A column-vector kernel with K panels (the default for CSR, see
+        :mod:`sparse_tvm.kernels.spmm_colvec`) has no loop order of its own; its variants are
+        the unpanelled kernel in both orders."""
+        strategy, knobs = kernel_knobs(
+            weight, layer.m, **kernel_options(layer), target=self.tvm_target
+        )
+        if strategy == "colvec" and knobs.panel > 0:
+            return [{"panel": 0}, {"panel": 0, "order": 1}]
         return [{"order": 1}]
 
     def check_tuning(self, rpc_tracker: str | None) -> None:

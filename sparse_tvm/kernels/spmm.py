@@ -31,16 +31,20 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import tvm
 from tvm.script import tirx as T
 
 from ..errors import InputShapeError
 from ..formats.block_sparse import BlockSparseWeight
+from ..formats.panels import panel_order
 from ..target.machine import num_cores, vector_lanes
 
 __all__ = [
     "SpmmSpec",
     "choose_strategy",
+    "kernel_knobs",
+    "spmm_arrays",
     "spmm_kernel",
     "spmm_spec",
     "structure_of",
@@ -145,16 +149,19 @@ def choose_strategy(spec: SpmmSpec) -> str:
     return "scalar"
 
 
-def wrap_kernel(spec: SpmmSpec, body) -> tvm.tirx.PrimFunc:
+def wrap_kernel(spec: SpmmSpec, body, panels: int = 1) -> tvm.tirx.PrimFunc:
     """Give a kernel body ``body(Xf, data, indices, indptr, B, Yf)`` its public signature.
 
     ``Xf`` and ``Yf`` are flat aliases of X and Y so that one body serves both layouts.
+    ``panels``: the K panels of a body that reads the weight in
+    :mod:`~sparse_tvm.formats.panels` order (``indptr`` of ``panels * block_rows + 1``).
     """
     x_shape, y_shape = spec.x_shape, spec.y_shape
     x_size = spec.x_size if spec.x_layout == "DIRECT" else spec.batch * spec.k * spec.m
     y_size = spec.batch * spec.n * spec.m
     d_shape = (spec.n_data_blocks, spec.c, spec.r)
-    nnzb, nbr, n = spec.n_data_blocks, spec.block_rows, spec.n
+    nnzb, n = spec.n_data_blocks, spec.n
+    nptr = panels * spec.block_rows + 1
     attrs = {"tirx.is_scheduled": True, "tirx.noalias": True}
     if spec.bias:
 
@@ -163,7 +170,7 @@ def wrap_kernel(spec: SpmmSpec, body) -> tvm.tirx.PrimFunc:
             X: T.Buffer(x_shape, "float32"),
             data: T.Buffer(d_shape, "float32"),
             indices: T.Buffer((nnzb,), "int32"),
-            indptr: T.Buffer((nbr + 1,), "int32"),
+            indptr: T.Buffer((nptr,), "int32"),
             bias: T.Buffer((n,), "float32"),
             Y: T.Buffer(y_shape, "float32"),
         ):
@@ -179,7 +186,7 @@ def wrap_kernel(spec: SpmmSpec, body) -> tvm.tirx.PrimFunc:
             X: T.Buffer(x_shape, "float32"),
             data: T.Buffer(d_shape, "float32"),
             indices: T.Buffer((nnzb,), "int32"),
-            indptr: T.Buffer((nbr + 1,), "int32"),
+            indptr: T.Buffer((nptr,), "int32"),
             Y: T.Buffer(y_shape, "float32"),
         ):
             T.func_attr(attrs)
@@ -268,8 +275,9 @@ def spmm_kernel(
     ----------
     weight : BlockSparseWeight
         The sparse ``(n, k)`` weight. The kernel reads ``data``/``indices``/``indptr`` as
-        arguments: it is specialised on their shapes, block shape and ``n``/``k`` only, not on
-        their values.
+        arguments, in the order :func:`spmm_arrays` gives them for the same arguments (K
+        panels: another ``indptr``): it is specialised on their shapes, block shape and
+        ``n``/``k`` only, not on their values.
     m : int
         Columns of the activations (tokens or pixels).
     x_layout : {"MK", "KM", "KM_MK"}
@@ -308,28 +316,70 @@ def spmm_kernel(
         attribute ``tirx.is_scheduled = True`` and no ``global_symbol`` (set it with
         ``func.with_attr("global_symbol", name)``).
     """
-    from .spmm_colvec import colvec_body, default_colvec_knobs
-    from .spmm_rowvec import default_rowvec_knobs, rowvec_body
-    from .spmm_scalar import scalar_body
-    from .spmm_unrolled import unroll_eligible, unrolled_body
+    from .spmm_colvec import colvec_body, panels_of
 
-    spec = spmm_spec(
+    spec, strategy, chosen = _resolve(
         weight, m, x_layout=x_layout, batch=batch, bias=bias, relu=relu, target=target,
-        x_size=x_size, relu6=relu6,
+        x_size=x_size, relu6=relu6, knobs=knobs,
     )  # fmt: skip
-    if unroll_eligible(spec):  # small layer: straight-line code on one thread
+    if strategy == "unrolled":  # small layer: straight-line code on one thread
+        from .spmm_unrolled import unrolled_body
+
         return wrap_kernel(spec, unrolled_body(spec))
+    if strategy == "scalar":
+        from .spmm_scalar import scalar_body
+
+        return wrap_kernel(spec, scalar_body(spec))
+    if strategy == "rowvec":
+        from .spmm_rowvec import rowvec_body
+
+        return wrap_kernel(spec, rowvec_body(spec, chosen))
+    return wrap_kernel(spec, colvec_body(spec, chosen), panels_of(spec, chosen))
+
+
+def spmm_arrays(
+    weight: BlockSparseWeight,
+    m: int,
+    *,
+    knobs: Mapping[str, int] | None = None,
+    **options,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(data, indices, indptr)`` as the kernel :func:`spmm_kernel` builds for the same
+    arguments reads them: the weight's own arrays, or in K-panelled order
+    (:func:`~sparse_tvm.formats.panels.panel_order`) for a column-vector kernel with
+    panels."""
+    spec, strategy, chosen = _resolve(weight, m, knobs=knobs, **options)
+    if strategy != "colvec" or chosen.panel < 1:
+        return weight.data, weight.indices, weight.indptr
+    return panel_order(weight, chosen.panel)
+
+
+def kernel_knobs(weight: BlockSparseWeight, m: int, **options):
+    """The strategy and the default knobs of the kernel :func:`spmm_kernel` builds without
+    ``knobs`` (None for the strategies that have none)."""
+    _, strategy, chosen = _resolve(weight, m, **options)
+    return strategy, chosen
+
+
+def _resolve(weight: BlockSparseWeight, m: int, *, knobs=None, **options):
+    """``(spec, strategy, knobs)`` of :func:`spmm_kernel`'s arguments: ``"unrolled"`` for a
+    small layer, else :func:`choose_strategy`'s; the strategy's default knobs with the
+    overrides of ``knobs`` (None for the unrolled and scalar kernels)."""
+    from .spmm_colvec import default_colvec_knobs
+    from .spmm_rowvec import default_rowvec_knobs
+    from .spmm_unrolled import unroll_eligible
+
+    spec = spmm_spec(weight, m, **options)
+    if unroll_eligible(spec):
+        return spec, "unrolled", None
     strategy = choose_strategy(spec)
     if strategy == "scalar":
-        return wrap_kernel(spec, scalar_body(spec))
-    body, defaults = {
-        "rowvec": (rowvec_body, default_rowvec_knobs),
-        "colvec": (colvec_body, default_colvec_knobs),
-    }[strategy]
+        return spec, strategy, None
+    defaults = {"rowvec": default_rowvec_knobs, "colvec": default_colvec_knobs}[strategy]
     chosen = defaults(spec)
     if knobs:
         unknown = sorted(set(knobs) - {f.name for f in dataclasses.fields(chosen)})
         if unknown:
             raise ValueError(f"the {strategy} kernel has no knobs {unknown}")
         chosen = dataclasses.replace(chosen, **knobs)
-    return wrap_kernel(spec, body(spec, chosen))
+    return spec, strategy, chosen

@@ -38,7 +38,7 @@ from sparse_tvm.analysis.layers import Layer
 from sparse_tvm.kernels import im2col_kernel, im2col_nhwc_kernel, spmm_kernel
 from sparse_tvm.kernels.direct_conv import DirectConv, crop_kernel, pad_flat_kernel
 from sparse_tvm.kernels.im2col import im2col_nhwc_columns_kernel
-from sparse_tvm.kernels.spmm import choose_strategy, spmm_spec, vector_lanes
+from sparse_tvm.kernels.spmm import choose_strategy, spmm_arrays, spmm_spec, vector_lanes
 from sparse_tvm.kernels.spmm_unrolled import unroll_eligible
 from sparse_tvm.transform.lowering import SparsePlan, add_kernel, sanitize, tensor_type
 
@@ -107,7 +107,7 @@ class SpmmLowering:
             out = builder.emit(
                 relax.call_tir(
                     self._kernel(builder, plan, "MK", 1),
-                    [x2, *self._constants(plan)],
+                    [x2, *self._constants(plan, "MK", 1)],
                     tensor_type((layer.m, n)),
                 )
             )
@@ -126,7 +126,7 @@ class SpmmLowering:
         out = builder.emit(
             relax.call_tir(
                 self._kernel(builder, plan, "KM", batch),
-                [cols, *self._constants(plan)],
+                [cols, *self._constants(plan, "KM", batch)],
                 tensor_type((batch, n, layer.m)),
             )
         )
@@ -150,7 +150,7 @@ class SpmmLowering:
         out = builder.emit(
             relax.call_tir(
                 self._kernel(builder, plan, x_layout, 1),
-                [rows, *self._constants(plan)],
+                [rows, *self._constants(plan, x_layout, 1)],
                 tensor_type((layer.m, n)),
             )
         )
@@ -185,7 +185,9 @@ class SpmmLowering:
         offsets = direct.offsets(plan.weight.indices)
         out = builder.emit(
             relax.call_tir(
-                kernel, [flat, *self._constants(plan, offsets)], tensor_type((1, n, direct.m))
+                kernel,
+                [flat, *self._constants(plan, "DIRECT", 1, offsets)],
+                tensor_type((1, n, direct.m)),
             )
         )
         crop = add_kernel(builder, crop_kernel(n, direct), f"crop_{sanitize(layer.name)}")
@@ -212,13 +214,26 @@ class SpmmLowering:
         gv = add_kernel(builder, func, f"im2col_{sanitize(layer.name)}")
         return builder.emit(relax.call_tir(gv, [x], out_type))
 
-    @staticmethod
-    def _constants(plan: SparsePlan, indices: np.ndarray | None = None) -> list[relax.Expr]:
-        """The kernel's weight (and bias) arguments; ``indices`` replaces the weight's own
-        (the direct conv's element offsets)."""
+    def _constants(
+        self,
+        plan: SparsePlan,
+        x_layout: str,
+        batch: int,
+        indices: np.ndarray | None = None,
+    ) -> list[relax.Expr]:
+        """The kernel's weight (and bias) arguments: the arrays in the order the CPU
+        factory's kernel for ``x_layout`` reads them (:func:`spmm_arrays`: K panels), the
+        weight's own for a given kernel or another factory; ``indices`` replaces the weight's
+        own (the direct conv's element offsets, in the weight's order)."""
         w = plan.weight
-        indices = w.indices if indices is None else indices
-        args = [relax.const(w.data), relax.const(indices), relax.const(w.indptr)]
+        data, own_indices, indptr = w.data, w.indices, w.indptr
+        if indices is None and self._default_cpu_kernel(plan):
+            data, own_indices, indptr = spmm_arrays(
+                w, plan.layer.m, x_layout=x_layout, batch=batch, knobs=plan.knobs,
+                **kernel_fusion(plan.layer), target=self.target,
+            )  # fmt: skip
+        indices = own_indices if indices is None else indices
+        args = [relax.const(data), relax.const(indices), relax.const(indptr)]
         if plan.layer.bias is not None:
             args.append(relax.const(np.ascontiguousarray(plan.layer.bias, np.float32)))
         return args

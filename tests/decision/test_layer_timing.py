@@ -22,6 +22,17 @@ def _fc2():
     return analyse(import_onnx(model))[1], backend_for("x86")
 
 
+def _pruned_mlp(sparsity: float, pattern: str):
+    """(imported model, its fc2 layer, the x86 back end, an input ``x``, onnxruntime's output
+    on ``x``) of the MLP pruned to ``sparsity`` in ``pattern``."""
+    onnx_model = prune_magnitude(mlp(batch=64, features=64, hidden=512), sparsity, pattern)
+    imported = import_onnx(onnx_model)
+    x = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    session = onnxruntime.InferenceSession(onnx_model.SerializeToString())
+    (want,) = session.run(None, {session.get_inputs()[0].name: x})
+    return imported, analyse(imported)[1], backend_for("x86"), x, want
+
+
 def test_a_disturbed_first_timing_is_taken_again_and_the_gain_kept():
     layer, target = _fc2()
     # as if another process held a core while the sparse kernel (and its schedule variant)
@@ -69,7 +80,8 @@ def test_retime_measures_again_and_keeps_the_fastest_median_of_each():
 
 def test_the_faster_schedule_variant_is_kept(monkeypatch):
     layer, target = _fc2()
-    assert target.schedule_variants(layer, None) == [{"order": 1}]
+    weight = BlockSparseWeight.from_dense(layer.weight, (16, 1))
+    assert target.schedule_variants(layer, weight) == [{"order": 1}]
     monkeypatch.setattr(layer_decision, "VARIANT_MIN_S", 0.0)  # fc2 runs in a few us
     tvm_target = str(target.tvm_target)
     default_key = layer_timing._key(layer, ("sparse", (16, 1), tvm_target, "default"))
@@ -93,10 +105,7 @@ def test_the_faster_schedule_variant_is_kept(monkeypatch):
 
 
 def test_the_variant_is_built_into_the_model():
-    onnx_model = prune_magnitude(mlp(batch=64, features=64, hidden=512), 0.95, "16x1")
-    imported = import_onnx(onnx_model)
-    target = backend_for("x86")
-    layer = analyse(imported)[1]
+    imported, layer, target, x, want = _pruned_mlp(0.95, "16x1")
     weight = BlockSparseWeight.from_dense(layer.weight, (16, 1))
     choice = FormatChoice("bsr", (16, 1), 2.0, "as measured")
     decision = LayerDecision(layer, choice, weight, knobs={"order": 1})
@@ -117,7 +126,17 @@ def test_the_variant_is_built_into_the_model():
     backend = Recording(target.target)
     model = backend.build(imported, [decision], Report(), CompileOptions(), lambda _: None)
     assert knobs_given == [{"order": 1}]
-    x = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
-    session = onnxruntime.InferenceSession(onnx_model.SerializeToString())
-    (want,) = session.run(None, {session.get_inputs()[0].name: x})
     np.testing.assert_allclose(model.run(x)[0], want, rtol=1e-4, atol=1e-4)
+
+
+def test_a_csr_layer_with_k_panels_is_built_into_the_model():
+    # fc2 reads 512 inputs (512 rows of 64 floats: 128 KiB of X, beyond one 48 KiB panel): its
+    # CSR kernel defaults to K panels, its variants are the unpanelled kernel in both orders
+    imported, layer, target, x, want = _pruned_mlp(0.9, "1x1")
+    weight = BlockSparseWeight.from_dense(layer.weight, (1, 1))
+    assert target.schedule_variants(layer, weight) == [{"panel": 0}, {"panel": 0, "order": 1}]
+    choice = FormatChoice("csr", (1, 1), 2.0, "as measured")
+    for knobs in (None, {"panel": 0}, {"panel": 8}):
+        decision = LayerDecision(layer, choice, weight, knobs=knobs)
+        model = target.build(imported, [decision], Report(), CompileOptions(), lambda _: None)
+        np.testing.assert_allclose(model.run(x)[0], want, rtol=1e-4, atol=1e-4)

@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 from sparse_tvm.errors import InputShapeError
 from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.kernels import spmm_kernel
-from sparse_tvm.kernels.spmm import SpmmSpec, choose_strategy, spmm_spec, vector_lanes
+from sparse_tvm.kernels.spmm import (
+    SpmmSpec,
+    choose_strategy,
+    kernel_knobs,
+    spmm_arrays,
+    spmm_spec,
+    vector_lanes,
+)
 from sparse_tvm.kernels.spmm_unrolled import unroll_eligible
 
 TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
@@ -41,9 +48,11 @@ def run_spmm(
     target=TARGET,
     seed=0,
     kernel=spmm_kernel,
+    arrays=None,
 ):
-    """Compile and run the kernel ``kernel`` (``spmm_kernel``'s signature) makes; return
-    (result, numpy reference)."""
+    """Compile and run the kernel ``kernel`` (``spmm_kernel``'s signature) makes, on the
+    weight arrays ``arrays`` (``spmm_arrays``'s signature) gives (default: ``spmm_arrays``
+    for ``spmm_kernel``, else the weight's own); return (result, numpy reference)."""
     rng = np.random.default_rng(seed)
     n, k = w.shape
     bw = BlockSparseWeight.from_dense(w, block)
@@ -67,7 +76,15 @@ def run_spmm(
         ref = np.maximum(ref, 0)
     if relu6:
         ref = np.minimum(ref, 6)
-    args = [x, bw.data, bw.indices, bw.indptr, *([b] if bias else []), y]
+    if arrays is None and kernel is spmm_kernel:
+        arrays = spmm_arrays
+    if arrays is None:
+        weight_arrays = (bw.data, bw.indices, bw.indptr)
+    else:
+        weight_arrays = arrays(
+            bw, m, x_layout=layout, batch=batch, bias=bias, relu=relu, target=target, **six
+        )
+    args = [x, *weight_arrays, *([b] if bias else []), y]
     tensors = [tvm.runtime.tensor(a) for a in args]
     rt["main"](*tensors)
     return tensors[-1].numpy(), ref
@@ -139,9 +156,59 @@ def test_loop_order_knob_keeps_the_result(block, layout, strategy, order):
     spec = spmm_spec(bw, 100, x_layout=layout, batch=2 if layout == "KM" else 1, target=TARGET)
     assert choose_strategy(spec) == strategy and not unroll_eligible(spec)
     kernel = functools.partial(spmm_kernel, knobs={"order": order})
+    arrays = functools.partial(spmm_arrays, knobs={"order": order})
     y, ref = run_spmm(
-        w, block, 100, layout=layout, batch=spec.batch, bias=True, relu=True, kernel=kernel
+        w, block, 100, layout=layout, batch=spec.batch, bias=True, relu=True, kernel=kernel,
+        arrays=arrays,
+    )  # fmt: skip
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    n=st.integers(1, 60),
+    k=st.integers(1, 90),
+    m=st.integers(2, 150),
+    block=st.sampled_from([(1, 1), (1, 4), (2, 1), (4, 1)]),
+    panel=st.integers(1, 12),
+    sparsity=st.sampled_from([0.0, 0.5, 0.9, 1.0]),
+    layout=st.sampled_from(["MK", "KM", "KM_MK"]),
+    fuse=st.sampled_from([(False, False), (True, True)]),
+    seed=st.integers(0, 2**16),
+)
+def test_k_panels_keep_the_result(n, k, m, block, panel, sparsity, layout, fuse, seed):
+    # K panels of 1..12 block columns (so 1..90 panels: the first, middle and last ones, and
+    # a single panel), several m tiles with a shifted ragged last one, empty rows and panels
+    w = random_block_sparse(np.random.default_rng(seed), n, k, block, sparsity)
+    batch = 2 if layout == "KM" else 1
+    knobs = {"panel": panel, "MV": 32}
+    y, ref = run_spmm(
+        w, block, m, layout=layout, batch=batch, bias=fuse[0], relu=fuse[1], seed=seed,
+        kernel=functools.partial(spmm_kernel, knobs=knobs),
+        arrays=functools.partial(spmm_arrays, knobs=knobs),
+    )  # fmt: skip
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(("n", "k", "panel"), [(3072, 768, 96), (768, 3072, 96), (64, 144, 0)])
+def test_csr_defaults_to_k_panels_where_x_outgrows_l1(n, k, panel):
+    # a BERT FFN's 768 or 3072 rows of 128 floats are 384 KiB-1.5 MiB: 96-row panels of 48 KiB;
+    # 144 rows are within one and a half panels: none
+    bw = BlockSparseWeight.from_dense(
+        random_block_sparse(np.random.default_rng(0), n, k, (1, 1), 0.9), (1, 1)
     )
+    strategy, knobs = kernel_knobs(bw, 128, target=TARGET)
+    assert strategy == "colvec" and knobs.panel == panel
+    data, indices, indptr = spmm_arrays(bw, 128, target=TARGET)
+    assert indptr.shape == ((-(-k // 96) if panel else 1) * n + 1,)
+    assert sorted(data.ravel().tolist()) == sorted(bw.data.ravel().tolist())
+    if not panel:
+        assert indptr is bw.indptr
+
+
+def test_bert_ffn_csr_with_k_panels():
+    w = random_block_sparse(np.random.default_rng(3), 768, 3072, (1, 1), 0.9)
+    y, ref = run_spmm(w, (1, 1), 128, bias=True, relu=True)
     np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
 
 
