@@ -30,7 +30,7 @@ from tvm.s_tir import meta_schedule as ms
 
 from ..errors import TuningError
 from ..formats.block_sparse import BlockSparseWeight
-from ..kernels.spmm import SpmmSpec, spmm_kernel
+from ..kernels.spmm import SpmmSpec, kernel_knobs, spmm_arrays, spmm_kernel
 from ..logs import tune_tir
 from .cross_build import CrossExport
 from .lookup import find_record
@@ -419,13 +419,22 @@ def tune_kernel(
     knobs = best.knobs
     func = materialize(mod["main"], knobs=knobs, spec=spec)
     args = _inputs(weight, spec)
-    default = spmm_kernel(
-        weight, m, x_layout=x_layout, batch=batch, bias=bias, relu=relu, relu6=relu6,
-        target=target,
-    )  # fmt: skip
+    options = {
+        "x_layout": x_layout, "batch": batch, "bias": bias, "relu": relu, "relu6": relu6,
+        "target": target,
+    }  # fmt: skip
     if board is None:
-        timed = [measure(f, args, target) for f in (default, func)]
-    else:
+        # the hand-written kernel on the arrays in its own order (K panels: another indptr)
+        default_args = list(args)
+        default_args[1:4] = spmm_arrays(weight, m, **options)
+        timed = [
+            measure(spmm_kernel(weight, m, **options), default_args, target),
+            measure(func, args, target),
+        ]
+    else:  # one set of arguments for both: the hand-written kernel without K panels
+        strategy, _ = kernel_knobs(weight, m, **options)
+        knobs = {"panel": 0} if strategy == "colvec" else None
+        default = spmm_kernel(weight, m, **options, knobs=knobs)
         timed = measure_on_board(board, [default, func], args, target)
     (default_s, expected), (latency_s, got) = timed
     if not np.allclose(got, expected, rtol=1e-4, atol=1e-4):

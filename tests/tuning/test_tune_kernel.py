@@ -12,6 +12,7 @@ from tvm.s_tir import meta_schedule as ms
 
 from sparse_tvm.errors import TuningError
 from sparse_tvm.formats import BlockSparseWeight
+from sparse_tvm.kernels.spmm import kernel_knobs
 from sparse_tvm.tuning import RealSparsityArguments, lookup_kernel, tune_kernel
 from sparse_tvm.tuning.space_x86 import make_spec
 from sparse_tvm.tuning.tune_kernel import NoTuningSpaceError
@@ -82,3 +83,13 @@ def test_short_tuning_colvec(tmp_path):
     result = _tune_and_check(tmp_path, 40, 36, (1, 1), 45, "KM", 2, trials=6)
     # a layer this small also samples the fully unrolled kernel and its thread parts
     assert set(result.knobs) == {"RP", "MV", "order", "unroll", "unrolled", "parts"}
+
+
+@pytest.mark.slow
+def test_short_tuning_of_a_csr_layer_whose_default_reads_k_panels(tmp_path):
+    # 512 inputs at m = 64: the hand-written kernel reads the weight in K panels (its own
+    # indptr); it is timed on those arrays, the tuned one on the weight's own
+    bw = BlockSparseWeight.from_dense(sparse_weight(48, 512, (1, 1), 0.9, seed=1), (1, 1))
+    strategy, knobs = kernel_knobs(bw, 64, target=TARGET)
+    assert strategy == "colvec" and knobs.panel > 0
+    _tune_and_check(tmp_path, 48, 512, (1, 1), 64, "MK", 1, trials=4)
