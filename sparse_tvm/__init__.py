@@ -42,6 +42,7 @@ from sparse_tvm.errors import (
     TuningError,
     UsageError,
 )
+from sparse_tvm.kernels.macro_lookup import install_fast_macro_lookup
 from sparse_tvm.options import CompileOptions
 from sparse_tvm.report import LayerReport, Report
 from sparse_tvm.runtime import CompiledModel, InputCastWarning
@@ -50,6 +51,9 @@ if TYPE_CHECKING:
     from sparse_tvm.driver.tune_model import TuneSummary
     from sparse_tvm.micro import MicroProject
     from sparse_tvm.pruning import PruneResult
+
+# Kernel builds spend most of their time finding TVMScript's parser otherwise (see the module).
+install_fast_macro_lookup()
 
 __version__ = "0.1.0"
 
