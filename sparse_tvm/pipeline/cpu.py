@@ -2,7 +2,9 @@
 
 ``tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target))`` runs, in order:
 
-1. library dispatch (sort/scan/sampling), as TVM's CPU pipeline does; NCHW depthwise convs
+1. float32 exp, erf, tanh, sigmoid, softmax and GELU as vectorisable polynomial code
+   (:mod:`sparse_tvm.transform.fast_math`: LLVM would call libm per element); library
+   dispatch (sort/scan/sampling), as TVM's CPU pipeline does; NCHW depthwise convs
    with constant weights become calls of our own kernel (:mod:`sparse_tvm.transform.depthwise_nchw`),
    and so do NCHW max pools (:mod:`sparse_tvm.transform.max_pool_nchw`);
 2. legalize + fuse: ops become TIR, elementwise epilogues fuse into their matmul
@@ -33,6 +35,7 @@ from sparse_tvm.pipeline.cpu_rules import default_rules
 from sparse_tvm.pipeline.cpu_rules._common import PREPROC_ATTR
 from sparse_tvm.pipeline.rule_failures import report_rule_failure
 from sparse_tvm.transform.depthwise_nchw import DepthwiseNCHW
+from sparse_tvm.transform.fast_math import FastMath
 from sparse_tvm.transform.max_pool_nchw import MaxPoolNCHW
 
 logger = logging.getLogger(__name__)
@@ -239,7 +242,8 @@ def cpu_pipeline(target: Target) -> tvm.transform.Pass:
         originals = scheduled_kernels(mod)
         with target:
             seq = tvm.transform.Sequential(
-                cpu_generic.library_dispatch_passes(target)
+                [FastMath()]
+                + cpu_generic.library_dispatch_passes(target)
                 + [DepthwiseNCHW(target), MaxPoolNCHW(target)]
                 + legalize_passes(target)
                 + schedule_passes(target, originals)
