@@ -32,6 +32,7 @@ BLOCK_COLUMNS = ("1x1", "4x1", "8x1", "16x1", "1x4")
 PATTERN_CELLS = 64
 
 MEASURED = "measured"
+MEASURED_AS_TWIN = "measured (twin)"
 MEASURED_ON_BOARD = "measured on the board"
 ESTIMATED = "estimated (cost model)"
 TUNING_RECORDS = "tuning records"
@@ -41,6 +42,9 @@ REQUESTED = "requested"
 _DECIDED_FOOTNOTES = {
     MEASURED: "measured on this host at compile time (each layer built alone, dense and "
     "sparse; latencies are medians; a sparse format kept only where it was measurably faster)",
+    MEASURED_AS_TWIN: "decided as a twin layer measured on this host (same op, shapes and "
+    "epilogue, sparsity within 1 %; only where the twin was at least 1.5x faster one way or the "
+    "other; the latencies shown are the twin's)",
     MEASURED_ON_BOARD: "measured on the board while tuning (the dense and sparse latencies in "
     "the records' layer timings), not on this host",
     ESTIMATED: "estimated by the cost model, not timed (no latencies)",

@@ -23,7 +23,14 @@ import numpy as np
 
 from sparse_tvm.errors import OutputError
 from sparse_tvm.files import write_atomically
-from sparse_tvm.report import MEASURED, MEASURED_ON_BOARD, LayerReport, Report, pattern_density
+from sparse_tvm.report import (
+    MEASURED,
+    MEASURED_AS_TWIN,
+    MEASURED_ON_BOARD,
+    LayerReport,
+    Report,
+    pattern_density,
+)
 
 # Density 0 is white, density 1 this colour; in between on a square-root scale, so that the
 # structure of a 90 %-sparse weight (10 % dense cells) is still visible.
@@ -165,9 +172,9 @@ def layer_time_totals(report: Report) -> dict[str, float | int | str] | None:
     places = {r.decided_by for r in measured}
     if places == {MEASURED_ON_BOARD}:
         where = "measured on the board while tuning"
-    elif places == {MEASURED}:
+    elif places <= {MEASURED, MEASURED_AS_TWIN}:
         where = "measured on this host at compile time"
-    elif places <= {MEASURED, MEASURED_ON_BOARD}:
+    elif places <= {MEASURED, MEASURED_AS_TWIN, MEASURED_ON_BOARD}:
         where = "measured on this host at compile time or on the board while tuning"
     else:
         where = "measured"  # rows of an artefact that did not record where

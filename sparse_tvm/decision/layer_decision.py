@@ -41,6 +41,7 @@ from sparse_tvm.options import CompileOptions
 from sparse_tvm.report import (
     ESTIMATED,
     MEASURED,
+    MEASURED_AS_TWIN,
     MEASURED_ON_BOARD,
     REQUESTED,
     RULE,
@@ -58,6 +59,14 @@ RECHECK_ESTIMATE = 1.5
 # the default kernel's schedule variants (backend.schedule_variants) are timed only for
 # layers at least this slow: below it a build per variant costs more than it can win
 VARIANT_MIN_S = 20e-6
+# A layer with a measured twin (same op, shapes and epilogue, same candidate format, zero
+# fractions within TWIN_TOLERANCE) takes the twin's decision without being timed, where the
+# twin's measurement was clear: sparse at least TWIN_MARGIN faster than dense, or dense at
+# least TWIN_MARGIN faster than sparse. A transformer's layers repeat: MiniLM-L6's 36 linear
+# layers have three shapes, and timing each (dense, sparse, the kernel's variants) was most
+# of its compile time. Closer calls are timed layer by layer.
+TWIN_MARGIN = 1.5
+TWIN_TOLERANCE = 0.01
 
 
 @dataclass
@@ -72,6 +81,7 @@ class LayerDecision:
     kernel: tvm.tirx.PrimFunc | None = None  # a tuned kernel from records, else the default
     knobs: dict[str, int] | None = None  # the default kernel's schedule variant, if measured faster
     decided_by: str = ""  # what decided the format: sparse_tvm.report.MEASURED, ESTIMATED, ...
+    candidate: tuple[int, int] | None = None  # the sparse format that was weighed (if any)
 
 
 # -- candidate formats ----------------------------------------------------------------------
@@ -182,19 +192,21 @@ def decide(
     records=None,
     board: BoardTimings | None = None,
     zero_fractions: dict[str, float] | None = None,
+    twins: Twins | None = None,
 ) -> LayerDecision:
     """Decide one layer for ``backend`` (see the module doc for the order of the rules).
 
     ``options.measure`` times the sparse candidate against the dense layer where the back end
     can time here (the caller turns it off where it cannot, and notes why); ``records`` (a
-    MetaSchedule database) gives tuned kernels; ``board`` the board's timings.
+    MetaSchedule database) gives tuned kernels; ``board`` the board's timings; ``twins`` the
+    layers measured so far, whose clear decisions a same-shape layer takes without timing.
     """
     options = options or CompileOptions()
-    decision = _decide(layer, backend, options, records, board, zero_fractions)
+    decision = _decide(layer, backend, options, records, board, zero_fractions, twins)
     return backend.store(decision)
 
 
-def _decide(layer, backend, options, records, board, zero_fractions) -> LayerDecision:
+def _decide(layer, backend, options, records, board, zero_fractions, twins=None) -> LayerDecision:
     if options.dense:
         choice = FormatChoice("dense", None, 1.0, "dense build requested")
         return LayerDecision(layer, choice, decided_by=REQUESTED)
@@ -221,6 +233,10 @@ def _decide(layer, backend, options, records, board, zero_fractions) -> LayerDec
     )
     if threshold is not None and layer.sparsity < threshold:
         return LayerDecision(layer, choice, decided_by=RULE)
+    if twins is not None and options.measure and choice.block is not None:
+        twin = twins.decision_for(layer, tuple(choice.block), fractions)
+        if twin is not None:
+            return twin
     tuned = None
     if records is not None:
         tuned = _tuned_choice(layer, backend, records, fractions)
@@ -233,11 +249,16 @@ def _decide(layer, backend, options, records, board, zero_fractions) -> LayerDec
         weight = BlockSparseWeight.from_dense(layer.weight, choice.block)
         kernel, kernel_id = None, "default"
         decided_by, untimed = ESTIMATED, "not timed"
-    decision = LayerDecision(layer, choice, weight, kernel=kernel, decided_by=decided_by)
+    decision = LayerDecision(
+        layer, choice, weight, kernel=kernel, decided_by=decided_by, candidate=tuple(choice.block)
+    )
     if not options.measure:
         decision.choice = dataclasses.replace(choice, reason=f"{choice.reason}; {untimed}")
         return decision
-    return _measure(decision, backend, kernel_id, tuned is not None)
+    decision = _measure(decision, backend, kernel_id, tuned is not None)
+    if twins is not None and tuned is None:
+        twins.add(decision, fractions)
+    return decision
 
 
 def _measure(decision: LayerDecision, backend, kernel_id: str, from_records: bool):
@@ -310,6 +331,79 @@ def _fastest_variant(decision: LayerDecision, backend) -> None:
             decision.sparse_s, decision.knobs = seconds, knobs
 
 
+# -- twins: same-shape layers decided once ---------------------------------------------------
+
+
+class Twins:
+    """The measured decisions of a model's layers, which same-shape layers take untimed.
+
+    Two layers are twins when they have the same :func:`layer_key` without the pattern (op,
+    shapes, stored weight layout, epilogue: what the dense timing depends on), the cost model
+    picks the same block shape for both, and their sparsity and zero-block fraction in that
+    shape differ by at most :data:`TWIN_TOLERANCE`: the sparse kernel then does the same work
+    over weights of the same layout. Only clear decisions are handed on (see
+    :data:`TWIN_MARGIN`), and only those of the default kernel (a tuned kernel is built for one
+    weight's structure).
+    """
+
+    def __init__(self) -> None:
+        self._measured: dict[tuple, list[tuple[LayerDecision, float]]] = {}
+
+    @staticmethod
+    def _key(layer: Layer, block: tuple[int, int]) -> tuple:
+        return (layer_key(layer, pattern=False), block)
+
+    def add(self, decision: LayerDecision, zero_fractions: dict[str, float]) -> None:
+        """Remember a measured decision of the default kernel whose outcome was clear."""
+        if decision.decided_by != MEASURED or decision.kernel is not None:
+            return
+        if decision.candidate is None or not (decision.dense_s and decision.sparse_s):
+            return
+        speedup = decision.dense_s / decision.sparse_s
+        if 1 / TWIN_MARGIN < speedup < TWIN_MARGIN:
+            return
+        zeros = zero_fractions[block_label(decision.candidate)]
+        key = self._key(decision.layer, decision.candidate)
+        self._measured.setdefault(key, []).append((decision, zeros))
+
+    def decision_for(
+        self, layer: Layer, block: tuple[int, int], zero_fractions: dict[str, float]
+    ) -> LayerDecision | None:
+        """The decision of ``layer``'s measured twin, applied to ``layer``; None if it has none."""
+        zeros = zero_fractions[block_label(block)]
+        for twin, twin_zeros in self._measured.get(self._key(layer, block), []):
+            if abs(twin.layer.sparsity - layer.sparsity) > TWIN_TOLERANCE:
+                continue
+            if abs(twin_zeros - zeros) > TWIN_TOLERANCE:
+                continue
+            return self._as_twin(twin, layer, block)
+        return None
+
+    @staticmethod
+    def _as_twin(twin: LayerDecision, layer: Layer, block: tuple[int, int]) -> LayerDecision:
+        speedup = twin.dense_s / twin.sparse_s
+        why = (
+            f"as {twin.layer.display_name} (same shapes, sparsity within "
+            f"{TWIN_TOLERANCE:.0%}), measured {speedup:.2f}x over dense"
+        )
+        if twin.choice.format == "dense":
+            choice = FormatChoice("dense", None, speedup, f"{why}: kept dense")
+            weight = None
+        else:
+            choice = dataclasses.replace(twin.choice, reason=f"{why}: kept sparse")
+            weight = BlockSparseWeight.from_dense(layer.weight, block)
+        return LayerDecision(
+            layer,
+            choice,
+            weight,
+            dense_s=twin.dense_s,
+            sparse_s=twin.sparse_s,
+            knobs=None if twin.knobs is None else dict(twin.knobs),
+            decided_by=MEASURED_AS_TWIN,
+            candidate=block,
+        )
+
+
 def decide_layers(
     layers: list[Layer],
     backend,
@@ -322,10 +416,17 @@ def decide_layers(
     """:func:`decide` every layer, in order, with its report row; ``progress`` gets one line
     per layer (its format and what decided it)."""
     decisions, rows = [], []
+    twins = Twins()
     for layer in layers:
         fractions = block_zero_fractions(layer.weight)
         decision = decide(
-            layer, backend, options, records=records, board=board, zero_fractions=fractions
+            layer,
+            backend,
+            options,
+            records=records,
+            board=board,
+            zero_fractions=fractions,
+            twins=twins,
         )
         decisions.append(decision)
         rows.append(layer_row(decision, fractions))
@@ -416,7 +517,7 @@ class BoardTimings:
 def decided_speedup(decision: LayerDecision) -> float | None:
     """The number that decided the format: the measured speedup (dense over sparse latency)
     for a timed layer, the cost model's estimate for an estimated one, else None."""
-    if decision.decided_by in (MEASURED, MEASURED_ON_BOARD):
+    if decision.decided_by in (MEASURED, MEASURED_AS_TWIN, MEASURED_ON_BOARD):
         if decision.dense_s and decision.sparse_s:
             return decision.dense_s / decision.sparse_s
         return None
@@ -453,8 +554,11 @@ def layer_row(decision: LayerDecision, zero_fractions: dict[str, float]) -> Laye
 __all__ = [
     "KEEP_SPARSE_MARGIN",
     "RECHECK_ESTIMATE",
+    "TWIN_MARGIN",
+    "TWIN_TOLERANCE",
     "BoardTimings",
     "LayerDecision",
+    "Twins",
     "candidate_blocks",
     "decide",
     "decide_layers",

@@ -128,9 +128,15 @@ def _key(layer: Layer, extra) -> tuple:
     return (layer_key(layer), extra)
 
 
+def _dense_key(layer: Layer, target: str) -> tuple:
+    """A dense timing's cache key: the layer's shapes and epilogue, not its nonzero pattern
+    (the dense layer does the same work whatever its zeros), so same-shape layers share it."""
+    return (layer_key(layer, pattern=False), ("dense", target))
+
+
 def time_dense(layer: Layer, backend, number: int = 5, repeat: int = 5) -> float:
     """Median seconds of the layer compiled dense for ``backend`` (which runs on this host)."""
-    key = _key(layer, ("dense", str(backend.tvm_target)))
+    key = _dense_key(layer, str(backend.tvm_target))
     if key not in _CACHE:
         mod = layer_module(layer, backend)
         _CACHE[key] = _timer(mod, backend, layer.input_shape, number, repeat)()
@@ -180,7 +186,7 @@ def retime(
     target = str(backend.tvm_target)
     if kernel is None:
         kernel_id = variant_id(knobs)
-    dense_key = _key(layer, ("dense", target))
+    dense_key = _dense_key(layer, target)
     sparse_key = _key(layer, ("sparse", weight.block, target, kernel_id))
     timers = (
         _timer(layer_module(layer, backend), backend, layer.input_shape, 5, 5),

@@ -179,14 +179,19 @@ def workload_key(
     return f"{op_kind}_{dims}_b{r}x{c}_m{int(m)}_{digest}"
 
 
-def layer_key(layer: Layer) -> str:
+def layer_key(layer: Layer, *, pattern: bool = True) -> str:
     """The key of a whole layer (not one format of it): :func:`workload_key` of its elements
     (1x1 blocks: the nonzero pattern), with what its dense timing depends on as well (input
     shape, stored weight layout, conv geometry). The board's layer timings are keyed by it;
-    their target is stored next to the key, not in it."""
+    their target is stored next to the key, not in it.
+
+    ``pattern=False`` leaves the nonzero pattern out (every entry counts as nonzero): the key
+    of what the dense layer's timing depends on, shared by layers of the same shapes.
+    """
     from sparse_tvm.transform.dense_to_sparse import kernel_options
 
     options = kernel_options(layer)
+    structure = layer.weight != 0 if pattern else np.ones(layer.weight.shape, dtype=bool)
     return workload_key(
         layer.op,
         layer.shape,
@@ -197,7 +202,7 @@ def layer_key(layer: Layer) -> str:
         options["bias"],
         options["relu"],
         None,
-        layer.weight != 0,
+        structure,
         op_attrs={
             "input_shape": [int(d) for d in layer.input_shape],
             "weight_shape": [int(d) for d in layer.weight_shape],

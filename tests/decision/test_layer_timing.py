@@ -59,7 +59,7 @@ def test_retime_measures_again_and_keeps_the_fastest_median_of_each():
     layer, target = _fc2()
     weight = BlockSparseWeight.from_dense(layer.weight, (16, 1))
     tvm_target = target.tvm_target
-    dense_key = layer_timing._key(layer, ("dense", str(tvm_target)))
+    dense_key = layer_timing._dense_key(layer, str(tvm_target))
     sparse_key = layer_timing._key(layer, ("sparse", (16, 1), str(tvm_target), "default"))
     # first timings as a busy machine gives them: far slower than the layer runs
     layer_timing._CACHE[dense_key] = layer_timing._CACHE[sparse_key] = 1.0
