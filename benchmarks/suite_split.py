@@ -1,13 +1,9 @@
 """Where a compiled CNN spends its time: each kernel call of a run, timed in the run, bucketed.
 
-TVM 0.27's Relax VM has no profiler any more (``VirtualMachine(..., profile=True)`` and
-``vm.profile`` are gone from the Python API and the runtime library), so the split is built on
-the hook the VM does have: ``VirtualMachine.set_instrument``, a callback before and after every
-``Call`` instruction. On its own VM (the timed one stays clean), the build's ``main`` runs once
-to record each call's symbol and argument shapes, then ``runs`` more times with the callback
-reading ``time.perf_counter`` right before each kernel starts and right after it returns; a
-call's time is its median over the runs. VM builtins (``vm.builtin.*``: allocation, reshape
-views, shape checks) are not kernels and are skipped.
+Each call is timed as ``compiled.profile`` times it (:mod:`sparse_tvm.runtime.profile`: the VM's
+instrument hook, a callback before and after every ``Call`` instruction, on a VM of its own; a
+call's time is its median over the runs; VM builtins are not kernels and are skipped); this
+module buckets the calls the CNN way.
 
 Timed in the run, a kernel sees the caches and the thread pool as the model leaves them (timed
 alone, the layers came out ~30 % faster than in the model: their weights stay cached). Each
@@ -36,14 +32,14 @@ channels / the weight's input channels. A sparse kernel's layer is matched again
 
 from __future__ import annotations
 
-import time
 
 import common  # noqa: F401, I001  (puts the repository root on sys.path, sets TVM_NUM_THREADS)
 
 import numpy as np
 import onnx
 import tvm
-from tvm import relax
+
+from sparse_tvm.runtime import profile
 
 BUCKETS = ("dense_conv", "depthwise_conv", "sparse_conv", "other")
 BUCKET_LABELS = {
@@ -112,45 +108,12 @@ def classify(symbol: str, shapes: tuple, conv_layers: set[str]) -> str:
     return "other"
 
 
-def _instrument(calls: list, times: list):
-    """The VM callback: appends (symbol, shapes) of each kernel call to ``calls`` while
-    ``calls`` is recording (``times`` is None), else each call's seconds to ``times[-1]``."""
-    no_op = int(relax.VMInstrumentReturnKind.NO_OP)
-    started = [0.0]
-
-    def instrument(func, symbol, before_run, ret_value, *args):
-        now = time.perf_counter()
-        if str(symbol).startswith("vm.builtin."):
-            return no_op
-        if not before_run:
-            if times:
-                times[-1].append(now - started[0])
-            return no_op
-        if not times:
-            calls.append((str(symbol), _shapes(args)))
-        started[0] = time.perf_counter()  # last: the bookkeeping above is not the kernel's
-        return no_op
-
-    return instrument
-
-
 def timed_calls(executable, x: np.ndarray, runs: int = 20) -> list[dict]:
     """Every kernel call of a run of ``main`` on ``x``, in order: symbol, argument shapes and
-    the median seconds of that call over ``runs`` instrumented runs (after a recording one)."""
-    vm = relax.VirtualMachine(executable, tvm.cpu())  # its own VM: the timed one stays clean
-    calls: list[tuple[str, tuple]] = []
-    times: list[list[float]] = []
-    vm.set_instrument(_instrument(calls, times))
+    the median seconds of that call over ``runs`` instrumented runs (sparse-tvm's own
+    :func:`sparse_tvm.runtime.profile.timed_calls`, what ``compiled.profile`` is built on)."""
     arg = tvm.runtime.tensor(np.ascontiguousarray(x))
-    vm["main"](arg)  # records the calls, warms up
-    for _ in range(max(1, runs)):
-        times.append([])
-        vm["main"](arg)
-    per_call = np.median(np.array(times), axis=0)
-    return [
-        {"symbol": symbol, "shapes": shapes, "seconds": float(seconds)}
-        for (symbol, shapes), seconds in zip(calls, per_call, strict=True)
-    ]
+    return profile.timed_calls(executable, [arg], tvm.cpu(), runs)
 
 
 def kernel_rows(executable, x: np.ndarray, conv_layers: set[str], runs: int = 20) -> list[dict]:

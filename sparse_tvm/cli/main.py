@@ -174,6 +174,8 @@ def cmd_run(args) -> int:
         )
     if args.profile:
         print(compiled.report)
+        print()
+        print(compiled.profile(inputs))
     return 0
 
 
@@ -323,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--profile",
         action="store_true",
-        help="print the per-layer report (formats, latencies measured at compile time)",
+        help="print the per-layer report (formats, latencies measured at compile time) and "
+        "where a run's time goes, by operator (each kernel timed in the run)",
     )
     p.set_defaults(func=cmd_run)
 

@@ -16,6 +16,7 @@ from sparse_tvm.errors import ArtefactError, DeviceError, InputShapeError, Toolc
 from sparse_tvm.report import Report
 from sparse_tvm.runtime.host_check import host_mismatch
 from sparse_tvm.runtime.input_advice import shape_advice
+from sparse_tvm.runtime.profile import Profile, profile_executable
 from sparse_tvm.runtime.tensor_spec import TensorSpec
 
 
@@ -218,6 +219,21 @@ class CompiledModel:
             "mean": float(values.mean()),
             "repeat": len(times),
         }
+
+    def profile(
+        self,
+        inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray] | np.ndarray,
+        runs: int = 20,
+    ) -> Profile:
+        """Where a run's time goes: every kernel call timed in the run, grouped by operator
+        (sparse layers, dense matmuls, softmax, layer norm, ...); ``str()`` is a table.
+
+        Each call's time is its median over ``runs`` runs; see :mod:`sparse_tvm.runtime.profile`
+        for what the instrumented times include.
+        """
+        args = self._arguments(inputs)
+        end_to_end = self.benchmark(inputs, repeat=max(5, runs // 2))["median"]
+        return profile_executable(self.executable, args, self.device, runs, end_to_end)
 
     def export(self, path: str) -> None:
         """Write the artefact (shared library, metadata and report) as a ``.tar``."""

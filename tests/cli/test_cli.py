@@ -84,6 +84,16 @@ def test_compile_run_matches_onnxruntime(workdir, artefact):
         )
 
 
+def test_run_profile_says_where_the_time_goes(workdir, artefact):
+    result = cli("run", artefact, "--inputs", workdir / "in.npz", "--profile")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "fc1.weight" in out  # the per-layer report
+    assert "time per run by operator" in out
+    sparse = [line for line in out.splitlines() if line.startswith("sparse layer ")]
+    assert len(sparse) == 1 and sparse[0].split()[-1] == "3"  # three sparse layers, one call each
+
+
 def test_inspect_artefact(artefact):
     result = cli("inspect", artefact)
     assert result.returncode == 0, result.stderr
