@@ -204,17 +204,26 @@ class Runner:
     fetch: Callable[[], np.ndarray] | None = None  # the first output of the last call
 
 
-def tvm_runner(name: str, compiled, x: np.ndarray, note: str = "") -> Runner:
-    """A runner of a sparse-tvm ``CompiledModel`` on one input, timed by time_evaluator."""
+def tvm_arguments(compiled, x: np.ndarray | dict[str, np.ndarray]) -> list:
+    """The VM arguments of a ``CompiledModel``: one array, or a feed by input name."""
+    arrays = [x] if isinstance(x, np.ndarray) else [x[spec.name] for spec in compiled.inputs]
+    return [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in arrays]
+
+
+def tvm_runner(
+    name: str, compiled, x: np.ndarray | dict[str, np.ndarray], note: str = ""
+) -> Runner:
+    """A runner of a sparse-tvm ``CompiledModel`` on one input (or a feed by input name),
+    timed by time_evaluator."""
     vm = compiled.vm
-    arg = tvm.runtime.tensor(np.ascontiguousarray(x))
+    args = tvm_arguments(compiled, x)
     main = vm["main"]
 
     def timer(number: int) -> float:
         evaluator = vm.time_evaluator("main", tvm.cpu(), number=number, repeat=1)
-        return float(evaluator(arg).mean)
+        return float(evaluator(*args).mean)
 
-    return Runner(name, lambda: main(arg), timer, note or "VM time_evaluator")
+    return Runner(name, lambda: main(*args), timer, note or "VM time_evaluator")
 
 
 def ort_session(model: onnx.ModelProto, threads: int = THREADS) -> ort.InferenceSession:
@@ -373,10 +382,16 @@ def error_text(err: BaseException) -> str:
 
 
 def compiled_runner(
-    label: str, model: onnx.ModelProto, x: np.ndarray, reference: np.ndarray, case: dict, **kwargs
+    label: str,
+    model: onnx.ModelProto,
+    x: np.ndarray | dict[str, np.ndarray],
+    reference: np.ndarray,
+    case: dict,
+    **kwargs,
 ):
     """Compile ``model`` with sparse-tvm (``compile_model(model, "x86", **kwargs)``), check its
-    output on ``x`` against ``reference`` and return ``(compiled, runner)``.
+    first output on ``x`` (one array, or a feed by input name) against ``reference`` and
+    return ``(compiled, runner)``.
 
     The compile time goes to ``case["compile_s"][label]``, the output's relative error to
     ``case["max_rel_err"][label]``; a failure is recorded in ``case["errors"][label]`` (the run
@@ -388,7 +403,7 @@ def compiled_runner(
         start = time.perf_counter()
         compiled = st.compile(model, "x86", **kwargs)
         case["compile_s"][label] = time.perf_counter() - start
-        (out,) = compiled.run([x])
+        out = compiled.run([x] if isinstance(x, np.ndarray) else x)[0]
         case["max_rel_err"][label] = rel_err(out, reference)
         return compiled, tvm_runner(label, compiled, x)
     except Exception as err:  # keep going: report the failure in the table and JSON

@@ -3,6 +3,7 @@
     python benchmarks/run_suite.py                 # full: ~1 h on a 2-core machine
     python benchmarks/run_suite.py --quick         # ~3 min: 2 shapes, 2 sparsities, 2 models
     python benchmarks/run_suite.py --preset cnn    # ~10 min: the CNN goals (dense and 90 % 4x1)
+    python benchmarks/run_suite.py --preset transformer  # MiniLM-L6 + BERT-base layer goals
     python benchmarks/run_suite.py --out DIR       # default benchmarks/results/suite
     python benchmarks/run_suite.py --redraw DIR    # tables and plots again from DIR/suite.json
 
@@ -89,6 +90,24 @@ PRESETS = {
         "split_runs": 10,
     },
 }
+# the transformer goals (issue 15): MiniLM-L6 and a BERT-base encoder layer, dense and 80 / 90 /
+# 95 % unstructured and 90 % 16x1; the BERT-base FFN kernels at M = 128 and M = 1, 90 % 1x1
+PRESETS["transformer"] = {
+    "shapes": BERT_SHAPES[:2]
+    + [
+        KernelShape("ffn.up", "matmul", 3072, 768, 1),
+        KernelShape("ffn.down", "matmul", 768, 3072, 1),
+    ],
+    "sparsities": [0.9],
+    "patterns": ["1x1", "16x1"],
+    "kernel_rounds": 9,
+    "kernel_batch_s": 0.03,
+    "models": ["minilm", "bert_block"],
+    "model_patterns": ["1x1", "1x1@0.8", "1x1@0.95", "16x1"],
+    "model_rounds": 7,
+    "model_batch_s": 0.25,
+    "split_runs": 10,
+}
 SPARSITY = 0.9  # whole models, and the headline kernel table
 
 
@@ -174,7 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a ~3 minute subset")
     parser.add_argument(
-        "--preset", choices=sorted(PRESETS), help="a named preset (cnn: the CNN goals, ~10 min)"
+        "--preset",
+        choices=sorted(PRESETS),
+        help="a named preset (cnn: the CNN goals, ~10 min; transformer: MiniLM-L6 and the "
+        "BERT-base layer, the FFN kernels at 90 %% 1x1)",
     )
     parser.add_argument(
         "--out", default=str(common.RESULTS / "suite"), help="output folder (created)"

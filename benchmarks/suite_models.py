@@ -59,6 +59,11 @@ MODELS: dict[str, tuple[str, Callable[[], onnx.ModelProto]]] = {
         "BERT-like layer, seq 32 (256 hidden, 4 heads, 1024 FFN)",
         lambda: bert_block(seq=32, hidden=256, heads=4, ffn=1024),
     ),
+    # the real sentence-transformer (needs the test extra: torch, transformers, the packaged model)
+    "minilm": (
+        "all-MiniLM-L6-v2, seq 128 (6 layers, 384 hidden, 12 heads, 1536 FFN)",
+        lambda: _minilm().minilm(batch=1, seq=128),
+    ),
 }
 # A smaller variant is checked against its family's goals (for information: the goals are set at
 # 224x224).
@@ -72,10 +77,31 @@ def family(name: str) -> str:
     return FAMILY.get(name, name)
 
 
-def _inputs(model: onnx.ModelProto, seed: int) -> np.ndarray:
+def _minilm():
+    from sparse_tvm.examples import minilm
+
+    return minilm
+
+
+def _inputs(name: str, model: onnx.ModelProto, seed: int) -> np.ndarray | dict[str, np.ndarray]:
+    """The timed input: for a float model one random array; for MiniLM the token ids of a
+    real sentence from its own tokenizer (a dict by input name)."""
+    if family(name) == "minilm":
+        return _minilm().minilm_inputs()
     (graph_input,) = model.graph.input
     shape = [d.dim_value for d in graph_input.type.tensor_type.shape.dim]
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def _feed(model: onnx.ModelProto, x: np.ndarray | dict[str, np.ndarray]) -> dict:
+    return dict(x) if isinstance(x, dict) else {model.graph.input[0].name: x}
+
+
+def build_spec(entry: str, sparsity: float) -> tuple[str, float]:
+    """A build's (block pattern, sparsity) from its entry in a preset's ``model_patterns``:
+    ``"4x1"`` is that pattern at the suite's sparsity, ``"1x1@0.8"`` 1x1 at 80 %."""
+    pattern, _, at = entry.partition("@")
+    return pattern, float(at) if at else sparsity
 
 
 def _layer_rows(report) -> list[dict]:
@@ -140,12 +166,13 @@ def _deepsparse(
     result["timing"][key] = timing
 
 
-def _build_entry(compiled, pattern: str, keep_report: bool) -> dict:
-    """What the JSON keeps of one sparse build: its sparse layers, bytes, per-layer rows, and
-    with ``keep_report`` the whole report (for the suite's HTML page)."""
+def _build_entry(compiled, pattern: str, sparsity: float, keep_report: bool) -> dict:
+    """What the JSON keeps of one sparse build: its pattern and sparsity, sparse layers, bytes,
+    per-layer rows, and with ``keep_report`` the whole report (for the suite's HTML page)."""
     totals = compiled.report.totals()
     entry = {
         "pattern": pattern,
+        "sparsity": sparsity,
         "sparse_layers": totals["sparse_layers"],
         "layers": totals["layers"],
         "weight_bytes_ratio": totals["weight_bytes_ratio"],
@@ -181,27 +208,47 @@ def _time_splits(result: dict, compiled: dict, model, x, runs: int) -> None:
 
 
 def _compile_builds(model: onnx.ModelProto, x, reference, result: dict, say) -> tuple[dict, dict]:
-    """sparse-tvm's dense build and one build per pattern of the pruned model, each checked
-    against onnxruntime on its model: (label -> CompiledModel, failures in ``result``; pattern
-    -> (the pruned model, onnxruntime's output on it))."""
+    """sparse-tvm's dense build and one build per pattern entry of the pruned model, each
+    checked against onnxruntime on its model: (label -> CompiledModel, failures in ``result``;
+    entry -> (the pruned model, onnxruntime's output on it)); compile times in ``result``."""
     name, sparsity, patterns = result["model"], result["sparsity_target"], result["patterns"]
-    feed = {model.graph.input[0].name: x}
+    feed = _feed(model, x)
     report_pattern = REPORT_PATTERN if REPORT_PATTERN in patterns else next(iter(patterns), None)
     say(f"  {name}: compiling dense ...")
     compiled, _ = common.compiled_runner("tvm_dense", model, x, reference, result, dense=True)
     builds = {} if compiled is None else {"tvm_dense": compiled}
     pruned_models = {}
-    for pattern in patterns:
-        label = f"sparse/{pattern}"
-        pruned = prune_magnitude(model, sparsity, pattern)
+    for entry in patterns:
+        pattern, at = build_spec(entry, sparsity)
+        label = f"sparse/{entry}"
+        pruned = prune_magnitude(model, at, pattern)
         pruned_reference = common.ort_session(pruned).run(None, feed)[0]
-        pruned_models[pattern] = (pruned, pruned_reference)
-        say(f"  {name}: compiling {sparsity:.0%} {pattern} ...")
+        pruned_models[entry] = (pruned, pruned_reference)
+        say(f"  {name}: compiling {at:.0%} {pattern} ...")
         compiled, _ = common.compiled_runner(label, pruned, x, pruned_reference, result)
         if compiled is not None:
             builds[label] = compiled
-            result["builds"][label] = _build_entry(compiled, pattern, pattern == report_pattern)
+            result["builds"][label] = _build_entry(compiled, pattern, at, entry == report_pattern)
     return builds, pruned_models
+
+
+def _op_splits(result: dict, compiled: dict, x, runs: int) -> None:
+    """Each build's time by operator (``compiled.profile``) into ``result["op_split"]``."""
+    for label, build in compiled.items():
+        try:
+            profile = build.profile(_feed_for(build, x), runs=runs)
+        except Exception as err:  # the split is extra: its failure must not cost the timings
+            result["errors"][f"op_split {label}"] = common.error_text(err)
+            continue
+        result["op_split"][label] = {
+            "groups": profile.by_group(),
+            "sum_ms": profile.sum_ms,
+            "end_to_end_ms": profile.end_to_end_ms,
+        }
+
+
+def _feed_for(compiled, x):
+    return [x] if isinstance(x, np.ndarray) else x
 
 
 def run_model(
@@ -218,13 +265,14 @@ def run_model(
 ) -> dict:
     """The dense baselines and one sparse build per pattern of one model; one result dict.
 
-    ``split_runs``: the instrumented runs of the time split (CNNs only; per call the median).
+    ``split_runs``: the instrumented runs of the time split (per call the median): the CNN
+    buckets for a CNN, the time by operator (``compiled.profile``) for the other models.
     """
     start = time.perf_counter()
     description, builder = MODELS.get(name, (name, None))
     model = model if model is not None else builder()
-    x = _inputs(model, seed + 1)
-    feed = {model.graph.input[0].name: x}
+    x = _inputs(name, model, seed + 1)
+    feed = _feed(model, x)
     result: dict = {
         "model": name,
         "family": family(name),
@@ -249,12 +297,16 @@ def run_model(
     result["timing"] = {key: t.to_dict() for key, t in timings.items()}
     result["foreign_load_cores"] = load.cores
     _deepsparse(model, feed, reference, result, rounds, batch_s)
-    for pattern, (pruned, pruned_reference) in pruned_models.items():  # the same sparse model
+    for entry, (pruned, pruned_reference) in pruned_models.items():  # the same sparse model
         _deepsparse(
-            pruned, feed, pruned_reference, result, rounds, batch_s, key=f"deepsparse/{pattern}"
+            pruned, feed, pruned_reference, result, rounds, batch_s, key=f"deepsparse/{entry}"
         )
     result["speedup"] = _speedups(result)
-    if suite_split.is_cnn(model):
+    if not suite_split.is_cnn(model):
+        say(f"  {name}: time by operator of {len(compiled_builds)} builds ...")
+        result["op_split"] = {}
+        _op_splits(result, compiled_builds, x, split_runs)
+    else:
         say(f"  {name}: time split of {len(compiled_builds)} builds ...")
         result["time_split"] = {}
         _time_splits(result, compiled_builds, model, x, split_runs)

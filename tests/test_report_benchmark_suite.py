@@ -50,7 +50,7 @@ def tiny_run(tmp_path_factory):
         suite_models.run_model(
             "mlp",
             0.9,
-            ["16x1"],
+            ["16x1", "1x1@0.5"],
             rounds=2,
             batch_s=0.002,
             model=mlp(batch=4, features=32, hidden=64),
@@ -113,8 +113,9 @@ def test_model_result_has_layers_and_matches_onnxruntime(tiny_run):
     assert result["errors"] == {}
     assert max(result["max_rel_err"].values()) < 1e-4
     baselines = {"ort", "tvm_dense"} | ({"openvino"} if OPENVINO else set())
-    assert set(result["latency_s"]) == baselines | {"sparse/16x1"}
-    assert set(result["max_rel_err"]) == baselines - {"ort"} | {"sparse/16x1"}
+    builds = {"sparse/16x1", "sparse/1x1@0.5"}
+    assert set(result["latency_s"]) == baselines | builds
+    assert set(result["max_rel_err"]) == baselines - {"ort"} | builds
     assert "time_split" not in result  # an MLP has no convs
     build = result["builds"]["sparse/16x1"]
     assert [r["name"] for r in build["layer_rows"]] == ["fc1.weight", "fc2.weight", "fc3.weight"]
@@ -185,6 +186,26 @@ def test_problems_are_listed():
     ]
 
 
+def test_other_models_get_their_time_by_operator_and_builds_their_own_sparsity(tiny_run):
+    data, folder, _ = tiny_run
+    result = data["models"][0]
+    assert result["errors"] == {}, result["errors"]
+    assert "time_split" not in result
+    assert set(result["op_split"]) == {"tvm_dense", "sparse/16x1", "sparse/1x1@0.5"}
+    build = result["builds"]["sparse/1x1@0.5"]
+    assert (build["pattern"], build["sparsity"]) == ("1x1", 0.5)
+    assert all(abs(row["sparsity"] - 0.5) < 0.02 for row in build["layer_rows"])
+    for label, split in result["op_split"].items():
+        groups = {g["group"]: g for g in split["groups"]}
+        assert sum(g["pct"] for g in groups.values()) == pytest.approx(100)
+        sparse_layers = result["builds"].get(label, {}).get("sparse_layers", 0)
+        assert groups.get("sparse layer", {"calls": 0})["calls"] == sparse_layers
+    md = (folder / "suite.md").read_text()
+    assert "| sparse-tvm, 50% 1x1 |" in md
+    section = md.split("### Where the time goes (by operator)")[1].split("###")[0]
+    assert section.count("| MLP") == 3
+
+
 def test_cnn_time_split_adds_up(tiny_run):
     data, folder, _ = tiny_run
     result = data["models"][1]
@@ -210,7 +231,7 @@ def test_cnn_time_split_adds_up(tiny_run):
     md = (folder / "suite.md").read_text()
     section = md.split("### Where the time goes")[1].split("###")[0]
     assert section.count("| MobileNet-v1") == 2
-    goals = md.split("### Goals (CNNs)")[1].split("###")[0]
+    goals = md.split("### Goals\n")[1].split("###")[0]
     assert goals.count("| MobileNet-v1") == 2 and "within 1.2x of onnxruntime" in goals
     assert ("vs OpenVINO" in md) == OPENVINO
 
@@ -282,7 +303,7 @@ def test_baseline_columns_follow_what_ran():
     data = {"config": {"kernel_rounds": 0, "model_rounds": 7}, "models": [model(both)]}
     data["machine"] = common.machine()
     md = suite_report.full_markdown(data)
-    assert "| ResNet-50 | DeepSparse, 90% 4x1 |" in md and "### Goals (CNNs)" in md
+    assert "| ResNet-50 | DeepSparse, 90% 4x1 |" in md and "### Goals" in md
     assert "### Kernels" not in md and "### Every kernel case" not in md
 
 
