@@ -22,6 +22,12 @@ from sparse_tvm.target.host_cpu import host_num_cores
 # otherwise: on a 2-core machine without SMT every kernel ran on one core. Use the cores this
 # process may run on, unless the user set TVM_NUM_THREADS (read when the pool first starts).
 os.environ.setdefault("TVM_NUM_THREADS", str(host_num_cores()))
+# TVM pins each worker thread of its pool to a core but leaves the calling thread free; the
+# scheduler then at times runs the caller on a worker's core, and every parallel kernel takes
+# as long as on one core, in phases lasting seconds (a 95 % sparse BERT-base layer on 2 cores:
+# 1.9 ms, then 3.7-4.4 ms for tens of seconds, in the same process). Unpinned, the same run
+# stayed at 1.85-2.2 ms: leave thread placement to the scheduler unless the user chose.
+os.environ.setdefault("TVM_BIND_THREADS", "0")
 
 import onnx
 

@@ -31,6 +31,10 @@ from tvm.runtime.vm import VirtualMachine
 LIBRARY = "model.so"
 METADATA = "metadata.json"
 
+# As sparse_tvm does (see its __init__): TVM's pool pins its workers but not the calling thread,
+# which then shares a worker's core in phases; the scheduler places unpinned threads better.
+os.environ.setdefault("TVM_BIND_THREADS", "0")
+
 
 def _extract(artefact: str, folder: str) -> dict:
     """Copy out the two members this needs, by name (boards' Pythons may lack tar filters)."""
