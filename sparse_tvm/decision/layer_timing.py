@@ -10,6 +10,7 @@ times layers while tuning (:func:`time_layer_on_board`).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,7 @@ import tvm
 from tvm import relax
 
 from sparse_tvm.analysis.layers import Layer, find_layers
+from sparse_tvm.decision.machine_load import ForeignLoad, quiet_moment
 from sparse_tvm.errors import CompileError
 from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.transform.dense_to_sparse import DenseToSparse, SparsePlan
@@ -29,6 +31,7 @@ _CACHE: dict[tuple, float] = {}
 class LayerTiming:
     dense_s: float
     sparse_s: float
+    quiet: bool | None = None  # timed in quiet moments (retime with a quiet budget)
 
     @property
     def speedup(self) -> float:
@@ -175,6 +178,7 @@ def retime(
     kernel_id: str = "default",
     rounds: int = 3,
     knobs: dict[str, int] | None = None,
+    quiet_budget_s: float = 0.0,
 ) -> LayerTiming:
     """Time the layer dense and sparse again, alternating for ``rounds`` rounds, and keep each
     one's fastest median, the first timings included.
@@ -182,6 +186,13 @@ def retime(
     Another process taking a core slows a 2-thread kernel 5-40x for as long as it runs: a
     timing that disagrees with the cost model is more often such a moment than the truth, and
     load only ever adds time, so the fastest of several alternated medians is the fair one.
+
+    With ``quiet_budget_s`` (the first timings were taken while other processes used the
+    cores), each round first waits for a quiet moment (:func:`quiet_moment`) and only rounds
+    the machine stayed quiet through count, the first timings not at all: under load a
+    one-thread kernel keeps its speed while a 2-thread one does not, so no minimum of loaded
+    timings compares them fairly. ``LayerTiming.quiet`` says whether such rounds were had
+    (None: not asked); without one, the alternated minima of the loaded rounds are kept.
     """
     target = str(backend.tvm_target)
     if kernel is None:
@@ -195,11 +206,28 @@ def retime(
         ),
     )
     best = [_CACHE.get(dense_key, float("inf")), _CACHE.get(sparse_key, float("inf"))]
-    for _ in range(rounds):
-        for index, timer in enumerate(timers):
-            best[index] = min(best[index], timer())
+    if quiet_budget_s <= 0:
+        for _ in range(rounds):
+            for index, timer in enumerate(timers):
+                best[index] = min(best[index], timer())
+        _CACHE[dense_key], _CACHE[sparse_key] = best
+        return LayerTiming(*best)
+    deadline = time.perf_counter() + quiet_budget_s
+    quiet, loaded = [float("inf")] * 2, [float("inf")] * 2
+    quiet_rounds = 0
+    while quiet_rounds < rounds:
+        calm = quiet_moment(deadline)
+        with ForeignLoad() as window:
+            seconds = [timer() for timer in timers]
+        kept = quiet if calm and not window.loaded else loaded
+        quiet_rounds += kept is quiet
+        for index, value in enumerate(seconds):
+            kept[index] = min(kept[index], value)
+        if time.perf_counter() >= deadline:
+            break
+    best = quiet if quiet_rounds else [min(a, b) for a, b in zip(best, loaded)]
     _CACHE[dense_key], _CACHE[sparse_key] = best
-    return LayerTiming(*best)
+    return LayerTiming(*best, quiet=quiet_rounds > 0)
 
 
 def time_layer_on_board(layer: Layer, tuned: list, backend, board) -> dict:
