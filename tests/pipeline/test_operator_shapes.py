@@ -5,27 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import tvm
 from tvm import relax
 
-from sparse_tvm.pipeline import cpu_pipeline
+from tests.pipeline.relax_run import run_relax
 
-TARGET = tvm.target.Target({"kind": "llvm", "num-cores": 2})
 op = relax.op
 
 
-def _run(fn, *arrays: np.ndarray):
-    bb = relax.BlockBuilder()
-    params = [
-        relax.Var(f"x{i}", relax.TensorType(a.shape, str(a.dtype))) for i, a in enumerate(arrays)
-    ]
-    with bb.function("main", params):
-        with bb.dataflow():
-            out = bb.emit_output(fn(*params))
-        bb.emit_func_output(out)
-    ex = tvm.compile(bb.get(), target=TARGET, relax_pipeline=cpu_pipeline(TARGET))
-    vm = relax.VirtualMachine(ex, tvm.cpu())
-    return vm["main"](*(tvm.runtime.tensor(a) for a in arrays))
+_run = run_relax
 
 
 X = np.random.default_rng(0).standard_normal((8, 16)).astype(np.float32)

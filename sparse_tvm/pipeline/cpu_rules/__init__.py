@@ -5,7 +5,8 @@ rule                 handles
 ===================  =========================================================
 ``Matmul``           dense / batched matmul (+ epilogue), weight pre-packing
 ``SpatialReduction`` conv2d, depthwise conv, pooling: tiled along the output rows
-``dl.cpu.Reduction`` softmax, layer norm, mean: rows in parallel (TVM dlight)
+``RowReduction``     softmax, layer norm over the last axis: vector partial sums per row
+``dl.cpu.Reduction`` other reductions (mean, short rows): rows in parallel (TVM dlight)
 ``Elementwise``      injective chains: fused, parallel, vectorized
 ``Fallback``         anything else: outer loops in parallel
 ===================  =========================================================
@@ -20,6 +21,7 @@ from tvm.target import Target
 from sparse_tvm.pipeline.cpu_rules.elementwise import Elementwise
 from sparse_tvm.pipeline.cpu_rules.fallback import Fallback
 from sparse_tvm.pipeline.cpu_rules.matmul import Matmul
+from sparse_tvm.pipeline.cpu_rules.row_reduction import RowReduction
 from sparse_tvm.pipeline.cpu_rules.spatial_reduction import SpatialReduction
 
 
@@ -29,10 +31,18 @@ def default_rules(target: Target) -> list[ScheduleRule]:
     return [
         Matmul(),
         SpatialReduction(),
+        RowReduction(),
         dl.cpu.Reduction(),
         Elementwise(),
         Fallback(),
     ]
 
 
-__all__ = ["Elementwise", "Fallback", "Matmul", "SpatialReduction", "default_rules"]
+__all__ = [
+    "Elementwise",
+    "Fallback",
+    "Matmul",
+    "RowReduction",
+    "SpatialReduction",
+    "default_rules",
+]

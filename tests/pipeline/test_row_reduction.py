@@ -1,0 +1,66 @@
+"""RowReduction: layer norm and softmax with vector partial sums, against numpy; the shapes it
+leaves to dlight's rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax, te, topi
+
+from sparse_tvm.pipeline.cpu_rules import RowReduction, default_rules
+from tests.pipeline.relax_run import run_relax
+
+AVX512 = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
+
+
+def _run(op, arrays: list[np.ndarray]) -> np.ndarray:
+    return run_relax(op, *arrays).numpy()
+
+
+@pytest.mark.parametrize("shape", [(1, 128, 384), (3, 7, 64), (5, 100), (2, 4, 8)])
+def test_layer_norm_matches_numpy(shape):
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(shape) * 3 + 1).astype(np.float32)
+    gamma = rng.standard_normal(shape[-1]).astype(np.float32)
+    beta = rng.standard_normal(shape[-1]).astype(np.float32)
+    got = _run(lambda a, g, b: relax.op.nn.layer_norm(a, g, b, axes=[-1]), [x, gamma, beta])
+    x64 = x.astype(np.float64)
+    mean, var = x64.mean(-1, keepdims=True), x64.var(-1, keepdims=True)
+    np.testing.assert_allclose(got, (x64 - mean) / np.sqrt(var + 1e-5) * gamma + beta,
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+
+
+@pytest.mark.parametrize("shape", [(1, 12, 128, 128), (4, 48), (6, 50)])
+def test_softmax_matches_numpy(shape):
+    x = (np.random.default_rng(1).standard_normal(shape) * 4).astype(np.float32)
+    x.reshape(-1, shape[-1])[0, 3:] = np.finfo(np.float32).min  # a masked row
+    got = _run(lambda a: relax.op.nn.softmax(a, axis=-1), [x])
+    e = np.exp(x.astype(np.float64) - x.max(-1, keepdims=True))
+    np.testing.assert_allclose(got, e / e.sum(-1, keepdims=True), rtol=2e-6, atol=1e-8)
+
+
+def _te(shape, build):
+    a = te.placeholder(shape, "float32", name="a")
+    return te.create_prim_func([a, build(a)])
+
+
+def test_the_rule_takes_last_axis_rows_of_whole_vectors():
+    rule = RowReduction()
+    sch = rule.apply(_te((1536, 128), lambda a: topi.nn.fast_softmax(a, -1)), AVX512, False)
+    assert sch is not None
+    script = sch.mod.script()
+    # the max and the sum: 16-lane partial results, read a vector at a time, folded after
+    for stage in ("T_softmax_maxelem", "T_softmax_expsum"):
+        assert f'T.sblock("{stage}_rf_update")' in script and f'T.sblock("{stage}")' in script
+    assert script.count("T.vectorized(16)") >= 5 and script.count("T.parallel(1536)") == 5
+    # rows of 50 (no multiple of 16) and of 16 (one vector: nothing to split) are not its own
+    assert rule.apply(_te((8, 50), lambda a: topi.nn.softmax(a, -1)), AVX512, False) is None
+    assert rule.apply(_te((8, 16), lambda a: topi.nn.softmax(a, -1)), AVX512, False) is None
+    # nor an elementwise function
+    assert rule.apply(_te((8, 64), lambda a: topi.exp(a)), AVX512, False) is None
+
+
+def test_rule_order():
+    names = [type(rule).__name__ for rule in default_rules(AVX512)]
+    assert names.index("RowReduction") < names.index("Reduction")
