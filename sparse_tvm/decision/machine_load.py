@@ -18,8 +18,9 @@ import psutil
 # Other processes using more than this many cores (on average over a window) make it a loaded
 # window: its timings are not kept where a quiet one can be had.
 LOADED_CORES = 0.25
-# The probe window of quiet_moment (the kernel counts CPU time in 10 ms ticks: shorter windows
-# would see 0 or a whole tick).
+# The probe window of quiet_moment, and the shortest window ForeignLoad reads at all: the kernel
+# counts CPU time in 10 ms ticks, so a window of a few ms sees 0 or a whole tick (a window of
+# 1 ms around two cached timings read "11.7 cores").
 PROBE_S = 0.1
 
 
@@ -36,7 +37,8 @@ def _own_s() -> float:
 
 class ForeignLoad:
     """Cores used by *other* processes while the ``with`` block runs (0: the machine was
-    quiet); ``cores`` is None where the system does not tell."""
+    quiet); ``cores`` is None where the system does not tell or the block took less than
+    :data:`PROBE_S` (too short for the kernel's 10 ms accounting)."""
 
     def __init__(self) -> None:
         self.cores: float | None = None
@@ -57,9 +59,9 @@ class ForeignLoad:
         except (OSError, psutil.Error):
             return
         elapsed = wall - self._start[2]
-        if elapsed > 0:
+        if elapsed >= PROBE_S:  # shorter: unknown (see PROBE_S)
             foreign = (busy - self._start[0]) - (own - self._start[1])
-            self.cores = max(0.0, foreign / elapsed)
+            self.cores = min(max(0.0, foreign / elapsed), float(psutil.cpu_count() or 1))
 
     @property
     def loaded(self) -> bool:

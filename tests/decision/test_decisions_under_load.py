@@ -81,6 +81,13 @@ def test_foreign_load_sees_another_process(busy_core):
     assert quiet_moment(time.perf_counter() + 5.0)  # the idle half of its duty cycle
 
 
+def test_a_window_too_short_for_the_kernels_accounting_reads_nothing(busy_core):
+    for _ in range(50):  # a few us each: 0 or a whole 10 ms tick would be "many cores"
+        with ForeignLoad() as load:
+            pass
+        assert load.cores is None and not load.loaded
+
+
 def test_formats_are_the_same_on_a_loaded_machine(monkeypatch, busy_core):
     loaded = _formats(monkeypatch)
     busy_core.kill()
