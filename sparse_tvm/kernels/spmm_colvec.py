@@ -30,6 +30,15 @@ panel's blocks into its Y row (zeros before the first panel, bias and ReLU after
 so the panel's ``panel * c x MV`` slab of X stays in L1 while the chunk's Y rows (at most
 ~256 KiB) stay in L2. The parallel space is then ``(batch, row chunk)``, m tiles inside, so
 a shifted last m tile never races its neighbour's partial sums.
+
+**Each thread's data on its core** (panelled kernels): the thread that computed a chunk's
+rows transposes them into Y, and with layout ``"MK"`` each thread (one per core, a
+contiguous share of the chunks) transposes all of X into a copy of its own. Separate parallel
+transposes split their work another way than the chunks, so each thread read half of XT and
+half of YT from the other core's cache: on the 2-vCPU VM these numbers come from, whose cores
+share an L3 only part of the time, a BERT FFN layer ran 1.6-1.8x and a 384x384 one 2.3x
+slower while they did not (same run, kernel alone: 3072x768 597 -> 609 us sharing, 1076 ->
+671 us not; 384x384 62 -> 44 / 160 -> 69 us).
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ from tvm.script import tirx as T
 
 from ..formats.panels import panel_count
 from .spmm import SpmmSpec
-from .transpose import transpose_macro
+from .transpose import transpose_macro, transpose_rows_macro
 
 
 @dataclass(frozen=True)
@@ -203,6 +212,7 @@ def colvec_body(spec: SpmmSpec, knobs: ColvecKnobs | None = None):
                 store(YT, ybase, acc, B, rr, row, m0, last)
 
     transpose = transpose_macro(spec.lanes)
+    transpose_rows = transpose_rows_macro(spec.lanes)
 
     @T.macro
     def parallel_tiles(XT, YT, data, indices, indptr, B):
@@ -222,48 +232,81 @@ def colvec_body(spec: SpmmSpec, knobs: ColvecKnobs | None = None):
                     )  # fmt: skip
 
     @T.macro
-    def chunk_panel(XT, YT, data, indices, indptr, B, bt, br0, m0, q, first, last):
+    def chunk_panel(XT, xbase, YT, ybase, data, indices, indptr, B, br0, m0, q, first, last):
         """Every block row of the chunk from ``br0``, K panel ``q``, m tile at ``m0``."""
         for i in range(T.min(chunk_rows, nbr - br0)):
             for p in range(passes):
                 tile(
-                    XT, bt * k * m, YT, bt * n * m, data, indices, indptr, B,
+                    XT, xbase, YT, ybase, data, indices, indptr, B,
                     br0 + i, m0, p, q, first, last,
                 )  # fmt: skip
 
     @T.macro
-    def parallel_panels(XT, YT, data, indices, indptr, B):
-        # (batch, row chunk) in parallel; m tiles, then K panels, then block rows inside. The
-        # loops start at 0 (TVM 0.27 lowered `range(1, 2)` with the loop variable as 0).
+    def chunk_all_panels(XT, xbase, YT, ybase, data, indices, indptr, B, Yf, br0):
+        """Chunk ``br0`` whole: m tiles, then K panels, then block rows; a packed output
+        (batch 1) transposed into Yf by the thread that computed it. The loops start at 0
+        (TVM 0.27 lowered `range(1, 2)` with the loop variable as 0)."""
+        for mt in range(ntile):
+            m0 = T.meta_var(T.min(mt * MV, m - MV))
+            chunk_panel(XT, xbase, YT, ybase, data, indices, indptr, B, br0, m0, 0, True, False)
+            for q in range(npanels - 2):
+                chunk_panel(
+                    XT, xbase, YT, ybase, data, indices, indptr, B, br0, m0, q + 1, False, False
+                )  # fmt: skip
+            chunk_panel(
+                XT, xbase, YT, ybase, data, indices, indptr, B, br0, m0, npanels - 1, False, True
+            )  # fmt: skip
+        if packed_out:
+            transpose_rows(YT, Yf, br0 * r, T.min(chunk_rows * r, n - br0 * r), n, m, 0)
+
+    @T.macro
+    def parallel_panels(XT, YT, data, indices, indptr, B, Yf):
+        # (batch, row chunk) in parallel. A packed output is transposed chunk by chunk by the
+        # thread that computed it: a separate parallel transpose splits the work by m and
+        # reads half of YT from the other core's cache (1.7x slower when the two cores share
+        # no L3).
         for it in T.parallel(batch * chunks):
             bt = T.meta_var(it // chunks)
-            br0 = T.meta_var(it % chunks * chunk_rows)
-            for mt in range(ntile):
-                m0 = T.meta_var(T.min(mt * MV, m - MV))
-                chunk_panel(XT, YT, data, indices, indptr, B, bt, br0, m0, 0, True, False)
-                for q in range(npanels - 2):
-                    chunk_panel(
-                        XT, YT, data, indices, indptr, B, bt, br0, m0, q + 1, False, False
-                    )  # fmt: skip
-                chunk_panel(
-                    XT, YT, data, indices, indptr, B, bt, br0, m0, npanels - 1, False, True
-                )  # fmt: skip
+            chunk_all_panels(XT, bt * k * m, YT, bt * n * m, data, indices, indptr, B, Yf,
+                             it % chunks * chunk_rows)  # fmt: skip
 
-    tiles = parallel_panels if npanels > 1 else parallel_tiles
+    # Packed input with panels: one thread per core, each transposing all of X into a copy of
+    # its own and taking a contiguous share of the row chunks. Every thread reads all of XT:
+    # one shared XT, written half by each thread, had each read half from the other core's
+    # cache (3072x768 at m = 128: 650 us when the cores share an L3, 800 when they do not).
+    per_core = -(-chunks // spec.cores)
+
+    @T.macro
+    def parallel_panels_own_x(Xf, XTs, YT, data, indices, indptr, B, Yf):
+        for t in T.parallel(spec.cores):
+            transpose_rows(Xf, XTs, 0, m, m, k, t * k * m)
+            for c in range(T.max(0, T.min(per_core, chunks - t * per_core))):
+                chunk_all_panels(XTs, t * k * m, YT, 0, data, indices, indptr, B, Yf,
+                                 (t * per_core + c) * chunk_rows)  # fmt: skip
 
     @T.macro
     def body(Xf, data, indices, indptr, B, Yf):
-        if packed_in:
+        if npanels > 1:
+            if packed_in:
+                XTs = T.alloc_buffer((spec.cores * k * m,), "float32")
+                YT = T.alloc_buffer((n * m,), "float32")
+                parallel_panels_own_x(Xf, XTs, YT, data, indices, indptr, B, Yf)
+            elif packed_out:
+                YT = T.alloc_buffer((n * m,), "float32")
+                parallel_panels(Xf, YT, data, indices, indptr, B, Yf)
+            else:
+                parallel_panels(Xf, Yf, data, indices, indptr, B, Yf)
+        elif packed_in:
             XT = T.alloc_buffer((k * m,), "float32")
             YT = T.alloc_buffer((n * m,), "float32")
             transpose(Xf, XT, m, k)
-            tiles(XT, YT, data, indices, indptr, B)
+            parallel_tiles(XT, YT, data, indices, indptr, B)
             transpose(YT, Yf, n, m)
         elif packed_out:
             YT = T.alloc_buffer((n * m,), "float32")
-            tiles(Xf, YT, data, indices, indptr, B)
+            parallel_tiles(Xf, YT, data, indices, indptr, B)
             transpose(YT, Yf, n, m)
         else:
-            tiles(Xf, Yf, data, indices, indptr, B)
+            parallel_tiles(Xf, Yf, data, indices, indptr, B)
 
     return body

@@ -24,6 +24,7 @@ __all__ = [
     "tile_size",
     "transpose_kernel",
     "transpose_macro",
+    "transpose_rows_macro",
 ]
 
 
@@ -94,6 +95,36 @@ def transpose_macro(lanes: int):
                         ]
 
     return transpose
+
+
+def transpose_rows_macro(lanes: int):
+    """A TVMScript macro ``transpose_rows(src, dst, row0, count, rows, cols, base)``: rows
+    ``row0 : row0 + count`` of ``src`` (flat ``rows x cols``) become columns ``row0 : row0 +
+    count`` of ``dst`` (flat ``cols x rows`` from element ``base``); ``rows`` and ``cols`` are
+    Python ints, ``row0``, ``count`` and ``base`` may be expressions. Serial: a parallel kernel calls it for the rows one
+    thread computed, so the transpose reads what that thread's cache holds and no other core's
+    (full tiles vectorised, the edges scalar)."""
+    t = tile_size(lanes)
+
+    @T.macro
+    def transpose_rows(src, dst, row0, count, rows, cols, base):
+        full_c = T.meta_var(cols // t)
+        for tr in range(count // t):
+            for tc in range(full_c):
+                emit_tile_transpose(src, (row0 + tr * t) * cols + tc * t, cols, dst,
+                                    base + tc * t * rows + row0 + tr * t, rows, t)  # fmt: skip
+            for cc in range(cols - full_c * t):
+                for rr in T.unroll(t):
+                    dst[base + (full_c * t + cc) * rows + row0 + tr * t + rr] = src[
+                        (row0 + tr * t + rr) * cols + full_c * t + cc
+                    ]
+        for rr in range(count % t):
+            for cc in range(cols):
+                dst[base + cc * rows + row0 + count // t * t + rr] = src[
+                    (row0 + count // t * t + rr) * cols + cc
+                ]
+
+    return transpose_rows
 
 
 def transpose_kernel(rows: int, cols: int, lanes: int = 16) -> tvm.tirx.PrimFunc:

@@ -306,3 +306,18 @@ def test_rejects_bad_arguments():
         spmm_kernel(bw, 4, x_layout="KM_MK", batch=2)
     with pytest.raises(InputShapeError, match="output is empty"):  # a model input too small
         spmm_kernel(bw, 0)
+
+
+@pytest.mark.parametrize(("n", "k"), [(3072, 768), (384, 384)])
+def test_panelled_kernel_keeps_each_threads_data_on_its_core(n, k):
+    # one parallel loop (no separate parallel transposes of X or Y): each thread transposes
+    # all of X into its own copy and its own rows of Y back, so no thread reads what another
+    # wrote in the call (a BERT FFN layer 1.6-1.8x, a 384x384 one 2.3x slower when the two
+    # cores shared no cache)
+    bw = BlockSparseWeight.from_dense(
+        random_block_sparse(np.random.default_rng(0), n, k, (1, 1), 0.9), (1, 1)
+    )
+    assert kernel_knobs(bw, 128, target=TARGET)[1].panel > 0
+    script = spmm_kernel(bw, 128, target=TARGET).script()
+    assert script.count("T.parallel(") == 1
+    assert "T.parallel(2)" in script

@@ -7,8 +7,9 @@ import pytest
 import tvm
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tvm.script import tirx as T
 
-from sparse_tvm.kernels.transpose import tile_size, transpose_kernel
+from sparse_tvm.kernels.transpose import tile_size, transpose_kernel, transpose_rows_macro
 
 TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
 
@@ -49,3 +50,44 @@ def test_tiles_are_shuffled_in_vectors():
 @pytest.mark.parametrize(("lanes", "tile"), [(2, 4), (4, 4), (8, 8), (16, 16), (32, 16)])
 def test_tile_size(lanes, tile):
     assert tile_size(lanes) == tile
+
+
+def rows_kernel(rows: int, cols: int, row0: int, count: int, base: int, lanes: int):
+    """``B`` (flat, ``base`` + ``cols x rows``) gets rows ``row0 : row0 + count`` of ``A`` (flat
+    ``rows x cols``) as its columns, from element ``base`` on."""
+    transpose_rows = transpose_rows_macro(lanes)
+
+    @T.prim_func
+    def kernel(
+        A: T.Buffer((rows * cols,), "float32"), B: T.Buffer((base + cols * rows,), "float32")
+    ):
+        T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
+        transpose_rows(A, B, row0, count, rows, cols, base)
+
+    return kernel
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    rows=st.integers(1, 70),
+    cols=st.integers(1, 40),
+    lanes=st.sampled_from([4, 16]),
+    base=st.sampled_from([0, 5, 64]),
+    data=st.data(),
+)
+def test_transpose_rows_writes_only_its_rows(rows, cols, lanes, base, data):
+    """The rows one thread of a kernel computed, transposed into their columns of the output
+    (at an offset: a thread's own copy): whole tiles and ragged edges right, the rest of the
+    output untouched."""
+    row0 = data.draw(st.integers(0, rows - 1))
+    count = data.draw(st.integers(0, rows - row0))
+    a = np.random.default_rng(rows * cols).standard_normal((rows, cols)).astype(np.float32)
+    rt = tvm.compile(rows_kernel(rows, cols, row0, count, base, lanes), TARGET).jit()
+    out = tvm.runtime.tensor(np.full(base + rows * cols, np.nan, np.float32))
+    rt["main"](tvm.runtime.tensor(a.ravel()), out)
+    got = out.numpy()
+    assert np.isnan(got[:base]).all()
+    got = got[base:].reshape(cols, rows)
+    want = np.full((cols, rows), np.nan, np.float32)
+    want[:, row0 : row0 + count] = a[row0 : row0 + count].T
+    np.testing.assert_array_equal(got, want)
