@@ -56,6 +56,8 @@ import onnxruntime as ort  # noqa: E402
 import scipy  # noqa: E402
 import tvm  # noqa: E402
 
+import placement  # noqa: E402  (benchmarks/placement.py)
+
 RESULTS = ROOT / "benchmarks" / "results"
 
 
@@ -457,6 +459,13 @@ class Timing:
     number: int
     note: str = ""
     samples_s: list[float] = field(default_factory=list)
+    # each round's core placement (benchmarks/placement.py): near / far / mixed / unknown
+    placements: list[str] = field(default_factory=list)
+
+    def median_in(self, where: str) -> float | None:
+        """The median of the rounds timed in placement ``where`` (None: no such round)."""
+        values = [s for s, p in zip(self.samples_s, self.placements) if p == where]
+        return float(np.median(values)) if values else None
 
     def to_dict(self) -> dict:
         return {
@@ -467,6 +476,9 @@ class Timing:
             "number": self.number,
             "how": self.note,
             "samples_s": self.samples_s,
+            "placements": self.placements,
+            "median_near_s": self.median_in("near"),
+            "median_far_s": self.median_in("far"),
         }
 
 
@@ -514,13 +526,17 @@ SETTLE_S = 0.15
 
 
 def measure(runners: list[Runner], rounds: int, batch_s: float = 0.05) -> dict[str, Timing]:
-    """Interleaved timing of ``runners``: ``rounds`` rounds, each runner once per round."""
+    """Interleaved timing of ``runners``: ``rounds`` rounds, each runner once per round, each
+    batch with the core placement it ran in (probed before and after it)."""
     numbers = {r.name: choose_number(r, batch_s) for r in runners}
     samples: dict[str, list[float]] = {r.name: [] for r in runners}
+    where: dict[str, list[str]] = {r.name: [] for r in runners}
     for _ in range(rounds):
         for runner in runners:
             time.sleep(SETTLE_S)
+            before = placement.core_to_core_ns()
             samples[runner.name].append(_time_batch(runner, numbers[runner.name]))
+            where[runner.name].append(placement.placement(before, placement.core_to_core_ns()))
     out = {}
     for runner in runners:
         values = np.array(samples[runner.name])
@@ -533,6 +549,7 @@ def measure(runners: list[Runner], rounds: int, batch_s: float = 0.05) -> dict[s
             numbers[runner.name],
             runner.note,
             [float(v) for v in values],
+            where[runner.name],
         )
     return out
 
