@@ -23,6 +23,7 @@ __all__ = [
     "emit_vectors_transpose",
     "tile_size",
     "transpose_kernel",
+    "transpose_block_macro",
     "transpose_macro",
     "transpose_rows_macro",
 ]
@@ -97,32 +98,44 @@ def transpose_macro(lanes: int):
     return transpose
 
 
-def transpose_rows_macro(lanes: int):
-    """A TVMScript macro ``transpose_rows(src, dst, row0, count, rows, cols, base)``: rows
-    ``row0 : row0 + count`` of ``src`` (flat ``rows x cols``) become columns ``row0 : row0 +
-    count`` of ``dst`` (flat ``cols x rows`` from element ``base``); ``rows`` and ``cols`` are
-    Python ints, ``row0``, ``count`` and ``base`` may be expressions. Serial: a parallel kernel calls it for the rows one
-    thread computed, so the transpose reads what that thread's cache holds and no other core's
-    (full tiles vectorised, the edges scalar)."""
+def transpose_block_macro(lanes: int):
+    """A TVMScript macro ``transpose_block(src, dst, row0, nrows, col0, ncols, rows, cols,
+    base)``: the block ``row0 : row0 + nrows`` x ``col0 : col0 + ncols`` of ``src`` (flat
+    ``rows x cols``) goes transposed to ``dst`` (flat ``cols x rows`` from element ``base``);
+    ``rows`` and ``cols`` are Python ints, the rest may be expressions. Serial: a parallel
+    kernel calls it for the part one thread computed, so the transpose reads what that
+    thread's cache holds and no other core's (full tiles vectorised, the edges scalar)."""
     t = tile_size(lanes)
 
     @T.macro
-    def transpose_rows(src, dst, row0, count, rows, cols, base):
-        full_c = T.meta_var(cols // t)
-        for tr in range(count // t):
-            for tc in range(full_c):
-                emit_tile_transpose(src, (row0 + tr * t) * cols + tc * t, cols, dst,
-                                    base + tc * t * rows + row0 + tr * t, rows, t)  # fmt: skip
-            for cc in range(cols - full_c * t):
+    def transpose_block(src, dst, row0, nrows, col0, ncols, rows, cols, base):
+        for tr in range(nrows // t):
+            r0 = T.meta_var(row0 + tr * t)
+            for tc in range(ncols // t):
+                emit_tile_transpose(src, r0 * cols + col0 + tc * t, cols, dst,
+                                    base + (col0 + tc * t) * rows + r0, rows, t)  # fmt: skip
+            for cc in range(ncols % t):
+                c = T.meta_var(col0 + ncols // t * t + cc)
                 for rr in T.unroll(t):
-                    dst[base + (full_c * t + cc) * rows + row0 + tr * t + rr] = src[
-                        (row0 + tr * t + rr) * cols + full_c * t + cc
-                    ]
-        for rr in range(count % t):
-            for cc in range(cols):
-                dst[base + cc * rows + row0 + count // t * t + rr] = src[
-                    (row0 + count // t * t + rr) * cols + cc
-                ]
+                    dst[base + c * rows + r0 + rr] = src[(r0 + rr) * cols + c]
+        for rr in range(nrows % t):
+            r = T.meta_var(row0 + nrows // t * t + rr)
+            for cc in range(ncols):
+                dst[base + (col0 + cc) * rows + r] = src[r * cols + col0 + cc]
+
+    return transpose_block
+
+
+def transpose_rows_macro(lanes: int):
+    """A TVMScript macro ``transpose_rows(src, dst, row0, count, rows, cols, base)``: rows
+    ``row0 : row0 + count`` of ``src`` (flat ``rows x cols``) become columns ``row0 : row0 +
+    count`` of ``dst`` (flat ``cols x rows`` from element ``base``): the
+    :func:`transpose_block_macro` of whole rows."""
+    transpose_block = transpose_block_macro(lanes)
+
+    @T.macro
+    def transpose_rows(src, dst, row0, count, rows, cols, base):
+        transpose_block(src, dst, row0, count, 0, cols, rows, cols, base)
 
     return transpose_rows
 

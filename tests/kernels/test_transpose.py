@@ -9,7 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tvm.script import tirx as T
 
-from sparse_tvm.kernels.transpose import tile_size, transpose_kernel, transpose_rows_macro
+from sparse_tvm.kernels.transpose import (
+    tile_size,
+    transpose_block_macro,
+    transpose_kernel,
+    transpose_rows_macro,
+)
 
 TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
 
@@ -91,3 +96,35 @@ def test_transpose_rows_writes_only_its_rows(rows, cols, lanes, base, data):
     want = np.full((cols, rows), np.nan, np.float32)
     want[:, row0 : row0 + count] = a[row0 : row0 + count].T
     np.testing.assert_array_equal(got, want)
+
+
+def block_kernel(rows, cols, row0, nrows, col0, ncols, lanes):
+    transpose_block = transpose_block_macro(lanes)
+
+    @T.prim_func
+    def kernel(A: T.Buffer((rows * cols,), "float32"), B: T.Buffer((cols * rows,), "float32")):
+        T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
+        transpose_block(A, B, row0, nrows, col0, ncols, rows, cols, 0)
+
+    return kernel
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    rows=st.integers(1, 50), cols=st.integers(1, 50), lanes=st.sampled_from([4, 16]), data=st.data()
+)
+def test_transpose_block_writes_only_its_block(rows, cols, lanes, data):
+    """One thread's tile of a kernel's output (rows and columns off the tile grid) transposed;
+    the rest of the output untouched."""
+    row0 = data.draw(st.integers(0, rows - 1))
+    nrows = data.draw(st.integers(0, rows - row0))
+    col0 = data.draw(st.integers(0, cols - 1))
+    ncols = data.draw(st.integers(0, cols - col0))
+    a = np.random.default_rng(rows + cols).standard_normal((rows, cols)).astype(np.float32)
+    kernel = block_kernel(rows, cols, row0, nrows, col0, ncols, lanes)
+    rt = tvm.compile(kernel, TARGET).jit()
+    out = tvm.runtime.tensor(np.full(rows * cols, np.nan, np.float32))
+    rt["main"](tvm.runtime.tensor(a.ravel()), out)
+    want = np.full((cols, rows), np.nan, np.float32)
+    want[col0 : col0 + ncols, row0 : row0 + nrows] = a[row0 : row0 + nrows, col0 : col0 + ncols].T
+    np.testing.assert_array_equal(out.numpy().reshape(cols, rows), want)
