@@ -417,6 +417,26 @@ def problems(data: dict) -> list[str]:
     return out
 
 
+def placement_line(data: dict) -> list[str]:
+    """How the timed rounds of the models and kernels split by core placement (the two cores
+    sharing an L3 or not, ``benchmarks/placement.py``), where the run recorded it."""
+    counts: dict[str, int] = {}
+    for entry in [*data.get("models", []), *data.get("kernels", [])]:
+        for timing in (entry.get("timing") or {}).values():
+            for where in timing.get("placements") or []:
+                counts[where] = counts.get(where, 0) + 1
+    total = sum(counts.values())
+    if not total:
+        return []
+    shares = ", ".join(f"{counts[w] / total:.0%} {w}" for w in sorted(counts, key=counts.get)[::-1])
+    return [
+        f"Core placement of the {total} timed batches (the two cores sharing an L3 or not, "
+        f"`benchmarks/placement.py`; 2-thread runs are ~2x slower far): {shares}. Each "
+        "timing's rounds and their placements are in `suite.json`.",
+        "",
+    ]
+
+
 def markdown(data: dict, headline_sparsity: float = 0.9) -> str:
     """The suite's report: machine, whole models, kernels at the headline sparsity, all
     kernel cases."""
@@ -432,6 +452,7 @@ def markdown(data: dict, headline_sparsity: float = 0.9) -> str:
         "faster. Weights are pruned by block magnitude; `bytes` / `weight bytes` = stored "
         "sparse weights / dense weights.",
         "",
+        *placement_line(data),
         "### Whole models",
         "",
         *model_notes(data.get("models", [])),

@@ -147,6 +147,15 @@ def test_json_and_markdown_carry_the_measured_numbers(tiny_run):
     headline = md.split("### Kernels at 90%")[1].split("###")[0]
     assert headline.count("| tiny.") == 2  # only the 90 % cases
     assert f"{data['machine']['cores']} cores" in md and "same run" in md
+    # every timed batch's core placement, counted in the report
+    placements = [
+        where
+        for entry in [*data["models"], *data["kernels"]]
+        for timing in entry["timing"].values()
+        for where in timing["placements"]
+    ]
+    assert placements and set(placements) <= {"near", "far", "mixed", "unknown"}
+    assert f"Core placement of the {len(placements)} timed batches" in md
     page = (folder / suite_report.report_html("mlp")).read_text(encoding="utf-8")
     assert page.count('<img class="pattern"') == 3
     assert "fc2.weight" in page.replace("<wbr>", "")  # names may break at their dots
