@@ -11,7 +11,8 @@ import tvm
 
 from sparse_tvm.backends.library import LibraryBackend
 from sparse_tvm.errors import TargetError
-from sparse_tvm.kernels.spmm import kernel_knobs
+from sparse_tvm.kernels.spmm import kernel_knobs, spmm_spec
+from sparse_tvm.kernels.spmm_colvec import row_split_knobs
 from sparse_tvm.pipeline import cpu_pipeline
 from sparse_tvm.transform.channels_last import to_channels_last
 from sparse_tvm.transform.dense_to_sparse import kernel_options
@@ -49,10 +50,22 @@ class CPUBackend(LibraryBackend):
 
         A column-vector kernel with K panels (the default for CSR, see
         :mod:`sparse_tvm.kernels.spmm_colvec`) has no loop order of its own; its variants are
-        the unpanelled kernel in both orders."""
+        the unpanelled kernel in both orders. A small CSR weight's default kernel splits the m
+        columns between the cores (``split``); its variants are the row-split kernels, with and
+        without K panels."""
         strategy, knobs = kernel_knobs(
             weight, layer.m, **kernel_options(layer), target=self.tvm_target
         )
+        if strategy == "colvec" and knobs.split:
+            # the m-split kernel's gain is in the model too (its neighbours find their rows
+            # in their own core's cache), which a layer timed alone does not show: its
+            # variants are the row-split kernels, kept where faster alone by VARIANT_MARGIN
+            rows = spmm_spec(weight, layer.m, **kernel_options(layer), target=self.tvm_target)
+            row = row_split_knobs(rows)
+            variants = [{"split": 0, "MV": row.MV, "panel": row.panel}]
+            if row.panel > 0:
+                variants.append({"split": 0, "MV": row.MV, "panel": 0})
+            return variants
         if strategy == "colvec" and knobs.panel > 0:
             return [{"panel": 0}, {"panel": 0, "order": 1}]
         return [{"order": 1}]

@@ -60,6 +60,11 @@ RECHECK_ESTIMATE = 1.5
 # the default kernel's schedule variants (backend.schedule_variants) are timed only for
 # layers at least this slow: below it a build per variant costs more than it can win
 VARIANT_MIN_S = 20e-6
+# A variant replaces the default kernel only when faster alone by this margin: the default is
+# chosen for how it runs among its neighbours too (e.g. the m-split CSR kernel leaves its rows
+# of Y in the core that reads them next), which a layer timed alone does not show, and a tie
+# must not flip kernels between builds.
+VARIANT_MARGIN = 1.05
 # A layer with a measured twin (same op, shapes and epilogue, same candidate format, zero
 # fractions within TWIN_TOLERANCE) takes the twin's decision without being timed, where the
 # twin's measurement was clear: sparse at least TWIN_MARGIN faster than dense, or dense at
@@ -359,7 +364,7 @@ def _fastest_variant(decision: LayerDecision, backend) -> None:
     fastest in ``decision.knobs`` (None: the default's own knobs)."""
     for knobs in backend.schedule_variants(decision.layer, decision.weight):
         seconds = time_sparse(decision.layer, decision.weight, backend, knobs=knobs)
-        if seconds < decision.sparse_s:
+        if seconds * VARIANT_MARGIN < decision.sparse_s:
             decision.sparse_s, decision.knobs = seconds, knobs
 
 

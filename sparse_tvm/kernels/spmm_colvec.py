@@ -39,6 +39,12 @@ half of YT from the other core's cache: on the 2-vCPU VM these numbers come from
 share an L3 only part of the time, a BERT FFN layer ran 1.6-1.8x and a 384x384 one 2.3x
 slower while they did not (same run, kernel alone: 3072x768 597 -> 609 us sharing, 1076 ->
 671 us not; 384x384 62 -> 44 / 160 -> 69 us).
+
+**Cores splitting the columns** (knob ``split``, the default for a CSR weight of at most
+:data:`SPLIT_WEIGHT_BYTES` in a packed layout): each core takes a contiguous part of the m
+columns (tokens) of every row, in copies of XT and YT of its own, and writes its own rows of
+Y, the rows the next row-split kernel of a transformer (layer norm, GELU, residual add) reads
+on that core.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ from tvm.script import tirx as T
 
 from ..formats.panels import panel_count
 from .spmm import SpmmSpec
-from .transpose import transpose_macro, transpose_rows_macro
+from .transpose import transpose_block_macro, transpose_macro, transpose_rows_macro
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,8 @@ class ColvecKnobs:
     width), ``order`` 0 = block rows innermost in the parallel space, 1 = m tiles innermost;
     ``unroll`` = unroll factor of the loop over the nonzero blocks of a block row;
     ``panel`` = block columns per K panel (0: no panels; see the module doc; ``order`` is
-    then unused).
+    then unused); ``split`` = 1: the cores split the ``m`` columns instead of the rows (packed
+    layouts, batch 1, at least two ``MV`` tiles; see :func:`split_knobs`).
     """
 
     RP: int
@@ -68,6 +75,7 @@ class ColvecKnobs:
     order: int = 0
     unroll: int = 1
     panel: int = 0
+    split: int = 0
 
 
 # The X slab one K panel keeps in L1 (panel * c rows of MV floats): 48 KiB measured fastest on
@@ -108,10 +116,51 @@ def default_panel(spec: SpmmSpec, mv: int) -> int:
     return max(1, rows // spec.c)
 
 
-def default_colvec_knobs(spec: SpmmSpec) -> ColvecKnobs:
-    """The hand-picked knobs: the default schedule without tuning records."""
+# The stored weight (float32 values + int32 indices) up to which a CSR layer's cores split the
+# m columns by default (:func:`split_knobs`): each core then reads the whole weight, which
+# stays in its L2 (1 MiB on Zen 4, 1-2 MiB on Xeons). MiniLM-L6 at 90 % 1x1 (weights of
+# 118-472 KiB) in the model, same run: sparse layers 3.48 -> 3.27 ms a run and layer norms
+# 214 -> 158 us with the cores sharing an L3, 7.2 -> 5.0 ms and 726 -> 353 us without; the
+# BERT-base layer (1.9 MiB FFN weights) 2.55 -> 2.69 ms / 4.30 -> 4.02 ms: kept row-split.
+SPLIT_WEIGHT_BYTES = 1 << 20
+
+
+def row_split_knobs(spec: SpmmSpec) -> ColvecKnobs:
+    """The kernel whose cores split the block rows: register tiles of the widest ``MV``,
+    K panels where X's tile outgrows L1."""
     rp, mv = colvec_tiles(spec)
     return ColvecKnobs(RP=rp, MV=mv, panel=default_panel(spec, mv))
+
+
+def default_colvec_knobs(spec: SpmmSpec) -> ColvecKnobs:
+    """The hand-picked knobs: the default schedule without tuning records. A CSR weight of
+    at most :data:`SPLIT_WEIGHT_BYTES` in a packed layout splits the m columns between the
+    cores (:func:`split_knobs`), else the cores split the rows."""
+    split = split_knobs(spec) if spec.r == 1 else None
+    if split is not None and spec.n_data_blocks * spec.c * 8 <= SPLIT_WEIGHT_BYTES:
+        return split
+    return row_split_knobs(spec)
+
+
+def split_knobs(spec: SpmmSpec) -> ColvecKnobs | None:
+    """Knobs of the kernel whose cores split the ``m`` columns (tokens), or None where a core
+    would get less than a vector of them or the layout is not a packed one of batch 1.
+
+    Each core transposes its own tokens' rows of X into a copy of XT of its own, multiplies
+    them by the whole weight into a copy of YT of its own and transposes them back into its
+    own rows of Y: the layer reads only the rows of X the core's share of the previous
+    row-split kernel (a layer norm, an element-wise op) wrote, and leaves its rows of Y where
+    the next one reads them.
+    """
+    if spec.batch != 1 or spec.x_layout not in ("MK", "KM_MK") or spec.cores < 2:
+        return None
+    per_core = spec.m // spec.cores
+    if per_core < spec.lanes:
+        return None
+    rp, _ = colvec_tiles(spec)
+    vectors = max(1, min(8, 255 // (rp * spec.lanes), per_core // spec.lanes))
+    mv = spec.lanes * (1 << (vectors.bit_length() - 1))
+    return ColvecKnobs(RP=rp, MV=mv, panel=default_panel(spec, mv), split=1)
 
 
 def panels_of(spec: SpmmSpec, knobs: ColvecKnobs) -> int:
@@ -142,7 +191,15 @@ def colvec_body(spec: SpmmSpec, knobs: ColvecKnobs | None = None):
         raise ValueError("layout 'DIRECT' reads its blocks by element offset: no K panels")
     # row chunks: at least one per core and each chunk's Y rows within PANEL_CHUNK_BYTES
     per_chunk = max(1, PANEL_CHUNK_BYTES // (4 * r * MV))
-    chunks = max(spec.cores, -(-nbr // per_chunk)) if batch < spec.cores else -(-nbr // per_chunk)
+    # split: the cores take parts of the m columns, each at least one MV tile wide (fewer
+    # than two such parts: the rows are split as without the knob)
+    parts = min(spec.cores, m // MV) if knobs.split else 0
+    if parts and (batch != 1 or not packed_out):
+        raise ValueError("split = 1 takes a packed layout ('MK' or 'KM_MK') and batch 1")
+    parts = parts if parts >= 2 else 0
+    chunks = -(-nbr // per_chunk)
+    if batch < spec.cores and not parts:  # the row chunks are the parallel space
+        chunks = max(spec.cores, chunks)
     chunk_rows = -(-nbr // max(1, chunks))
     chunks = -(-nbr // chunk_rows)
 
@@ -213,6 +270,7 @@ def colvec_body(spec: SpmmSpec, knobs: ColvecKnobs | None = None):
 
     transpose = transpose_macro(spec.lanes)
     transpose_rows = transpose_rows_macro(spec.lanes)
+    transpose_block = transpose_block_macro(spec.lanes)
 
     @T.macro
     def parallel_tiles(XT, YT, data, indices, indptr, B):
@@ -285,8 +343,38 @@ def colvec_body(spec: SpmmSpec, knobs: ColvecKnobs | None = None):
                                  (t * per_core + c) * chunk_rows)  # fmt: skip
 
     @T.macro
+    def parallel_parts(Xf, XTs, YTs, data, indices, indptr, B, Yf):
+        # one contiguous part of the m columns per core, in copies of XT and YT of its own
+        for part in T.parallel(parts):
+            lo = T.meta_var(part * m // parts)
+            hi = T.meta_var((part + 1) * m // parts)
+            xbase = T.meta_var(part * k * m if packed_in else 0)
+            if packed_in:
+                transpose_block(Xf, XTs, lo, hi - lo, 0, k, m, k, xbase, 0)
+            for ch in range(chunks):
+                for mt in range((hi - lo + MV - 1) // MV):
+                    m0 = T.meta_var(T.min(lo + mt * MV, hi - MV))
+                    chunk_panel(XTs, xbase, YTs, part * n * m, data, indices, indptr, B,
+                                ch * chunk_rows, m0, 0, True, npanels == 1)  # fmt: skip
+                    if npanels > 2:
+                        for q in range(npanels - 2):
+                            chunk_panel(XTs, xbase, YTs, part * n * m, data, indices, indptr,
+                                        B, ch * chunk_rows, m0, q + 1, False, False)  # fmt: skip
+                    if npanels > 1:
+                        chunk_panel(XTs, xbase, YTs, part * n * m, data, indices, indptr, B,
+                                    ch * chunk_rows, m0, npanels - 1, False, True)  # fmt: skip
+            transpose_block(YTs, Yf, 0, n, lo, hi - lo, n, m, 0, part * n * m)
+
+    @T.macro
     def body(Xf, data, indices, indptr, B, Yf):
-        if npanels > 1:
+        if parts > 0:
+            YTs = T.alloc_buffer((parts * n * m,), "float32")
+            if packed_in:
+                XTs = T.alloc_buffer((parts * k * m,), "float32")
+                parallel_parts(Xf, XTs, YTs, data, indices, indptr, B, Yf)
+            else:
+                parallel_parts(Xf, Xf, YTs, data, indices, indptr, B, Yf)
+        elif npanels > 1:
             if packed_in:
                 XTs = T.alloc_buffer((spec.cores * k * m,), "float32")
                 YT = T.alloc_buffer((n * m,), "float32")

@@ -100,28 +100,29 @@ def transpose_macro(lanes: int):
 
 def transpose_block_macro(lanes: int):
     """A TVMScript macro ``transpose_block(src, dst, row0, nrows, col0, ncols, rows, cols,
-    base)``: the block ``row0 : row0 + nrows`` x ``col0 : col0 + ncols`` of ``src`` (flat
-    ``rows x cols``) goes transposed to ``dst`` (flat ``cols x rows`` from element ``base``);
+    base, src_base)``: the block ``row0 : row0 + nrows`` x ``col0 : col0 + ncols`` of ``src``
+    (flat ``rows x cols`` from element ``src_base``) goes transposed to ``dst`` (flat ``cols x
+    rows`` from element ``base``);
     ``rows`` and ``cols`` are Python ints, the rest may be expressions. Serial: a parallel
     kernel calls it for the part one thread computed, so the transpose reads what that
     thread's cache holds and no other core's (full tiles vectorised, the edges scalar)."""
     t = tile_size(lanes)
 
     @T.macro
-    def transpose_block(src, dst, row0, nrows, col0, ncols, rows, cols, base):
+    def transpose_block(src, dst, row0, nrows, col0, ncols, rows, cols, base, src_base):
         for tr in range(nrows // t):
             r0 = T.meta_var(row0 + tr * t)
             for tc in range(ncols // t):
-                emit_tile_transpose(src, r0 * cols + col0 + tc * t, cols, dst,
+                emit_tile_transpose(src, src_base + r0 * cols + col0 + tc * t, cols, dst,
                                     base + (col0 + tc * t) * rows + r0, rows, t)  # fmt: skip
             for cc in range(ncols % t):
                 c = T.meta_var(col0 + ncols // t * t + cc)
                 for rr in T.unroll(t):
-                    dst[base + c * rows + r0 + rr] = src[(r0 + rr) * cols + c]
+                    dst[base + c * rows + r0 + rr] = src[src_base + (r0 + rr) * cols + c]
         for rr in range(nrows % t):
             r = T.meta_var(row0 + nrows // t * t + rr)
             for cc in range(ncols):
-                dst[base + (col0 + cc) * rows + r] = src[r * cols + col0 + cc]
+                dst[base + (col0 + cc) * rows + r] = src[src_base + r * cols + col0 + cc]
 
     return transpose_block
 
@@ -135,7 +136,7 @@ def transpose_rows_macro(lanes: int):
 
     @T.macro
     def transpose_rows(src, dst, row0, count, rows, cols, base):
-        transpose_block(src, dst, row0, count, 0, cols, rows, cols, base)
+        transpose_block(src, dst, row0, count, 0, cols, rows, cols, base, 0)
 
     return transpose_rows
 

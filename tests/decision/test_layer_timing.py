@@ -12,9 +12,11 @@ from sparse_tvm.decision import LayerDecision, decide, layer_decision, layer_tim
 from sparse_tvm.examples import mlp
 from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.frontend import import_onnx
+from sparse_tvm.kernels.spmm import kernel_knobs
 from sparse_tvm.options import CompileOptions
 from sparse_tvm.pruning import prune_magnitude
 from sparse_tvm.report import Report
+from sparse_tvm.transform.dense_to_sparse import kernel_options
 
 
 def _fc2():
@@ -130,13 +132,20 @@ def test_the_variant_is_built_into_the_model():
 
 
 def test_a_csr_layer_with_k_panels_is_built_into_the_model():
-    # fc2 reads 512 inputs (512 rows of 64 floats: 128 KiB of X, beyond one 48 KiB panel): its
-    # CSR kernel defaults to K panels, its variants are the unpanelled kernel in both orders
+    # fc2 reads 512 inputs (512 rows of 64 floats: 128 KiB of X, beyond one 48 KiB panel) and
+    # its 90 % weight is ~210 KiB: its CSR kernel defaults to the cores splitting the 64
+    # columns (32 each: 512 rows of 32 floats, within one and a half panels, so no K panels);
+    # its variants are the row-split kernels with K panels and without
     imported, layer, target, x, want = _pruned_mlp(0.9, "1x1")
     weight = BlockSparseWeight.from_dense(layer.weight, (1, 1))
-    assert target.schedule_variants(layer, weight) == [{"panel": 0}, {"panel": 0, "order": 1}]
+    _, knobs = kernel_knobs(weight, layer.m, **kernel_options(layer), target=target.tvm_target)
+    assert (knobs.split, knobs.MV, knobs.panel) == (1, 32, 0)
+    assert target.schedule_variants(layer, weight) == [
+        {"split": 0, "MV": 64, "panel": 192},
+        {"split": 0, "MV": 64, "panel": 0},
+    ]
     choice = FormatChoice("csr", (1, 1), 2.0, "as measured")
-    for knobs in (None, {"panel": 0}, {"panel": 8}):
+    for knobs in (None, {"split": 0, "MV": 64, "panel": 192}, {"split": 0, "panel": 0}):
         decision = LayerDecision(layer, choice, weight, knobs=knobs)
         model = target.build(imported, [decision], Report(), CompileOptions(), lambda _: None)
         np.testing.assert_allclose(model.run(x)[0], want, rtol=1e-4, atol=1e-4)

@@ -104,7 +104,7 @@ def block_kernel(rows, cols, row0, nrows, col0, ncols, lanes):
     @T.prim_func
     def kernel(A: T.Buffer((rows * cols,), "float32"), B: T.Buffer((cols * rows,), "float32")):
         T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
-        transpose_block(A, B, row0, nrows, col0, ncols, rows, cols, 0)
+        transpose_block(A, B, row0, nrows, col0, ncols, rows, cols, 0, 0)
 
     return kernel
 

@@ -87,9 +87,9 @@ def test_short_tuning_colvec(tmp_path):
 
 @pytest.mark.slow
 def test_short_tuning_of_a_csr_layer_whose_default_reads_k_panels(tmp_path):
-    # 512 inputs at m = 64: the hand-written kernel reads the weight in K panels (its own
-    # indptr); it is timed on those arrays, the tuned one on the weight's own
+    # 512 inputs at m = 128 (64 columns a core): the hand-written kernel reads the weight in
+    # K panels (its own indptr); it is timed on those arrays, the tuned one on the weight's own
     bw = BlockSparseWeight.from_dense(sparse_weight(48, 512, (1, 1), 0.9, seed=1), (1, 1))
-    strategy, knobs = kernel_knobs(bw, 64, target=TARGET)
+    strategy, knobs = kernel_knobs(bw, 128, target=TARGET)
     assert strategy == "colvec" and knobs.panel > 0
-    _tune_and_check(tmp_path, 48, 512, (1, 1), 64, "MK", 1, trials=4)
+    _tune_and_check(tmp_path, 48, 512, (1, 1), 128, "MK", 1, trials=4)
