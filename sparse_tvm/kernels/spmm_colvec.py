@@ -87,20 +87,22 @@ PANEL_SLAB_BYTES = 48 * 1024
 PANEL_CHUNK_BYTES = 256 * 1024
 
 
-def colvec_tiles(spec: SpmmSpec) -> tuple[int, int]:
-    """Knobs ``(RP, MV)``: block rows per pass and columns of m per register tile.
+def colvec_tiles(spec: SpmmSpec, columns: int | None = None) -> tuple[int, int]:
+    """Knobs ``(RP, MV)``: block rows per pass and columns of m per register tile, for
+    ``columns`` of m (default: all of them).
 
     The tile ``RP x MV`` stays under 256 floats: LowerTVMBuiltin keeps only allocations under
     1 KiB on the stack, larger ones become heap workspaces that LLVM cannot put in registers.
     """
     vl = spec.lanes
+    columns = spec.m if columns is None else columns
     rp = max(d for d in range(1, min(spec.r, 8) + 1) if spec.r % d == 0)
     # Whole registers, a power of two of them: LLVM splits a 3-register <48 x float> badly
     # (measured 15x slower than two registers on 4x1 and CSR conv layers).
-    vectors = max(1, min(8, 255 // (rp * vl), spec.m // vl))
+    vectors = max(1, min(8, 255 // (rp * vl), columns // vl))
     vectors = 1 << (vectors.bit_length() - 1)
-    if spec.m < vl:
-        return rp, spec.m
+    if columns < vl:
+        return rp, columns
     return rp, vl * vectors
 
 
@@ -137,7 +139,8 @@ def default_colvec_knobs(spec: SpmmSpec) -> ColvecKnobs:
     at most :data:`SPLIT_WEIGHT_BYTES` in a packed layout splits the m columns between the
     cores (:func:`split_knobs`), else the cores split the rows."""
     split = split_knobs(spec) if spec.r == 1 else None
-    if split is not None and spec.n_data_blocks * spec.c * 8 <= SPLIT_WEIGHT_BYTES:
+    stored = spec.n_data_blocks * (spec.r * spec.c + 1) * 4  # float32 values, int32 indices
+    if split is not None and stored <= SPLIT_WEIGHT_BYTES:
         return split
     return row_split_knobs(spec)
 
@@ -157,9 +160,7 @@ def split_knobs(spec: SpmmSpec) -> ColvecKnobs | None:
     per_core = spec.m // spec.cores
     if per_core < spec.lanes:
         return None
-    rp, _ = colvec_tiles(spec)
-    vectors = max(1, min(8, 255 // (rp * spec.lanes), per_core // spec.lanes))
-    mv = spec.lanes * (1 << (vectors.bit_length() - 1))
+    rp, mv = colvec_tiles(spec, per_core)
     return ColvecKnobs(RP=rp, MV=mv, panel=default_panel(spec, mv), split=1)
 
 
@@ -300,20 +301,27 @@ def colvec_body(spec: SpmmSpec, knobs: ColvecKnobs | None = None):
                 )  # fmt: skip
 
     @T.macro
+    def chunk_tile(XT, xbase, YT, ybase, data, indices, indptr, B, br0, m0):
+        """Every K panel of the chunk from ``br0`` at m tile ``m0``: the first from zeros, the
+        last with the epilogue. The loops start at 0 (TVM 0.27 lowered `range(1, 2)` with the
+        loop variable as 0)."""
+        chunk_panel(XT, xbase, YT, ybase, data, indices, indptr, B, br0, m0, 0, True,
+                    npanels == 1)  # fmt: skip
+        if npanels > 2:
+            for q in range(npanels - 2):
+                chunk_panel(XT, xbase, YT, ybase, data, indices, indptr, B, br0, m0, q + 1,
+                            False, False)  # fmt: skip
+        if npanels > 1:
+            chunk_panel(XT, xbase, YT, ybase, data, indices, indptr, B, br0, m0, npanels - 1,
+                        False, True)  # fmt: skip
+
+    @T.macro
     def chunk_all_panels(XT, xbase, YT, ybase, data, indices, indptr, B, Yf, br0):
         """Chunk ``br0`` whole: m tiles, then K panels, then block rows; a packed output
-        (batch 1) transposed into Yf by the thread that computed it. The loops start at 0
-        (TVM 0.27 lowered `range(1, 2)` with the loop variable as 0)."""
+        (batch 1) transposed into Yf by the thread that computed it."""
         for mt in range(ntile):
-            m0 = T.meta_var(T.min(mt * MV, m - MV))
-            chunk_panel(XT, xbase, YT, ybase, data, indices, indptr, B, br0, m0, 0, True, False)
-            for q in range(npanels - 2):
-                chunk_panel(
-                    XT, xbase, YT, ybase, data, indices, indptr, B, br0, m0, q + 1, False, False
-                )  # fmt: skip
-            chunk_panel(
-                XT, xbase, YT, ybase, data, indices, indptr, B, br0, m0, npanels - 1, False, True
-            )  # fmt: skip
+            chunk_tile(XT, xbase, YT, ybase, data, indices, indptr, B, br0,
+                       T.min(mt * MV, m - MV))  # fmt: skip
         if packed_out:
             transpose_rows(YT, Yf, br0 * r, T.min(chunk_rows * r, n - br0 * r), n, m, 0)
 
@@ -353,16 +361,8 @@ def colvec_body(spec: SpmmSpec, knobs: ColvecKnobs | None = None):
                 transpose_block(Xf, XTs, lo, hi - lo, 0, k, m, k, xbase, 0)
             for ch in range(chunks):
                 for mt in range((hi - lo + MV - 1) // MV):
-                    m0 = T.meta_var(T.min(lo + mt * MV, hi - MV))
-                    chunk_panel(XTs, xbase, YTs, part * n * m, data, indices, indptr, B,
-                                ch * chunk_rows, m0, 0, True, npanels == 1)  # fmt: skip
-                    if npanels > 2:
-                        for q in range(npanels - 2):
-                            chunk_panel(XTs, xbase, YTs, part * n * m, data, indices, indptr,
-                                        B, ch * chunk_rows, m0, q + 1, False, False)  # fmt: skip
-                    if npanels > 1:
-                        chunk_panel(XTs, xbase, YTs, part * n * m, data, indices, indptr, B,
-                                    ch * chunk_rows, m0, npanels - 1, False, True)  # fmt: skip
+                    chunk_tile(XTs, xbase, YTs, part * n * m, data, indices, indptr, B,
+                               ch * chunk_rows, T.min(lo + mt * MV, hi - MV))  # fmt: skip
             transpose_block(YTs, Yf, 0, n, lo, hi - lo, n, m, 0, part * n * m)
 
     @T.macro

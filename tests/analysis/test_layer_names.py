@@ -8,13 +8,13 @@ import warnings
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import TensorProto, helper, numpy_helper
 
 import sparse_tvm as st
 from sparse_tvm.analysis.layer_names import layer_display_names, module_path
 from sparse_tvm.report_html import render_html
 
-torch = pytest.importorskip("torch")
 nn = torch.nn
 
 
