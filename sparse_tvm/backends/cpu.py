@@ -52,10 +52,13 @@ class CPUBackend(LibraryBackend):
         :mod:`sparse_tvm.kernels.spmm_colvec`) has no loop order of its own; its variants are
         the unpanelled kernel in both orders. A small CSR weight's default kernel splits the m
         columns between the cores (``split``); its variants are the row-split kernels, with and
-        without K panels."""
+        without K panels. The other kernels (sliced, scalar, unrolled) have no loop order to
+        vary."""
         strategy, knobs = kernel_knobs(
             weight, layer.m, **kernel_options(layer), target=self.tvm_target
         )
+        if strategy not in ("rowvec", "colvec"):
+            return []
         if strategy == "colvec" and knobs.split:
             # the m-split kernel's gain is in the model too (its neighbours find their rows
             # in their own core's cache), which a layer timed alone does not show: its

@@ -21,7 +21,11 @@ MetaSchedule task extraction) leave them alone. Three strategies, picked by
     ``(k, m)`` workspace. See :mod:`.spmm_colvec`. Also the only strategy of layout
     ``"KM_MK"`` (X read as ``(k, m)``, Y written as ``(m, n)``: a channels-last conv whose
     im2col wrote its columns transposed).
-``scalar``  (``r < 4`` and ``m == 1``)
+``sliced``  (1x1 blocks and ``m == 1``)
+    A matrix-vector product over a weight in sliced ELLPACK order: one vector register holds
+    the sums of ``VL`` rows, each step gathers X for one nonzero of each. See
+    :mod:`.spmv_sliced`.
+``scalar``  (other ``r < 4`` blocks and ``m == 1``)
     One scalar dot product per output row; memory bound. See :mod:`.spmm_scalar`.
 """
 
@@ -134,7 +138,8 @@ class SpmmSpec:
 
 
 def choose_strategy(spec: SpmmSpec) -> str:
-    """Pick ``"rowvec"``, ``"colvec"`` or ``"scalar"`` for a kernel spec (see module doc)."""
+    """Pick ``"rowvec"``, ``"colvec"``, ``"sliced"`` or ``"scalar"`` for a kernel spec (see
+    module doc)."""
     if spec.x_layout in ("KM_MK", "DIRECT"):
         return "colvec"
     row_major_x = spec.x_layout == "MK" or spec.m == 1
@@ -146,22 +151,27 @@ def choose_strategy(spec: SpmmSpec) -> str:
         return "rowvec"
     if spec.m >= 2:
         return "colvec"
+    if spec.r == 1 and spec.c == 1:
+        return "sliced"
     return "scalar"
 
 
-def wrap_kernel(spec: SpmmSpec, body, panels: int = 1) -> tvm.tirx.PrimFunc:
+def wrap_kernel(
+    spec: SpmmSpec, body, panels: int = 1, nptr: int | None = None
+) -> tvm.tirx.PrimFunc:
     """Give a kernel body ``body(Xf, data, indices, indptr, B, Yf)`` its public signature.
 
     ``Xf`` and ``Yf`` are flat aliases of X and Y so that one body serves both layouts.
     ``panels``: the K panels of a body that reads the weight in
-    :mod:`~sparse_tvm.formats.panels` order (``indptr`` of ``panels * block_rows + 1``).
+    :mod:`~sparse_tvm.formats.panels` order (``indptr`` of ``panels * block_rows + 1``);
+    ``nptr``: the entries of an ``indptr`` of another kind (the sliced kernel's).
     """
     x_shape, y_shape = spec.x_shape, spec.y_shape
     x_size = spec.x_size if spec.x_layout == "DIRECT" else spec.batch * spec.k * spec.m
     y_size = spec.batch * spec.n * spec.m
     d_shape = (spec.n_data_blocks, spec.c, spec.r)
     nnzb, n = spec.n_data_blocks, spec.n
-    nptr = panels * spec.block_rows + 1
+    nptr = panels * spec.block_rows + 1 if nptr is None else nptr
     attrs = {"tirx.is_scheduled": True, "tirx.noalias": True}
     if spec.bias:
 
@@ -330,6 +340,10 @@ def spmm_kernel(
         from .spmm_scalar import scalar_body
 
         return wrap_kernel(spec, scalar_body(spec))
+    if strategy == "sliced":
+        from .spmv_sliced import sliced_body, sliced_indptr_size
+
+        return wrap_kernel(spec, sliced_body(spec), nptr=sliced_indptr_size(spec))
     if strategy == "rowvec":
         from .spmm_rowvec import rowvec_body
 
@@ -345,10 +359,15 @@ def spmm_arrays(
     **options,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(data, indices, indptr)`` as the kernel :func:`spmm_kernel` builds for the same
-    arguments reads them: the weight's own arrays, or in K-panelled order
+    arguments reads them: the weight's own arrays, in K-panelled order
     (:func:`~sparse_tvm.formats.panels.panel_order`) for a column-vector kernel with
-    panels."""
+    panels, or in sliced ELLPACK order (:func:`~.spmv_sliced.sliced_arrays`) for the sliced
+    kernel."""
     spec, strategy, chosen = _resolve(weight, m, knobs=knobs, **options)
+    if strategy == "sliced":
+        from .spmv_sliced import sliced_arrays
+
+        return sliced_arrays(weight, spec.lanes, chosen)
     if strategy != "colvec" or chosen.panel < 1:
         return weight.data, weight.indices, weight.indptr
     return panel_order(weight, chosen.panel)
@@ -364,10 +383,12 @@ def kernel_knobs(weight: BlockSparseWeight, m: int, **options):
 def _resolve(weight: BlockSparseWeight, m: int, *, knobs=None, **options):
     """``(spec, strategy, knobs)`` of :func:`spmm_kernel`'s arguments: ``"unrolled"`` for a
     small layer, else :func:`choose_strategy`'s; the strategy's default knobs with the
-    overrides of ``knobs`` (None for the unrolled and scalar kernels)."""
+    overrides of ``knobs`` (None for the unrolled and scalar kernels). The sliced kernel's
+    spec counts the values of its padded slices."""
     from .spmm_colvec import default_colvec_knobs
     from .spmm_rowvec import default_rowvec_knobs
     from .spmm_unrolled import unroll_eligible
+    from .spmv_sliced import default_sliced_knobs, sliced_arrays
 
     spec = spmm_spec(weight, m, **options)
     if unroll_eligible(spec):
@@ -375,11 +396,18 @@ def _resolve(weight: BlockSparseWeight, m: int, *, knobs=None, **options):
     strategy = choose_strategy(spec)
     if strategy == "scalar":
         return spec, strategy, None
-    defaults = {"rowvec": default_rowvec_knobs, "colvec": default_colvec_knobs}[strategy]
+    defaults = {
+        "rowvec": default_rowvec_knobs,
+        "colvec": default_colvec_knobs,
+        "sliced": default_sliced_knobs,
+    }[strategy]
     chosen = defaults(spec)
     if knobs:
         unknown = sorted(set(knobs) - {f.name for f in dataclasses.fields(chosen)})
         if unknown:
             raise ValueError(f"the {strategy} kernel has no knobs {unknown}")
         chosen = dataclasses.replace(chosen, **knobs)
+    if strategy == "sliced":
+        data = sliced_arrays(weight, spec.lanes, chosen)[0]
+        spec = dataclasses.replace(spec, n_data_blocks=int(data.shape[0]))
     return spec, strategy, chosen

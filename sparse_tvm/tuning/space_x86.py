@@ -77,9 +77,18 @@ _MAX_TILE_VECTORS = 16
 make_spec = spmm_spec  # the spec spmm_kernel builds; re-exported for the tuning API
 
 
+def space_strategy(spec: SpmmSpec) -> str:
+    """The kernel the space searches for ``spec``: :func:`choose_strategy`'s, except that a
+    CSR matrix-vector layer (the sliced kernel, whose arrays depend on its own layout, no knobs)
+    searches the scalar row kernel, on the weight's own arrays; the tuner times the best of
+    those against the sliced kernel and the decision keeps the faster."""
+    strategy = choose_strategy(spec)
+    return "scalar" if strategy == "sliced" else strategy
+
+
 def supports(spec: SpmmSpec) -> bool:
-    """Whether the space covers the strategy :func:`choose_strategy` picks for ``spec``."""
-    return choose_strategy(spec) in ("rowvec", "colvec", "scalar")
+    """Whether the space covers the strategy :func:`space_strategy` picks for ``spec``."""
+    return space_strategy(spec) in ("rowvec", "colvec", "scalar")
 
 
 # -- workload ------------------------------------------------------------------------------
@@ -98,7 +107,7 @@ def workload(spec: SpmmSpec, digest: str) -> tvm.tirx.PrimFunc:
     attrs = {
         "tirx.noalias": True,
         "sparse_tvm.space": SPACE_VERSION,
-        "sparse_tvm.strategy": choose_strategy(spec),
+        "sparse_tvm.strategy": space_strategy(spec),
         "sparse_tvm.structure": digest,
         "sparse_tvm.lanes": spec.lanes,
         "sparse_tvm.cores": spec.cores,
@@ -240,7 +249,7 @@ def space_fn(spec: SpmmSpec):
     knobs, sampled last so that the traces of the other layers stay as they were: ``unrolled``
     (the fully unrolled kernel instead of the strategy's) and its thread ``parts``.
     """
-    strategy = choose_strategy(spec)
+    strategy = space_strategy(spec)
 
     def fn(sch: tvm.s_tir.Schedule) -> None:
         block = sch.get_sblock("spmm")
@@ -303,7 +312,7 @@ def _knob_objects(spec: SpmmSpec, knobs: dict[str, int]) -> Knobs:
 def _strategy_knobs(
     spec: SpmmSpec, knobs: dict[str, int]
 ) -> RowvecKnobs | ColvecKnobs | ScalarKnobs:
-    strategy = choose_strategy(spec)
+    strategy = space_strategy(spec)
     if strategy == "scalar":
         return ScalarKnobs(accs=knobs["accs"], unroll=knobs["unroll"])
     if strategy == "rowvec":
@@ -336,7 +345,7 @@ def _strategy_defaults(spec: SpmmSpec) -> dict[str, int]:
     from ..kernels.spmm_colvec import colvec_tiles
     from ..kernels.spmm_rowvec import rowvec_tiles
 
-    if choose_strategy(spec) == "rowvec":
+    if space_strategy(spec) == "rowvec":
         mt, groups = rowvec_tiles(spec)
         return {
             "G": -(-spec.block_rows // groups),
@@ -345,7 +354,7 @@ def _strategy_defaults(spec: SpmmSpec) -> dict[str, int]:
             "order": 0,
             "unroll": 1,
         }
-    if choose_strategy(spec) == "scalar":
+    if space_strategy(spec) == "scalar":
         return {"accs": 1, "unroll": 1}
     rp, mv = colvec_tiles(spec)
     return {"RP": rp, "MV": mv, "order": 0, "unroll": 1}

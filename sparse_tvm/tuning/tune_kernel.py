@@ -41,6 +41,7 @@ from .space_x86 import (
     KnobFeatures,
     MaterializeBuild,
     MutateKnob,
+    default_knobs,
     make_spec,
     materialize,
     space_fn,
@@ -433,8 +434,11 @@ def tune_kernel(
         ]
     else:  # one set of arguments for both: the hand-written kernel without K panels
         strategy, _ = kernel_knobs(weight, m, **options)
-        knobs = {"panel": 0} if strategy == "colvec" else None
-        default = spmm_kernel(weight, m, **options, knobs=knobs)
+        if strategy == "sliced":  # its own arrays: the space's default point instead
+            default = materialize(mod["main"], knobs=default_knobs(spec), spec=spec)
+        else:
+            knobs = {"panel": 0} if strategy == "colvec" else None
+            default = spmm_kernel(weight, m, **options, knobs=knobs)
         timed = measure_on_board(board, [default, func], args, target)
     (default_s, expected), (latency_s, got) = timed
     if not np.allclose(got, expected, rtol=1e-4, atol=1e-4):

@@ -293,6 +293,9 @@ def test_strategy_choice():
     assert choose_strategy(spec(16, 1, 128, "KM")) == "colvec"
     assert choose_strategy(spec(1, 1, 128, "MK")) == "colvec"
     assert choose_strategy(spec(1, 4, 1, "MK")) == "scalar"
+    assert choose_strategy(spec(2, 1, 1, "MK")) == "scalar"
+    assert choose_strategy(spec(1, 1, 1, "MK")) == "sliced"  # CSR matrix-vector
+    assert choose_strategy(spec(1, 1, 1, "KM")) == "sliced"
     assert choose_strategy(spec(16, 1, 128, "KM_MK")) == "colvec"  # its only strategy
     assert vector_lanes(TARGET) == 16 and vector_lanes(AVX2) == 8
 

@@ -93,3 +93,13 @@ def test_short_tuning_of_a_csr_layer_whose_default_reads_k_panels(tmp_path):
     strategy, knobs = kernel_knobs(bw, 128, target=TARGET)
     assert strategy == "colvec" and knobs.panel > 0
     _tune_and_check(tmp_path, 48, 512, (1, 1), 128, "MK", 1, trials=4)
+
+
+@pytest.mark.slow
+def test_short_tuning_of_a_csr_matrix_vector_layer(tmp_path):
+    # m = 1 with 1x1 blocks: the hand-written kernel is the sliced one (its own arrays, no
+    # knobs); the space searches the scalar row kernel on the weight's own arrays
+    bw = BlockSparseWeight.from_dense(sparse_weight(300, 90, (1, 1), 0.8, seed=2), (1, 1))
+    assert kernel_knobs(bw, 1, target=TARGET)[0] == "sliced"
+    result = _tune_and_check(tmp_path, 300, 90, (1, 1), 1, "MK", 1, trials=4)
+    assert set(result.knobs) == {"accs", "unroll"}

@@ -1,0 +1,66 @@
+"""The sliced ELLPACK matrix-vector kernel against numpy: shapes off the lane grid, empty
+rows, empty weights, bias and ReLU, batch rows, AVX-512 and AVX2 lanes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sparse_tvm.formats import BlockSparseWeight
+from sparse_tvm.kernels import spmm_unrolled
+from sparse_tvm.kernels.spmm import kernel_knobs, spmm_kernel
+
+from .test_spmm import AVX2, TARGET, run_spmm
+
+
+def csr_weight(rng, n, k, sparsity):
+    w = (rng.standard_normal((n, k)) * (rng.random((n, k)) >= sparsity)).astype(np.float32)
+    w[rng.random(n) < 0.2] = 0  # empty rows
+    return w
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    n=st.integers(1, 90),
+    k=st.integers(1, 70),
+    sparsity=st.sampled_from([0.0, 0.7, 0.95, 1.0]),
+    layout_batch=st.sampled_from([("MK", 1), ("KM", 1), ("KM", 3)]),
+    bias=st.booleans(),
+    relu=st.booleans(),
+    avx2=st.booleans(),
+    window=st.sampled_from([None, 1, 48]),
+    seed=st.integers(0, 2**16),
+)
+def test_sliced_kernel_matches_numpy(n, k, sparsity, layout_batch, bias, relu, avx2, window, seed):
+    layout, batch = layout_batch
+    target = AVX2 if avx2 else TARGET
+    w = csr_weight(np.random.default_rng(seed), n, k, sparsity)
+    bw = BlockSparseWeight.from_dense(w, (1, 1))
+    knobs = None if window is None else {"window": window}
+    with pytest.MonkeyPatch.context() as patch:  # small weights would get the unrolled kernel
+        patch.setattr(spmm_unrolled, "MAX_UNROLLED_TERMS", -1)
+        strategy, _ = kernel_knobs(bw, 1, x_layout=layout, batch=batch, target=target)
+        assert strategy == "sliced"
+        got, ref = run_spmm(
+            w, (1, 1), 1, layout=layout, batch=batch, bias=bias, relu=relu, target=target,
+            seed=seed, kernel=lambda *a, **kw: spmm_kernel(*a, **kw, knobs=knobs),
+            arrays=lambda *a, **kw: spmm_arrays_with(knobs, *a, **kw),
+        )  # fmt: skip
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def spmm_arrays_with(knobs, *args, **kwargs):
+    from sparse_tvm.kernels.spmm import spmm_arrays
+
+    return spmm_arrays(*args, **kwargs, knobs=knobs)
+
+
+def test_bert_ffn_weight_at_90_percent():
+    """A weight too big to unroll takes the sliced kernel by default."""
+    w = csr_weight(np.random.default_rng(3), 3072, 768, 0.9)
+    bw = BlockSparseWeight.from_dense(w, (1, 1))
+    assert kernel_knobs(bw, 1, target=TARGET)[0] == "sliced"
+    got, ref = run_spmm(w, (1, 1), 1, bias=True, relu=True)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
