@@ -12,6 +12,7 @@ by k input features (a MatMul's B transposed; a conv's (out, in*kh*kw) for NCHW 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -77,6 +78,7 @@ class Layer:
     bias: np.ndarray | None = None
     relu: bool = False
     relu6: bool = False  # the ReLU is a ReLU6 (then relu is True too)
+    gelu: bool = False  # a GELU (erf form) follows the bias instead of a ReLU
     conv: ConvGeometry | None = None
     dense_reason: str = ""  # non-empty: this layer cannot be compiled sparse, and why
     fused: list[str] = field(default_factory=list)
@@ -218,8 +220,9 @@ def _bias_of(
     return arr.reshape(n) if arr.shape in shapes else None
 
 
-def _fuse_epilogue(layer: Layer, weights, index: FuncIndex) -> None:
-    """Extend the layer over a following bias add and ReLU / ReLU6 that only it feeds."""
+def _fuse_epilogue(layer: Layer, weights, index: FuncIndex, gelu: bool) -> None:
+    """Extend the layer over a following bias add and ReLU / ReLU6 (or, with ``gelu``, a
+    GELU) that only it feeds."""
     n = layer.weight.shape[0]
     user = index.single_user(layer.end_var)
     if user is not None and op_name(index.value[user]) == "relax.add":
@@ -233,6 +236,9 @@ def _fuse_epilogue(layer: Layer, weights, index: FuncIndex) -> None:
     if activation is not None:
         layer.relu, layer.relu6, layer.end_var = True, activation == "relu6", end
         layer.fused.append(activation)
+    elif gelu and (end := gelu_after(index, layer.end_var, weights)) is not None:
+        layer.gelu, layer.end_var = True, end
+        layer.fused.append("gelu")
 
 
 def _scalar(expr: relax.Expr) -> float | None:
@@ -267,6 +273,90 @@ def activation_after(index: FuncIndex, var: relax.Var) -> tuple[relax.Var, str |
     ):
         return after, "relu6"
     return user, "relu"
+
+
+def _near(value: float | None, expected: float) -> bool:
+    return value is not None and abs(value - expected) <= 1e-5 * max(1.0, abs(expected))
+
+
+def _product_of(index: FuncIndex, var: relax.Var, a: relax.Expr) -> relax.Var | None:
+    """The one user of ``var`` when it is ``var * a`` (either order), else None."""
+    user = index.single_user(var)
+    if user is None or op_name(index.value[user]) != "relax.multiply":
+        return None
+    x, y = index.value[user].args
+    return user if (x.same_as(var) and y.same_as(a)) or (x.same_as(a) and y.same_as(var)) else None
+
+
+class _Scalars:
+    """The scalar constants of a function: relax constants and one-element weights (an ONNX
+    export's GELU reads its sqrt 2, 1 and 0.5 as initializers)."""
+
+    def __init__(self, index: FuncIndex, weights: dict[relax.Var, np.ndarray]) -> None:
+        self.index, self.weights = index, weights
+
+    def of(self, expr: relax.Expr) -> float | None:
+        if isinstance(expr, relax.Var) and expr in self.weights:
+            arr = self.weights[expr]
+            return float(arr.reshape(())) if arr.size == 1 else None
+        return _scalar(expr)
+
+    def bound(self, var: relax.Var, source: relax.Var) -> float | None:
+        """The scalar the binary op bound to ``var`` applies to ``source``."""
+        a, b = self.index.value[var].args
+        return self.of(b) if a.same_as(source) else self.of(a)
+
+    def scaled_by(self, var: relax.Var, factor: float) -> relax.Var | None:
+        """The one user of ``var`` when it is ``var * factor``, else None."""
+        user = self.index.single_user(var)
+        is_product = user is not None and op_name(self.index.value[user]) == "relax.multiply"
+        return user if is_product and _near(self.bound(user, var), factor) else None
+
+    def over_sqrt2(self, var: relax.Var) -> relax.Var | None:
+        """The binding of ``var / sqrt 2`` or ``var * (1 / sqrt 2)``, if there is one."""
+        for user, value in self.index.value.items():
+            if not isinstance(value, relax.Call) or not any(a.same_as(var) for a in value.args):
+                continue
+            name = op_name(value)
+            if name == "relax.divide" and value.args[0].same_as(var):
+                if _near(self.of(value.args[1]), math.sqrt(2.0)):
+                    return user
+            elif name == "relax.multiply" and _near(self.bound(user, var), math.sqrt(0.5)):
+                return user
+        return None
+
+
+def gelu_after(
+    index: FuncIndex, var: relax.Var, weights: dict[relax.Var, np.ndarray] | None = None
+) -> relax.Var | None:
+    """The last var of a GELU (erf form) of ``var`` that nothing else reads, else None:
+    ``relax.nn.gelu``, or the ops an ONNX export writes, ``v * (0.5 * (erf(v / sqrt 2) + 1))``
+    with the products in either order (``v / sqrt 2`` also as ``v * (1 / sqrt 2)``; the
+    constants relax constants or one-element ``weights``)."""
+    if var in index.outputs:
+        return None
+    user = index.single_user(var)
+    if user is not None and op_name(index.value[user]) == "relax.nn.gelu":
+        return user
+    if index.users.get(var, 0) != 2:  # the erf's argument and the product with v
+        return None
+    scalars = _Scalars(index, weights or {})
+    scaled = scalars.over_sqrt2(var)
+    erf = index.single_user(scaled) if scaled is not None else None
+    if erf is None or op_name(index.value[erf]) != "relax.erf":
+        return None
+    plus = index.single_user(erf)
+    if plus is None or op_name(index.value[plus]) != "relax.add":
+        return None
+    if not _near(scalars.bound(plus, erf), 1.0):
+        return None
+    half = scalars.scaled_by(plus, 0.5)
+    if half is not None:  # v * (0.5 * (erf + 1))
+        return _product_of(index, half, var)
+    times_v = _product_of(index, plus, var)
+    if times_v is not None:  # (v * (erf + 1)) * 0.5
+        return scalars.scaled_by(times_v, 0.5)
+    return None  # (v * 0.5) * (erf + 1) reads v from a third op: not matched
 
 
 def _matmul_layer(var, call, weights, names, index) -> Layer | None:
@@ -361,7 +451,11 @@ def _conv_layer(var, call, weights, names, index) -> Layer | None:
 
 
 def find_layers(
-    func: relax.Function, weights: dict[relax.Var, np.ndarray], names: dict[str, str] | None = None
+    func: relax.Function,
+    weights: dict[relax.Var, np.ndarray],
+    names: dict[str, str] | None = None,
+    *,
+    gelu: bool = False,
 ) -> list[Layer]:
     """Every matmul / conv2d of ``func`` whose weight is in ``weights``, in program order.
 
@@ -374,6 +468,9 @@ def find_layers(
     names
         Optional display names (``Layer.display_name``) by weight parameter name; the layer's
         ``name`` is always the parameter's own.
+    gelu
+        Fuse a GELU after a layer (and its bias) into it: for back ends whose kernels take one
+        in their epilogue (``Backend.fuses_gelu``).
     """
     names = names or {}
     index = FuncIndex(func)
@@ -389,6 +486,6 @@ def find_layers(
         if layer is None:
             continue
         if layer.sparse_capable:
-            _fuse_epilogue(layer, weights, index)
+            _fuse_epilogue(layer, weights, index, gelu)
         layers.append(layer)
     return layers

@@ -11,12 +11,13 @@ if TYPE_CHECKING:
     from sparse_tvm.frontend import ImportedModel
 
 
-def analyse(imported: ImportedModel) -> list[Layer]:
+def analyse(imported: ImportedModel, *, gelu: bool = False) -> list[Layer]:
     """The layers of an imported model that have a constant weight, each with its display
-    name (module path or ONNX node, see :mod:`sparse_tvm.analysis.layer_names`)."""
+    name (module path or ONNX node, see :mod:`sparse_tvm.analysis.layer_names`); ``gelu``:
+    with the GELUs after them fused (for back ends whose kernels take one)."""
     func = imported.mod["main"]
     weights = {var: imported.params[var.name] for var in func.params if var.name in imported.params}
-    layers = find_layers(func, weights)
+    layers = find_layers(func, weights, gelu=gelu)
     names = layer_display_names([layer.name for layer in layers], imported.onnx_model)
     for layer, name in zip(layers, names, strict=True):
         layer.display_name = name

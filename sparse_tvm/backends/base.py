@@ -45,6 +45,9 @@ class Backend(ABC):
         candidate's kernel is tuned), or only hold the kernel of the cost model's format (GPU).
     makes_project
         Whether the artefact is a source project (C) rather than a loadable library.
+    fuses_gelu
+        Whether the sparse kernels take a GELU after the bias in their epilogue (the analysis
+        then fuses one into the layer before it: :func:`~sparse_tvm.analysis.analyse`).
     """
 
     family: ClassVar[str]
@@ -52,6 +55,7 @@ class Backend(ABC):
     shipped_records: ClassVar[str | None] = None
     records_choose_format: ClassVar[bool] = True
     makes_project: ClassVar[bool] = False
+    fuses_gelu: ClassVar[bool] = False
 
     def __init__(self, target: ResolvedTarget) -> None:
         self.target = target

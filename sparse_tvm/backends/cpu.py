@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 class CPUBackend(LibraryBackend):
     """An LLVM CPU target: Linux on x86-64 or aarch64."""
 
+    fuses_gelu = True
+
     def prepare(self, imported: ImportedModel, *, channels_first: bool = True) -> ImportedModel:
         """CNNs in channels-last (NHWC convs and pools, HWIO weights), except a CNN whose convs
         all go sparse, which stays channels-first where ``channels_first`` allows it: see

@@ -81,6 +81,8 @@ def _single_layer_module(layer: Layer) -> tuple[tvm.IRModule, dict[str, np.ndarr
                 y = bb.emit(relax.op.nn.relu(y))
             if layer.relu6:
                 y = bb.emit(relax.op.minimum(y, relax.const(6.0, "float32")))
+            if layer.gelu:
+                y = bb.emit(relax.op.nn.gelu(y))
             out = bb.emit_output(y)
         bb.emit_func_output(out)
     return bb.get(), values
@@ -105,7 +107,7 @@ def layer_module(
     mod, values = _single_layer_module(layer)
     if weight is not None:
         func = mod["main"]
-        (single,) = find_layers(func, {p: values[p.name] for p in func.params[1:]})
+        (single,) = find_layers(func, {p: values[p.name] for p in func.params[1:]}, gelu=layer.gelu)
         plan = SparsePlan(single, weight, kernel, knobs)
         mod = DenseToSparse([plan], backend.lowering())(mod)
     return _bind(mod, values)

@@ -69,7 +69,7 @@ def compile_model(
     say(f"importing {model_name(model)}")
     original = import_onnx(model, options.input_shapes)
     imported = backend.prepare(original, channels_first=not options.dense)
-    layers = analyse(imported)
+    layers = analyse(imported, gelu=backend.fuses_gelu)
     decisions, rows = decide_layers(
         layers, backend, decide_options, records=database, board=board, progress=say
     )
@@ -81,7 +81,7 @@ def compile_model(
         say(f"{len(kept)} conv(s) stay dense: compiling channels-last instead")
         imported = fallback
         decisions, rows = decide_layers(
-            analyse(imported),
+            analyse(imported, gelu=backend.fuses_gelu),
             backend,
             decide_options,
             records=database,

@@ -36,7 +36,7 @@ def inspect_model(
     backend = backend_for("x86")  # the cost model's pick, as for this machine
     imported = backend.prepare(import_onnx(model, input_shapes))
     options = CompileOptions(sparsity_threshold=sparsity_threshold, measure=False)
-    _, rows = decide_layers(analyse(imported), backend, options)
+    _, rows = decide_layers(analyse(imported, gelu=backend.fuses_gelu), backend, options)
     notes = []
     if any(row.decided_by == ESTIMATED for row in rows):
         notes.append(

@@ -133,7 +133,7 @@ def tune_model(
         store = RecordStore(records)
         imported = backend.prepare(import_onnx(model, input_shapes))
         jobs = []
-        for layer in analyse(imported):
+        for layer in analyse(imported, gelu=backend.fuses_gelu):
             fractions = block_zero_fractions(layer.weight)
             for block in tuning_blocks(layer, backend, fractions):
                 jobs.append((layer, block))

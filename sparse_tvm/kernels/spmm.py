@@ -43,6 +43,7 @@ from ..errors import InputShapeError
 from ..formats.block_sparse import BlockSparseWeight
 from ..formats.panels import panel_order
 from ..target.machine import num_cores, vector_lanes
+from .fast_gelu import gelu as gelu_expr
 
 __all__ = [
     "SpmmSpec",
@@ -92,6 +93,8 @@ class SpmmSpec:
     x_size: int = 0
     # ReLU6: after the ReLU, clamp at 6 (MobileNet-v2's Clip(0, 6)); only with relu
     relu6: bool = False
+    # GELU (erf form) after the bias (a transformer's FFN up-projection); not with relu
+    gelu: bool = False
     # (indptr, indices) of a small weight, for the fully unrolled kernel (spmm_unrolled);
     # None for larger ones. Not part of equality: kernels of other strategies ignore it.
     structure: tuple[tuple[int, ...], tuple[int, ...]] | None = field(
@@ -127,9 +130,11 @@ class SpmmSpec:
         return self.m if self.x_layout == "MK" else self.batch
 
     def epilogue(self, value, bias_buf, row):
-        """``value`` (+ bias[row]) then ReLU (or ReLU6), as TIR."""
+        """``value`` (+ bias[row]) then ReLU (or ReLU6) or GELU, as TIR."""
         if self.bias:
             value = value + bias_buf[row]
+        if self.gelu:
+            value = gelu_expr(value)
         if self.relu:
             value = T.max(value, T.float32(0))
         if self.relu6:
@@ -218,6 +223,7 @@ def spmm_spec(
     target: tvm.target.Target | None = None,
     x_size: int = 0,
     relu6: bool = False,
+    gelu: bool = False,
 ) -> SpmmSpec:
     """Everything :func:`spmm_kernel` specialises on, checked (parameters as there)."""
     if x_layout not in LAYOUTS:
@@ -231,6 +237,8 @@ def spmm_spec(
         raise ValueError(f"x_layout {x_layout!r} takes batch == 1 (fold the batch into m)")
     if relu6 and not relu:
         raise ValueError("relu6 clamps a ReLU's output: it takes relu=True")
+    if gelu and relu:
+        raise ValueError("the epilogue ends in a ReLU or a GELU, not both")
     if m < 1 or batch < 1:
         raise InputShapeError(
             f"a sparse layer's output is empty (m={m}, batch={batch}): the input shape is too "
@@ -253,6 +261,7 @@ def spmm_spec(
         cores=num_cores(target),
         x_size=int(x_size) if x_layout == "DIRECT" else 0,
         relu6=bool(relu6),
+        gelu=bool(gelu),
         structure=structure_of(weight),
     )
 
@@ -277,6 +286,7 @@ def spmm_kernel(
     target: tvm.target.Target | None = None,
     x_size: int = 0,
     relu6: bool = False,
+    gelu: bool = False,
     knobs: Mapping[str, int] | None = None,
 ) -> tvm.tirx.PrimFunc:
     """Build a SpMM kernel specialised on the shapes of ``weight`` and on ``m``.
@@ -313,6 +323,8 @@ def spmm_kernel(
         ``"DIRECT"`` only: the elements of the flat X.
     relu6 : bool
         Clamp the ReLU's output at 6 (ReLU6); takes ``relu``.
+    gelu : bool
+        Apply GELU (erf form, :mod:`.fast_gelu`) after the bias; not with ``relu``.
     knobs : mapping, optional
         Overrides of the hand-picked knobs of the row- or column-vector kernel, by field name
         (:class:`~.spmm_rowvec.RowvecKnobs`, :class:`~.spmm_colvec.ColvecKnobs`), e.g.
@@ -330,7 +342,7 @@ def spmm_kernel(
 
     spec, strategy, chosen = _resolve(
         weight, m, x_layout=x_layout, batch=batch, bias=bias, relu=relu, target=target,
-        x_size=x_size, relu6=relu6, knobs=knobs,
+        x_size=x_size, relu6=relu6, gelu=gelu, knobs=knobs,
     )  # fmt: skip
     if strategy == "unrolled":  # small layer: straight-line code on one thread
         from .spmm_unrolled import unrolled_body

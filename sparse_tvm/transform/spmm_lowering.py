@@ -52,8 +52,12 @@ def kernel_layout(layer: Layer) -> tuple[str, int]:
 
 
 def kernel_fusion(layer: Layer) -> dict[str, bool]:
-    """The epilogue the layer's SpMM kernel takes in: ``bias``, ``relu``, ``relu6``."""
-    return {"bias": layer.bias is not None, "relu": layer.relu, "relu6": layer.relu6}
+    """The epilogue the layer's SpMM kernel takes in: ``bias``, ``relu``, ``relu6``, and
+    ``gelu`` where set (only the CPU kernels take one)."""
+    fusion = {"bias": layer.bias is not None, "relu": layer.relu, "relu6": layer.relu6}
+    if layer.gelu:
+        fusion["gelu"] = True
+    return fusion
 
 
 def kernel_options(layer: Layer) -> dict[str, Any]:

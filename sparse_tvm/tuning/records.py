@@ -119,6 +119,7 @@ def workload_key(
     *,
     op_attrs: Mapping[str, Any] | None = None,
     relu6: bool = False,
+    gelu: bool = False,
 ) -> str:
     """Return a stable key for a sparse layer: same shape and structure -> same key.
 
@@ -143,6 +144,8 @@ def workload_key(
         weight layout); left out of the key when None.
     relu6 : bool
         The ReLU is a ReLU6; in the key only when set, so that other layers' keys stay.
+    gelu : bool
+        A GELU follows the bias; in the key only when set.
 
     Returns
     -------
@@ -172,6 +175,8 @@ def workload_key(
     }
     if relu6:
         fields["relu6"] = True
+    if gelu:
+        fields["gelu"] = True
     if op_attrs is not None:
         fields["op_attrs"] = dict(op_attrs)
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:20]
@@ -210,6 +215,7 @@ def layer_key(layer: Layer, *, pattern: bool = True) -> str:
             "conv": repr(layer.conv),
         },
         relu6=options["relu6"],
+        gelu=options.get("gelu", False),
     )
 
 

@@ -115,6 +115,8 @@ def workload(spec: SpmmSpec, digest: str) -> tvm.tirx.PrimFunc:
     }
     if spec.relu6:  # only when set: the records of every other layer keep their workload
         attrs["sparse_tvm.relu6"] = True
+    if spec.gelu:
+        attrs["sparse_tvm.gelu"] = True
     if unroll_eligible(spec):  # the unrolled kernel is generated from the structure itself
         attrs["sparse_tvm.indptr"] = list(spec.structure[0])
         attrs["sparse_tvm.indices"] = list(spec.structure[1])
@@ -211,6 +213,7 @@ def spec_of(func: tvm.tirx.PrimFunc) -> SpmmSpec:
         bias=len(params) == 6,
         relu=bool(func.attrs["sparse_tvm.relu"]),
         relu6="sparse_tvm.relu6" in func.attrs,
+        gelu="sparse_tvm.gelu" in func.attrs,
         lanes=int(func.attrs["sparse_tvm.lanes"]),
         cores=int(func.attrs["sparse_tvm.cores"]),
         structure=structure,

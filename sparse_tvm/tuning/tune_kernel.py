@@ -194,6 +194,7 @@ def lookup_kernel(
     bias: bool = False,
     relu: bool = False,
     relu6: bool = False,
+    gelu: bool = False,
     target: tvm.target.Target,
     database: ms.database.Database,
 ) -> KernelRecord | None:
@@ -204,7 +205,7 @@ def lookup_kernel(
     """
     spec = make_spec(
         weight, m, x_layout=x_layout, batch=batch, bias=bias, relu=relu, relu6=relu6,
-        target=target,
+        gelu=gelu, target=target,
     )  # fmt: skip
     if not supports(spec):
         return None
@@ -230,12 +231,13 @@ def kernel_with_knobs(
     bias: bool = False,
     relu: bool = False,
     relu6: bool = False,
+    gelu: bool = False,
     target: tvm.target.Target,
 ) -> tvm.tirx.PrimFunc:
     """The kernel of this layer with the given knob values (e.g. a :class:`TunedKernel`'s)."""
     spec = make_spec(
         weight, m, x_layout=x_layout, batch=batch, bias=bias, relu=relu, relu6=relu6,
-        target=target,
+        gelu=gelu, target=target,
     )  # fmt: skip
     return materialize(_tuning_module(weight, spec)["main"], knobs=knobs, spec=spec)
 
@@ -300,6 +302,7 @@ def tune_kernel(
     bias: bool = False,
     relu: bool = False,
     relu6: bool = False,
+    gelu: bool = False,
     target: tvm.target.Target,
     trials: int,
     work_dir: str | None = None,
@@ -316,7 +319,7 @@ def tune_kernel(
 
     Parameters
     ----------
-    weight, m, x_layout, batch, bias, relu, relu6, target
+    weight, m, x_layout, batch, bias, relu, relu6, gelu, target
         As :func:`sparse_tvm.kernels.spmm_kernel` (``target`` needs ``num-cores``).
     trials : int
         Candidates to measure (at most; the search stops early once the space is exhausted).
@@ -355,7 +358,7 @@ def tune_kernel(
     """
     spec = make_spec(
         weight, m, x_layout=x_layout, batch=batch, bias=bias, relu=relu, relu6=relu6,
-        target=target,
+        gelu=gelu, target=target,
     )  # fmt: skip
     if not supports(spec):
         raise NoTuningSpaceError(
@@ -422,7 +425,7 @@ def tune_kernel(
     args = _inputs(weight, spec)
     options = {
         "x_layout": x_layout, "batch": batch, "bias": bias, "relu": relu, "relu6": relu6,
-        "target": target,
+        "gelu": gelu, "target": target,
     }  # fmt: skip
     if board is None:
         # the hand-written kernel on the arrays in its own order (K panels: another indptr)

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 import sparse_tvm as st
+from sparse_tvm.analysis import analyse
 from sparse_tvm.examples.minilm import SENTENCES, minilm, minilm_inputs
+from sparse_tvm.frontend import import_onnx
 from sparse_tvm.pruning import prune_magnitude
 from sparse_tvm.report import MEASURED, MEASURED_AS_TWIN
 from tests.conftest import ort_run
@@ -48,3 +50,11 @@ def test_minilm_matches_onnxruntime(exported, sparsity, pattern):
         (got,) = compiled.run(inputs)
         assert got.shape == (1, 384)
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5)
+
+
+def test_the_ffn_up_layers_take_their_gelu(exported):
+    # torch's export spells GELU as Div / Erf / Add / Mul / Mul with initializer constants
+    layers = analyse(import_onnx(exported), gelu=True)
+    fused = [layer.display_name or layer.name for layer in layers if layer.gelu]
+    assert len(fused) == 6 and all("intermediate" in name for name in fused)
+    assert not any(layer.gelu for layer in analyse(import_onnx(exported)))  # off by default

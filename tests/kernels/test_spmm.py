@@ -6,6 +6,7 @@ import functools
 
 import numpy as np
 import pytest
+import scipy.special
 import tvm
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -45,6 +46,7 @@ def run_spmm(
     bias=False,
     relu=False,
     relu6=False,
+    gelu=False,
     target=TARGET,
     seed=0,
     kernel=spmm_kernel,
@@ -57,6 +59,8 @@ def run_spmm(
     n, k = w.shape
     bw = BlockSparseWeight.from_dense(w, block)
     six = {"relu6": True} if relu6 else {}  # only when set: other factories may not take it
+    if gelu:
+        six["gelu"] = True
     func = kernel(bw, m, x_layout=layout, batch=batch, bias=bias, relu=relu, target=target, **six)
     rt = tvm.compile(func, target).jit()
     b = rng.standard_normal(n).astype(np.float32)
@@ -76,6 +80,8 @@ def run_spmm(
         ref = np.maximum(ref, 0)
     if relu6:
         ref = np.minimum(ref, 6)
+    if gelu:
+        ref = ref * 0.5 * (1 + scipy.special.erf(ref / np.sqrt(2)))
     if arrays is None and kernel is spmm_kernel:
         arrays = spmm_arrays
     if arrays is None:
@@ -365,3 +371,30 @@ def test_small_csr_weights_split_the_columns_by_default(n, k, split):
     strategy, knobs = kernel_knobs(bw, 128, target=TARGET)
     assert strategy == "colvec"
     assert (knobs.split, knobs.MV) == (split, 64 if split else 128)
+
+
+@pytest.mark.parametrize(
+    ("n", "k", "block", "m", "layout", "strategy"),
+    [
+        (64, 48, (16, 1), 40, "MK", "rowvec"),
+        (96, 80, (1, 1), 128, "MK", "colvec"),  # the cores split m
+        (2000, 700, (1, 1), 64, "MK", "colvec"),  # over 1 MiB: the rows split, K panels
+        (300, 200, (1, 1), 1, "MK", "sliced"),
+        (300, 200, (2, 1), 1, "MK", "scalar"),
+        (12, 20, (1, 1), 1, "MK", "unrolled"),
+        (256, 60, (4, 1), 33, "KM", "colvec"),  # a conv's layout
+    ],
+)
+def test_gelu_epilogue(n, k, block, m, layout, strategy):
+    w = random_block_sparse(np.random.default_rng(n), n, k, block, 0.8)
+    bw = BlockSparseWeight.from_dense(w, block)
+    options = {"x_layout": layout, "bias": True, "gelu": True, "target": TARGET}
+    assert kernel_knobs(bw, m, **options)[0] == strategy
+    got, ref = run_spmm(w, block, m, layout=layout, bias=True, gelu=True)
+    np.testing.assert_allclose(got, ref, rtol=2e-5, atol=2e-5)
+
+
+def test_gelu_takes_no_relu():
+    bw = BlockSparseWeight.from_dense(np.eye(8, dtype=np.float32), (1, 1))
+    with pytest.raises(ValueError, match="ReLU or a GELU"):
+        spmm_spec(bw, 4, relu=True, gelu=True)

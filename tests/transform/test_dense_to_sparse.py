@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.special
 import tvm
 from tvm import relax, s_tir
 from tvm.script import ir as I
 from tvm.script import relax as R
 from tvm.script import tirx as T
 
-from sparse_tvm.analysis.layers import find_layers
+from sparse_tvm.analysis.layers import FuncIndex, find_layers, gelu_after, op_name
 from sparse_tvm.examples import mlp
 from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.frontend import import_onnx
@@ -535,3 +536,86 @@ def test_relu6_is_fused_into_the_spmm(activations, fused, kernel_options):
         tvm.runtime.tensor(x), tvm.runtime.tensor(w)
     )
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5, atol=1e-5)
+
+
+# -- GELU (erf form) fused into the kernel -------------------------------------------------------
+
+
+def _matmul_bias_gelu(spelling: str) -> tvm.IRModule:
+    """``matmul(x, w) + b`` then a GELU spelled as ``spelling`` says."""
+    x = relax.Var("x", relax.TensorType((3, 8), "float32"))
+    wv = relax.Var("w", relax.TensorType((8, 4), "float32"))
+    bv = relax.Var("b", relax.TensorType((4,), "float32"))
+
+    def c(value):
+        return relax.const(value, "float32")
+
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x, wv, bv]):
+        with bb.dataflow():
+            v = bb.emit(relax.op.add(bb.emit(relax.op.matmul(x, wv)), bv))
+            if spelling == "op":
+                y = bb.emit(relax.op.nn.gelu(v))
+            else:
+                if spelling == "times_rsqrt2":
+                    scaled = bb.emit(relax.op.multiply(c(0.5**0.5), v))
+                else:
+                    scaled = bb.emit(relax.op.divide(v, c(2**0.5)))
+                plus = bb.emit(relax.op.add(bb.emit(relax.op.erf(scaled)), c(1.0)))
+                if spelling in ("onnx", "times_rsqrt2"):  # v * (0.5 * (erf + 1)), torch's export
+                    y = bb.emit(relax.op.multiply(v, bb.emit(relax.op.multiply(c(0.5), plus))))
+                elif spelling == "half_last":  # (v * (erf + 1)) * 0.5
+                    y = bb.emit(relax.op.multiply(bb.emit(relax.op.multiply(plus, v)), c(0.5)))
+                else:  # "half_first": (v * 0.5) * (erf + 1), v read three times: not matched
+                    y = bb.emit(relax.op.multiply(bb.emit(relax.op.multiply(v, c(0.5))), plus))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+@pytest.mark.parametrize(
+    ("spelling", "fused"),
+    [
+        ("op", True),
+        ("onnx", True),
+        ("times_rsqrt2", True),
+        ("half_last", True),
+        ("half_first", False),
+    ],
+)
+def test_a_gelu_after_the_bias_is_fused_into_the_spmm(spelling, fused):
+    mod = _matmul_bias_gelu(spelling)
+    w, b = sparse_array((8, 4)), _bias(4)
+    func = mod["main"]
+    weights = {func.params[1]: w, func.params[2]: b}
+    assert [layer.fused for layer in find_layers(func, weights)] == [["bias"]]  # off by default
+    (layer,) = find_layers(func, weights, gelu=True)
+    assert layer.fused == (["bias", "gelu"] if fused else ["bias"])
+    plan = SparsePlan(layer, BlockSparseWeight.from_dense(layer.weight, BLOCK))
+    after = DenseToSparse([plan], SpmmLowering(TARGET))(mod)
+    ops = [
+        b.value.op.name
+        for blk in after["main"].body.blocks
+        for b in blk.bindings
+        if isinstance(b.value, relax.Call)
+    ]
+    assert (ops == ["relax.call_tir"]) == fused
+    kernel = _spmm(plan.weight, 3, bias=True, gelu=fused)
+    tvm.ir.assert_structural_equal(after["sparse_2x1_w"], _added(kernel, "sparse_2x1_w"))
+    x = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32) * 2
+    v = x @ w + b
+    ref = v * 0.5 * (1 + scipy.special.erf(v / np.sqrt(2)))
+    got = relax.VirtualMachine(tvm.compile(after, TARGET), tvm.cpu())["main"](
+        tvm.runtime.tensor(x), tvm.runtime.tensor(w), tvm.runtime.tensor(b)
+    )
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_a_gelu_whose_input_is_read_elsewhere_stays():
+    mod = _matmul_bias_gelu("onnx")
+    func = mod["main"]
+    index = FuncIndex(func)
+    v = next(var for var, value in index.value.items() if op_name(value) == "relax.add")
+    assert gelu_after(index, v) is not None
+    index.users[v] += 1  # a third reader of the pre-activation
+    assert gelu_after(index, v) is None
