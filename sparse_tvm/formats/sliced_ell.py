@@ -1,4 +1,4 @@
-"""Sliced ELLPACK (SELL-C-sigma) order of an unstructured (1x1) sparse weight, for SpMV.
+"""Sliced ELLPACK (SELL-C-sigma) order of a sparse weight with one-row blocks, for SpMV.
 
 A matrix-vector product with a CSR weight vectorised along a row's nonzeros needs a horizontal
 sum per row and a scalar tail for the last ``count % lanes`` nonzeros: at 77 nonzeros a row
@@ -11,6 +11,10 @@ longest row; shorter rows are padded with zeros. So that a slice's rows have abo
 length, the rows are sorted by their nonzero count within windows of ``window`` rows (the
 *sigma* of SELL-C-sigma): padding stays at 1-2 % on pruned transformer weights while every
 thread's share of the slices keeps the weight's mix of long and short rows.
+
+A weight of ``1 x c`` blocks is taken element by element: each stored block gives its ``c``
+values (zeros inside a block included, columns past ``k`` dropped), so a 1x4-pruned weight runs
+the same kernel as a CSR one.
 
 The arrays (``ns`` slices of ``lanes`` rows, ``S`` steps over all slices):
 
@@ -59,13 +63,15 @@ class SlicedEll:
 
 
 def sliced_ell(weight: BlockSparseWeight, lanes: int, window: int) -> SlicedEll:
-    """``weight`` (1x1 blocks) in sliced ELLPACK order with slices of ``lanes`` rows, rows
-    sorted by nonzero count (longest first) within windows of ``window`` rows (a multiple
+    """``weight`` (``1 x c`` blocks) in sliced ELLPACK order with slices of ``lanes`` rows,
+    rows sorted by stored count (longest first) within windows of ``window`` rows (a multiple
     of ``lanes``; ``window <= lanes`` keeps the weight's row order)."""
-    if weight.block != (1, 1):
-        raise ValueError(f"sliced ELLPACK takes a 1x1 (CSR) weight, got blocks {weight.block}")
+    if weight.block[0] != 1:
+        raise ValueError(
+            f"sliced ELLPACK takes blocks of one row (1x1, 1xc), got blocks {weight.block}"
+        )
     n = weight.shape[0]
-    indptr = weight.indptr.astype(np.int64)
+    data, indices, indptr = _elements(weight)
     counts = np.diff(indptr)
     window = max(lanes, window // lanes * lanes)
     # longest rows first within each window; stable, so equal counts keep their order
@@ -87,8 +93,24 @@ def sliced_ell(weight: BlockSparseWeight, lanes: int, window: int) -> SlicedEll:
         step = np.arange(nnz) - indptr[row_of]
         p = position[row_of]
         slot = (slice_ptr[p // lanes] + step) * lanes + p % lanes
-        values.reshape(-1)[slot] = weight.data[:nnz, 0, 0]
-        columns.reshape(-1)[slot] = weight.indices[:nnz]
+        values.reshape(-1)[slot] = data
+        columns.reshape(-1)[slot] = indices
     rows = np.full(slices * lanes, n, np.int32)
     rows[:n] = order
     return SlicedEll(values, columns, slice_ptr.astype(np.int32), rows)
+
+
+def _elements(weight: BlockSparseWeight) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(values, columns, indptr)`` of a ``1 x c`` weight's stored elements, row by row."""
+    k, c = weight.shape[1], weight.block[1]
+    nnzb = weight.nnz_blocks
+    indptr = weight.indptr.astype(np.int64)
+    columns = (weight.indices[:nnzb, None].astype(np.int64) * c + np.arange(c)).reshape(-1)
+    values = weight.data[:nnzb, :, 0].reshape(-1)
+    inside = columns < k  # the last block column may pass k
+    rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+    per_block = inside.reshape(nnzb, c).sum(axis=1)
+    counts = np.bincount(rows, per_block, minlength=len(indptr) - 1).astype(np.int64)
+    element_ptr = np.zeros(len(indptr), np.int64)
+    np.cumsum(counts, out=element_ptr[1:])
+    return values[inside], columns[inside].astype(np.int32), element_ptr

@@ -21,11 +21,11 @@ MetaSchedule task extraction) leave them alone. Three strategies, picked by
     ``(k, m)`` workspace. See :mod:`.spmm_colvec`. Also the only strategy of layout
     ``"KM_MK"`` (X read as ``(k, m)``, Y written as ``(m, n)``: a channels-last conv whose
     im2col wrote its columns transposed).
-``sliced``  (1x1 blocks and ``m == 1``)
+``sliced``  (1x1 or 1 x c blocks and ``m == 1``)
     A matrix-vector product over a weight in sliced ELLPACK order: one vector register holds
     the sums of ``VL`` rows, each step gathers X for one nonzero of each. See
     :mod:`.spmv_sliced`.
-``scalar``  (other ``r < 4`` blocks and ``m == 1``)
+``scalar``  (2- and 3-row blocks and ``m == 1``)
     One scalar dot product per output row; memory bound. See :mod:`.spmm_scalar`.
 """
 
@@ -156,7 +156,7 @@ def choose_strategy(spec: SpmmSpec) -> str:
         return "rowvec"
     if spec.m >= 2:
         return "colvec"
-    if spec.r == 1 and spec.c == 1:
+    if spec.r == 1:
         return "sliced"
     return "scalar"
 
@@ -396,7 +396,7 @@ def _resolve(weight: BlockSparseWeight, m: int, *, knobs=None, **options):
     """``(spec, strategy, knobs)`` of :func:`spmm_kernel`'s arguments: ``"unrolled"`` for a
     small layer, else :func:`choose_strategy`'s; the strategy's default knobs with the
     overrides of ``knobs`` (None for the unrolled and scalar kernels). The sliced kernel's
-    spec counts the values of its padded slices."""
+    spec is that of the weight's elements (1x1) in its padded slices."""
     from .spmm_colvec import default_colvec_knobs
     from .spmm_rowvec import default_rowvec_knobs
     from .spmm_unrolled import unroll_eligible
@@ -419,7 +419,7 @@ def _resolve(weight: BlockSparseWeight, m: int, *, knobs=None, **options):
         if unknown:
             raise ValueError(f"the {strategy} kernel has no knobs {unknown}")
         chosen = dataclasses.replace(chosen, **knobs)
-    if strategy == "sliced":
+    if strategy == "sliced":  # it reads the weight element by element, 1x1
         data = sliced_arrays(weight, spec.lanes, chosen)[0]
-        spec = dataclasses.replace(spec, n_data_blocks=int(data.shape[0]))
+        spec = dataclasses.replace(spec, c=1, n_data_blocks=int(data.shape[0]))
     return spec, strategy, chosen

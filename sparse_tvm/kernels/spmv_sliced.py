@@ -1,4 +1,4 @@
-"""Matrix-vector product with an unstructured (1x1) weight in sliced ELLPACK order.
+"""Matrix-vector product with a 1x1 (or ``1 x c``) weight in sliced ELLPACK order.
 
 One activation column (``m == 1``; or ``"KM"`` with ``m == 1``, the rows of X the batch):
 each output is a dot product of a weight row's nonzeros with X values gathered by column.

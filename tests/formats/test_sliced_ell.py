@@ -34,21 +34,28 @@ def rebuilt(ell, n, k) -> np.ndarray:
     n=st.integers(1, 70),
     k=st.integers(1, 50),
     sparsity=st.sampled_from([0.0, 0.5, 0.9, 1.0]),
+    c=st.sampled_from([1, 1, 3, 4]),
     lanes=st.sampled_from([4, 8, 16]),
     window_slices=st.integers(0, 5),
     seed=st.integers(0, 2**16),
 )
-def test_sliced_order_keeps_every_nonzero(n, k, sparsity, lanes, window_slices, seed):
+def test_sliced_order_keeps_every_nonzero(n, k, sparsity, c, lanes, window_slices, seed):
     rng = np.random.default_rng(seed)
     w = random_weight(rng, n, k, sparsity, range(0, n, 5))
-    ell = sliced_ell(BlockSparseWeight.from_dense(w, (1, 1)), lanes, window_slices * lanes)
+    bw = BlockSparseWeight.from_dense(w, (1, c))
+    ell = sliced_ell(bw, lanes, window_slices * lanes)
     np.testing.assert_array_equal(rebuilt(ell, n, k), w)
     assert ell.slices == -(-n // lanes)
     assert sorted(ell.rows[:n]) == list(range(n))  # every row computed once
     assert (ell.rows[n:] == n).all()  # the last slice's padding lanes
     assert ell.values.dtype == np.float32 and ell.columns.dtype == np.int32
     assert ((ell.columns >= 0) & (ell.columns < k)).all()
-    counts = np.count_nonzero(w, axis=1)
+    # a row's length: the columns of its stored blocks (a 1 x c block's zeros are stored too)
+    stored = np.zeros((n, -(-k // c) * c), bool)
+    for i in range(n):
+        for b in range(bw.indptr[i], bw.indptr[i + 1]):
+            stored[i, bw.indices[b] * c : bw.indices[b] * c + c] = True
+    counts = stored[:, :k].sum(axis=1)
     window = max(lanes, window_slices * lanes)
     for s in range(ell.slices):  # a slice is as long as its longest row
         rows = ell.rows[s * lanes : (s + 1) * lanes]
@@ -67,7 +74,7 @@ def test_sorting_within_windows_cuts_the_padding():
     assert stored[1] < 1.05
 
 
-def test_rejects_blocks():
+def test_rejects_blocks_of_several_rows():
     bw = BlockSparseWeight.from_dense(np.ones((8, 8), np.float32), (4, 1))
-    with pytest.raises(ValueError, match="1x1"):
+    with pytest.raises(ValueError, match="one row"):
         sliced_ell(bw, 16, 256)

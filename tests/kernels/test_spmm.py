@@ -298,7 +298,7 @@ def test_strategy_choice():
     assert choose_strategy(spec(16, 1, 1, "KM")) == "rowvec"
     assert choose_strategy(spec(16, 1, 128, "KM")) == "colvec"
     assert choose_strategy(spec(1, 1, 128, "MK")) == "colvec"
-    assert choose_strategy(spec(1, 4, 1, "MK")) == "scalar"
+    assert choose_strategy(spec(1, 4, 1, "MK")) == "sliced"  # element by element
     assert choose_strategy(spec(2, 1, 1, "MK")) == "scalar"
     assert choose_strategy(spec(1, 1, 1, "MK")) == "sliced"  # CSR matrix-vector
     assert choose_strategy(spec(1, 1, 1, "KM")) == "sliced"

@@ -1,5 +1,5 @@
 """The sliced ELLPACK matrix-vector kernel against numpy: shapes off the lane grid, empty
-rows, empty weights, bias and ReLU, batch rows, AVX-512 and AVX2 lanes."""
+rows, empty weights, 1x1 and 1x4 blocks, bias and ReLU, batch rows, AVX-512 and AVX2 lanes."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ def csr_weight(rng, n, k, sparsity):
     n=st.integers(1, 90),
     k=st.integers(1, 70),
     sparsity=st.sampled_from([0.0, 0.7, 0.95, 1.0]),
+    c=st.sampled_from([1, 1, 4]),
     layout_batch=st.sampled_from([("MK", 1), ("KM", 1), ("KM", 3)]),
     bias=st.booleans(),
     relu=st.booleans(),
@@ -33,18 +34,20 @@ def csr_weight(rng, n, k, sparsity):
     window=st.sampled_from([None, 1, 48]),
     seed=st.integers(0, 2**16),
 )
-def test_sliced_kernel_matches_numpy(n, k, sparsity, layout_batch, bias, relu, avx2, window, seed):
+def test_sliced_kernel_matches_numpy(
+    n, k, sparsity, c, layout_batch, bias, relu, avx2, window, seed
+):
     layout, batch = layout_batch
     target = AVX2 if avx2 else TARGET
     w = csr_weight(np.random.default_rng(seed), n, k, sparsity)
-    bw = BlockSparseWeight.from_dense(w, (1, 1))
+    bw = BlockSparseWeight.from_dense(w, (1, c))
     knobs = None if window is None else {"window": window}
     with pytest.MonkeyPatch.context() as patch:  # small weights would get the unrolled kernel
         patch.setattr(spmm_unrolled, "MAX_UNROLLED_TERMS", -1)
         strategy, _ = kernel_knobs(bw, 1, x_layout=layout, batch=batch, target=target)
         assert strategy == "sliced"
         got, ref = run_spmm(
-            w, (1, 1), 1, layout=layout, batch=batch, bias=bias, relu=relu, target=target,
+            w, (1, c), 1, layout=layout, batch=batch, bias=bias, relu=relu, target=target,
             seed=seed, kernel=lambda *a, **kw: spmm_kernel(*a, **kw, knobs=knobs),
             arrays=lambda *a, **kw: spmm_arrays_with(knobs, *a, **kw),
         )  # fmt: skip
