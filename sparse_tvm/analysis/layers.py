@@ -2,8 +2,9 @@
 
 A layer is a ``relax.matmul`` (ONNX MatMul and Gemm, the weight possibly behind a
 ``permute_dims`` for Gemm's transB) or a ``relax.nn.conv2d`` whose weight is one of the model's
-weight parameters, together with the bias add and ReLU that follow it when nothing else reads the
-intermediate values (the sparse kernel fuses them).
+weight parameters, together with the bias add and ReLU (or, where the back end's kernels take
+one, GELU) that follow it when nothing else reads the intermediate values (the sparse kernel
+fuses them).
 
 Weights are reported in the (n, k) orientation used everywhere in sparse-tvm: n output features
 by k input features (a MatMul's B transposed; a conv's (out, in*kh*kw) for NCHW / OIHW, its

@@ -7,7 +7,7 @@ input features). The activations have ``m`` columns (tokens or pixels).
 The kernels carry their x86 schedule in the loops themselves (``T.parallel``,
 ``T.vectorized``, ``T.unroll``, register accumulators), so they are marked
 ``tirx.is_scheduled`` and the dense scheduling passes (dlight ``ApplyDefaultSchedule``,
-MetaSchedule task extraction) leave them alone. Three strategies, picked by
+MetaSchedule task extraction) leave them alone. Four strategies, picked by
 :func:`choose_strategy`:
 
 ``rowvec``  (``r >= 4``, rows of X along tokens: layout ``"MK"``, or ``"KM"`` with ``m == 1``;
@@ -326,10 +326,11 @@ def spmm_kernel(
     gelu : bool
         Apply GELU (erf form, :mod:`.fast_gelu`) after the bias; not with ``relu``.
     knobs : mapping, optional
-        Overrides of the hand-picked knobs of the row- or column-vector kernel, by field name
-        (:class:`~.spmm_rowvec.RowvecKnobs`, :class:`~.spmm_colvec.ColvecKnobs`), e.g.
-        ``{"order": 1}``: the schedule variants the compiler times against each other. The
-        scalar and unrolled kernels have no such knobs and ignore them.
+        Overrides of the hand-picked knobs of the row- or column-vector or sliced kernel, by
+        field name (:class:`~.spmm_rowvec.RowvecKnobs`, :class:`~.spmm_colvec.ColvecKnobs`,
+        :class:`~.spmv_sliced.SlicedKnobs`), e.g. ``{"order": 1}``: the schedule variants the
+        compiler times against each other. The scalar and unrolled kernels have no such knobs
+        and ignore them.
 
     Returns
     -------
