@@ -242,17 +242,25 @@ def _fuse_epilogue(layer: Layer, weights, index: FuncIndex, gelu: bool) -> None:
         layer.fused.append("gelu")
 
 
-def _scalar(expr: relax.Expr) -> float | None:
-    """The value of a one-element constant, else None."""
+def _scalar(expr: relax.Expr, weights: dict[relax.Var, np.ndarray] | None = None) -> float | None:
+    """The value of a one-element constant (or one-element weight in ``weights``), else None."""
+    if weights and isinstance(expr, relax.Var) and expr in weights:
+        arr = weights[expr]
+        return float(arr.reshape(())) if arr.size == 1 else None
     if isinstance(expr, tvm.ir.expr.GenericConst) and expr.value.numpy().size == 1:
         return float(expr.value.numpy().reshape(()))
     return None
 
 
-def _bound(index: FuncIndex, var: relax.Var, source: relax.Var) -> float | None:
+def _bound(
+    index: FuncIndex,
+    var: relax.Var,
+    source: relax.Var,
+    weights: dict[relax.Var, np.ndarray] | None = None,
+) -> float | None:
     """The scalar constant that the binary op bound to ``var`` applies to ``source``."""
     a, b = index.value[var].args
-    return _scalar(b) if a.same_as(source) else _scalar(a)
+    return _scalar(b, weights) if a.same_as(source) else _scalar(a, weights)
 
 
 def activation_after(index: FuncIndex, var: relax.Var) -> tuple[relax.Var, str | None]:
@@ -289,42 +297,25 @@ def _product_of(index: FuncIndex, var: relax.Var, a: relax.Expr) -> relax.Var | 
     return user if (x.same_as(var) and y.same_as(a)) or (x.same_as(a) and y.same_as(var)) else None
 
 
-class _Scalars:
-    """The scalar constants of a function: relax constants and one-element weights (an ONNX
-    export's GELU reads its sqrt 2, 1 and 0.5 as initializers)."""
+def _scaled_by(index: FuncIndex, var: relax.Var, factor: float, weights) -> relax.Var | None:
+    """The one user of ``var`` when it is ``var * factor``, else None."""
+    user = index.single_user(var)
+    is_product = user is not None and op_name(index.value[user]) == "relax.multiply"
+    return user if is_product and _near(_bound(index, user, var, weights), factor) else None
 
-    def __init__(self, index: FuncIndex, weights: dict[relax.Var, np.ndarray]) -> None:
-        self.index, self.weights = index, weights
 
-    def of(self, expr: relax.Expr) -> float | None:
-        if isinstance(expr, relax.Var) and expr in self.weights:
-            arr = self.weights[expr]
-            return float(arr.reshape(())) if arr.size == 1 else None
-        return _scalar(expr)
-
-    def bound(self, var: relax.Var, source: relax.Var) -> float | None:
-        """The scalar the binary op bound to ``var`` applies to ``source``."""
-        a, b = self.index.value[var].args
-        return self.of(b) if a.same_as(source) else self.of(a)
-
-    def scaled_by(self, var: relax.Var, factor: float) -> relax.Var | None:
-        """The one user of ``var`` when it is ``var * factor``, else None."""
-        user = self.index.single_user(var)
-        is_product = user is not None and op_name(self.index.value[user]) == "relax.multiply"
-        return user if is_product and _near(self.bound(user, var), factor) else None
-
-    def over_sqrt2(self, var: relax.Var) -> relax.Var | None:
-        """The binding of ``var / sqrt 2`` or ``var * (1 / sqrt 2)``, if there is one."""
-        for user, value in self.index.value.items():
-            if not isinstance(value, relax.Call) or not any(a.same_as(var) for a in value.args):
-                continue
-            name = op_name(value)
-            if name == "relax.divide" and value.args[0].same_as(var):
-                if _near(self.of(value.args[1]), math.sqrt(2.0)):
-                    return user
-            elif name == "relax.multiply" and _near(self.bound(user, var), math.sqrt(0.5)):
+def _over_sqrt2(index: FuncIndex, var: relax.Var, weights) -> relax.Var | None:
+    """The binding of ``var / sqrt 2`` or ``var * (1 / sqrt 2)``, if there is one."""
+    for user, value in index.value.items():
+        if not isinstance(value, relax.Call) or not any(a.same_as(var) for a in value.args):
+            continue
+        name = op_name(value)
+        if name == "relax.divide" and value.args[0].same_as(var):
+            if _near(_scalar(value.args[1], weights), math.sqrt(2.0)):
                 return user
-        return None
+        elif name == "relax.multiply" and _near(_bound(index, user, var, weights), math.sqrt(0.5)):
+            return user
+    return None
 
 
 def gelu_after(
@@ -341,22 +332,21 @@ def gelu_after(
         return user
     if index.users.get(var, 0) != 2:  # the erf's argument and the product with v
         return None
-    scalars = _Scalars(index, weights or {})
-    scaled = scalars.over_sqrt2(var)
+    scaled = _over_sqrt2(index, var, weights)
     erf = index.single_user(scaled) if scaled is not None else None
     if erf is None or op_name(index.value[erf]) != "relax.erf":
         return None
     plus = index.single_user(erf)
     if plus is None or op_name(index.value[plus]) != "relax.add":
         return None
-    if not _near(scalars.bound(plus, erf), 1.0):
+    if not _near(_bound(index, plus, erf, weights), 1.0):
         return None
-    half = scalars.scaled_by(plus, 0.5)
+    half = _scaled_by(index, plus, 0.5, weights)
     if half is not None:  # v * (0.5 * (erf + 1))
         return _product_of(index, half, var)
     times_v = _product_of(index, plus, var)
     if times_v is not None:  # (v * (erf + 1)) * 0.5
-        return scalars.scaled_by(times_v, 0.5)
+        return _scaled_by(index, times_v, 0.5, weights)
     return None  # (v * 0.5) * (erf + 1) reads v from a third op: not matched
 
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from .block_sparse import BlockSparseWeight
 
-__all__ = ["SlicedEll", "sliced_ell"]
+__all__ = ["SlicedEll", "sliced_ell", "sliced_steps"]
 
 
 @dataclass(frozen=True)
@@ -73,15 +73,8 @@ def sliced_ell(weight: BlockSparseWeight, lanes: int, window: int) -> SlicedEll:
     n = weight.shape[0]
     data, indices, indptr = _elements(weight)
     counts = np.diff(indptr)
-    window = max(lanes, window // lanes * lanes)
-    # longest rows first within each window; stable, so equal counts keep their order
-    order = np.lexsort((-counts, np.arange(n) // window))
-    slices = -(-n // lanes)
-    padded = np.zeros(slices * lanes, np.int64)
-    padded[:n] = counts[order]
-    widths = padded.reshape(slices, lanes).max(axis=1)
-    slice_ptr = np.zeros(slices + 1, np.int64)
-    np.cumsum(widths, out=slice_ptr[1:])
+    order, slice_ptr = _slices(counts, lanes, window)
+    slices = len(slice_ptr) - 1
     steps = max(1, int(slice_ptr[-1]))
     values = np.zeros((steps, lanes), np.float32)
     columns = np.zeros((steps, lanes), np.int32)
@@ -98,6 +91,27 @@ def sliced_ell(weight: BlockSparseWeight, lanes: int, window: int) -> SlicedEll:
     rows = np.full(slices * lanes, n, np.int32)
     rows[:n] = order
     return SlicedEll(values, columns, slice_ptr.astype(np.int32), rows)
+
+
+def sliced_steps(weight: BlockSparseWeight, lanes: int, window: int) -> int:
+    """:attr:`SlicedEll.steps` of :func:`sliced_ell`'s result, without filling the arrays."""
+    counts = np.diff(_elements(weight)[2])
+    return max(1, int(_slices(counts, lanes, window)[1][-1]))
+
+
+def _slices(counts: np.ndarray, lanes: int, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """The row order (rows sorted by ``counts``, longest first, within windows) and the slice
+    pointers of rows with ``counts`` stored values."""
+    n = len(counts)
+    window = max(lanes, window // lanes * lanes)
+    # stable: equal counts keep their order
+    order = np.lexsort((-counts, np.arange(n) // window))
+    slices = -(-n // lanes)
+    padded = np.zeros(slices * lanes, np.int64)
+    padded[:n] = counts[order]
+    slice_ptr = np.zeros(slices + 1, np.int64)
+    np.cumsum(padded.reshape(slices, lanes).max(axis=1), out=slice_ptr[1:])
+    return order, slice_ptr
 
 
 def _elements(weight: BlockSparseWeight) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -42,6 +42,7 @@ from tvm.script import tirx as T
 from ..errors import InputShapeError
 from ..formats.block_sparse import BlockSparseWeight
 from ..formats.panels import panel_order
+from ..formats.sliced_ell import sliced_steps
 from ..target.machine import num_cores, vector_lanes
 from .fast_gelu import gelu as gelu_expr
 
@@ -401,7 +402,7 @@ def _resolve(weight: BlockSparseWeight, m: int, *, knobs=None, **options):
     from .spmm_colvec import default_colvec_knobs
     from .spmm_rowvec import default_rowvec_knobs
     from .spmm_unrolled import unroll_eligible
-    from .spmv_sliced import default_sliced_knobs, sliced_arrays
+    from .spmv_sliced import default_sliced_knobs
 
     spec = spmm_spec(weight, m, **options)
     if unroll_eligible(spec):
@@ -421,6 +422,6 @@ def _resolve(weight: BlockSparseWeight, m: int, *, knobs=None, **options):
             raise ValueError(f"the {strategy} kernel has no knobs {unknown}")
         chosen = dataclasses.replace(chosen, **knobs)
     if strategy == "sliced":  # it reads the weight element by element, 1x1
-        data = sliced_arrays(weight, spec.lanes, chosen)[0]
-        spec = dataclasses.replace(spec, c=1, n_data_blocks=int(data.shape[0]))
+        steps = sliced_steps(weight, spec.lanes, chosen.window)
+        spec = dataclasses.replace(spec, c=1, n_data_blocks=steps * spec.lanes)
     return spec, strategy, chosen

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sparse_tvm.formats import BlockSparseWeight
-from sparse_tvm.formats.sliced_ell import sliced_ell
+from sparse_tvm.formats.sliced_ell import sliced_ell, sliced_steps
 
 
 def random_weight(rng, n, k, sparsity, empty_rows):
@@ -45,6 +45,7 @@ def test_sliced_order_keeps_every_nonzero(n, k, sparsity, c, lanes, window_slice
     bw = BlockSparseWeight.from_dense(w, (1, c))
     ell = sliced_ell(bw, lanes, window_slices * lanes)
     np.testing.assert_array_equal(rebuilt(ell, n, k), w)
+    assert sliced_steps(bw, lanes, window_slices * lanes) == ell.steps  # the kernel's spec
     assert ell.slices == -(-n // lanes)
     assert sorted(ell.rows[:n]) == list(range(n))  # every row computed once
     assert (ell.rows[n:] == n).all()  # the last slice's padding lanes

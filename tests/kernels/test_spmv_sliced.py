@@ -3,6 +3,8 @@ rows, empty weights, 1x1 and 1x4 blocks, bias and ReLU, batch rows, AVX-512 and 
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -10,15 +12,10 @@ from hypothesis import strategies as st
 
 from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.kernels import spmm_unrolled
-from sparse_tvm.kernels.spmm import kernel_knobs, spmm_kernel
+from sparse_tvm.kernels.spmm import kernel_knobs, spmm_arrays, spmm_kernel
+from tests.formats.test_sliced_ell import random_weight
 
 from .test_spmm import AVX2, TARGET, run_spmm
-
-
-def csr_weight(rng, n, k, sparsity):
-    w = (rng.standard_normal((n, k)) * (rng.random((n, k)) >= sparsity)).astype(np.float32)
-    w[rng.random(n) < 0.2] = 0  # empty rows
-    return w
 
 
 @settings(max_examples=15, deadline=None)
@@ -39,7 +36,7 @@ def test_sliced_kernel_matches_numpy(
 ):
     layout, batch = layout_batch
     target = AVX2 if avx2 else TARGET
-    w = csr_weight(np.random.default_rng(seed), n, k, sparsity)
+    w = random_weight(np.random.default_rng(seed), n, k, sparsity, empty_rows=range(0, n, 5))
     bw = BlockSparseWeight.from_dense(w, (1, c))
     knobs = None if window is None else {"window": window}
     with pytest.MonkeyPatch.context() as patch:  # small weights would get the unrolled kernel
@@ -48,21 +45,15 @@ def test_sliced_kernel_matches_numpy(
         assert strategy == "sliced"
         got, ref = run_spmm(
             w, (1, c), 1, layout=layout, batch=batch, bias=bias, relu=relu, target=target,
-            seed=seed, kernel=lambda *a, **kw: spmm_kernel(*a, **kw, knobs=knobs),
-            arrays=lambda *a, **kw: spmm_arrays_with(knobs, *a, **kw),
+            seed=seed, kernel=partial(spmm_kernel, knobs=knobs),
+            arrays=partial(spmm_arrays, knobs=knobs),
         )  # fmt: skip
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
 
 
-def spmm_arrays_with(knobs, *args, **kwargs):
-    from sparse_tvm.kernels.spmm import spmm_arrays
-
-    return spmm_arrays(*args, **kwargs, knobs=knobs)
-
-
 def test_bert_ffn_weight_at_90_percent():
     """A weight too big to unroll takes the sliced kernel by default."""
-    w = csr_weight(np.random.default_rng(3), 3072, 768, 0.9)
+    w = random_weight(np.random.default_rng(3), 3072, 768, 0.9, empty_rows=range(0, 3072, 50))
     bw = BlockSparseWeight.from_dense(w, (1, 1))
     assert kernel_knobs(bw, 1, target=TARGET)[0] == "sliced"
     got, ref = run_spmm(w, (1, 1), 1, bias=True, relu=True)
