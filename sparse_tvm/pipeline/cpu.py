@@ -2,7 +2,10 @@
 
 ``tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target))`` runs, in order:
 
-1. float32 exp, erf, tanh, sigmoid, softmax and GELU as vectorisable polynomial code
+1. each attention chain (``Q K^T``, scale, mask, softmax, ``P V`` and the head transposes
+   around them) becomes one call of our attention kernel
+   (:mod:`sparse_tvm.transform.fused_attention`); float32 exp, erf, tanh, sigmoid, softmax
+   and GELU as vectorisable polynomial code
    (:mod:`sparse_tvm.transform.fast_math`: LLVM would call libm per element); library
    dispatch (sort/scan/sampling), as TVM's CPU pipeline does; NCHW depthwise convs
    with constant weights become calls of our own kernel (:mod:`sparse_tvm.transform.depthwise_nchw`),
@@ -36,6 +39,7 @@ from sparse_tvm.pipeline.cpu_rules._common import PREPROC_ATTR
 from sparse_tvm.pipeline.rule_failures import report_rule_failure
 from sparse_tvm.transform.depthwise_nchw import DepthwiseNCHW
 from sparse_tvm.transform.fast_math import FastMath
+from sparse_tvm.transform.fused_attention import FuseAttention
 from sparse_tvm.transform.max_pool_nchw import MaxPoolNCHW
 
 logger = logging.getLogger(__name__)
@@ -242,7 +246,7 @@ def cpu_pipeline(target: Target) -> tvm.transform.Pass:
         originals = scheduled_kernels(mod)
         with target:
             seq = tvm.transform.Sequential(
-                [FastMath()]
+                [FuseAttention(target), FastMath()]
                 + cpu_generic.library_dispatch_passes(target)
                 + [DepthwiseNCHW(target), MaxPoolNCHW(target)]
                 + legalize_passes(target)

@@ -36,6 +36,7 @@ OP_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("sparse conv input (im2col, pad, crop)", (r"^im2col", r"^direct_pad", r"^direct_crop")),
     ("depthwise conv", (r"^depthwise", r"depthwise")),
     ("dense conv", (r"conv2d",)),
+    ("attention", (r"^attention_",)),
     ("dense matmul", (r"matmul", r"dense", r"batch_matmul")),
     ("softmax", (r"softmax",)),
     ("layer norm", (r"layer_norm", r"rms_norm", r"group_norm")),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tvm import relax
 
 import sparse_tvm as st
 from sparse_tvm.analysis import analyse
@@ -14,6 +15,7 @@ from sparse_tvm.examples.minilm import SENTENCES, minilm, minilm_inputs
 from sparse_tvm.frontend import import_onnx
 from sparse_tvm.pruning import prune_magnitude
 from sparse_tvm.report import MEASURED, MEASURED_AS_TWIN
+from sparse_tvm.transform.fused_attention import find_attentions
 from tests.conftest import ort_run
 
 CASES = [
@@ -58,3 +60,18 @@ def test_the_ffn_up_layers_take_their_gelu(exported):
     fused = [layer.display_name or layer.name for layer in layers if layer.gelu]
     assert len(fused) == 6 and all("intermediate" in name for name in fused)
     assert not any(layer.gelu for layer in analyse(import_onnx(exported)))  # off by default
+
+
+def test_the_attentions_become_one_kernel_each(exported):
+    # the six self-attentions, read straight from the projections' (tokens, hidden) outputs
+    imported = import_onnx(exported)
+    main = relax.transform.BindParams("main", imported.params)(imported.mod)["main"]
+    found = find_attentions(main)
+    assert len(found) == 6
+    assert {(m.spec.heads, m.spec.queries, m.spec.keys, m.spec.dim) for m in found} == {
+        (12, 128, 128, 32)
+    }
+    assert {
+        (m.spec.q_layout, m.spec.k_layout, m.spec.v_layout, m.spec.out_layout) for m in found
+    } == {("BSHD",) * 4}
+    assert all(m.scale is not None and m.mask is not None for m in found)
