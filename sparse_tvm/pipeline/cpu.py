@@ -10,8 +10,9 @@
    dispatch (sort/scan/sampling), as TVM's CPU pipeline does; NCHW depthwise convs
    with constant weights become calls of our own kernel (:mod:`sparse_tvm.transform.depthwise_nchw`),
    and so do NCHW max pools (:mod:`sparse_tvm.transform.max_pool_nchw`);
-2. legalize + fuse: ops become TIR, elementwise epilogues fuse into their matmul
-   (already-scheduled kernels are marked opaque so that fusion leaves them whole);
+2. legalize + fuse: ops become TIR, elementwise epilogues fuse into their matmul, residual
+   adds into the layer norm after them (already-scheduled kernels are marked opaque so that
+   fusion leaves them whole);
 3. schedule: each PrimFunc not already scheduled gets the first CPU rule that applies
    (see :mod:`sparse_tvm.pipeline.cpu_rules`); constant weights the matmul rule asks to be
    packed are packed at compile time (``SplitLayoutRewritePreproc`` + ``FoldConstant``);
@@ -168,6 +169,26 @@ def keep_scheduled_kernels_unfused(mod: IRModule, _ctx: tvm.transform.PassContex
     return mod
 
 
+REDUCE_PATTERN = 3  # relax.OpPatternKind.kCommReduce: injective producers fuse into it
+NORMS = ("layer_norm", "rms_norm")  # the names LegalizeOps gives these ops' PrimFuncs
+
+
+@tvm.transform.module_pass(opt_level=0, name="NormsTakeTheirInputs")
+def norms_take_their_inputs(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
+    """Mark the legalized layer / RMS norms as reductions, so that ``FuseOps`` fuses the
+    elementwise ops that only they read into them: a transformer's residual add (skip + layer
+    norm, one pass over the rows instead of two).
+
+    ``AnnotateTIROpPattern`` calls them "out-elementwise fusable" (like a matmul), which takes
+    ops after it only; the :class:`~sparse_tvm.pipeline.cpu_rules.row_reduction.RowReduction`
+    rule schedules the fused function, the add inlined into the row reads.
+    """
+    for gvar, func in list(mod.functions_items()):
+        if isinstance(func, tirx.PrimFunc) and gvar.name_hint.startswith(NORMS):
+            mod[gvar] = func.with_attr("op_pattern", REDUCE_PATTERN)
+    return mod
+
+
 def restore_scheduled_kernels(originals: list[tirx.PrimFunc]) -> tvm.transform.Pass:
     """Give back the exact definitions of ``originals`` (attributes added on the way dropped).
 
@@ -202,6 +223,7 @@ def legalize_passes(target: Target) -> list[tvm.transform.Pass]:
         relax.transform.LegalizeOps(),
         keep_scheduled_kernels_unfused,
         relax.transform.AnnotateTIROpPattern(),
+        norms_take_their_inputs,
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),

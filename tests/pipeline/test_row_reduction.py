@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tvm
-from tvm import relax, te, topi
+from tvm import relax, te, tirx, topi
 
+from sparse_tvm.pipeline.cpu import legalize_passes
 from sparse_tvm.pipeline.cpu_rules import RowReduction, default_rules
 from tests.pipeline.relax_run import run_relax
 
@@ -28,6 +29,32 @@ def test_layer_norm_matches_numpy(shape):
     x64 = x.astype(np.float64)
     mean, var = x64.mean(-1, keepdims=True), x64.var(-1, keepdims=True)
     np.testing.assert_allclose(got, (x64 - mean) / np.sqrt(var + 1e-5) * gamma + beta,
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+
+
+def test_the_residual_add_fuses_into_the_layer_norm():
+    """skip + layer norm (a transformer's ``layer_norm(x + residual)``) is one kernel."""
+    rng = np.random.default_rng(2)
+    x, residual = (rng.standard_normal((1, 128, 384)).astype(np.float32) for _ in range(2))
+    gamma, beta = (rng.standard_normal(384).astype(np.float32) for _ in range(2))
+
+    def skip_norm(a, r, g, b):
+        return relax.op.nn.layer_norm(relax.op.add(a, r), g, b, axes=[-1])
+
+    bb = relax.BlockBuilder()
+    params = [relax.Var(n, relax.TensorType(a.shape, "float32"))
+              for n, a in zip("argb", (x, residual, gamma, beta), strict=True)]  # fmt: skip
+    with bb.function("main", params):
+        with bb.dataflow():
+            out = bb.emit_output(skip_norm(*params))
+        bb.emit_func_output(out)
+    fused = tvm.transform.Sequential(legalize_passes(AVX512))(bb.get())
+    kernels = [gv.name_hint for gv, f in fused.functions_items() if isinstance(f, tirx.PrimFunc)]
+    assert kernels == ["fused_add_layer_norm"]
+    got = _run(skip_norm, [x, residual, gamma, beta])
+    h = x.astype(np.float64) + residual
+    mean, var = h.mean(-1, keepdims=True), h.var(-1, keepdims=True)
+    np.testing.assert_allclose(got, (h - mean) / np.sqrt(var + 1e-5) * gamma + beta,
                                rtol=1e-5, atol=1e-5)  # fmt: skip
 
 
