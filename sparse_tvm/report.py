@@ -118,12 +118,20 @@ class LayerReport:
     layer: str = ""  # module path / ONNX node name
     decided_by: str = ""  # MEASURED, MEASURED_ON_BOARD, ESTIMATED, ...; '' in old artefacts
     decided_speedup: float | None = None  # the measured or estimated speedup that decided
+    fused: list[str] = field(
+        default_factory=list
+    )  # ops the sparse kernel takes in: bias, relu, gelu
 
     @property
     def speedup(self) -> float | None:
         if self.dense_us and self.sparse_us:
             return self.dense_us / self.sparse_us
         return None
+
+    @property
+    def op_label(self) -> str:
+        """The op with what its sparse kernel took in: ``"matmul+bias+gelu"``."""
+        return "+".join([self.op, *self.fused])
 
     @property
     def display_name(self) -> str:
@@ -230,7 +238,7 @@ class Report:
                 [
                     r.display_name,
                     r.name,
-                    r.op,
+                    r.op_label,
                     f"{r.weight_shape[0]}x{r.weight_shape[1]}",
                     str(r.m),
                     f"{r.sparsity:.1%}",

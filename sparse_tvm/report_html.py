@@ -139,7 +139,7 @@ def _layer_row(row: LayerReport) -> str:
     cells = [
         _cell(_breakable(row.display_name), "text wrap name"),
         _cell(f'<span class="weight">{_breakable(row.name)}</span>', "text wrap name"),
-        _cell(esc(row.op), "text"),
+        _cell(esc(row.op_label), "text"),
         _cell(f"{row.weight_shape[0]} x {row.weight_shape[1]}"),
         _cell(str(row.m)),
         _cell(f"{row.sparsity:.1%}"),

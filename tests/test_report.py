@@ -77,6 +77,7 @@ def _report() -> Report:
             layer="blocks.0.fc1",
             decided_by=MEASURED,
             decided_speedup=2.5,
+            fused=["bias", "gelu"],
         ),
         LayerReport(
             name="fc2",
@@ -108,6 +109,19 @@ def test_report_json_round_trip_keeps_the_pattern_and_skips_unknown_fields():
     old = report.to_dict()
     del old["layers"][1]["pattern"]  # artefacts written before patterns were stored
     assert Report.from_dict(old).layers[1].pattern is None
+
+
+def test_rows_say_what_the_sparse_kernel_took_in():
+    report = _report()
+    text = str(report).splitlines()
+    fc1 = next(line for line in text if line.startswith("blocks.0.fc1"))
+    fc2 = next(line for line in text if line.startswith("fc2"))
+    assert " matmul+bias+gelu " in fc1 and " matmul " in fc2 and "+" not in fc2
+    assert ">matmul+bias+gelu<" in render_html(report)
+    assert report.to_dict()["layers"][0]["fused"] == ["bias", "gelu"]
+    old = report.to_dict()
+    del old["layers"][0]["fused"]  # artefacts written before the field
+    assert Report.from_dict(old).layers[0].op_label == "matmul"
 
 
 def test_png_bytes_decode_to_the_same_pixels():

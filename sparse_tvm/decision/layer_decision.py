@@ -587,6 +587,7 @@ def layer_row(decision: LayerDecision, zero_fractions: dict[str, float]) -> Laye
         dense_bytes=dense_bytes,
         stored_bytes=stored,
         pattern=pattern_summary(layer.weight),
+        fused=list(layer.fused) if choice.label != "dense" else [],
     )
 
 

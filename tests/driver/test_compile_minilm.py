@@ -46,6 +46,11 @@ def test_minilm_matches_onnxruntime(exported, sparsity, pattern):
         assert sum(row.decided_by == MEASURED for row in rows) >= 3
         assert sum(row.format != "dense" for row in rows) >= 30
         assert all(abs(row.sparsity - sparsity) < 0.01 for row in rows)
+        # a sparse kernel takes its layer's bias, and the FFN up layers' GELU too
+        for row in rows:
+            if row.format != "dense":
+                gelu = ["gelu"] if "intermediate" in row.display_name else []
+                assert row.fused == ["bias", *gelu], row.display_name
     for text in SENTENCES[:2]:  # real token ids, padded: the attention mask is used
         inputs = minilm_inputs([text])
         (want,) = ort_run(model, inputs)
