@@ -54,11 +54,16 @@ class CPUBackend(LibraryBackend):
         :mod:`sparse_tvm.kernels.spmm_colvec`) has no loop order of its own; its variants are
         the unpanelled kernel in both orders. A small CSR weight's default kernel splits the m
         columns between the cores (``split``); its variants are the row-split kernels, with and
-        without K panels. The other kernels (sliced, scalar, unrolled) have no loop order to
-        vary."""
+        without K panels. The sliced matrix-vector kernel on AVX-512 takes the columns in
+        chunks gathered by permutes (``chunk`` 32, :mod:`sparse_tvm.kernels.spmv_chunked`): a
+        2x-padded weight for cheaper gathers, which wins where the weight streams fast enough;
+        its variant is the element-by-element gather (``chunk`` 0). The other kernels (scalar,
+        unrolled) have no loop order to vary."""
         strategy, knobs = kernel_knobs(
             weight, layer.m, **kernel_options(layer), target=self.tvm_target
         )
+        if strategy == "sliced":
+            return [{"chunk": 0}] if knobs.chunk else []
         if strategy not in ("rowvec", "colvec"):
             return []
         if strategy == "colvec" and knobs.split:

@@ -24,7 +24,8 @@ MetaSchedule task extraction) leave them alone. Four strategies, picked by
 ``sliced``  (1x1 or 1 x c blocks and ``m == 1``)
     A matrix-vector product over a weight in sliced ELLPACK order: one vector register holds
     the sums of ``VL`` rows, each step gathers X for one nonzero of each. See
-    :mod:`.spmv_sliced`.
+    :mod:`.spmv_sliced`; on AVX-512 by default with the columns in chunks of 32, each step's X
+    gathered by one permute of two registers (:mod:`.spmv_chunked`, knob ``chunk``).
 ``scalar``  (2- and 3-row blocks and ``m == 1``)
     One scalar dot product per output row; memory bound. See :mod:`.spmm_scalar`.
 """
@@ -41,6 +42,7 @@ from tvm.script import tirx as T
 
 from ..errors import InputShapeError
 from ..formats.block_sparse import BlockSparseWeight
+from ..formats.chunked_ell import chunked_steps
 from ..formats.panels import panel_order
 from ..formats.sliced_ell import sliced_steps
 from ..target.machine import num_cores, vector_lanes
@@ -163,14 +165,15 @@ def choose_strategy(spec: SpmmSpec) -> str:
 
 
 def wrap_kernel(
-    spec: SpmmSpec, body, panels: int = 1, nptr: int | None = None
+    spec: SpmmSpec, body, panels: int = 1, nptr: int | None = None, nidx: int | None = None
 ) -> tvm.tirx.PrimFunc:
     """Give a kernel body ``body(Xf, data, indices, indptr, B, Yf)`` its public signature.
 
     ``Xf`` and ``Yf`` are flat aliases of X and Y so that one body serves both layouts.
     ``panels``: the K panels of a body that reads the weight in
     :mod:`~sparse_tvm.formats.panels` order (``indptr`` of ``panels * block_rows + 1``);
-    ``nptr``: the entries of an ``indptr`` of another kind (the sliced kernel's).
+    ``nptr``: the entries of an ``indptr`` of another kind (the sliced kernel's); ``nidx``:
+    of ``indices`` where they are not one per data block (the chunked kernel's packed bytes).
     """
     x_shape, y_shape = spec.x_shape, spec.y_shape
     x_size = spec.x_size if spec.x_layout == "DIRECT" else spec.batch * spec.k * spec.m
@@ -178,6 +181,7 @@ def wrap_kernel(
     d_shape = (spec.n_data_blocks, spec.c, spec.r)
     nnzb, n = spec.n_data_blocks, spec.n
     nptr = panels * spec.block_rows + 1 if nptr is None else nptr
+    nidx = nnzb if nidx is None else nidx
     attrs = {"tirx.is_scheduled": True, "tirx.noalias": True}
     if spec.bias:
 
@@ -185,7 +189,7 @@ def wrap_kernel(
         def spmm(
             X: T.Buffer(x_shape, "float32"),
             data: T.Buffer(d_shape, "float32"),
-            indices: T.Buffer((nnzb,), "int32"),
+            indices: T.Buffer((nidx,), "int32"),
             indptr: T.Buffer((nptr,), "int32"),
             bias: T.Buffer((n,), "float32"),
             Y: T.Buffer(y_shape, "float32"),
@@ -201,7 +205,7 @@ def wrap_kernel(
         def spmm(
             X: T.Buffer(x_shape, "float32"),
             data: T.Buffer(d_shape, "float32"),
-            indices: T.Buffer((nnzb,), "int32"),
+            indices: T.Buffer((nidx,), "int32"),
             indptr: T.Buffer((nptr,), "int32"),
             Y: T.Buffer(y_shape, "float32"),
         ):
@@ -354,6 +358,11 @@ def spmm_kernel(
         from .spmm_scalar import scalar_body
 
         return wrap_kernel(spec, scalar_body(spec))
+    if strategy == "sliced" and chosen.chunk:
+        from .spmv_chunked import chunked_body, chunked_sizes
+
+        nidx, nptr = chunked_sizes(spec, spec.n_data_blocks // spec.lanes)
+        return wrap_kernel(spec, chunked_body(spec, nidx), nptr=nptr, nidx=nidx)
     if strategy == "sliced":
         from .spmv_sliced import sliced_body, sliced_indptr_size
 
@@ -378,6 +387,10 @@ def spmm_arrays(
     panels, or in sliced ELLPACK order (:func:`~.spmv_sliced.sliced_arrays`) for the sliced
     kernel."""
     spec, strategy, chosen = _resolve(weight, m, knobs=knobs, **options)
+    if strategy == "sliced" and chosen.chunk:
+        from .spmv_chunked import chunked_arrays
+
+        return chunked_arrays(weight, chosen.window)
     if strategy == "sliced":
         from .spmv_sliced import sliced_arrays
 
@@ -422,6 +435,16 @@ def _resolve(weight: BlockSparseWeight, m: int, *, knobs=None, **options):
             raise ValueError(f"the {strategy} kernel has no knobs {unknown}")
         chosen = dataclasses.replace(chosen, **knobs)
     if strategy == "sliced":  # it reads the weight element by element, 1x1
-        steps = sliced_steps(weight, spec.lanes, chosen.window)
+        from .spmv_chunked import CHUNK, LANES
+
+        if chosen.chunk not in (0, CHUNK) or (chosen.chunk and spec.lanes != LANES):
+            raise ValueError(
+                f"the sliced kernel takes chunk 0, or {CHUNK} on AVX-512 (16 lanes); "
+                f"got chunk {chosen.chunk} at {spec.lanes} lanes"
+            )
+        if chosen.chunk:
+            steps = chunked_steps(weight, spec.lanes, chosen.window, chosen.chunk)
+        else:
+            steps = sliced_steps(weight, spec.lanes, chosen.window)
         spec = dataclasses.replace(spec, c=1, n_data_blocks=steps * spec.lanes)
     return spec, strategy, chosen

@@ -37,14 +37,19 @@ WINDOW_SLICES = 16
 @dataclass(frozen=True)
 class SlicedKnobs:
     """``window``: rows sorted by nonzero count together (a multiple of the lanes; the lanes
-    themselves: the weight's row order)."""
+    themselves: the weight's row order); ``chunk``: 0 gathers X element by element (this
+    module's kernel), 32 takes the columns in chunks of 32 and gathers by permutes
+    (:mod:`.spmv_chunked`, AVX-512 only)."""
 
     window: int
+    chunk: int = 0
 
 
 def default_sliced_knobs(spec: SpmmSpec) -> SlicedKnobs:
-    """Windows of :data:`WINDOW_SLICES` slices."""
-    return SlicedKnobs(window=WINDOW_SLICES * spec.lanes)
+    """Windows of :data:`WINDOW_SLICES` slices; columns in chunks of 32 on AVX-512."""
+    from .spmv_chunked import CHUNK, LANES
+
+    return SlicedKnobs(window=WINDOW_SLICES * spec.lanes, chunk=CHUNK if spec.lanes == LANES else 0)
 
 
 def sliced_arrays(

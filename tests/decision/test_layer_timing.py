@@ -16,6 +16,7 @@ from sparse_tvm.kernels.spmm import kernel_knobs
 from sparse_tvm.options import CompileOptions
 from sparse_tvm.pruning import prune_magnitude
 from sparse_tvm.report import Report
+from sparse_tvm.target.machine import vector_lanes
 from sparse_tvm.transform.dense_to_sparse import kernel_options
 
 
@@ -147,5 +148,29 @@ def test_a_csr_layer_with_k_panels_is_built_into_the_model():
     choice = FormatChoice("csr", (1, 1), 2.0, "as measured")
     for knobs in (None, {"split": 0, "MV": 64, "panel": 192}, {"split": 0, "panel": 0}):
         decision = LayerDecision(layer, choice, weight, knobs=knobs)
+        model = target.build(imported, [decision], Report(), CompileOptions(), lambda _: None)
+        np.testing.assert_allclose(model.run(x)[0], want, rtol=1e-4, atol=1e-4)
+
+
+def test_a_matrix_vector_csr_layer_is_timed_with_and_without_chunks():
+    # one activation row: the sliced kernel; on AVX-512 its default gathers X by permutes from
+    # chunks of 32 columns and its variant element by element; both build into the model
+    onnx_model = prune_magnitude(mlp(batch=1, features=256, hidden=1024), 0.9, "1x1")
+    imported = import_onnx(onnx_model)
+    layer, target = analyse(imported)[0], backend_for("x86")
+    x = np.random.default_rng(0).standard_normal((1, 256)).astype(np.float32)
+    session = onnxruntime.InferenceSession(onnx_model.SerializeToString())
+    (want,) = session.run(None, {"x": x})
+    weight = BlockSparseWeight.from_dense(layer.weight, (1, 1))
+    strategy, knobs = kernel_knobs(
+        weight, layer.m, **kernel_options(layer), target=target.tvm_target
+    )
+    assert strategy == "sliced"
+    avx512 = vector_lanes(target.tvm_target) == 16
+    assert knobs.chunk == (32 if avx512 else 0)
+    assert target.schedule_variants(layer, weight) == ([{"chunk": 0}] if avx512 else [])
+    choice = FormatChoice("csr", (1, 1), 2.0, "as measured")
+    for chosen in (None, {"chunk": 0}):
+        decision = LayerDecision(layer, choice, weight, knobs=chosen)
         model = target.build(imported, [decision], Report(), CompileOptions(), lambda _: None)
         np.testing.assert_allclose(model.run(x)[0], want, rtol=1e-4, atol=1e-4)
