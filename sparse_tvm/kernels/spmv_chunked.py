@@ -10,7 +10,9 @@ per slice take the steps in turn, so the FMAs do not wait on each other.
 AVX-512 only (16 lanes). X is first copied into a zero-padded buffer of whole chunks (a chunk
 past ``k`` reads zeros). Arguments (:func:`~sparse_tvm.kernels.spmm.wrap_kernel`'s): ``data``
 the ``(steps * 16, 1, 1)`` values, ``indices`` the one-byte offsets packed four to an int32,
-``indptr`` the slice pointers, the rows of the slices' lanes, then the chunk of each step.
+``indptr`` the slice pointers, the rows of the slices' lanes, then the first column of each
+step's chunk (a scalar load each step: computed from the chunk number, LLVM vectorised the
+multiplies and paid a vector extract per step).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def chunked_arrays(
     return (
         ell.values.reshape(-1, 1, 1),
         packed.view(np.int32),
-        np.concatenate([ell.slice_ptr, ell.rows, ell.step_chunk]),
+        np.concatenate([ell.slice_ptr, ell.rows, ell.step_chunk * CHUNK]),
     )
 
 
@@ -68,7 +70,7 @@ def chunked_body(spec: SpmmSpec, n_indices: int):
     lanes = T.ramp(0, 1, L)
 
     def step(Xp, values, offsets, indptr, acc, u, t, mi):
-        base = mi * kp + indptr[chunk_of + t] * W
+        base = mi * kp + indptr[chunk_of + t]
         gathered = T.call_llvm_pure_intrin(
             "float32x16",
             PERMUTE,
