@@ -19,6 +19,8 @@ from sparse_tvm.pruning import prune_magnitude
 
 SPARSITY = 0.9
 SETTLE_S = 0.3
+ROUNDS = 7  # the dense and sparse builds take turns, a batch each per round
+BATCH_S = 0.05  # a batch lasts about this long (at least ``repeat`` runs)
 # other processes using this much of the machine make the demo's timings unreliable: a
 # 2-thread kernel slows 5-8x when another process holds one of its cores
 BUSY_CORES = 0.25
@@ -70,6 +72,27 @@ def _median_seconds(fn, repeat: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
+
+
+def interleaved_medians(models, inputs, repeat: int, rounds: int = ROUNDS) -> list[float]:
+    """Each of ``models``' (objects with ``benchmark(inputs, repeat, warmup)``) median latency in
+    seconds: the median of its batch medians over ``rounds`` rounds in which the models take
+    turns, a batch of at least ``repeat`` runs and about :data:`BATCH_S` each.
+
+    Timed one after the other, a sub-millisecond model's few milliseconds of runs could fall
+    into a phase the other's did not (the host moving the vCPUs, another process): a small
+    CNN once showed its sparse build 0.70x its dense one, 1.3x in the two runs after. Taking
+    turns, such a phase hits both builds alike.
+    """
+    runs = []
+    for model in models:
+        estimate = model.benchmark(inputs, repeat=3, warmup=1)["median"]
+        runs.append(max(repeat, min(2000, int(BATCH_S / max(estimate, 1e-7)))))
+    batches: list[list[float]] = [[] for _ in models]
+    for _ in range(rounds):
+        for model, count, times in zip(models, runs, batches, strict=True):
+            times.append(model.benchmark(inputs, repeat=count, warmup=1)["median"])
+    return [float(np.median(times)) for times in batches]
 
 
 _noted = False
@@ -132,11 +155,12 @@ def _case(title: str, model: onnx.ModelProto, pattern: str, repeat: int) -> bool
     # each runtime's thread pool spins for a while after its last call: let it park before
     # timing the next one, or the next one shares the cores with it
     _warn_if_busy()  # also lets the thread pools of the checks above park
-    t_ort = _median_seconds(lambda: session.run(None, inputs), repeat)
+    # (onnxruntime so runs alone, for as long as the two builds' rounds together)
+    estimate = _median_seconds(lambda: session.run(None, inputs), 3)
+    runs = max(repeat, min(2000, int(ROUNDS * BATCH_S / max(estimate, 1e-7))))
+    t_ort = _median_seconds(lambda: session.run(None, inputs), runs)
     time.sleep(SETTLE_S)
-    t_dense = dense.benchmark(inputs, repeat=repeat)["median"]
-    time.sleep(SETTLE_S)
-    t_sparse = sparse.benchmark(inputs, repeat=repeat)["median"]
+    t_dense, t_sparse = interleaved_medians([dense, sparse], inputs, repeat)
     print(
         f"median latency: onnxruntime {t_ort * 1e3:.2f} ms | sparse-tvm dense "
         f"{t_dense * 1e3:.2f} ms | sparse-tvm sparse {t_sparse * 1e3:.2f} ms"
