@@ -124,6 +124,12 @@ def static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
         return None
 
 
+def is_float32(expr: relax.Expr) -> bool:
+    """Whether ``expr`` is a float32 tensor."""
+    ty = expr.ty
+    return isinstance(ty, relax.TensorType) and str(ty.dtype) == "float32"
+
+
 def op_name(expr: relax.Expr | None) -> str:
     """``"relax.matmul"`` for a call of that operator, ``""`` for anything else."""
     if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):

@@ -78,8 +78,7 @@ def _layout(weight: BlockSparseWeight, lanes: int, window: int, chunk: int):
     key = row_of * chunks + which
     rank = np.arange(len(key)) - np.searchsorted(key, key, side="left")
     p = position[row_of]
-    per_lane = np.zeros((slices * lanes, chunks), np.int64)
-    np.add.at(per_lane, (p, which), 1)
+    per_lane = np.bincount(p * chunks + which, minlength=slices * lanes * chunks)
     steps = per_lane.reshape(slices, lanes, chunks).max(axis=1)
     return order, p, which, rank, steps, data, columns
 

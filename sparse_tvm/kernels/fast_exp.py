@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from tvm import tirx
 
+from .fast_gelu import f32, horner
+
 __all__ = ["fast_exp"]
 
 # p(f) = ((((((c0 f + c1) f + c2) f + c3) f + c4) f + c5) f^2 + f + 1
@@ -27,20 +29,13 @@ _LOG2E = 1.44269504088896341
 _LN2 = 0.6931471805599453
 
 
-def _f32(value: float) -> tirx.FloatImm:
-    return tirx.const(value, "float32")
-
-
 def fast_exp(x: tirx.PrimExpr) -> tirx.PrimExpr:
     """float32 ``exp(x)`` (scalar or vector): bit for bit TOPI's ``fast_exp``."""
-    clamped = tirx.max(tirx.min(x, _f32(_X_HI)), _f32(_X_LO))
-    n = tirx.floor(clamped * _f32(_LOG2E) + _f32(0.5))
-    f = clamped - n * _f32(_LN2)
-    poly = _f32(_POLYNOMIAL[0])
-    for c in _POLYNOMIAL[1:]:
-        poly = poly * f + _f32(c)
-    y = poly * f * f + f + _f32(1.0)
+    clamped = tirx.max(tirx.min(x, f32(_X_HI)), f32(_X_LO))
+    n = tirx.floor(clamped * f32(_LOG2E) + f32(0.5))
+    f = clamped - n * f32(_LN2)
+    y = horner(f, _POLYNOMIAL) * f * f + f + f32(1.0)
     two_n = tirx.reinterpret(
-        "float32", tirx.shift_left(tirx.Cast("int32", n + _f32(127.0)), tirx.const(23, "int32"))
+        "float32", tirx.shift_left(tirx.Cast("int32", n + f32(127.0)), tirx.const(23, "int32"))
     )
     return tirx.max(two_n * y, x)

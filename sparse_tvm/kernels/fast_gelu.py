@@ -12,7 +12,7 @@ import math
 
 from tvm import tirx
 
-__all__ = ["fast_erf", "gelu"]
+__all__ = ["f32", "fast_erf", "gelu", "horner"]
 
 # highest power first; numerator in x^2 (times x), denominator in x^2
 _NUMERATOR = (
@@ -33,25 +33,27 @@ _DENOMINATOR = (
 )
 
 
-def _f32(value: float) -> tirx.FloatImm:
+def f32(value: float) -> tirx.FloatImm:
+    """A float32 constant."""
     return tirx.const(value, "float32")
 
 
-def _horner(x2: tirx.PrimExpr, coefficients: tuple[float, ...]) -> tirx.PrimExpr:
-    out = _f32(coefficients[0])
+def horner(x: tirx.PrimExpr, coefficients: tuple[float, ...]) -> tirx.PrimExpr:
+    """The polynomial in ``x`` with ``coefficients``, highest power first (Horner's scheme)."""
+    out = f32(coefficients[0])
     for c in coefficients[1:]:
-        out = out * x2 + _f32(c)
+        out = out * x + f32(c)
     return out
 
 
 def fast_erf(x: tirx.PrimExpr) -> tirx.PrimExpr:
     """float32 erf of ``x`` (scalar or vector), within ~3e-7 of the exact value."""
-    x = tirx.max(tirx.min(x, _f32(4.0)), _f32(-4.0))
+    x = tirx.max(tirx.min(x, f32(4.0)), f32(-4.0))
     x2 = x * x
-    return x * _horner(x2, _NUMERATOR) / _horner(x2, _DENOMINATOR)
+    return x * horner(x2, _NUMERATOR) / horner(x2, _DENOMINATOR)
 
 
 def gelu(x: tirx.PrimExpr) -> tirx.PrimExpr:
     """``x * (0.5 + 0.5 erf(x / sqrt 2))``: what ``relax.nn.gelu`` computes."""
-    erf = fast_erf(x * _f32(math.sqrt(0.5)))
-    return x * (_f32(0.5) + erf * _f32(0.5))
+    erf = fast_erf(x * f32(math.sqrt(0.5)))
+    return x * (f32(0.5) + erf * f32(0.5))

@@ -23,6 +23,7 @@ from tvm.script import tirx as T
 from ..formats.block_sparse import BlockSparseWeight
 from ..formats.chunked_ell import chunked_ell
 from .spmm import SpmmSpec
+from .spmv_sliced import slice_store
 
 __all__ = ["CHUNK", "chunked_arrays", "chunked_body", "chunked_sizes"]
 
@@ -59,14 +60,13 @@ def chunked_arrays(
 
 def chunked_body(spec: SpmmSpec, n_indices: int):
     """Return the TVMScript macro ``body(Xf, data, indices, indptr, B, Yf)``."""
-    n, k, L, W, U = spec.n, spec.k, LANES, CHUNK, ACCUMULATORS
+    k, L, W, U = spec.k, LANES, CHUNK, ACCUMULATORS
     n_values = spec.n_data_blocks
     slices, chunks = _slices_chunks(spec)
     chunk_of = slices + 1 + slices * L  # where indptr's chunk of each step starts
     kp = chunks * W
     rows_of_x = spec.rows
-    ragged = n % L != 0
-    epi = spec.epilogue
+    store_slice = slice_store(spec, L)
     lanes = T.ramp(0, 1, L)
 
     def step(Xp, values, offsets, indptr, acc, u, t, mi):
@@ -79,11 +79,6 @@ def chunked_body(spec: SpmmSpec, n_indices: int):
             Xp[T.ramp(base + L, 1, L)],
         )
         return acc[u, lanes] + values[T.ramp(t * L, 1, L)] * gathered
-
-    @T.macro
-    def store(Yf, B, acc, indptr, s, v, mi):
-        row = T.meta_var(indptr[slices + 1 + s * L + v])
-        Yf[mi * n + row] = epi(acc[0, v], B, row)
 
     @T.macro
     def body(Xf, data, indices, indptr, B, Yf):
@@ -107,13 +102,10 @@ def chunked_body(spec: SpmmSpec, n_indices: int):
                 acc[u, lanes] = step(
                     Xp, values, offsets, indptr, acc, u, first + count // U * U + u, mi
                 )
+            total = T.alloc_buffer((L,), "float32", scope="local")
+            total[lanes] = acc[0, lanes]
             for u in T.unroll(1, U):
-                acc[0, lanes] = acc[0, lanes] + acc[u, lanes]
-            for v in range(L):
-                if ragged:
-                    if s * L + v < n:
-                        store(Yf, B, acc, indptr, s, v, mi)
-                else:
-                    store(Yf, B, acc, indptr, s, v, mi)
+                total[lanes] = total[lanes] + acc[u, lanes]
+            store_slice(Yf, B, total, indptr, s, mi)
 
     return body

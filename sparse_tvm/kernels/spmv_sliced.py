@@ -71,10 +71,13 @@ def sliced_indptr_size(spec: SpmmSpec) -> int:
     return slices + 1 + slices * spec.lanes
 
 
-def sliced_body(spec: SpmmSpec):
-    """Return the TVMScript macro ``body(Xf, data, indices, indptr, B, Yf)``."""
-    n, k, L = spec.n, spec.k, spec.lanes
-    slices = slices_of(spec)
+def slice_store(spec: SpmmSpec, lanes: int):
+    """The TVMScript macro ``store_slice(Yf, B, acc, indptr, s, mi)``: the ``lanes`` sums in
+    ``acc`` of slice ``s`` through the epilogue into the rows ``indptr`` names after the
+    slice pointers (the padding lanes of a last, short slice store nothing). Shared by the
+    sliced and chunked kernels, whose ``indptr`` both start with the slice pointers and rows."""
+    n, L = spec.n, lanes
+    slices = -(-n // L)
     ragged = n % L != 0
     epi = spec.epilogue
 
@@ -82,6 +85,24 @@ def sliced_body(spec: SpmmSpec):
     def store(Yf, B, acc, indptr, s, v, mi):
         row = T.meta_var(indptr[slices + 1 + s * L + v])
         Yf[mi * n + row] = epi(acc[v], B, row)
+
+    @T.macro
+    def store_slice(Yf, B, acc, indptr, s, mi):
+        for v in range(L):
+            if ragged:
+                if s * L + v < n:
+                    store(Yf, B, acc, indptr, s, v, mi)
+            else:
+                store(Yf, B, acc, indptr, s, v, mi)
+
+    return store_slice
+
+
+def sliced_body(spec: SpmmSpec):
+    """Return the TVMScript macro ``body(Xf, data, indices, indptr, B, Yf)``."""
+    k, L = spec.k, spec.lanes
+    slices = slices_of(spec)
+    store_slice = slice_store(spec, L)
 
     @T.macro
     def body(Xf, data, indices, indptr, B, Yf):
@@ -94,11 +115,6 @@ def sliced_body(spec: SpmmSpec):
             for t in range(indptr[s], indptr[s + 1]):
                 for v in T.vectorized(L):
                     acc[v] = acc[v] + data[t * L + v, 0, 0] * Xf[mi * k + indices[t * L + v]]
-            for v in range(L):
-                if ragged:
-                    if s * L + v < n:
-                        store(Yf, B, acc, indptr, s, v, mi)
-                else:
-                    store(Yf, B, acc, indptr, s, v, mi)
+            store_slice(Yf, B, acc, indptr, s, mi)
 
     return body

@@ -19,10 +19,7 @@ from tvm import relax, te, tirx, topi
 from tvm.ir import IRModule
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-
-def _float32(expr: relax.Expr) -> bool:
-    ty = expr.ty
-    return isinstance(ty, relax.TensorType) and str(ty.dtype) == "float32"
+from sparse_tvm.analysis.layers import is_float32
 
 
 def _const(value: float) -> tirx.FloatImm:
@@ -71,7 +68,7 @@ class _FastMathRewriter(PyExprMutator):
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
         op = getattr(call.op, "name", None)
-        if op is None or not call.args or not _float32(call.args[0]):
+        if op is None or not call.args or not is_float32(call.args[0]):
             return call
         if op in _UNARY:
             func, name = _UNARY[op]

@@ -29,7 +29,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from sparse_tvm.analysis.layers import FuncIndex, op_name, static_shape
+from sparse_tvm.analysis.layers import FuncIndex, is_float32, op_name, static_shape
 from sparse_tvm.kernels.attention import AttentionSpec, attention_kernel, default_attention_knobs
 from sparse_tvm.target.machine import num_cores, vector_lanes
 from sparse_tvm.transform.dense_to_sparse import rebind
@@ -69,14 +69,9 @@ def _source(index: FuncIndex, expr: relax.Expr, sources: dict, plain: str):
     return expr, plain
 
 
-def _float32(expr: relax.Expr) -> bool:
-    ty = expr.ty
-    return isinstance(ty, relax.TensorType) and str(ty.dtype) == "float32"
-
-
 def _one_element(expr: relax.Expr) -> bool:
     shape = static_shape(expr)
-    return shape is not None and _float32(expr) and all(s == 1 for s in shape)
+    return shape is not None and is_float32(expr) and all(s == 1 for s in shape)
 
 
 def _scale_of(index: FuncIndex, var: relax.Var, source: relax.Var):
@@ -104,7 +99,7 @@ def _match(index: FuncIndex, var: relax.Var, lanes: int) -> AttentionMatch | Non
         return None
     nb, nh, ns, nd = q_shape
     nt = k_shape[3]
-    if k_shape != (nb, nh, nd, nt) or not (_float32(q) and _float32(k)):
+    if k_shape != (nb, nh, nd, nt) or not (is_float32(q) and is_float32(k)):
         return None
     current, scale, divides, mask = var, None, False, None
     user = index.single_user(current)
@@ -118,7 +113,7 @@ def _match(index: FuncIndex, var: relax.Var, lanes: int) -> AttentionMatch | Non
         full = (nb, nh, ns, nt)
         if (
             mask_shape is None
-            or not _float32(mask)
+            or not is_float32(mask)
             or len(mask_shape) > 4
             or any(m not in (1, f) for m, f in zip(mask_shape[::-1], full[::-1], strict=False))
             or static_shape(user) != full
@@ -135,7 +130,7 @@ def _match(index: FuncIndex, var: relax.Var, lanes: int) -> AttentionMatch | Non
     if user is None or op_name(index.value[user]) != "relax.matmul":
         return None
     p, v = index.value[user].args
-    if not p.same_as(probs) or static_shape(v) != (nb, nh, nt, nd) or not _float32(v):
+    if not p.same_as(probs) or static_shape(v) != (nb, nh, nt, nd) or not is_float32(v):
         return None
     end, out_layout = user, "BHSD"
     after = index.single_user(end)
