@@ -435,7 +435,7 @@ def _resolve(weight: BlockSparseWeight, m: int, *, knobs=None, **options):
             raise ValueError(f"the {strategy} kernel has no knobs {unknown}")
         chosen = dataclasses.replace(chosen, **knobs)
     if strategy == "sliced":  # it reads the weight element by element, 1x1
-        from .spmv_chunked import CHUNK, LANES
+        from .spmv_chunked import ALIGN, CHUNK, LANES
 
         if chosen.chunk not in (0, CHUNK) or (chosen.chunk and spec.lanes != LANES):
             raise ValueError(
@@ -443,7 +443,7 @@ def _resolve(weight: BlockSparseWeight, m: int, *, knobs=None, **options):
                 f"got chunk {chosen.chunk} at {spec.lanes} lanes"
             )
         if chosen.chunk:
-            steps = chunked_steps(weight, spec.lanes, chosen.window, chosen.chunk)
+            steps = chunked_steps(weight, spec.lanes, chosen.window, chosen.chunk, ALIGN)
         else:
             steps = sliced_steps(weight, spec.lanes, chosen.window)
         spec = dataclasses.replace(spec, c=1, n_data_blocks=steps * spec.lanes)
