@@ -40,6 +40,7 @@ from sparse_tvm.errors import (
     MicroBudgetError,
     ModelLoadError,
     OutputError,
+    QuantizationError,
     RecordsError,
     SparseTVMError,
     TargetError,
@@ -130,6 +131,24 @@ def prune(
     return _prune(model, sparsity, pattern, method=method, exclude=exclude, **training)
 
 
+def quantize(
+    model: Model,
+    data: Any,
+    *,
+    per_channel: bool = False,
+    exclude=(),
+    activations: str = "uint8",
+) -> onnx.ModelProto:
+    """Static int8 quantization (QDQ) calibrated on ``data``; pruned zeros stay exactly zero.
+
+    See :func:`sparse_tvm.quantization.quantize`: ``data`` is an ``.npz`` path or arrays by
+    input name (first axis: samples); ``exclude`` names weights or layers left in float32.
+    """
+    from sparse_tvm.quantization import quantize as _quantize
+
+    return _quantize(model, data, per_channel=per_channel, exclude=exclude, activations=activations)
+
+
 def tune(
     model: Model,
     target: str | dict = "x86",
@@ -198,6 +217,7 @@ __all__ = [
     "MicroBudgetError",
     "ModelLoadError",
     "OutputError",
+    "QuantizationError",
     "RecordsError",
     "Report",
     "SparseTVMError",
@@ -211,6 +231,7 @@ __all__ = [
     "inspect",
     "load",
     "prune",
+    "quantize",
     "targets",
     "tune",
     "write_html",

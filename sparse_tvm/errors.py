@@ -20,6 +20,7 @@ IREE's tools map their error kinds to statuses:
 12    ``TrainingError``           training data or a pruning / fine-tuning setting is bad
 13    ``MicroBudgetError``        the model does not fit the microcontroller
 14    ``OutputError``             an output file or folder cannot be written
+15    ``QuantizationError``       the model cannot be quantized as asked
 130   (interrupted)               Ctrl-C; records measured so far are kept
 ====  ==========================  ===================================================
 
@@ -114,6 +115,12 @@ class OutputError(SparseTVMError):
     exit_status = 14
 
 
+class QuantizationError(SparseTVMError):
+    """The model cannot be quantized as asked (onnxruntime's quantizer refused it)."""
+
+    exit_status = 15
+
+
 INTERRUPTED = 130
 
 EXIT_STATUS: dict[type[SparseTVMError], int] = {
@@ -133,6 +140,7 @@ EXIT_STATUS: dict[type[SparseTVMError], int] = {
         TrainingError,
         MicroBudgetError,
         OutputError,
+        QuantizationError,
     )
 }
 
@@ -154,6 +162,7 @@ __all__ = [
     "MicroBudgetError",
     "ModelLoadError",
     "OutputError",
+    "QuantizationError",
     "RecordsError",
     "SparseTVMError",
     "TargetError",

@@ -1,8 +1,8 @@
 """ONNX initializer access: the prunable weights of a graph, their (n, k) view, and reading and
 writing initializers by name.
 
-Pruning (which weights, which masks) and training (writing trained weights back) both use
-these, so they live here, below both.
+Pruning (which weights, which masks), quantization (which layers) and training (writing
+trained weights back) use these, so they live here, below them.
 
 MatMul ``B`` (k, n) is viewed transposed; Gemm ``B`` as stored when ``transB=1``; Conv
 ``W`` (out, in, kh, kw) as (out, in*kh*kw). Patterns are defined on that (n, k) view, the same
@@ -11,11 +11,14 @@ orientation the kernels use: "16x1" = 16 output features x 1 input feature.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
+
+from sparse_tvm.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,24 @@ def prunable_weights(model: onnx.ModelProto) -> list[PrunableWeight]:
         seen.add(name)
         found.append(PrunableWeight(name, node.name, node.op_type, transposed))
     return found
+
+
+def select_weights(
+    model: onnx.ModelProto, exclude: Iterable[str]
+) -> tuple[list[PrunableWeight], list[str]]:
+    """The prunable weights not named in ``exclude`` (by weight or node name), and the names of
+    the excluded weights; :class:`UsageError` for a name that is neither."""
+    excluded = set(exclude)
+    weights = prunable_weights(model)
+    known = {w.name for w in weights} | {w.node for w in weights}
+    unknown = sorted(excluded - known)
+    if unknown:
+        raise UsageError(
+            f"exclude names {', '.join(unknown)}, which is no prunable weight or node; "
+            f"the prunable weights are {', '.join(w.name for w in weights)}"
+        )
+    chosen = [w for w in weights if w.name not in excluded and w.node not in excluded]
+    return chosen, [w.name for w in weights if w not in chosen]
 
 
 def read_initializer(model: onnx.ModelProto, name: str) -> np.ndarray:

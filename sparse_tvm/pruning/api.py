@@ -17,7 +17,12 @@ import numpy as np
 import onnx
 
 from sparse_tvm.errors import UsageError
-from sparse_tvm.frontend.initializers import PrunableWeight, prunable_weights, read_initializer
+from sparse_tvm.frontend.initializers import (
+    PrunableWeight,
+    prunable_weights,
+    read_initializer,
+    select_weights,
+)
 from sparse_tvm.pruning.gmp import GMPSparsifier
 from sparse_tvm.pruning.l0 import L0Sparsifier
 from sparse_tvm.pruning.one_shot import MagnitudeSparsifier
@@ -98,20 +103,6 @@ class PruneResult:
 
     def __str__(self) -> str:
         return str(self.report)
-
-
-def _selected(model: onnx.ModelProto, exclude: Iterable[str]) -> tuple[list, list[str]]:
-    excluded = set(exclude)
-    weights = prunable_weights(model)
-    known = {w.name for w in weights} | {w.node for w in weights}
-    unknown = sorted(excluded - known)
-    if unknown:
-        raise UsageError(
-            f"exclude names {', '.join(unknown)}, which is no prunable weight or node; "
-            f"the prunable weights are {', '.join(w.name for w in weights)}"
-        )
-    chosen = [w for w in weights if w.name not in excluded and w.node not in excluded]
-    return chosen, [w.name for w in weights if w not in chosen]
 
 
 def _check(sparsity: float, pattern: Pattern, method: str, scope: str) -> None:
@@ -213,7 +204,7 @@ def prune(
     parsed = parse(pattern)
     _check(sparsity, parsed, method, scope)
     proto = load_onnx(model)
-    chosen, excluded = _selected(proto, exclude)
+    chosen, excluded = select_weights(proto, exclude)
     if method == "magnitude":
         if data is not None or eval_data is not None:
             raise UsageError(

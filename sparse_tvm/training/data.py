@@ -42,7 +42,9 @@ class Dataset:
         )
 
 
-def _read_npz(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
+def read_npz(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
+    """The arrays of the .npz file ``path`` by name; :class:`TrainingDataError` (one line,
+    naming ``what``) when it is missing, empty or unreadable."""
     if not os.path.exists(path):
         raise TrainingDataError(f"{what} file '{path}' does not exist")
     if os.path.getsize(path) == 0:
@@ -62,7 +64,7 @@ def _read_npz(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
 
 def _as_mapping(data, input_names: list[str], what: str) -> dict[str, np.ndarray]:
     if isinstance(data, str | os.PathLike):
-        return _read_npz(data, what)
+        return read_npz(data, what)
     if isinstance(data, Mapping):
         return dict(data)
     if isinstance(data, tuple | list) and len(data) == 2:
