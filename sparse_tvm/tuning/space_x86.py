@@ -58,6 +58,7 @@ __all__ = [
     "default_knobs",
     "knobs_of",
     "make_spec",
+    "knobs_fit",
     "materialize",
     "space_fn",
     "spec_of",
@@ -332,6 +333,15 @@ def _strategy_knobs(
     if rp * mv > _MAX_TILE_FLOATS and mv > spec.lanes:
         mv = max(spec.lanes, _MAX_TILE_FLOATS // rp // spec.lanes * spec.lanes)
     return ColvecKnobs(RP=rp, MV=mv, order=knobs["order"], unroll=knobs["unroll"])
+
+
+def knobs_fit(spec: SpmmSpec, knobs: dict[str, int]) -> bool:
+    """Whether ``knobs`` are knobs of the kernel the space searches for ``spec`` (a record
+    tuned when the block count picked another kernel, or before the strategy rules changed,
+    has another kernel's knobs)."""
+    if knobs.get("unrolled", 0):
+        return unroll_eligible(spec)
+    return set(_strategy_defaults(spec)) <= set(knobs)
 
 
 def default_knobs(spec: SpmmSpec) -> dict[str, int]:

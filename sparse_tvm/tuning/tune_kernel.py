@@ -42,6 +42,7 @@ from .space_x86 import (
     MaterializeBuild,
     MutateKnob,
     default_knobs,
+    knobs_fit,
     make_spec,
     materialize,
     space_fn,
@@ -211,7 +212,7 @@ def lookup_kernel(
         return None
     mod = _tuning_module(weight, spec)
     found = find_record(database, mod, target, same_shapes=True)
-    if found is None:
+    if found is None or not knobs_fit(spec, found.knobs):  # another kernel's record: stale
         return None
     return KernelRecord(
         func=materialize(mod["main"], knobs=found.knobs, spec=spec),
