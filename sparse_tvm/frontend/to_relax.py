@@ -16,6 +16,7 @@ from tvm.relax.frontend.onnx import from_onnx
 from sparse_tvm.errors import CompileError, ModelLoadError
 from sparse_tvm.frontend.fold import fold_constants
 from sparse_tvm.frontend.fold_batchnorm import fold_batchnorm
+from sparse_tvm.frontend.fold_dequantize import fold_dequantized_weights
 from sparse_tvm.frontend.input_shapes import dynamic_dims, fix_input_shapes, graph_inputs
 from sparse_tvm.frontend.load import load_onnx
 from sparse_tvm.frontend.onnx_converters import our_converters
@@ -181,6 +182,7 @@ def import_onnx(
     """
     proto = load_onnx(model)
     folded = fold_constants(fix_input_shapes(proto, input_shapes))  # always a new proto
+    folded = fold_dequantized_weights(folded)  # QDQ models: int8 weights -> float layers
     if fold_batchnorms:  # Conv/Gemm + BatchNormalization -> one layer with a bias
         folded = fold_batchnorm(folded)
     _inline_static_initializers(folded)
