@@ -5,6 +5,7 @@ blocks (the float kernels' pattern, padded to 16x4), quantized to int8, at M = 1
 in the same process and interleaved round by round:
 
     int8 sparse     kernels/spmm_int8 on the int8 weight, uint8 X, float32 out (scaled)
+    int8 sparse u8  the same, the output requantized to uint8 in the kernel
     float32 sparse  sparse-tvm's float32 kernel on the same (dequantized) weight, 16x1 blocks
     ort int8        onnxruntime on the QDQ model of the pruned layer (st.quantize), dense
     ort float32     onnxruntime on the float model of the pruned layer, dense
@@ -17,6 +18,7 @@ AVX-512 VNNI only (a host without it prints so and exits 0). Run from the reposi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -31,7 +33,7 @@ from sparse_tvm.kernels.spmm_int8 import Int8Spec, int8_blocks, int8_spmm_kernel
 from sparse_tvm.target.host_cpu import cpu_flags, host_x86_mcpu
 
 LAYERS = {"ffn.up": (3072, 768), "ffn.down": (768, 3072)}
-METHODS = ["int8_sparse", "float32_sparse", "ort_int8", "ort_float32"]
+METHODS = ["int8_sparse", "int8_sparse_u8", "float32_sparse", "ort_int8", "ort_float32"]
 VNNI_TARGET = {"kind": "llvm", "mcpu": "cascadelake", "num-cores": common.THREADS}
 
 
@@ -81,6 +83,13 @@ def run_case(layer: str, pattern: str, m: int, sparsity: float, rounds: int, see
     runners = [
         _kernel_runner("int8_sparse", int8_spmm_kernel(spec), VNNI_TARGET, arrays, "16x4 VNNI")
     ]
+    # the same with the output requantized to uint8 in the kernel (a quarter of the stores)
+    out_scale = np.float32(np.abs(x_float).sum(1).max() * 0.02 / 64)
+    spec_u8 = dataclasses.replace(spec, out_zero=128)
+    arrays_u8 = [*arrays[:5], scale / out_scale, np.zeros(n, np.float32)]
+    arrays_u8.append(np.empty((m, n), np.uint8))
+    func_u8 = int8_spmm_kernel(spec_u8)
+    runners.append(_kernel_runner("int8_sparse_u8", func_u8, VNNI_TARGET, arrays_u8, "uint8 out"))
     target = {"kind": "llvm", "mcpu": host_x86_mcpu(), "num-cores": common.THREADS}
     bw = BlockSparseWeight.from_dense(w, (16, 1))
     options = dict(target=tvm.target.Target(target))
@@ -96,8 +105,8 @@ def run_case(layer: str, pattern: str, m: int, sparsity: float, rounds: int, see
         runners.append(common.ort_runner(name, session, {"x": x_float}))
     # the int8 kernel's result is the float kernel's on the dequantized operands (exact sums)
     runners[0].call()
-    runners[1].call()
-    got, want = runners[0].fetch(), runners[1].fetch()
+    runners[2].call()
+    got, want = runners[0].fetch(), runners[2].fetch()
     case["int8_vs_float32_max_rel_err"] = float(
         np.abs(got - want).max() / max(np.abs(want).max(), 1e-30)
     )

@@ -30,23 +30,26 @@ def _weight(rng, n, k, sparsity, block_sparsity):
     return w
 
 
-def run_int8(w, m, x_zero, relu=False, m_tile=16, seed=0):
+def run_int8(w, m, x_zero, relu=False, m_tile=16, seed=0, out_zero=None):
     rng = np.random.default_rng(seed)
     n, k = w.shape
     blocks = int8_blocks(w)
-    spec = Int8Spec(n, k, m, blocks.blocks, relu=relu, cores=2, m_tile=m_tile)
+    spec = Int8Spec(n, k, m, blocks.blocks, relu=relu, cores=2, m_tile=m_tile, out_zero=out_zero)
     func = int8_spmm_kernel(spec).with_attr("global_symbol", "spmm_int8")
     lib = tvm.compile(func, TARGET)
     x = rng.integers(0, 256, (m, k)).astype(np.uint8)
     scale = (rng.random(n) * 0.01 + 1e-3).astype(np.float32)
     bias = rng.standard_normal(n).astype(np.float32)
     correction = (x_zero * blocks.row_sums).astype(np.int32)
-    y = np.full((m, n), np.nan, np.float32)
+    y = np.full((m, n), np.nan, np.float32) if out_zero is None else np.full((m, n), 7, np.uint8)
     args = [x, blocks.data, blocks.indices, blocks.indptr, correction, scale, bias, y]
     tensors = [tvm.runtime.tensor(a) for a in args]
     lib.jit()["spmm_int8"](*tensors)
     exact = x.astype(np.int64) @ w.T.astype(np.int64) - x_zero * w.astype(np.int64).sum(1)
     ref = exact.astype(np.float32) * scale + bias
+    if out_zero is not None:  # round half to even as QuantizeLinear, saturate
+        low = out_zero if relu else 0
+        return tensors[-1].numpy(), np.clip(np.rint(ref) + out_zero, low, 255), lib
     if relu:
         ref = np.maximum(ref, 0)
     return tensors[-1].numpy(), ref, lib
@@ -71,6 +74,27 @@ def test_int8_kernel_is_numpy_integer_arithmetic(
     w = _weight(np.random.default_rng(seed), n, k, sparsity, block_sparsity)
     got, ref, _ = run_int8(w, m, x_zero, relu=relu, m_tile=m_tile, seed=seed)
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+
+
+@vnni
+@vnni
+@settings(max_examples=6, deadline=None)
+@given(
+    m=st.integers(1, 20),
+    out_zero=st.integers(0, 255),
+    relu=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_uint8_output_is_requantized_and_saturated(m, out_zero, relu, seed):
+    """The fused requantization: scale and bias in output steps (here ~40 steps of spread, so
+    values saturate at both ends), rounded half to even, plus the zero point, clamped."""
+    w = _weight(np.random.default_rng(seed), 32, 64, 0.5, 0.3)
+    got, ref, _ = run_int8(w, m, 100, relu=relu, seed=seed, out_zero=out_zero)
+    assert got.dtype == np.uint8
+    diff = np.abs(got.astype(np.int32) - ref.astype(np.int32))
+    # an FMA may round a value sitting on a half step the other way than numpy's mul + add
+    assert diff.max() <= 1 and np.mean(diff == 0) >= 0.99
+    assert (got == 255).any() or (got == (out_zero if relu else 0)).any() or m < 4
 
 
 @vnni
