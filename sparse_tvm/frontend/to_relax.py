@@ -20,6 +20,7 @@ from sparse_tvm.frontend.fold_dequantize import fold_dequantized_weights
 from sparse_tvm.frontend.input_shapes import dynamic_dims, fix_input_shapes, graph_inputs
 from sparse_tvm.frontend.load import load_onnx
 from sparse_tvm.frontend.onnx_converters import our_converters
+from sparse_tvm.frontend.qoperators import qoperators_to_qdq
 from sparse_tvm.logs import native_quiet
 
 
@@ -182,7 +183,8 @@ def import_onnx(
     """
     proto = load_onnx(model)
     folded = fold_constants(fix_input_shapes(proto, input_shapes))  # always a new proto
-    folded = fold_dequantized_weights(folded)  # QDQ models: int8 weights -> float layers
+    # quantized models: QLinearMatMul / QLinearConv as QDQ, int8 weights -> float layers
+    folded = fold_dequantized_weights(qoperators_to_qdq(folded))
     if fold_batchnorms:  # Conv/Gemm + BatchNormalization -> one layer with a bias
         folded = fold_batchnorm(folded)
     _inline_static_initializers(folded)
