@@ -74,7 +74,7 @@ def run_case(layer: str, pattern: str, m: int, sparsity: float, rounds: int, see
     blocks = int8_blocks(wq)
     case = {"layer": layer, "pattern": pattern, "m": m, "sparsity": float(np.mean(wq == 0))}
     case["blocks_16x4"] = blocks.blocks
-    spec = Int8Spec(n, k, m, blocks.blocks, cores=common.THREADS)
+    spec = Int8Spec(n, k, m, blocks.blocks)
     correction = (x_zero * blocks.row_sums).astype(np.int32)
     scale = np.full(n, x_scale * w_scale, np.float32)
     y = np.empty((m, n), np.float32)

@@ -22,14 +22,23 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from sparse_tvm.frontend.fold_batchnorm import _input_uses
+from sparse_tvm.frontend.fold_batchnorm import _PLAIN_DOMAINS, _input_uses
 
-_PLAIN_DOMAINS = ("", "ai.onnx")
 _QUANTIZED_SUFFIX = "_quantized"
 
 
 def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
     return next((a.i for a in node.attribute if a.name == name), default)
+
+
+def dequantize(q: np.ndarray, scale: np.ndarray, zero: np.ndarray, axis: int) -> np.ndarray:
+    """``(q - zero) * scale`` as DequantizeLinear computes it: per tensor, or per channel along
+    ``axis`` where ``scale`` is 1-d; in ``scale``'s float type."""
+    if scale.ndim == 1 and q.ndim > 0:
+        shape = [1] * q.ndim
+        shape[axis % q.ndim] = -1
+        scale, zero = scale.reshape(shape), zero.reshape(shape)
+    return ((q.astype(np.float32) - zero.astype(np.float32)) * scale).astype(scale.dtype)
 
 
 def _value(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> np.ndarray | None:
@@ -42,11 +51,7 @@ def _value(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> np.ndarr
     q = numpy_helper.to_array(inits[names[0]])
     scale = numpy_helper.to_array(inits[names[1]])
     zero = numpy_helper.to_array(inits[names[2]]) if len(names) > 2 else np.zeros((), q.dtype)
-    if scale.ndim == 1 and q.ndim > 0:  # per channel along ``axis``
-        shape = [1] * q.ndim
-        shape[_attr(node, "axis", 1) % q.ndim] = -1
-        scale, zero = scale.reshape(shape), zero.reshape(shape)
-    return ((q.astype(np.float32) - zero.astype(np.float32)) * scale).astype(scale.dtype)
+    return dequantize(q, scale, zero, _attr(node, "axis", 1))
 
 
 def fold_dequantized_weights(model: onnx.ModelProto) -> onnx.ModelProto:

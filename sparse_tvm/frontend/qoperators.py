@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-_PLAIN_DOMAINS = ("", "ai.onnx")
+from sparse_tvm.frontend.fold_batchnorm import _PLAIN_DOMAINS
 
 
 def _dequantize(name: str, scale: str, zero: str, out: str, axis: int | None) -> onnx.NodeProto:

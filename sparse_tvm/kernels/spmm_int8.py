@@ -92,7 +92,6 @@ class Int8Spec:
     blocks: int
     relu: bool = False
     out_zero: int | None = None  # a uint8 output with this zero point (None: float32 out)
-    cores: int = 1
     m_tile: int = 16
 
 

@@ -25,7 +25,8 @@ import onnx
 from onnx import numpy_helper
 
 from sparse_tvm.errors import QuantizationError, UsageError
-from sparse_tvm.frontend.initializers import PrunableWeight, select_weights
+from sparse_tvm.frontend.fold_dequantize import dequantize
+from sparse_tvm.frontend.initializers import prunable_weights, select_weights
 from sparse_tvm.frontend.load import load_onnx
 from sparse_tvm.logs import is_verbose, native_quiet
 from sparse_tvm.quantization.calibration import CalibrationReader, calibration_data, model_batch
@@ -170,20 +171,12 @@ def quantize(
     return quantized
 
 
-def _dequantized(q: np.ndarray, scale: np.ndarray, zero: np.ndarray, axis: int) -> np.ndarray:
-    if scale.ndim == 1:  # per channel along ``axis``
-        shape = [1] * q.ndim
-        shape[axis] = -1
-        scale, zero = scale.reshape(shape), zero.reshape(shape)
-    return (q.astype(np.float32) - zero.astype(np.float32)) * scale
-
-
 def quantized_weights(model: onnx.ModelProto, quantized: onnx.ModelProto) -> list[QuantizedWeight]:
     """The weights of ``model`` (float) that ``quantized`` (its QDQ form) holds as int8, each
     compared element by element with its float values."""
     floats = {t.name: t for t in model.graph.initializer}
     ints = {t.name: t for t in quantized.graph.initializer}
-    nodes = {w.name: w for w in _weights(model)}
+    nodes = {w.name: w for w in prunable_weights(model)}
     out = []
     for node in quantized.graph.node:
         if node.op_type != "DequantizeLinear" or node.input[0] not in ints:
@@ -196,10 +189,8 @@ def quantized_weights(model: onnx.ModelProto, quantized: onnx.ModelProto) -> lis
         zero = numpy_helper.to_array(ints[node.input[2]]) if len(node.input) > 2 else np.zeros(1)
         axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
         w = numpy_helper.to_array(floats[name])
-        error = np.abs(_dequantized(q, scale, zero, axis) - w)
-        unit = (
-            scale.reshape([-1 if i == axis else 1 for i in range(w.ndim)]) if scale.ndim else scale
-        )
+        error = np.abs(dequantize(q, scale, zero, axis) - w)
+        unit = dequantize(np.ones_like(q), scale, np.zeros_like(zero), axis)  # each one's step
         out.append(
             QuantizedWeight(
                 name,
@@ -214,7 +205,3 @@ def quantized_weights(model: onnx.ModelProto, quantized: onnx.ModelProto) -> lis
             )
         )
     return out
-
-
-def _weights(model: onnx.ModelProto) -> list[PrunableWeight]:
-    return select_weights(model, ())[0]
