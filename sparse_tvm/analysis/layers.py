@@ -20,6 +20,12 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from sparse_tvm.analysis.quantized import (
+    QuantizedOperands,
+    quantized_operands,
+    with_output_quantize,
+)
+
 
 @dataclass(frozen=True)
 class ConvGeometry:
@@ -84,6 +90,8 @@ class Layer:
     dense_reason: str = ""  # non-empty: this layer cannot be compiled sparse, and why
     fused: list[str] = field(default_factory=list)
     display_name: str = ""
+    # a quantized model's layer the int8 kernels can run (analysis/quantized.py), else None
+    int8: QuantizedOperands | None = None
 
     @property
     def label(self) -> str:
@@ -356,7 +364,7 @@ def gelu_after(
     return None  # (v * 0.5) * (erf + 1) reads v from a third op: not matched
 
 
-def _matmul_layer(var, call, weights, names, index) -> Layer | None:
+def _matmul_layer(var, call, weights, names, index, scales) -> Layer | None:
     found = _weight_of(call.args[1], weights, index)
     x_shape, out_shape = static_shape(call.args[0]), static_shape(var)
     if found is None or x_shape is None or out_shape is None or len(x_shape) < 2:
@@ -383,6 +391,12 @@ def _matmul_layer(var, call, weights, names, index) -> Layer | None:
     )
     if w.dtype != np.float32 or str(call.args[0].ty.dtype) != "float32":
         layer.dense_reason = f"dtype {w.dtype}: sparse kernels are float32"
+    elif weight_var.name in scales:
+        x = call.args[0]
+        layer.int8 = quantized_operands(
+            x, index.value.get(x) if isinstance(x, relax.Var) else None,
+            layer.weight, scales[weight_var.name], transposed, weights,
+        )  # fmt: skip
     return layer
 
 
@@ -453,6 +467,7 @@ def find_layers(
     names: dict[str, str] | None = None,
     *,
     gelu: bool = False,
+    weight_scales: dict | None = None,
 ) -> list[Layer]:
     """Every matmul / conv2d of ``func`` whose weight is in ``weights``, in program order.
 
@@ -468,14 +483,18 @@ def find_layers(
     gelu
         Fuse a GELU after a layer (and its bias) into it: for back ends whose kernels take one
         in their epilogue (``Backend.fuses_gelu``).
+    weight_scales
+        The scales of a quantized model's int8 weights by name (``ImportedModel.weight_scales``):
+        matmul layers with int8 operands get ``Layer.int8`` (:mod:`.quantized`).
     """
     names = names or {}
+    scales = weight_scales or {}
     index = FuncIndex(func)
     layers: list[Layer] = []
     for var, value in index.value.items():
         op = op_name(value)
         if op == "relax.matmul":
-            layer = _matmul_layer(var, value, weights, names, index)
+            layer = _matmul_layer(var, value, weights, names, index, scales)
         elif op == "relax.nn.conv2d":
             layer = _conv_layer(var, value, weights, names, index)
         else:
@@ -484,5 +503,9 @@ def find_layers(
             continue
         if layer.sparse_capable:
             _fuse_epilogue(layer, weights, index, gelu)
+        if layer.int8 is not None:  # the output quantize after the layer and its epilogue
+            user = index.single_user(layer.end_var)
+            value = index.value.get(user) if user is not None else None
+            layer.int8 = with_output_quantize(layer.int8, user, value, weights)
         layers.append(layer)
     return layers

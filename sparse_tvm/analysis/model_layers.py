@@ -17,7 +17,7 @@ def analyse(imported: ImportedModel, *, gelu: bool = False) -> list[Layer]:
     with the GELUs after them fused (for back ends whose kernels take one)."""
     func = imported.mod["main"]
     weights = {var: imported.params[var.name] for var in func.params if var.name in imported.params}
-    layers = find_layers(func, weights, gelu=gelu)
+    layers = find_layers(func, weights, gelu=gelu, weight_scales=imported.weight_scales)
     names = layer_display_names([layer.name for layer in layers], imported.onnx_model)
     for layer, name in zip(layers, names, strict=True):
         layer.display_name = name

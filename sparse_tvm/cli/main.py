@@ -373,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--pattern",
         default="1x1",
-        help="1x1, 4x1, 8x1, 16x1, 1x4 (output x input blocks) or N:M such as 2:4",
+        help="1x1, 4x1, 8x1, 16x1, 1x4, 16x4 (int8 on x86) (output x input blocks) or N:M such as 2:4",
     )
     p.add_argument(
         "--method",

@@ -7,8 +7,10 @@ Everything that decides a layer's format lives here, used alike by ``compile``, 
   rules (no sparse kernel for this op, below the sparsity threshold); a forced block shape;
   the cost model (:func:`~sparse_tvm.analysis.choose_format`); tuned records; then, where
   this machine can run the target's code, a measurement against the dense layer, kept sparse
-  only at :data:`KEEP_SPARSE_MARGIN` ("never slower than dense"); last the back end's storage
-  rule (a microcontroller keeps a sparse layer only if it is smaller).
+  only at :data:`KEEP_SPARSE_MARGIN` ("never slower than dense"); for a quantized model's
+  layer with int8 operands, the int8 kernel measured against that float decision
+  (:mod:`~sparse_tvm.decision.int8_decision`); last the back end's storage rule (a
+  microcontroller keeps a sparse layer only if it is smaller).
 - :func:`candidate_blocks` / :func:`tuning_blocks` — the formats worth tuning for a layer.
 - :class:`BoardTimings` — decisions from the dense and sparse timings a board measured while
   tuning (for a target this machine cannot time).
@@ -34,6 +36,7 @@ from sparse_tvm.analysis.format_choice import (
     format_of,
 )
 from sparse_tvm.analysis.layers import Layer
+from sparse_tvm.decision.int8_decision import Int8Twins, decide_int8, int8_possible
 from sparse_tvm.decision.layer_timing import retime, time_dense, time_sparse
 from sparse_tvm.decision.machine_load import ForeignLoad
 from sparse_tvm.errors import RecordsError
@@ -213,6 +216,8 @@ def decide(
     """
     options = options or CompileOptions()
     decision = _decide(layer, backend, options, records, board, zero_fractions, twins)
+    if int8_possible(layer, backend):  # a quantized model's layer: the int8 kernel, if faster
+        decision = decide_int8(decision, backend, options, twins.int8 if twins else None)
     return backend.store(decision)
 
 
@@ -385,6 +390,7 @@ class Twins:
 
     def __init__(self) -> None:
         self._measured: dict[tuple, list[tuple[LayerDecision, float]]] = {}
+        self.int8 = Int8Twins()  # the int8 kernel's timings against the float path
 
     @staticmethod
     def _key(layer: Layer, block: tuple[int, int]) -> tuple:

@@ -77,18 +77,23 @@ def _single_layer_module(layer: Layer) -> tuple[tvm.IRModule, dict[str, np.ndarr
                     shape = (1, 1, 1, n) if nhwc else (1, n, 1, 1)
                     shaped = bb.emit(relax.op.reshape(bias_var, shape))
                     y = bb.emit(relax.op.add(y, shaped))
-            if layer.relu:
-                y = bb.emit(relax.op.nn.relu(y))
-            if layer.relu6:
-                y = bb.emit(relax.op.minimum(y, relax.const(6.0, "float32")))
-            if layer.gelu:
-                y = bb.emit(relax.op.nn.gelu(y))
-            out = bb.emit_output(y)
+            out = bb.emit_output(emit_activation(bb, layer, y))
         bb.emit_func_output(out)
     return bb.get(), values
 
 
-def _bind(mod: tvm.IRModule, values: dict[str, np.ndarray]) -> tvm.IRModule:
+def emit_activation(bb: relax.BlockBuilder, layer: Layer, y: relax.Expr) -> relax.Expr:
+    """Emit the layer's ReLU / ReLU6 / GELU after ``y`` (as the model's graph has them)."""
+    if layer.relu:
+        y = bb.emit(relax.op.nn.relu(y))
+    if layer.relu6:
+        y = bb.emit(relax.op.minimum(y, relax.const(6.0, "float32")))
+    if layer.gelu:
+        y = bb.emit(relax.op.nn.gelu(y))
+    return y
+
+
+def bind_weights(mod: tvm.IRModule, values: dict[str, np.ndarray]) -> tvm.IRModule:
     present = {p.name for p in mod["main"].params}
     binding = {k: tvm.runtime.tensor(v) for k, v in values.items() if k in present}
     return relax.transform.BindParams("main", binding)(mod)
@@ -110,7 +115,7 @@ def layer_module(
         (single,) = find_layers(func, {p: values[p.name] for p in func.params[1:]}, gelu=layer.gelu)
         plan = SparsePlan(single, weight, kernel, knobs)
         mod = DenseToSparse([plan], backend.lowering())(mod)
-    return _bind(mod, values)
+    return bind_weights(mod, values)
 
 
 def variant_id(knobs: dict[str, int] | None) -> str:
@@ -120,11 +125,17 @@ def variant_id(knobs: dict[str, int] | None) -> str:
     return "default:" + ",".join(f"{k}={v}" for k, v in sorted(knobs.items()))
 
 
-def _timer(mod: tvm.IRModule, backend, input_shape, number: int, repeat: int):
-    """A function that times ``mod`` once more each call: median seconds of ``repeat`` runs."""
+def layer_timer(mod: tvm.IRModule, backend, input_shape, number: int, repeat: int, dtype="float32"):
+    """A function that times ``mod`` once more each call: median seconds of ``repeat`` runs
+    (on a random input of ``dtype``: float32 normal, uint8 uniform)."""
     executable = backend.compile_module(mod)
     vm = relax.VirtualMachine(executable, tvm.cpu())
-    x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(input_shape, np.float32))
+    rng = np.random.default_rng(0)
+    if dtype == "uint8":
+        value = rng.integers(0, 256, input_shape).astype(np.uint8)
+    else:
+        value = rng.standard_normal(input_shape, np.float32)
+    x = tvm.runtime.tensor(value)
     timer = vm.time_evaluator("main", tvm.cpu(), number=number, repeat=repeat, min_repeat_ms=20)
     return lambda: float(np.median(timer(x).results))
 
@@ -144,7 +155,7 @@ def time_dense(layer: Layer, backend, number: int = 5, repeat: int = 5) -> float
     key = _dense_key(layer, str(backend.tvm_target))
     if key not in _CACHE:
         mod = layer_module(layer, backend)
-        _CACHE[key] = _timer(mod, backend, layer.input_shape, number, repeat)()
+        _CACHE[key] = layer_timer(mod, backend, layer.input_shape, number, repeat)()
     return _CACHE[key]
 
 
@@ -168,7 +179,7 @@ def time_sparse(
     key = _key(layer, ("sparse", weight.block, str(backend.tvm_target), kernel_id))
     if key not in _CACHE:
         mod = layer_module(layer, backend, weight, kernel, knobs)
-        _CACHE[key] = _timer(mod, backend, layer.input_shape, number, repeat)()
+        _CACHE[key] = layer_timer(mod, backend, layer.input_shape, number, repeat)()
     return _CACHE[key]
 
 
@@ -202,8 +213,8 @@ def retime(
     dense_key = _dense_key(layer, target)
     sparse_key = _key(layer, ("sparse", weight.block, target, kernel_id))
     timers = (
-        _timer(layer_module(layer, backend), backend, layer.input_shape, 5, 5),
-        _timer(
+        layer_timer(layer_module(layer, backend), backend, layer.input_shape, 5, 5),
+        layer_timer(
             layer_module(layer, backend, weight, kernel, knobs), backend, layer.input_shape, 5, 5
         ),
     )

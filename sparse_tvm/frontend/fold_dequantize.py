@@ -14,9 +14,15 @@ values between layers are rounded to the int8 grid as onnxruntime rounds them.
 The float weight takes the int8 initializer's place and, where free, its name without
 onnxruntime's ``_quantized`` suffix (``fc1.weight``), so reports name it as the float model
 did. Blocked quantization (``block_size``) is left to the importer.
+
+The int8 values stay recoverable: :func:`fold_quantized_weights` also returns, per folded
+symmetric int8 weight, its scale and axis (:class:`WeightScale`), from which the int8 kernels
+take the exact int8 values back (``round(w / scale)``: the float weight is ``q * scale``).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -41,8 +47,20 @@ def dequantize(q: np.ndarray, scale: np.ndarray, zero: np.ndarray, axis: int) ->
     return ((q.astype(np.float32) - zero.astype(np.float32)) * scale).astype(scale.dtype)
 
 
-def _value(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> np.ndarray | None:
-    """The float value of a constant ``DequantizeLinear``, None where it is not one we fold."""
+@dataclass(frozen=True)
+class WeightScale:
+    """How a folded weight was quantized: symmetric int8 (zero point 0), ``scale`` a scalar or
+    one per index of ``axis`` of the weight as the model stores it."""
+
+    scale: np.ndarray  # float32, 0-d or 1-d
+    axis: int
+
+
+def _value(
+    node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]
+) -> tuple[np.ndarray, WeightScale | None] | None:
+    """The float value of a constant ``DequantizeLinear`` and, for a symmetric int8 one, its
+    scale; None where it is not one we fold."""
     if node.op_type != "DequantizeLinear" or node.domain not in _PLAIN_DOMAINS:
         return None
     names = [name for name in node.input if name]
@@ -51,12 +69,28 @@ def _value(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> np.ndarr
     q = numpy_helper.to_array(inits[names[0]])
     scale = numpy_helper.to_array(inits[names[1]])
     zero = numpy_helper.to_array(inits[names[2]]) if len(names) > 2 else np.zeros((), q.dtype)
-    return dequantize(q, scale, zero, _attr(node, "axis", 1))
+    axis = _attr(node, "axis", 1)
+    value = dequantize(q, scale, zero, axis)
+    symmetric = q.dtype == np.int8 and not zero.any() and scale.dtype == np.float32
+    per_axis = scale.ndim == 0 or (scale.ndim == 1 and q.ndim > 0)
+    weight_scale = None
+    if symmetric and per_axis and q.ndim > 0:
+        weight_scale = WeightScale(scale.astype(np.float32), axis % q.ndim)
+    return value, weight_scale
 
 
 def fold_dequantized_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model`` in which every all-constant ``DequantizeLinear`` is the float
     initializer it computes (module doc); ``model`` is not modified."""
+    return fold_quantized_weights(model)[0]
+
+
+def fold_quantized_weights(
+    model: onnx.ModelProto,
+) -> tuple[onnx.ModelProto, dict[str, WeightScale]]:
+    """:func:`fold_dequantized_weights`, and the scale of each folded symmetric int8 weight
+    by its float initializer's name."""
+    scales: dict[str, WeightScale] = {}
     folded = onnx.ModelProto()
     folded.CopyFrom(model)
     graph = folded.graph
@@ -67,18 +101,21 @@ def fold_dequantized_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     renamed: dict[str, str] = {}  # DequantizeLinear output -> the float initializer's name
     kept_nodes = []
     for node in graph.node:
-        value = _value(node, inits)
-        if value is None:
+        found = _value(node, inits)
+        if found is None:
             kept_nodes.append(node)
             continue
+        value, weight_scale = found
         name = node.input[0].removesuffix(_QUANTIZED_SUFFIX)
         if name == node.input[0] or name in taken:
             name = node.output[0]
         taken.add(name)
+        if weight_scale is not None:
+            scales[name] = weight_scale
         replaced.setdefault(node.input[0], []).append(numpy_helper.from_array(value, name))
         renamed[node.output[0]] = name
     if not replaced:
-        return folded
+        return folded, scales
     del graph.node[:]
     graph.node.extend(kept_nodes)
     for node in graph.node:
@@ -101,4 +138,4 @@ def fold_dequantized_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     inputs = [v for v in graph.input if v.name not in inits or v.name in used]
     del graph.input[:]
     graph.input.extend(inputs)
-    return folded
+    return folded, scales

@@ -16,7 +16,7 @@ from tvm.relax.frontend.onnx import from_onnx
 from sparse_tvm.errors import CompileError, ModelLoadError
 from sparse_tvm.frontend.fold import fold_constants
 from sparse_tvm.frontend.fold_batchnorm import fold_batchnorm
-from sparse_tvm.frontend.fold_dequantize import fold_dequantized_weights
+from sparse_tvm.frontend.fold_dequantize import WeightScale, fold_quantized_weights
 from sparse_tvm.frontend.input_shapes import dynamic_dims, fix_input_shapes, graph_inputs
 from sparse_tvm.frontend.load import load_onnx
 from sparse_tvm.frontend.onnx_converters import our_converters
@@ -35,6 +35,9 @@ class ImportedModel:
     ``input_dynamic_dims`` says, per input and axis, which dimensions the original model left
     dynamic (the name of the dimension, ``"?"`` when unnamed) and which it fixes (``None``).
     Bind them with ``relax.transform.BindParams("main", params)`` to get a closed module.
+    ``weight_scales`` holds, for each weight a quantized (QDQ) model stored as symmetric int8,
+    its scale (:class:`~sparse_tvm.frontend.fold_dequantize.WeightScale`): ``params`` has the
+    dequantized float weight, the int8 kernels take the int8 values back from the two.
     """
 
     mod: tvm.IRModule
@@ -45,6 +48,7 @@ class ImportedModel:
     output_names: list[str]
     onnx_model: onnx.ModelProto | None = field(default=None, repr=False)
     input_dynamic_dims: list[tuple[str | None, ...]] = field(default_factory=list)
+    weight_scales: dict[str, WeightScale] = field(default_factory=dict)
 
 
 _FLOAT_TYPES = {
@@ -184,7 +188,7 @@ def import_onnx(
     proto = load_onnx(model)
     folded = fold_constants(fix_input_shapes(proto, input_shapes))  # always a new proto
     # quantized models: QLinearMatMul / QLinearConv as QDQ, int8 weights -> float layers
-    folded = fold_dequantized_weights(qoperators_to_qdq(folded))
+    folded, weight_scales = fold_quantized_weights(qoperators_to_qdq(folded))
     if fold_batchnorms:  # Conv/Gemm + BatchNormalization -> one layer with a bias
         folded = fold_batchnorm(folded)
     _inline_static_initializers(folded)
@@ -216,4 +220,5 @@ def import_onnx(
             dynamic_dims(declared.get(name), len(shape))
             for (name, _, _), shape in zip(inputs, shapes, strict=True)
         ],
+        weight_scales=weight_scales,
     )

@@ -20,8 +20,9 @@ consecutive (its blocks stay in cache on one core): ``m_tile`` int32 accumulator
 (16 by default, with the weight register and a broadcast under AVX-512's 32). A last short
 tile clamps its rows to the last one (recomputed, the same values stored).
 
-A first step of issue 16's int8 kernels: built and tested alone (exact against numpy's
-integer arithmetic); compile does not call it yet. ``benchmarks/bench_int8.py``, BERT FFN
+``compile`` runs it for the layers of a quantized model whose operands are int8
+(``analysis/quantized.py``) on a target with VNNI, where it is measured faster than the float
+path (``decision/int8_decision.py``). ``benchmarks/bench_int8.py``, BERT FFN
 layers at M = 128, 90 % in 16x4 blocks, 2 Zen 4 cores: up 153 us, down 120 us, against
 sparse-tvm's float32 16x1 kernel on the same weight 288 / 325 us and onnxruntime's dense int8
 971 / 809 us. A weight pruned in 16x1 blocks pads to 3.5x its blocks in 16x4 (315 us, slower
@@ -40,7 +41,7 @@ import numpy as np
 import tvm
 from tvm.script import tirx as T
 
-__all__ = ["Int8Blocks", "Int8Spec", "int8_blocks", "int8_spmm_kernel"]
+__all__ = ["Int8Blocks", "Int8Spec", "int8_blocks", "int8_blocks_fit", "int8_spmm_kernel"]
 
 LANES = 16  # int32 lanes of a zmm register: the block's output features
 QUAD = 4  # bytes a vpdpbusd lane sums: the block's input features
@@ -59,6 +60,21 @@ class Int8Blocks:
     @property
     def blocks(self) -> int:
         return int(self.indptr[-1])
+
+    @property
+    def block(self) -> tuple[int, int]:
+        """The block shape, (output features, input features)."""
+        return (LANES, QUAD)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes stored: the blocks' int8 values and the int32 indices."""
+        return int(self.blocks * LANES * QUAD + 4 * (self.blocks + self.indptr.size))
+
+
+def int8_blocks_fit(n: int, k: int) -> bool:
+    """Whether an (n, k) weight can be stored in 16x4 blocks: n a multiple of 16, k of 4."""
+    return n % LANES == 0 and k % QUAD == 0
 
 
 def int8_blocks(w: np.ndarray) -> Int8Blocks:

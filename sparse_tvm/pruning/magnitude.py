@@ -15,8 +15,10 @@ from sparse_tvm.frontend.initializers import (
 )
 
 # the block shapes pruning offers: those the compiler has sparse formats for
-# (analysis.format_choice.CANDIDATE_BLOCKS); "1x1" is unstructured
-BLOCK_PATTERNS = ("1x1", "4x1", "8x1", "16x1", "1x4")
+# (analysis.format_choice.CANDIDATE_BLOCKS); "1x1" is unstructured; "16x4" the int8 kernel's
+# block on x86 (16 output features x the 4 input features one vpdpbusd lane sums), which the
+# float kernels run as 16x1
+BLOCK_PATTERNS = ("1x1", "4x1", "8x1", "16x1", "1x4", "16x4")
 
 
 def unknown_pattern(pattern: str, reason: str = "is not a pattern sparse-tvm prunes to") -> str:

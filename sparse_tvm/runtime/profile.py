@@ -32,7 +32,7 @@ from tvm import relax
 # (group, the patterns of kernel names in it), first match wins: a fused matmul + GELU is a
 # matmul with its epilogue, a sparse kernel is sparse whatever it fuses.
 OP_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("sparse layer", (r"^sparse_",)),
+    ("sparse layer", (r"^sparse_", r"^int8_16x4_")),
     ("sparse conv input (im2col, pad, crop)", (r"^im2col", r"^direct_pad", r"^direct_crop")),
     ("depthwise conv", (r"^depthwise", r"depthwise")),
     ("dense conv", (r"conv2d",)),

@@ -42,6 +42,30 @@ def vector_lanes(target: tvm.target.Target | None, dtype_bits: int = 32) -> int:
     return max(vector_bits(target) // dtype_bits, 1)
 
 
+# LLVM cpus that generate the float32 kernels' code of another: a record tuned on either
+# counts for both (cascadelake only adds AVX-512 VNNI, which only the int8 kernels use)
+_SAME_FLOAT_CODE = {"cascadelake": "skylake-avx512"}
+
+
+def machine_key(target: tvm.target.Target | dict | str) -> str:
+    """``target`` as tuning records and layer timings compare it: its string, with an ``mcpu``
+    that only adds int8 instructions named as the cpu it extends (:data:`_SAME_FLOAT_CODE`)."""
+    target = tvm.target.Target(target) if not isinstance(target, tvm.target.Target) else target
+    mcpu = str(target.attrs["mcpu"]) if "mcpu" in target.attrs else ""
+    if mcpu not in _SAME_FLOAT_CODE:
+        return str(target)
+    config = dict(target.export())
+    config["mcpu"] = _SAME_FLOAT_CODE[mcpu]
+    return str(tvm.target.Target(config))
+
+
+def has_vnni(target: tvm.target.Target | None) -> bool:
+    """Whether ``target`` has AVX-512 VNNI (``vpdpbusd``: the int8 x86 kernels)."""
+    if target is None or target.kind.name != "llvm":
+        return False
+    return bool(codegen.target_has_features("avx512vnni", target))
+
+
 def num_cores(target: tvm.target.Target | None) -> int:
     """The target's ``num-cores``; :data:`DEFAULT_CORES` when it has none (or no target)."""
     if target is not None and "num-cores" in target.attrs:
@@ -49,4 +73,11 @@ def num_cores(target: tvm.target.Target | None) -> int:
     return DEFAULT_CORES
 
 
-__all__ = ["DEFAULT_CORES", "num_cores", "vector_bits", "vector_lanes"]
+__all__ = [
+    "DEFAULT_CORES",
+    "has_vnni",
+    "machine_key",
+    "num_cores",
+    "vector_bits",
+    "vector_lanes",
+]

@@ -17,6 +17,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from sparse_tvm.kernels.spmm_int8 import Int8Blocks
 from sparse_tvm.transform.lowering import LayerLowering, SparsePlan
 
 # Importable from here as before: the driver, tuning and benchmarks use them.
@@ -56,8 +57,12 @@ class _Rewriter(PyExprMutator):
         if plan is None:
             super().visit_var_binding_(binding)
             return
-        # the layer's first op (matmul / conv2d) reads the activation: its args[0]
-        x = self.visit_expr(self.bindings[plan.layer.call_var].args[0])
+        # the layer's first op (matmul / conv2d) reads the activation: its args[0]; an int8
+        # plan reads the uint8 activations behind its dequantize
+        if isinstance(plan.weight, Int8Blocks):
+            x = self.visit_expr(plan.layer.int8.x)
+        else:
+            x = self.visit_expr(self.bindings[plan.layer.call_var].args[0])
         rebind(self, binding.var, self.lowering.lower(self.builder_, plan, x))
 
     def rewrite(self, func: relax.Function) -> relax.Function:

@@ -39,7 +39,9 @@ from sparse_tvm.kernels import im2col_kernel, im2col_nhwc_kernel, spmm_kernel
 from sparse_tvm.kernels.direct_conv import DirectConv, crop_kernel, pad_flat_kernel
 from sparse_tvm.kernels.im2col import im2col_nhwc_columns_kernel
 from sparse_tvm.kernels.spmm import choose_strategy, spmm_arrays, spmm_spec, vector_lanes
+from sparse_tvm.kernels.spmm_int8 import Int8Blocks
 from sparse_tvm.kernels.spmm_unrolled import unroll_eligible
+from sparse_tvm.transform.int8_lowering import lower_int8
 from sparse_tvm.transform.lowering import SparsePlan, add_kernel, sanitize, tensor_type
 
 
@@ -96,7 +98,10 @@ class SpmmLowering:
         self.im2col_nhwc = im2col_nhwc
 
     def lower(self, builder: relax.BlockBuilder, plan: SparsePlan, x: relax.Expr) -> relax.Expr:
-        """The SpMM call(s) of ``plan`` reading ``x`` (see the module doc)."""
+        """The SpMM call(s) of ``plan`` reading ``x`` (see the module doc); an int8 plan's
+        kernel reads the uint8 activations instead (:mod:`.int8_lowering`)."""
+        if isinstance(plan.weight, Int8Blocks):
+            return lower_int8(builder, plan, x)
         layer = plan.layer
         n = layer.weight.shape[0]
         if layer.op == "conv2d" and layer.conv.layout == "NHWC":

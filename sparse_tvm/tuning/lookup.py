@@ -22,6 +22,7 @@ import tvm
 from tvm.s_tir import meta_schedule as ms
 
 from ..kernels.spmm import SpmmSpec
+from ..target.machine import machine_key
 from .space_x86 import knobs_of, spec_of
 
 __all__ = ["FoundRecord", "find_record"]
@@ -71,9 +72,9 @@ def _same_shapes_record(
     database: ms.database.Database, func: tvm.tirx.PrimFunc, target: tvm.target.Target
 ) -> ms.database.TuningRecord | None:
     spec = _shapes(func)
-    target_str = str(target)
+    target_str = machine_key(target)
     for candidate in database.get_all_tuning_records():  # best first (JSONDatabase sorts)
-        if str(candidate.target) != target_str or not candidate.run_secs:
+        if machine_key(candidate.target) != target_str or not candidate.run_secs:
             continue
         try:
             other = _shapes(candidate.workload.mod["main"])

@@ -49,6 +49,7 @@ from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
 
 from sparse_tvm.errors import RecordsError
 from sparse_tvm.formats.block_sparse import BlockSparseWeight
+from sparse_tvm.target.machine import machine_key
 
 if TYPE_CHECKING:
     from sparse_tvm.analysis.layers import Layer
@@ -315,7 +316,7 @@ class RecordStore:
     def layer_timings(self, target: tvm.target.Target | dict | str) -> dict[str, dict]:
         """The latest entry of each layer measured for ``target``, by ``"layer"`` key."""
         path = self.folder / LAYER_TIMING_FILE
-        target_str = str(tvm.target.Target(target))
+        target_str = machine_key(target)
         found: dict[str, dict] = {}
         if not path.exists():
             return found
@@ -324,7 +325,7 @@ class RecordStore:
                 entry = json.loads(line)
             except ValueError:  # a line torn by a kill mid-write
                 continue
-            if isinstance(entry, dict) and entry.get("target") == target_str:
+            if isinstance(entry, dict) and _machine_of(entry.get("target")) == target_str:
                 found[str(entry.get("layer"))] = entry
         return found
 
@@ -383,12 +384,21 @@ def measured_records(
     if not database.has_workload(mod):
         return []
     workload = database.commit_workload(mod)
-    target_str = None if target is None else str(tvm.target.Target(target))
+    target_str = None if target is None else machine_key(target)
     return [
         r
         for r in database.get_all_tuning_records()
-        if r.workload.same_as(workload) and (target_str is None or str(r.target) == target_str)
+        if r.workload.same_as(workload)
+        and (target_str is None or machine_key(r.target) == target_str)
     ]
+
+
+def _machine_of(target: Any) -> str | None:
+    """:func:`machine_key` of a stored target string; None where it is not one."""
+    try:
+        return machine_key(str(target))
+    except Exception:  # noqa: BLE001 - a hand-edited or foreign entry: matches nothing
+        return None
 
 
 # ---------------------------------------------------------------------------------- helpers

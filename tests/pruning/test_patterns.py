@@ -77,7 +77,7 @@ def test_unknown_exclude_and_option_are_errors():
 
 
 OFFERED = (
-    "use 1x1, 4x1, 8x1, 16x1, 1x4 (output x input blocks) or N:M such as 2:4 (N of every M "
+    "use 1x1, 4x1, 8x1, 16x1, 1x4, 16x4 (output x input blocks) or N:M such as 2:4 (N of every M "
     "input features kept)"
 )
 
@@ -135,6 +135,9 @@ def test_every_offered_block_pattern_prunes_in_its_blocks(pattern):
 
 
 def test_offered_blocks_are_the_compilers_formats():
+    """The float formats' blocks, and the int8 kernel's 16x4 (kernels/spmm_int8)."""
     from sparse_tvm.analysis.format_choice import CANDIDATE_BLOCKS
+    from sparse_tvm.kernels.spmm_int8 import LANES, QUAD
 
-    assert {parse(p).block for p in BLOCK_PATTERNS} == set(CANDIDATE_BLOCKS)
+    offered = {parse(p).block for p in BLOCK_PATTERNS}
+    assert offered == set(CANDIDATE_BLOCKS) | {(LANES, QUAD)}

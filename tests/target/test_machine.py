@@ -16,7 +16,7 @@ from sparse_tvm.target import resolve_target
 from sparse_tvm.target.host_cpu import host_num_cores, host_x86_mcpu
 from sparse_tvm.target.machine import DEFAULT_CORES, num_cores, vector_bits, vector_lanes
 
-HOST_LANES = {"skylake-avx512": 16, "haswell": 8, "sandybridge": 8, "x86-64": 4}
+HOST_LANES = {"cascadelake": 16, "skylake-avx512": 16, "haswell": 8, "sandybridge": 8, "x86-64": 4}
 
 
 def _kernel_spec(target):
@@ -75,3 +75,16 @@ def test_targets_without_simd_features_get_128_bits():
 def test_llvm_targets_from_resolve_target_always_say_their_cores():
     for spec in ("x86", "x86-avx2", "x86-avx512", "aarch64", "rpi4", {"kind": "llvm"}):
         assert "num-cores" in resolve_target(spec).tvm_target.attrs
+
+
+def test_vnni_level_shares_the_float_machine_key():
+    """cascadelake (skylake-avx512 + VNNI) generates the same float32 code: tuned records and
+    board timings of one count for the other; other cpus stay apart."""
+    from sparse_tvm.target.machine import has_vnni, machine_key
+
+    vnni = tvm.target.Target({"kind": "llvm", "mcpu": "cascadelake", "num-cores": 2})
+    plain = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
+    other = tvm.target.Target({"kind": "llvm", "mcpu": "haswell", "num-cores": 2})
+    assert machine_key(vnni) == machine_key(plain) == str(plain)
+    assert machine_key(other) == str(other) != machine_key(plain)
+    assert has_vnni(vnni) and not has_vnni(plain) and not has_vnni(other)

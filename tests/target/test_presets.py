@@ -19,6 +19,11 @@ def test_x86_preset_reads_the_host():
     ("flags", "mcpu", "width"),
     [
         ({"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx2", "fma"}, "skylake-avx512", 16),
+        (
+            {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx2", "fma", "avx512_vnni"},
+            "cascadelake",
+            16,
+        ),
         ({"avx2", "fma", "bmi2", "avx"}, "haswell", 8),
         ({"sse2"}, "x86-64", 4),
     ],

@@ -1,0 +1,133 @@
+"""The int8 operands of a layer of a quantized (QDQ) model, where it has them.
+
+A QDQ model's linear layer reads ``dequantize(quantize(x))`` and a weight stored as symmetric
+int8 (``frontend/fold_dequantize`` folds the weight's ``DequantizeLinear`` to the float weight
+it computes and keeps its scale). The int8 kernels multiply the quantized activations by the
+int8 weight instead, with exact int32 sums, and scale once at the end:
+
+``y[m, n] = x_scale * w_scale[n] * sum_k (xq[m, k] - x_zero) * wq[n, k]``
+
+which is what the QDQ graph computes (up to the float rounding of its sums). That needs
+
+- the activation side: the layer's input is a ``relax.dequantize`` of a uint8 tensor with one
+  scale and one zero point (per tensor);
+- the weight side: a per-tensor scale or one per output feature (a scale per input feature
+  cannot be taken out of the sum), and the float weight exactly ``q * scale`` with ``q`` in
+  [-127, 127] (a weight a later pass changed, e.g. a folded batch norm, is not).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tvm
+from tvm import relax
+
+__all__ = ["QuantizedOperands", "quantized_operands", "with_output_quantize"]
+
+
+@dataclass(frozen=True)
+class QuantizedOperands:
+    """What an int8 kernel of the layer reads instead of the float operands."""
+
+    x: relax.Expr  # the uint8 activations (the dequantize's input), the layer's input shape
+    x_scale: float
+    x_zero: int
+    weight: np.ndarray  # int8, (n, k)
+    weight_scale: np.ndarray  # float32, (n,)
+    # the quantize (to uint8, per tensor) that alone reads the layer's output, if one does:
+    # the kernel then writes the uint8 values itself (a quarter of the bytes)
+    out: relax.Var | None = None
+    out_scale: float = 0.0
+    out_zero: int = 0
+
+
+def _per_tensor_uint8(
+    value: relax.Expr | None, op: str, weights: dict[relax.Var, np.ndarray]
+) -> tuple[relax.Expr, float, int] | None:
+    """``(data, scale, zero point)`` of a per-tensor uint8 ``op`` ("relax.quantize" /
+    "relax.dequantize") call ``value``, else None."""
+    if not isinstance(value, relax.Call) or getattr(value.op, "name", "") != op:
+        return None
+    if len(value.args) != 3:
+        return None
+    data, scale, zero = value.args
+    uint8 = data if op == "relax.dequantize" else value
+    if not isinstance(uint8.ty, relax.TensorType) or str(uint8.ty.dtype) != "uint8":
+        return None
+    scale, zero = _scalar_of(scale, weights), _scalar_of(zero, weights)
+    if scale is None or zero is None or not float(scale) > 0:
+        return None
+    return data, float(np.float32(scale)), int(zero)
+
+
+def _scalar_of(expr: relax.Expr, weights: dict[relax.Var, np.ndarray]) -> np.ndarray | None:
+    """The one value of a one-element constant or weight, else None."""
+    if isinstance(expr, relax.Var) and expr in weights:
+        value = weights[expr]
+    elif isinstance(expr, tvm.ir.expr.GenericConst):
+        value = expr.value.numpy()
+    else:
+        return None
+    return value.reshape(()) if value.size == 1 else None
+
+
+def _int8_weight(w_nk: np.ndarray, scale: Any, transposed: bool) -> tuple | None:
+    """``(q, per-row scale)`` of an (n, k) float weight quantized as ``scale`` says, else None."""
+    n = w_nk.shape[0]
+    values = np.asarray(scale.scale, np.float32)
+    n_axis = 0 if transposed else 1  # the stored weight's axis of the output features
+    if values.ndim == 0 or values.size == 1:
+        per_row = np.full(n, values.reshape(()), np.float32)
+    elif values.shape == (n,) and scale.axis == n_axis:
+        per_row = values
+    else:
+        return None
+    if not (per_row > 0).all():
+        return None
+    q = np.rint(w_nk / per_row[:, None])
+    if np.abs(q).max(initial=0) > 127:
+        return None
+    q = q.astype(np.int8)
+    if not np.array_equal(q.astype(np.float32) * per_row[:, None], w_nk):
+        return None
+    return q, per_row
+
+
+def quantized_operands(
+    x: relax.Expr,
+    x_value: relax.Expr | None,
+    w_nk: np.ndarray,
+    scale: Any,
+    transposed: bool,
+    weights: dict[relax.Var, np.ndarray],
+) -> QuantizedOperands | None:
+    """The int8 operands of a matmul layer reading ``x`` (bound to ``x_value``) with the (n, k)
+    weight ``w_nk`` quantized as ``scale`` (a :class:`WeightScale`, or None), else None."""
+    if scale is None:
+        return None
+    x_side = _per_tensor_uint8(x_value, "relax.dequantize", weights)
+    if x_side is None:
+        return None
+    found = _int8_weight(w_nk, scale, transposed)
+    if found is None:
+        return None
+    return QuantizedOperands(*x_side, *found)
+
+
+def with_output_quantize(
+    operands: QuantizedOperands,
+    user: relax.Var | None,
+    user_value: relax.Expr | None,
+    weights: dict[relax.Var, np.ndarray],
+) -> QuantizedOperands:
+    """``operands`` with the output quantize ``user`` (the one reader of the layer's output,
+    bound to ``user_value``) where it is a per-tensor uint8 one."""
+    out_side = _per_tensor_uint8(user_value, "relax.quantize", weights)
+    if user is None or out_side is None:
+        return operands
+    _, out_scale, out_zero = out_side
+    return dataclasses.replace(operands, out=user, out_scale=out_scale, out_zero=out_zero)

@@ -1,0 +1,185 @@
+"""The int8 choice of a quantized model's layer: the VNNI kernel, or the float path it replaces.
+
+A layer with int8 operands (``Layer.int8``: a QDQ model's matmul with a symmetric int8 weight
+and per-tensor uint8 activations) on a target with AVX-512 VNNI can run as the int8 16x4-block
+kernel (:mod:`sparse_tvm.transform.int8_lowering`). Whether that is faster is measured, like
+every sparse decision ("never slower"): the layer is built alone twice from the same uint8
+input, as the model runs it,
+
+- the float path: ``dequantize`` -> the layer as its float decision left it (dense, or the
+  float sparse kernel it chose) -> the epilogue -> the output ``quantize`` where it has one;
+- the int8 path: the int8 kernel, writing the output quantize's uint8 values itself;
+
+timed alternately, and the int8 kernel is kept where it beats the float path by
+:data:`~sparse_tvm.decision.layer_decision.KEEP_SPARSE_MARGIN`. Same-shape layers of about the
+same block density take a measured twin's result. Where layers are not timed, the int8 kernel
+is chosen when at least :data:`INT8_MIN_ZERO_BLOCKS` of the 16x4 blocks are zero (an int8
+multiply-add does 4x a float32 FMA's work, so half the blocks is a safe gain).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from sparse_tvm.analysis.format_choice import FormatChoice
+from sparse_tvm.analysis.layers import Layer, find_layers
+from sparse_tvm.decision.layer_timing import bind_weights, emit_activation, layer_timer
+from sparse_tvm.frontend.fold_dequantize import WeightScale
+from sparse_tvm.kernels.spmm_int8 import Int8Blocks, int8_blocks_fit
+from sparse_tvm.report import ESTIMATED, MEASURED, MEASURED_AS_TWIN
+from sparse_tvm.target.machine import has_vnni
+from sparse_tvm.transform.dense_to_sparse import DenseToSparse, SparsePlan
+from sparse_tvm.transform.int8_lowering import int8_layer
+from sparse_tvm.tuning.records import layer_key
+
+__all__ = ["INT8_MIN_ZERO_BLOCKS", "Int8Twins", "decide_int8", "int8_possible"]
+
+INT8_MIN_ZERO_BLOCKS = 0.5
+ROUNDS = 3  # alternated timings of each path; the fastest median of each counts
+TWIN_DENSITY_TOLERANCE = 0.01
+
+
+def int8_possible(layer: Layer, backend) -> bool:
+    """Whether the int8 kernel can run ``layer`` on ``backend``'s target."""
+    return (
+        layer.int8 is not None
+        and has_vnni(getattr(backend, "tvm_target", None))
+        and int8_blocks_fit(*layer.shape)
+        and layer.op == "matmul"
+    )
+
+
+class Int8Twins:
+    """Measured int8-against-float timings by layer shape, epilogue, block density and float
+    format: a transformer's repeated layers are timed once."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple, list[tuple[float, float, float]]] = {}
+
+    @staticmethod
+    def _key(layer: Layer, float_label: str) -> tuple:
+        return (layer_key(layer, pattern=False), layer.int8.out is not None, float_label)
+
+    def get(self, layer: Layer, float_label: str, density: float):
+        for seen_density, float_s, int8_s in self._seen.get(self._key(layer, float_label), []):
+            if abs(seen_density - density) <= TWIN_DENSITY_TOLERANCE:
+                return float_s, int8_s
+        return None
+
+    def add(self, layer: Layer, float_label: str, density: float, float_s, int8_s) -> None:
+        self._seen.setdefault(self._key(layer, float_label), []).append((density, float_s, int8_s))
+
+
+def decide_int8(decision, backend, options, twins: Int8Twins | None = None):
+    """``decision`` (the layer's float decision), or the int8 kernel's decision where that is
+    faster (module doc)."""
+    from sparse_tvm.decision.layer_decision import KEEP_SPARSE_MARGIN, LayerDecision
+
+    layer = decision.layer
+    if options.dense or options.force_block is not None or not int8_possible(layer, backend):
+        return decision
+    int8, blocks = int8_layer(layer)
+    density = blocks.blocks / max(1, (layer.shape[0] // 16) * (layer.shape[1] // 4))
+    float_label = decision.choice.label
+    label = f"int8 bsr 16x4 ({1 - density:.0%} zero blocks)"
+    if not options.measure:
+        if 1 - density < INT8_MIN_ZERO_BLOCKS:
+            return decision
+        choice = FormatChoice("int8 bsr", (16, 4), 0.0, f"{label}: estimated, not timed")
+        return LayerDecision(int8, choice, blocks, decided_by=ESTIMATED)
+    timed = twins.get(layer, float_label, density) if twins is not None else None
+    decided_by = MEASURED_AS_TWIN if timed is not None else MEASURED
+    if timed is None:
+        timed = time_int8_against_float(layer, decision, blocks, backend)
+        if twins is not None:
+            twins.add(layer, float_label, density, *timed)
+    float_s, int8_s = timed
+    speedup = float_s / int8_s
+    against = f"the float32 {float_label} layer (with its QDQ ops)"
+    if int8_s * KEEP_SPARSE_MARGIN > float_s:
+        reason = f"{decision.choice.reason}; {label} measured {speedup:.2f}x over it: kept float32"
+        return dataclasses.replace(
+            decision, choice=dataclasses.replace(decision.choice, reason=reason)
+        )
+    dense_s = decision.dense_s
+    if dense_s is None and decision.choice.format == "dense":
+        dense_s = float_s
+    choice = FormatChoice(
+        "int8 bsr", (16, 4), speedup, f"{label} measured {speedup:.2f}x over {against}: int8"
+    )
+    return LayerDecision(
+        int8, choice, blocks, dense_s=dense_s, sparse_s=int8_s, decided_by=decided_by,
+        candidate=(16, 4),
+    )  # fmt: skip
+
+
+def quantized_layer_module(layer: Layer) -> tuple[relax.Function, dict[str, np.ndarray], Layer]:
+    """``main(xq, weight[, bias])``: the layer as a QDQ model runs it, from its uint8 input
+    (``dequantize`` -> matmul -> epilogue -> [output ``quantize``]), its weights, and the layer
+    ``find_layers`` finds in it (with its int8 operands)."""
+    ops = layer.int8
+    xq = relax.Var("xq", relax.TensorType(list(layer.input_shape), "uint8"))
+    w = relax.Var(layer.name, relax.TensorType(list(layer.weight_shape), "float32"))
+    params, values = [xq, w], {layer.name: layer.stored_weight()}
+    bias = None
+    if layer.bias is not None:
+        bias = relax.Var(f"{layer.name}.bias", relax.TensorType([layer.shape[0]], "float32"))
+        params.append(bias)
+        values[bias.name] = layer.bias
+
+    def scalar(value, dtype):
+        return relax.const(np.array(value, dtype))
+
+    bb = relax.BlockBuilder()
+    with bb.function("main", params):
+        with bb.dataflow():
+            x = bb.emit(
+                relax.op.dequantize(xq, scalar(ops.x_scale, "float32"), scalar(ops.x_zero, "uint8"))
+            )
+            weight = bb.emit(relax.op.permute_dims(w, [1, 0])) if layer.transposed else w
+            y = bb.emit(relax.op.matmul(x, weight))
+            if bias is not None:
+                y = bb.emit(relax.op.add(y, bias))
+            y = emit_activation(bb, layer, y)
+            if ops.out is not None:
+                y = bb.emit(
+                    relax.op.quantize(
+                        y, scalar(ops.out_scale, "float32"), scalar(ops.out_zero, "uint8"),
+                        out_dtype="uint8",
+                    )
+                )  # fmt: skip
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    func = bb.get()["main"]
+    weights = {p: values[p.name] for p in func.params[1:]}
+    scale = WeightScale(ops.weight_scale, 0 if layer.transposed else 1)
+    (single,) = find_layers(func, weights, gelu=layer.gelu, weight_scales={layer.name: scale})
+    return func, values, single
+
+
+def time_int8_against_float(
+    layer: Layer, decision, blocks: Int8Blocks, backend
+) -> tuple[float, float]:
+    """Seconds of the layer's float path (as ``decision`` left it) and of its int8 kernel,
+    each the fastest of :data:`ROUNDS` alternated medians."""
+    func, values, single = quantized_layer_module(layer)
+    base = tvm.IRModule({"main": func})
+    float_mod = base
+    if decision.weight is not None:
+        plan = SparsePlan(single, decision.weight, decision.kernel, decision.knobs)
+        float_mod = DenseToSparse([plan], backend.lowering())(base)
+    int8, _ = int8_layer(single)
+    int8_mod = DenseToSparse([SparsePlan(int8, blocks)], backend.lowering())(base)
+    timers = [
+        layer_timer(bind_weights(mod, values), backend, layer.input_shape, 5, 5, dtype="uint8")
+        for mod in (float_mod, int8_mod)
+    ]
+    best = [float("inf")] * 2
+    for _ in range(ROUNDS):
+        for index, timer in enumerate(timers):
+            best[index] = min(best[index], timer())
+    return best[0], best[1]

@@ -1,0 +1,89 @@
+"""The int8 path of a quantized model: the analysis finds a QDQ layer's int8 operands, the
+compiler runs the VNNI kernel where it measures faster than the float path, and the compiled
+model matches onnxruntime on the same QDQ model; targets without VNNI keep the float path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import numpy_helper
+
+import sparse_tvm as st
+from sparse_tvm.analysis import analyse
+from sparse_tvm.frontend import import_onnx
+
+from .models import output_step, quantized_ffn, run_ort, vnni
+
+
+def _inits(model) -> dict[str, np.ndarray]:
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+@pytest.mark.parametrize("gemm", [False, True])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_analysis_finds_the_int8_operands(gemm, per_channel):
+    q = quantized_ffn(gemm=gemm, per_channel=per_channel)
+    inits = _inits(q)
+    layers = analyse(import_onnx(q), gelu=True)
+    assert [layer.name for layer in layers] == ["w1", "w2"]
+    for layer in layers:
+        ops = layer.int8
+        assert ops is not None, layer.name
+        stored = inits[f"{layer.name}_quantized"]  # the model's own int8 values
+        assert ops.weight.dtype == np.int8
+        np.testing.assert_array_equal(ops.weight, stored if gemm else stored.T)
+        scale = inits[f"{layer.name}_scale"]
+        np.testing.assert_array_equal(
+            ops.weight_scale, np.broadcast_to(scale, ops.weight.shape[:1])
+        )
+        assert str(ops.x.ty.dtype) == "uint8" and 0 <= ops.x_zero <= 255 and ops.x_scale > 0
+        assert ops.out is not None and ops.out_scale > 0  # the output quantize after the bias
+        assert (ops.weight == 0).mean() == pytest.approx(layer.sparsity)
+
+
+def test_int8_activations_and_float_layers_have_no_int8_operands():
+    model = quantized_ffn(sparsity=0)  # quantized: operands found
+    assert all(layer.int8 is not None for layer in analyse(import_onnx(model)))
+    from .models import ffn
+
+    float_layers = analyse(import_onnx(ffn()))
+    assert all(layer.int8 is None for layer in float_layers)
+    data = {"x": np.random.default_rng(1).standard_normal((64, 64)).astype(np.float32)}
+    signed = st.quantize(ffn(), data, activations="int8")  # the kernel reads uint8 only
+    assert all(layer.int8 is None for layer in analyse(import_onnx(signed)))
+
+
+@vnni
+@pytest.mark.parametrize(("gemm", "per_channel"), [(False, True), (True, False)])
+def test_compiled_int8_layers_match_onnxruntime(gemm, per_channel):
+    q = quantized_ffn(gemm=gemm, per_channel=per_channel)
+    compiled = st.compile(q, "x86")
+    rows = {row.name: row for row in compiled.report.layers}
+    assert {row.format for row in rows.values()} == {"int8 bsr 16x4"}, compiled.report
+    for row in rows.values():
+        assert "measured" in row.reason and row.stored_bytes < row.dense_bytes / 8
+    x = np.random.default_rng(3).standard_normal((32, 64)).astype(np.float32)
+    got, want = np.asarray(compiled.run({"x": x})[0]), run_ort(q, x)
+    # exact int32 sums, the same roundings: a flip of a rounding step at most, rarely (the
+    # float epilogues after the last quantize may differ in the last bit: FMA contraction)
+    assert np.abs(got - want).max() <= output_step(q) * 1.001
+    assert np.mean(np.isclose(got, want, rtol=1e-6, atol=1e-6)) >= 0.99
+
+
+def test_target_without_vnni_keeps_the_float_path():
+    q = quantized_ffn()
+    compiled = st.compile(q, "x86-avx512", st.CompileOptions(measure=False))
+    assert all("int8" not in row.format for row in compiled.report.layers)
+    x = np.random.default_rng(4).standard_normal((32, 64)).astype(np.float32)
+    got, want = np.asarray(compiled.run({"x": x})[0]), run_ort(q, x)
+    assert np.abs(got - want).max() <= 4 * output_step(q)  # float sums: a few steps flip
+
+
+@vnni
+def test_untimed_decision_follows_the_zero_blocks():
+    options = st.CompileOptions(measure=False)
+    sparse = st.compile(quantized_ffn(), "x86", options)
+    assert [row.format for row in sparse.report.layers] == ["int8 bsr 16x4"] * 2
+    assert all("estimated" in row.reason for row in sparse.report.layers)
+    dense = st.compile(quantized_ffn(sparsity=0), "x86", options)
+    assert all("int8" not in row.format for row in dense.report.layers)
