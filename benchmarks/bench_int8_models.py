@@ -1,0 +1,145 @@
+"""Benchmark the int8 path end to end: prune -> quantize -> compile, against onnxruntime.
+
+Each case is an ONNX model pruned to 90 % in 16x4 blocks (the int8 kernel's block; the float
+kernels run it as 16x1) and quantized by ``st.quantize`` (QDQ, per-channel symmetric int8
+weights, uint8 activations). In the same process, interleaved round by round:
+
+    st int8      sparse-tvm's build of the quantized model (int8 VNNI kernels where measured
+                 faster than the float path, QDQ ops as the model has them)
+    st float32   sparse-tvm's build of the pruned float model
+    ort int8     onnxruntime on the quantized model (its int8 kernels, dense)
+    ort float32  onnxruntime on the pruned float model
+
+Cases: ``ffn.up`` / ``ffn.down`` (a BERT-base FFN layer alone, 128 tokens, with its QDQ ops)
+and ``minilm`` (all-MiniLM-L6-v2, 128 tokens; needs the test extra's packaged weights). The
+accuracy column is the int8 build's max error relative to onnxruntime's run of the same
+quantized model (issue 16: within 1e-2), and both against the float model.
+
+AVX-512 VNNI only (a host without it prints so and exits 0). Run from the repository root::
+
+    python benchmarks/bench_int8_models.py [--cases ffn.up ffn.down minilm] [--rounds 11]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import common  # noqa: I001  (puts the repository root on sys.path, sets TVM_NUM_THREADS)
+import numpy as np
+import onnx
+
+import sparse_tvm as st
+from sparse_tvm.target.host_cpu import cpu_flags
+
+METHODS = ["st_int8", "st_float32", "ort_int8", "ort_float32"]
+FFN = {"ffn.up": (3072, 768), "ffn.down": (768, 3072)}
+
+
+def ffn_case(layer: str, m: int, seed: int) -> tuple[onnx.ModelProto, dict, dict]:
+    """The FFN layer (x @ W + b, ReLU on ffn.up), its input and calibration data."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    n, k = FFN[layer]
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
+    b = (rng.standard_normal(n) * 0.1).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"], name=layer),
+        helper.make_node("Add", ["h", "b"], ["y0" if layer == "ffn.up" else "y"]),
+    ]
+    if layer == "ffn.up":
+        nodes.append(helper.make_node("Relu", ["y0"], ["y"]))
+    graph = helper.make_graph(
+        nodes,
+        layer.replace(".", "_"),
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = {"x": rng.standard_normal((m, k)).astype(np.float32)}
+    calibration = {"x": rng.standard_normal((4 * m, k)).astype(np.float32)}
+    return model, x, calibration
+
+
+def minilm_case() -> tuple[onnx.ModelProto, dict, dict]:
+    from sparse_tvm.examples import minilm
+
+    model = minilm.minilm(batch=1, seq=128)
+    x = minilm.minilm_inputs()
+    calibration = minilm.minilm_inputs(minilm.SENTENCES)
+    return model, x, calibration
+
+
+def _max_rel(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))
+
+
+def run_case(name: str, sparsity: float, rounds: int, seed: int, say) -> dict:
+    model, x, calibration = minilm_case() if name == "minilm" else ffn_case(name, 128, seed)
+    pruned = st.prune(model, sparsity, "16x4").model
+    quantized = st.quantize(pruned, calibration, per_channel=True)
+    case: dict = {"case": name, "sparsity": sparsity, "pattern": "16x4"}
+    say(f"{name}: compiling the quantized and the float model")
+    builds = {"st_int8": st.compile(quantized, "x86"), "st_float32": st.compile(pruned, "x86")}
+    formats = [row.format for row in builds["st_int8"].report.layers]
+    case["int8_layers"] = sum(f.startswith("int8") for f in formats)
+    case["layers"] = len(formats)
+    runners = [common.tvm_runner(key, compiled, x) for key, compiled in builds.items()]
+    sessions = {"ort_int8": quantized, "ort_float32": pruned}
+    for key, onnx_model in sessions.items():
+        runners.append(common.ort_runner(key, common.ort_session(onnx_model), x))
+    first = next(iter(common.ort_session(pruned).get_outputs())).name
+    outputs = {
+        "st_int8": np.asarray(builds["st_int8"].run(x)[0]),
+        "ort_int8": common.ort_session(quantized).run([first], x)[0],
+        "ort_float32": common.ort_session(pruned).run([first], x)[0],
+    }
+    case["max_rel_err"] = {
+        "st_int8_vs_ort_int8": _max_rel(outputs["st_int8"], outputs["ort_int8"]),
+        "st_int8_vs_float": _max_rel(outputs["st_int8"], outputs["ort_float32"]),
+        "ort_int8_vs_float": _max_rel(outputs["ort_int8"], outputs["ort_float32"]),
+    }
+    lat = common.time_case(case, runners, METHODS, rounds, 0.05)
+    case["int8_speedup_over"] = {
+        key: lat[key] / lat["st_int8"] for key in METHODS[1:] if lat.get(key)
+    }
+    return case
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="+", default=["ffn.up", "ffn.down", "minilm"])
+    parser.add_argument("--sparsity", type=float, default=0.9)
+    parser.add_argument("--rounds", type=int, default=11)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="JSON path")
+    common.add_threads_option(parser)
+    args = parser.parse_args(argv)
+    if "avx512_vnni" not in cpu_flags():
+        print("bench_int8_models: this host has no AVX-512 VNNI; nothing to measure")
+        return 0
+    print(common.header_line(common.machine()))
+    cases = []
+    for name in args.cases:
+        case = run_case(name, args.sparsity, args.rounds, args.seed, print)
+        cases.append(case)
+        lat = ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in case["latency_s"].items() if v)
+        over = ", ".join(f"{k} {v:.2f}x" for k, v in case["int8_speedup_over"].items())
+        err = case["max_rel_err"]
+        print(
+            f"  {name} ({case['int8_layers']}/{case['layers']} layers int8): {lat}; "
+            f"st int8 faster than: {over}; max rel err vs ort int8 "
+            f"{err['st_int8_vs_ort_int8']:.1e} (ort int8 vs float {err['ort_int8_vs_float']:.1e}), "
+            f"load {common.fmt_load(common.loadavg())}"
+        )
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"machine": common.machine(), "cases": cases}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
