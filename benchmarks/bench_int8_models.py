@@ -10,7 +10,8 @@ weights, uint8 activations). In the same process, interleaved round by round:
     ort int8     onnxruntime on the quantized model (its int8 kernels, dense)
     ort float32  onnxruntime on the pruned float model
 
-Cases: ``ffn.up`` / ``ffn.down`` (a BERT-base FFN layer alone, 128 tokens, with its QDQ ops)
+Cases: ``ffn.up`` / ``ffn.down`` (a BERT-base FFN layer alone, ``--m`` tokens (128), with its
+QDQ ops)
 and ``minilm`` (all-MiniLM-L6-v2, 128 tokens; needs the test extra's packaged weights). The
 accuracy column is the int8 build's max error relative to onnxruntime's run of the same
 quantized model (issue 16: within 1e-2), and both against the float model.
@@ -77,11 +78,13 @@ def _max_rel(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))
 
 
-def run_case(name: str, sparsity: float, rounds: int, seed: int, say) -> dict:
-    model, x, calibration = minilm_case() if name == "minilm" else ffn_case(name, 128, seed)
+def run_case(name: str, sparsity: float, rounds: int, seed: int, say, m: int = 128) -> dict:
+    model, x, calibration = minilm_case() if name == "minilm" else ffn_case(name, m, seed)
     pruned = st.prune(model, sparsity, "16x4").model
     quantized = st.quantize(pruned, calibration, per_channel=True)
     case: dict = {"case": name, "sparsity": sparsity, "pattern": "16x4"}
+    if name != "minilm":
+        case["m"] = m
     say(f"{name}: compiling the quantized and the float model")
     builds = {"st_int8": st.compile(quantized, "x86"), "st_float32": st.compile(pruned, "x86")}
     formats = [row.format for row in builds["st_int8"].report.layers]
@@ -113,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=["ffn.up", "ffn.down", "minilm"])
     parser.add_argument("--sparsity", type=float, default=0.9)
+    parser.add_argument("--m", type=int, default=128, help="tokens of the FFN cases")
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="JSON path")
@@ -124,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     print(common.header_line(common.machine()))
     cases = []
     for name in args.cases:
-        case = run_case(name, args.sparsity, args.rounds, args.seed, print)
+        case = run_case(name, args.sparsity, args.rounds, args.seed, print, args.m)
         cases.append(case)
         lat = ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in case["latency_s"].items() if v)
         over = ", ".join(f"{k} {v:.2f}x" for k, v in case["int8_speedup_over"].items())

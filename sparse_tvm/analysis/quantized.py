@@ -9,8 +9,8 @@ int8 weight instead, with exact int32 sums, and scale once at the end:
 
 which is what the QDQ graph computes (up to the float rounding of its sums). That needs
 
-- the activation side: the layer's input is a ``relax.dequantize`` of a uint8 tensor with one
-  scale and one zero point (per tensor);
+- the activation side: the layer's input is a ``relax.dequantize`` of a uint8 or int8 tensor
+  with one scale and one zero point (per tensor);
 - the weight side: a per-tensor scale or one per output feature (a scale per input feature
   cannot be taken out of the sum), and the float weight exactly ``q * scale`` with ``q`` in
   [-127, 127] (a weight a later pass changed, e.g. a folded batch norm, is not).
@@ -33,35 +33,40 @@ __all__ = ["QuantizedOperands", "quantized_operands", "with_output_quantize"]
 class QuantizedOperands:
     """What an int8 kernel of the layer reads instead of the float operands."""
 
-    x: relax.Expr  # the uint8 activations (the dequantize's input), the layer's input shape
+    x: relax.Expr  # the 8-bit activations (the dequantize's input), the layer's input shape
     x_scale: float
     x_zero: int
+    x_signed: bool  # int8 activations (else uint8)
     weight: np.ndarray  # int8, (n, k)
     weight_scale: np.ndarray  # float32, (n,)
-    # the quantize (to uint8, per tensor) that alone reads the layer's output, if one does:
-    # the kernel then writes the uint8 values itself (a quarter of the bytes)
+    # the quantize (8-bit, per tensor) that alone reads the layer's output, if one does: the
+    # kernel then writes its values itself (a quarter of the bytes)
     out: relax.Var | None = None
     out_scale: float = 0.0
     out_zero: int = 0
+    out_signed: bool = False
 
 
-def _per_tensor_uint8(
+def _per_tensor_8bit(
     value: relax.Expr | None, op: str, weights: dict[relax.Var, np.ndarray]
-) -> tuple[relax.Expr, float, int] | None:
-    """``(data, scale, zero point)`` of a per-tensor uint8 ``op`` ("relax.quantize" /
-    "relax.dequantize") call ``value``, else None."""
+) -> tuple[relax.Expr, float, int, bool] | None:
+    """``(data, scale, zero point, signed)`` of a per-tensor uint8 or int8 ``op``
+    ("relax.quantize" / "relax.dequantize") call ``value``, else None."""
     if not isinstance(value, relax.Call) or getattr(value.op, "name", "") != op:
         return None
     if len(value.args) != 3:
         return None
     data, scale, zero = value.args
-    uint8 = data if op == "relax.dequantize" else value
-    if not isinstance(uint8.ty, relax.TensorType) or str(uint8.ty.dtype) != "uint8":
+    quantized = data if op == "relax.dequantize" else value
+    if not isinstance(quantized.ty, relax.TensorType):
+        return None
+    dtype = str(quantized.ty.dtype)
+    if dtype not in ("uint8", "int8"):
         return None
     scale, zero = _scalar_of(scale, weights), _scalar_of(zero, weights)
     if scale is None or zero is None or not float(scale) > 0:
         return None
-    return data, float(np.float32(scale)), int(zero)
+    return data, float(np.float32(scale)), int(zero), dtype == "int8"
 
 
 def _scalar_of(expr: relax.Expr, weights: dict[relax.Var, np.ndarray]) -> np.ndarray | None:
@@ -109,7 +114,7 @@ def quantized_operands(
     weight ``w_nk`` quantized as ``scale`` (a :class:`WeightScale`, or None), else None."""
     if scale is None:
         return None
-    x_side = _per_tensor_uint8(x_value, "relax.dequantize", weights)
+    x_side = _per_tensor_8bit(x_value, "relax.dequantize", weights)
     if x_side is None:
         return None
     found = _int8_weight(w_nk, scale, transposed)
@@ -125,9 +130,11 @@ def with_output_quantize(
     weights: dict[relax.Var, np.ndarray],
 ) -> QuantizedOperands:
     """``operands`` with the output quantize ``user`` (the one reader of the layer's output,
-    bound to ``user_value``) where it is a per-tensor uint8 one."""
-    out_side = _per_tensor_uint8(user_value, "relax.quantize", weights)
+    bound to ``user_value``) where it is a per-tensor 8-bit one."""
+    out_side = _per_tensor_8bit(user_value, "relax.quantize", weights)
     if user is None or out_side is None:
         return operands
-    _, out_scale, out_zero = out_side
-    return dataclasses.replace(operands, out=user, out_scale=out_scale, out_zero=out_zero)
+    _, scale, zero, signed = out_side
+    return dataclasses.replace(
+        operands, out=user, out_scale=scale, out_zero=zero, out_signed=signed
+    )

@@ -1,14 +1,14 @@
 """The int8 choice of a quantized model's layer: the VNNI kernel, or the float path it replaces.
 
 A layer with int8 operands (``Layer.int8``: a QDQ model's matmul with a symmetric int8 weight
-and per-tensor uint8 activations) on a target with AVX-512 VNNI can run as the int8 16x4-block
+and per-tensor 8-bit activations) on a target with AVX-512 VNNI can run as the int8 16x4-block
 kernel (:mod:`sparse_tvm.transform.int8_lowering`). Whether that is faster is measured, like
-every sparse decision ("never slower"): the layer is built alone twice from the same uint8
+every sparse decision ("never slower"): the layer is built alone twice from the same 8-bit
 input, as the model runs it,
 
 - the float path: ``dequantize`` -> the layer as its float decision left it (dense, or the
   float sparse kernel it chose) -> the epilogue -> the output ``quantize`` where it has one;
-- the int8 path: the int8 kernel, writing the output quantize's uint8 values itself;
+- the int8 path: the int8 kernel, writing the output quantize's 8-bit values itself;
 
 timed alternately, and the int8 kernel is kept where it beats the float path by
 :data:`~sparse_tvm.decision.layer_decision.KEEP_SPARSE_MARGIN`. Same-shape layers of about the
@@ -118,11 +118,13 @@ def decide_int8(decision, backend, options, twins: Int8Twins | None = None):
 
 
 def quantized_layer_module(layer: Layer) -> tuple[relax.Function, dict[str, np.ndarray], Layer]:
-    """``main(xq, weight[, bias])``: the layer as a QDQ model runs it, from its uint8 input
+    """``main(xq, weight[, bias])``: the layer as a QDQ model runs it, from its 8-bit input
     (``dequantize`` -> matmul -> epilogue -> [output ``quantize``]), its weights, and the layer
     ``find_layers`` finds in it (with its int8 operands)."""
     ops = layer.int8
-    xq = relax.Var("xq", relax.TensorType(list(layer.input_shape), "uint8"))
+    x_dtype = "int8" if ops.x_signed else "uint8"
+    out_dtype = "int8" if ops.out_signed else "uint8"
+    xq = relax.Var("xq", relax.TensorType(list(layer.input_shape), x_dtype))
     w = relax.Var(layer.name, relax.TensorType(list(layer.weight_shape), "float32"))
     params, values = [xq, w], {layer.name: layer.stored_weight()}
     bias = None
@@ -138,7 +140,7 @@ def quantized_layer_module(layer: Layer) -> tuple[relax.Function, dict[str, np.n
     with bb.function("main", params):
         with bb.dataflow():
             x = bb.emit(
-                relax.op.dequantize(xq, scalar(ops.x_scale, "float32"), scalar(ops.x_zero, "uint8"))
+                relax.op.dequantize(xq, scalar(ops.x_scale, "float32"), scalar(ops.x_zero, x_dtype))
             )
             weight = bb.emit(relax.op.permute_dims(w, [1, 0])) if layer.transposed else w
             y = bb.emit(relax.op.matmul(x, weight))
@@ -148,8 +150,8 @@ def quantized_layer_module(layer: Layer) -> tuple[relax.Function, dict[str, np.n
             if ops.out is not None:
                 y = bb.emit(
                     relax.op.quantize(
-                        y, scalar(ops.out_scale, "float32"), scalar(ops.out_zero, "uint8"),
-                        out_dtype="uint8",
+                        y, scalar(ops.out_scale, "float32"), scalar(ops.out_zero, out_dtype),
+                        out_dtype=out_dtype,
                     )
                 )  # fmt: skip
             out = bb.emit_output(y)
@@ -167,6 +169,7 @@ def time_int8_against_float(
     """Seconds of the layer's float path (as ``decision`` left it) and of its int8 kernel,
     each the fastest of :data:`ROUNDS` alternated medians."""
     func, values, single = quantized_layer_module(layer)
+    x_dtype = "int8" if layer.int8.x_signed else "uint8"
     base = tvm.IRModule({"main": func})
     float_mod = base
     if decision.weight is not None:
@@ -175,7 +178,7 @@ def time_int8_against_float(
     int8, _ = int8_layer(single)
     int8_mod = DenseToSparse([SparsePlan(int8, blocks)], backend.lowering())(base)
     timers = [
-        layer_timer(bind_weights(mod, values), backend, layer.input_shape, 5, 5, dtype="uint8")
+        layer_timer(bind_weights(mod, values), backend, layer.input_shape, 5, 5, dtype=x_dtype)
         for mod in (float_mod, int8_mod)
     ]
     best = [float("inf")] * 2

@@ -127,12 +127,13 @@ def variant_id(knobs: dict[str, int] | None) -> str:
 
 def layer_timer(mod: tvm.IRModule, backend, input_shape, number: int, repeat: int, dtype="float32"):
     """A function that times ``mod`` once more each call: median seconds of ``repeat`` runs
-    (on a random input of ``dtype``: float32 normal, uint8 uniform)."""
+    (on a random input of ``dtype``: float32 normal, uint8 / int8 uniform)."""
     executable = backend.compile_module(mod)
     vm = relax.VirtualMachine(executable, tvm.cpu())
     rng = np.random.default_rng(0)
-    if dtype == "uint8":
-        value = rng.integers(0, 256, input_shape).astype(np.uint8)
+    if dtype in ("uint8", "int8"):
+        info = np.iinfo(dtype)
+        value = rng.integers(info.min, info.max + 1, input_shape).astype(dtype)
     else:
         value = rng.standard_normal(input_shape, np.float32)
     x = tvm.runtime.tensor(value)

@@ -10,6 +10,8 @@ block's column quad are one dword of ``X``, broadcast to every lane, and the blo
 bytes are one register (lane ``i``: the 4 weights of output feature ``n0 + i``). 64
 multiply-adds an instruction against a float32 FMA's 16.
 
+int8 activations (symmetric, ``Int8Spec.x_signed``) are read as uint8 ``X + 128`` (each
+byte's sign bit flipped as the dword is broadcast), their zero point 128 higher.
 ``correction[n] = x_zero_point * sum_k W[n, k]`` takes the activations' zero point out (the
 weights' is 0: symmetric), ``scale[n]`` is the activation scale times the weight's (per
 tensor or per channel); bias and ReLU come after. The int32 sums are exact: the result is
@@ -46,6 +48,7 @@ __all__ = ["Int8Blocks", "Int8Spec", "int8_blocks", "int8_blocks_fit", "int8_spm
 LANES = 16  # int32 lanes of a zmm register: the block's output features
 QUAD = 4  # bytes a vpdpbusd lane sums: the block's input features
 VNNI = "llvm.x86.avx512.vpdpbusd.512"
+_SIGN_BITS = -0x7F7F7F80  # 0x80808080 as int32: XOR flips each byte's sign bit (x + 128)
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,8 @@ class Int8Spec:
     relu: bool = False
     out_zero: int | None = None  # a uint8 output with this zero point (None: float32 out)
     m_tile: int = 16
+    x_signed: bool = False  # X is int8 (symmetric activations), read as uint8 X + 128
+    out_signed: bool = False  # with out_zero: an int8 output instead of uint8
 
 
 def int8_spmm_kernel(spec: Int8Spec) -> tvm.tirx.PrimFunc:
@@ -127,7 +132,14 @@ def int8_spmm_kernel(spec: Int8Spec) -> tvm.tirx.PrimFunc:
     n_blocks = max(spec.blocks, 1)  # (a buffer needs an element)
     n_data = n_blocks * L
     lanes = T.ramp(0, 1, L)
-    out_dtype = "float32" if spec.out_zero is None else "uint8"
+    out_dtype = "float32" if spec.out_zero is None else ("int8" if spec.out_signed else "uint8")
+    x_dtype = "int8" if spec.x_signed else "uint8"
+
+    def x_dword(xq, at):
+        """4 bytes of X as vpdpbusd's unsigned operand: int8 X flipped to X + 128."""
+        if spec.x_signed:
+            return T.bitwise_xor(xq[at], T.int32(_SIGN_BITS))
+        return xq[at]
 
     def x_at(row, br, b, indices, indptr):
         """The dword of X row ``row`` (clamped to the last) at block ``b``'s column quad."""
@@ -135,7 +147,7 @@ def int8_spmm_kernel(spec: Int8Spec) -> tvm.tirx.PrimFunc:
 
     @T.prim_func
     def spmm_int8(
-        X: T.Buffer((m, k), "uint8"),
+        X: T.Buffer((m, k), x_dtype),
         data: T.Buffer((n_data,), "int32"),
         indices: T.Buffer((n_blocks,), "int32"),
         indptr: T.Buffer((block_rows + 1,), "int32"),
@@ -160,7 +172,8 @@ def int8_spmm_kernel(spec: Int8Spec) -> tvm.tirx.PrimFunc:
                         VNNI,
                         acc[i, lanes],
                         T.reinterpret(
-                            "int8x64", T.broadcast(Xq[x_at(m0 + i, br, b, indices, indptr)], L)
+                            "int8x64",
+                            T.broadcast(x_dword(Xq, x_at(m0 + i, br, b, indices, indptr)), L),
                         ),
                         T.reinterpret("int8x64", data[T.ramp((indptr[br] + b) * L, 1, L)]),
                     )
@@ -172,18 +185,21 @@ def int8_spmm_kernel(spec: Int8Spec) -> tvm.tirx.PrimFunc:
                         bias[T.ramp(br * L, 1, L)],
                         spec.relu,
                         spec.out_zero,
+                        spec.out_signed,
                     )
 
     return spmm_int8
 
 
-def _epilogue(total, scale, bias, relu: bool, out_zero: int | None):
-    """float32: ``total * scale + bias`` [ReLU]; uint8: that (in output steps) rounded half to
-    even (``nearbyint``, as QuantizeLinear rounds), plus the zero point, saturated [ReLU: not
-    below the zero point]."""
+def _epilogue(total, scale, bias, relu: bool, out_zero: int | None, out_signed: bool = False):
+    """float32: ``total * scale + bias`` [ReLU]; uint8 (int8): that (in output steps) rounded
+    half to even (``nearbyint``, as QuantizeLinear rounds), plus the zero point, saturated to
+    [0, 255] ([-128, 127]) [ReLU: not below the zero point]."""
     y = T.Cast("float32x16", total) * scale + bias
     if out_zero is None:
         return T.max(y, T.broadcast(T.float32(0), LANES)) if relu else y
+    lowest, highest = (-128, 127) if out_signed else (0, 255)
     q = T.Cast("int32x16", T.nearbyint(y)) + T.broadcast(T.int32(out_zero), LANES)
-    low = T.broadcast(T.int32(out_zero if relu else 0), LANES)
-    return T.Cast("uint8x16", T.min(T.max(q, low), T.broadcast(T.int32(255), LANES)))
+    low = T.broadcast(T.int32(max(out_zero, lowest) if relu else lowest), LANES)
+    high = T.broadcast(T.int32(highest), LANES)
+    return T.Cast("int8x16" if out_signed else "uint8x16", T.min(T.max(q, low), high))

@@ -1,6 +1,6 @@
 """The int8 16x4-block VNNI kernel against numpy's integer arithmetic: shapes, sparsities,
 empty block rows and empty weights, m off the tile, zero points, per-channel scales, bias and
-ReLU, uint8 output (run where the host has VNNI); the vpdpbusd in the assembly (any host)."""
+ReLU, uint8 output, int8 activations and output (run where the host has VNNI); the vpdpbusd in the assembly (any host)."""
 
 from __future__ import annotations
 
@@ -30,26 +30,33 @@ def _weight(rng, n, k, sparsity, block_sparsity):
     return w
 
 
-def run_int8(w, m, x_zero, relu=False, m_tile=16, seed=0, out_zero=None):
+def run_int8(w, m, x_zero, relu=False, m_tile=16, seed=0, out_zero=None, signed=False):
+    """Run the kernel; ``signed``: int8 X (read as X + 128) and, with ``out_zero``, int8 out."""
     rng = np.random.default_rng(seed)
     n, k = w.shape
     blocks = int8_blocks(w)
-    spec = Int8Spec(n, k, m, blocks.blocks, relu=relu, m_tile=m_tile, out_zero=out_zero)
+    spec = Int8Spec(
+        n, k, m, blocks.blocks, relu=relu, m_tile=m_tile, out_zero=out_zero,
+        x_signed=signed, out_signed=signed and out_zero is not None,
+    )  # fmt: skip
     func = int8_spmm_kernel(spec).with_attr("global_symbol", "spmm_int8")
     lib = tvm.compile(func, TARGET)
-    x = rng.integers(0, 256, (m, k)).astype(np.uint8)
+    x_type, out_type = (np.int8, np.int8) if signed else (np.uint8, np.uint8)
+    info = np.iinfo(x_type)
+    x = rng.integers(info.min, info.max + 1, (m, k)).astype(x_type)
     scale = (rng.random(n) * 0.01 + 1e-3).astype(np.float32)
     bias = rng.standard_normal(n).astype(np.float32)
-    correction = (x_zero * blocks.row_sums).astype(np.int32)
-    y = np.full((m, n), np.nan, np.float32) if out_zero is None else np.full((m, n), 7, np.uint8)
+    correction = ((x_zero + 128 * signed) * blocks.row_sums).astype(np.int32)
+    y = np.full((m, n), np.nan, np.float32) if out_zero is None else np.full((m, n), 7, out_type)
     args = [x, blocks.data, blocks.indices, blocks.indptr, correction, scale, bias, y]
     tensors = [tvm.runtime.tensor(a) for a in args]
     lib.jit()["spmm_int8"](*tensors)
     exact = x.astype(np.int64) @ w.T.astype(np.int64) - x_zero * w.astype(np.int64).sum(1)
     ref = exact.astype(np.float32) * scale + bias
     if out_zero is not None:  # round half to even as QuantizeLinear, saturate
-        low = out_zero if relu else 0
-        return tensors[-1].numpy(), np.clip(np.rint(ref) + out_zero, low, 255), lib
+        lowest, highest = (-128, 127) if signed else (0, 255)
+        low = max(out_zero, lowest) if relu else lowest
+        return tensors[-1].numpy(), np.clip(np.rint(ref) + out_zero, low, highest), lib
     if relu:
         ref = np.maximum(ref, 0)
     return tensors[-1].numpy(), ref, lib
@@ -77,7 +84,6 @@ def test_int8_kernel_is_numpy_integer_arithmetic(
 
 
 @vnni
-@vnni
 @settings(max_examples=6, deadline=None)
 @given(
     m=st.integers(1, 20),
@@ -95,6 +101,28 @@ def test_uint8_output_is_requantized_and_saturated(m, out_zero, relu, seed):
     # an FMA may round a value sitting on a half step the other way than numpy's mul + add
     assert diff.max() <= 1 and np.mean(diff == 0) >= 0.99
     assert (got == 255).any() or (got == (out_zero if relu else 0)).any() or m < 4
+
+
+@vnni
+@settings(max_examples=6, deadline=None)
+@given(
+    m=st.integers(1, 20),
+    x_zero=st.integers(-128, 127),
+    out_zero=st.one_of(st.none(), st.integers(-128, 127)),
+    relu=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_int8_activations_and_output(m, x_zero, out_zero, relu, seed):
+    """Symmetric (int8) activations: X read as X + 128 (sign bits flipped), the zero point
+    128 higher in the correction; an int8 output saturates at -128 / 127."""
+    w = _weight(np.random.default_rng(seed), 32, 64, 0.5, 0.3)
+    got, ref, _ = run_int8(w, m, x_zero, relu=relu, seed=seed, out_zero=out_zero, signed=True)
+    if out_zero is None:
+        np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+        return
+    assert got.dtype == np.int8
+    diff = np.abs(got.astype(np.int32) - ref.astype(np.int32))
+    assert diff.max() <= 1 and np.mean(diff == 0) >= 0.99
 
 
 def test_the_instruction_in_the_assembly():

@@ -12,7 +12,7 @@ import sparse_tvm as st
 from sparse_tvm.analysis import analyse
 from sparse_tvm.frontend import import_onnx
 
-from .models import output_step, quantized_ffn, run_ort, vnni
+from .models import ffn, output_step, quantized_ffn, run_ort, vnni
 
 
 def _inits(model) -> dict[str, np.ndarray]:
@@ -41,16 +41,31 @@ def test_analysis_finds_the_int8_operands(gemm, per_channel):
         assert (ops.weight == 0).mean() == pytest.approx(layer.sparsity)
 
 
-def test_int8_activations_and_float_layers_have_no_int8_operands():
+def test_float_and_excluded_layers_have_no_int8_operands():
     model = quantized_ffn(sparsity=0)  # quantized: operands found
     assert all(layer.int8 is not None for layer in analyse(import_onnx(model)))
-    from .models import ffn
-
     float_layers = analyse(import_onnx(ffn()))
     assert all(layer.int8 is None for layer in float_layers)
     data = {"x": np.random.default_rng(1).standard_normal((64, 64)).astype(np.float32)}
-    signed = st.quantize(ffn(), data, activations="int8")  # the kernel reads uint8 only
-    assert all(layer.int8 is None for layer in analyse(import_onnx(signed)))
+    partly = st.quantize(ffn(), data, exclude=["down"])
+    found = {layer.name: layer.int8 is not None for layer in analyse(import_onnx(partly))}
+    assert found == {"w1": True, "w2": False}
+
+
+@vnni
+def test_int8_activations_compile_int8_and_match_onnxruntime():
+    """Symmetric int8 activations (``activations="int8"``): the kernel reads them as X + 128
+    and writes int8 outputs."""
+    data = {"x": np.random.default_rng(1).standard_normal((128, 64)).astype(np.float32)}
+    q = st.quantize(st.prune(ffn(), 0.9, "16x4").model, data, activations="int8")
+    layers = analyse(import_onnx(q))
+    assert all(layer.int8.x_signed and layer.int8.out_signed for layer in layers)
+    compiled = st.compile(q, "x86")
+    assert {row.format for row in compiled.report.layers} == {"int8 bsr 16x4"}
+    x = np.random.default_rng(3).standard_normal((32, 64)).astype(np.float32)
+    got, want = np.asarray(compiled.run({"x": x})[0]), run_ort(q, x)
+    assert np.abs(got - want).max() <= output_step(q) * 1.001
+    assert np.mean(np.isclose(got, want, rtol=1e-6, atol=1e-6)) >= 0.99
 
 
 @vnni
