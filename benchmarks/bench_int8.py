@@ -79,14 +79,14 @@ def run_case(layer: str, pattern: str, m: int, sparsity: float, rounds: int, see
     scale = np.full(n, x_scale * w_scale, np.float32)
     y = np.empty((m, n), np.float32)
     arrays = [xq, blocks.data, blocks.indices, blocks.indptr, correction, scale]
-    arrays += [np.zeros(n, np.float32), y]
+    arrays += [np.zeros(n, np.float32), np.zeros(n, np.float32), y]  # bias, tail bias, Y
     runners = [
         _kernel_runner("int8_sparse", int8_spmm_kernel(spec), VNNI_TARGET, arrays, "16x4 VNNI")
     ]
     # the same with the output requantized to uint8 in the kernel (a quarter of the stores)
     out_scale = np.float32(np.abs(x_float).sum(1).max() * 0.02 / 64)
     spec_u8 = dataclasses.replace(spec, out_zero=128)
-    arrays_u8 = [*arrays[:5], scale / out_scale, np.zeros(n, np.float32)]
+    arrays_u8 = [*arrays[:5], scale / out_scale, np.zeros(n, np.float32), np.zeros(n, np.float32)]
     arrays_u8.append(np.empty((m, n), np.uint8))
     func_u8 = int8_spmm_kernel(spec_u8)
     runners.append(_kernel_runner("int8_sparse_u8", func_u8, VNNI_TARGET, arrays_u8, "uint8 out"))

@@ -11,8 +11,8 @@ weights, uint8 activations). In the same process, interleaved round by round:
     ort float32  onnxruntime on the pruned float model
 
 Cases: ``ffn.up`` / ``ffn.down`` (a BERT-base FFN layer alone, ``--m`` tokens (128), with its
-QDQ ops)
-and ``minilm`` (all-MiniLM-L6-v2, 128 tokens; needs the test extra's packaged weights). The
+QDQ ops), ``bert_layer`` (a BERT-base encoder layer, 128 tokens) and ``minilm``
+(all-MiniLM-L6-v2, 128 tokens; needs the test extra's packaged weights). The
 accuracy column is the int8 build's max error relative to onnxruntime's run of the same
 quantized model (issue 16: within 1e-2), and both against the float model.
 
@@ -65,6 +65,19 @@ def ffn_case(layer: str, m: int, seed: int) -> tuple[onnx.ModelProto, dict, dict
     return model, x, calibration
 
 
+def bert_case(seed: int) -> tuple[onnx.ModelProto, dict, dict]:
+    """The BERT-base encoder layer (``sparse_tvm.examples.bert_block``, 128 tokens)."""
+    from sparse_tvm.examples import bert_block
+
+    model = bert_block()
+    name = model.graph.input[0].name
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    rng = np.random.default_rng(seed)
+    x = {name: rng.standard_normal(shape).astype(np.float32)}
+    calibration = {name: rng.standard_normal([4 * shape[0], *shape[1:]]).astype(np.float32)}
+    return model, x, calibration
+
+
 def minilm_case() -> tuple[onnx.ModelProto, dict, dict]:
     from sparse_tvm.examples import minilm
 
@@ -79,11 +92,16 @@ def _max_rel(got: np.ndarray, want: np.ndarray) -> float:
 
 
 def run_case(name: str, sparsity: float, rounds: int, seed: int, say, m: int = 128) -> dict:
-    model, x, calibration = minilm_case() if name == "minilm" else ffn_case(name, m, seed)
+    if name == "minilm":
+        model, x, calibration = minilm_case()
+    elif name == "bert_layer":
+        model, x, calibration = bert_case(seed)
+    else:
+        model, x, calibration = ffn_case(name, m, seed)
     pruned = st.prune(model, sparsity, "16x4").model
     quantized = st.quantize(pruned, calibration, per_channel=True)
     case: dict = {"case": name, "sparsity": sparsity, "pattern": "16x4"}
-    if name != "minilm":
+    if name in FFN:
         case["m"] = m
     say(f"{name}: compiling the quantized and the float model")
     builds = {"st_int8": st.compile(quantized, "x86"), "st_float32": st.compile(pruned, "x86")}
@@ -114,7 +132,9 @@ def run_case(name: str, sparsity: float, rounds: int, seed: int, say, m: int = 1
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", nargs="+", default=["ffn.up", "ffn.down", "minilm"])
+    parser.add_argument(
+        "--cases", nargs="+", default=["ffn.up", "ffn.down", "bert_layer", "minilm"]
+    )
     parser.add_argument("--sparsity", type=float, default=0.9)
     parser.add_argument("--m", type=int, default=128, help="tokens of the FFN cases")
     parser.add_argument("--rounds", type=int, default=11)

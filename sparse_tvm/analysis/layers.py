@@ -13,6 +13,7 @@ by k input features (a MatMul's B transposed; a conv's (out, in*kh*kw) for NCHW 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -21,8 +22,11 @@ import tvm
 from tvm import relax
 
 from sparse_tvm.analysis.quantized import (
+    QdqTail,
     QuantizedOperands,
+    dequantize_of,
     quantized_operands,
+    requantize_of,
     with_output_quantize,
 )
 
@@ -461,6 +465,34 @@ def _conv_layer(var, call, weights, names, index) -> Layer | None:
     return layer
 
 
+def _qdq_tail(layer: Layer, index: FuncIndex, weights, gelu: bool) -> QdqTail | None:
+    """The ``dequantize -> [bias] -> [activation] -> [quantize]`` after the layer's output
+    quantize (:class:`~sparse_tvm.analysis.quantized.QdqTail`), else None."""
+    ops = layer.int8
+    end = index.single_user(ops.out)
+    if end is None or not dequantize_of(index.value[end], ops, weights):
+        return None
+    n = layer.shape[0]
+    bias = None
+    user = index.single_user(end)
+    if user is not None and op_name(index.value[user]) == "relax.add":
+        a, b = index.value[user].args
+        found = _bias_of(b if a.same_as(end) else a, n, weights, index, None)
+        if found is not None and static_shape(user) == layer.output_shape:
+            bias, end = found.astype(np.float32), user
+    relu = relu6 = is_gelu = False
+    after, activation = activation_after(index, end)
+    if activation is not None:
+        relu, relu6, end = True, activation == "relu6", after
+    elif gelu and (after := gelu_after(index, end, weights)) is not None:
+        is_gelu, end = True, after
+    requant = None
+    user = index.single_user(end)
+    if user is not None and (found := requantize_of(index.value[user], weights)) is not None:
+        requant, end = found, user
+    return QdqTail(end, bias, relu, relu6, is_gelu, requant)
+
+
 def find_layers(
     func: relax.Function,
     weights: dict[relax.Var, np.ndarray],
@@ -507,5 +539,8 @@ def find_layers(
             user = index.single_user(layer.end_var)
             value = index.value.get(user) if user is not None else None
             layer.int8 = with_output_quantize(layer.int8, user, value, weights)
+            if layer.int8.out is not None and not (layer.gelu or layer.relu6):
+                tail = _qdq_tail(layer, index, weights, gelu)
+                layer.int8 = dataclasses.replace(layer.int8, tail=tail)
         layers.append(layer)
     return layers

@@ -26,7 +26,14 @@ import numpy as np
 import tvm
 from tvm import relax
 
-__all__ = ["QuantizedOperands", "quantized_operands", "with_output_quantize"]
+__all__ = [
+    "QdqTail",
+    "QuantizedOperands",
+    "dequantize_of",
+    "quantized_operands",
+    "requantize_of",
+    "with_output_quantize",
+]
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,33 @@ class QuantizedOperands:
     out_scale: float = 0.0
     out_zero: int = 0
     out_signed: bool = False
+    tail: QdqTail | None = None  # the float ops after the output quantize, if fusable
+
+
+@dataclass(frozen=True)
+class QdqTail:
+    """What a QDQ model computes after a layer's output quantize, up to the next quantize:
+    ``dequantize`` (the same scale and zero point) -> [add a bias] -> [ReLU / ReLU6 / GELU]
+    -> [``quantize``, 8-bit per tensor], each op read only by the next. ONNX exports a linear
+    layer as MatMul + Add, and onnxruntime's quantizer quantizes the MatMul's output: the bias
+    add and activation come after a quantize / dequantize pair. The int8 kernel computes the
+    chain in its epilogue, rounding where the graph rounds."""
+
+    end: relax.Var  # the chain's last var
+    bias: np.ndarray | None = None  # float32 (n,)
+    relu: bool = False
+    relu6: bool = False
+    gelu: bool = False
+    requant: tuple[float, int, bool] | None = None  # (scale, zero point, signed)
+
+    @property
+    def fused(self) -> list[str]:
+        """What the chain holds, for the report."""
+        parts = ["dequantize"]
+        parts += ["bias"] if self.bias is not None else []
+        parts += [n for n, on in (("relu6", self.relu6), ("relu", self.relu and not self.relu6),
+                                  ("gelu", self.gelu)) if on]  # fmt: skip
+        return parts + (["quantize"] if self.requant else [])
 
 
 def _per_tensor_8bit(
@@ -67,6 +101,28 @@ def _per_tensor_8bit(
     if scale is None or zero is None or not float(scale) > 0:
         return None
     return data, float(np.float32(scale)), int(zero), dtype == "int8"
+
+
+def dequantize_of(
+    value: relax.Expr | None, ops: QuantizedOperands, weights: dict[relax.Var, np.ndarray]
+) -> bool:
+    """Whether ``value`` is the ``dequantize`` of the layer's output quantize (same scale and
+    zero point)."""
+    side = _per_tensor_8bit(value, "relax.dequantize", weights)
+    return (
+        side is not None
+        and side[0].same_as(ops.out)
+        and side[1] == ops.out_scale
+        and side[2] == ops.out_zero
+    )
+
+
+def requantize_of(
+    value: relax.Expr | None, weights: dict[relax.Var, np.ndarray]
+) -> tuple[float, int, bool] | None:
+    """``(scale, zero point, signed)`` of a per-tensor 8-bit ``quantize`` call, else None."""
+    side = _per_tensor_8bit(value, "relax.quantize", weights)
+    return None if side is None else side[1:]
 
 
 def _scalar_of(expr: relax.Expr, weights: dict[relax.Var, np.ndarray]) -> np.ndarray | None:

@@ -154,6 +154,8 @@ def quantized_layer_module(layer: Layer) -> tuple[relax.Function, dict[str, np.n
                         out_dtype=out_dtype,
                     )
                 )  # fmt: skip
+            if ops.out is not None and ops.tail is not None:
+                y = _emit_tail(bb, ops, y, scalar)
             out = bb.emit_output(y)
         bb.emit_func_output(out)
     func = bb.get()["main"]
@@ -161,6 +163,30 @@ def quantized_layer_module(layer: Layer) -> tuple[relax.Function, dict[str, np.n
     scale = WeightScale(ops.weight_scale, 0 if layer.transposed else 1)
     (single,) = find_layers(func, weights, gelu=layer.gelu, weight_scales={layer.name: scale})
     return func, values, single
+
+
+def _emit_tail(bb: relax.BlockBuilder, ops, y: relax.Expr, scalar) -> relax.Expr:
+    """The layer's QDQ tail after its output quantize, as the model has it."""
+    tail = ops.tail
+    zero_dtype = "int8" if ops.out_signed else "uint8"
+    y = bb.emit(
+        relax.op.dequantize(y, scalar(ops.out_scale, "float32"), scalar(ops.out_zero, zero_dtype))
+    )
+    if tail.bias is not None:
+        y = bb.emit(relax.op.add(y, relax.const(tail.bias)))
+    if tail.relu or tail.relu6:
+        y = bb.emit(relax.op.nn.relu(y))
+    if tail.relu6:
+        y = bb.emit(relax.op.minimum(y, relax.const(6.0, "float32")))
+    if tail.gelu:
+        y = bb.emit(relax.op.nn.gelu(y))
+    if tail.requant is not None:
+        scale, zero, signed = tail.requant
+        dtype = "int8" if signed else "uint8"
+        y = bb.emit(
+            relax.op.quantize(y, scalar(scale, "float32"), scalar(zero, dtype), out_dtype=dtype)
+        )
+    return y
 
 
 def time_int8_against_float(

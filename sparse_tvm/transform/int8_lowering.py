@@ -12,6 +12,10 @@ float ones: the kernel reads the 8-bit activations the model's ``quantize`` wrot
   values itself (scale and bias divided by the output scale, rounded half to even, plus the
   zero point, saturated): a quarter of the stores, and the quantize goes dead. The plan's
   layer then ends at that quantize (``int8_layer``).
+- Where the float ops after that quantize are a QDQ tail (``QdqTail``: dequantize, bias,
+  activation, the next quantize: how onnxruntime's quantizer leaves an ONNX MatMul + Add),
+  the kernel computes those in its epilogue too, rounding where the graph rounds, and the
+  plan's layer ends at the tail's end.
 """
 
 from __future__ import annotations
@@ -22,16 +26,30 @@ import numpy as np
 from tvm import relax
 
 from sparse_tvm.analysis.layers import Layer
-from sparse_tvm.kernels.spmm_int8 import Int8Blocks, Int8Spec, int8_blocks, int8_spmm_kernel
+from sparse_tvm.kernels.spmm_int8 import (
+    Int8Blocks,
+    Int8Spec,
+    Int8Tail,
+    int8_blocks,
+    int8_spmm_kernel,
+)
 from sparse_tvm.transform.lowering import SparsePlan, add_kernel, sanitize, tensor_type
 
 __all__ = ["int8_arguments", "int8_layer", "lower_int8", "requantizes"]
 
 
 def requantizes(layer: Layer) -> bool:
-    """Whether the layer's kernel writes its output quantize's 8-bit values (module doc)."""
+    """Whether the layer's kernel rounds to its output quantize's 8-bit values (module doc),
+    writing them or computing its QDQ tail from them."""
     ops = layer.int8
-    return ops is not None and ops.out is not None and layer.end_var.same_as(ops.out)
+    if ops is None or ops.out is None:
+        return False
+    return layer.end_var.same_as(ops.out) or _fuses_tail(layer)
+
+
+def _fuses_tail(layer: Layer) -> bool:
+    ops = layer.int8
+    return ops.tail is not None and layer.end_var.same_as(ops.tail.end)
 
 
 def int8_layer(layer: Layer) -> tuple[Layer, Int8Blocks]:
@@ -42,7 +60,9 @@ def int8_layer(layer: Layer) -> tuple[Layer, Int8Blocks]:
         raise ValueError(f"layer {layer.name} has no int8 operands")
     blocks = int8_blocks(ops.weight)
     if ops.out is not None and not (layer.relu6 or layer.gelu):
-        layer = dataclasses.replace(layer, end_var=ops.out)
+        end = ops.out if ops.tail is None else ops.tail.end
+        fused = ["quantize"] + ([] if ops.tail is None else ops.tail.fused)
+        layer = dataclasses.replace(layer, end_var=end, fused=[*layer.fused, *fused])
     return layer, blocks
 
 
@@ -57,7 +77,11 @@ def int8_arguments(layer: Layer, blocks: Int8Blocks) -> list[np.ndarray]:
         bias = (bias / np.float32(ops.out_scale)).astype(np.float32)
     x_zero = ops.x_zero + 128 if ops.x_signed else ops.x_zero  # int8 X is read as X + 128
     correction = (x_zero * blocks.row_sums.astype(np.int64)).astype(np.int32)
-    return [blocks.data, blocks.indices, blocks.indptr, correction, scale, bias]
+    tail = ops.tail if _fuses_tail(layer) else None
+    tail_bias = np.zeros(n, np.float32)
+    if tail is not None and tail.bias is not None:
+        tail_bias = tail.bias.astype(np.float32)
+    return [blocks.data, blocks.indices, blocks.indptr, correction, scale, bias, tail_bias]
 
 
 def lower_int8(builder: relax.BlockBuilder, plan: SparsePlan, xq: relax.Expr) -> relax.Expr:
@@ -66,16 +90,21 @@ def lower_int8(builder: relax.BlockBuilder, plan: SparsePlan, xq: relax.Expr) ->
     n, k = layer.shape
     requant = requantizes(layer)
     ops = layer.int8
+    tail = None
+    if _fuses_tail(layer):
+        t = ops.tail
+        tail = Int8Tail(ops.out_scale, t.relu, t.relu6, t.gelu, t.requant)
     spec = Int8Spec(
         n, k, layer.m, blocks.blocks, relu=layer.relu,
         out_zero=ops.out_zero if requant else None,
-        x_signed=ops.x_signed, out_signed=requant and ops.out_signed,
+        x_signed=ops.x_signed, out_signed=requant and ops.out_signed, tail=tail,
     )  # fmt: skip
     kernel = add_kernel(builder, int8_spmm_kernel(spec), f"int8_16x4_{sanitize(layer.name)}")
     x2 = xq if len(layer.input_shape) == 2 else builder.emit(relax.op.reshape(xq, (layer.m, k)))
     constants = [relax.const(a) for a in int8_arguments(layer, blocks)]
-    out_dtype = ("int8" if ops.out_signed else "uint8") if requant else "float32"
-    y = builder.emit(relax.call_tir(kernel, [x2, *constants], tensor_type((layer.m, n), out_dtype)))
+    y = builder.emit(
+        relax.call_tir(kernel, [x2, *constants], tensor_type((layer.m, n), spec.out_dtype))
+    )
     if len(layer.output_shape) != 2:
         y = builder.emit(relax.op.reshape(y, layer.output_shape))
     if layer.relu6:

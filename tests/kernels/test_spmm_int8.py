@@ -48,7 +48,8 @@ def run_int8(w, m, x_zero, relu=False, m_tile=16, seed=0, out_zero=None, signed=
     bias = rng.standard_normal(n).astype(np.float32)
     correction = ((x_zero + 128 * signed) * blocks.row_sums).astype(np.int32)
     y = np.full((m, n), np.nan, np.float32) if out_zero is None else np.full((m, n), 7, out_type)
-    args = [x, blocks.data, blocks.indices, blocks.indptr, correction, scale, bias, y]
+    tail_bias = np.full(n, np.nan, np.float32)  # read only with a tail
+    args = [x, blocks.data, blocks.indices, blocks.indptr, correction, scale, bias, tail_bias, y]
     tensors = [tvm.runtime.tensor(a) for a in args]
     lib.jit()["spmm_int8"](*tensors)
     exact = x.astype(np.int64) @ w.T.astype(np.int64) - x_zero * w.astype(np.int64).sum(1)
@@ -122,6 +123,60 @@ def test_int8_activations_and_output(m, x_zero, out_zero, relu, seed):
         return
     assert got.dtype == np.int8
     diff = np.abs(got.astype(np.int32) - ref.astype(np.int32))
+    assert diff.max() <= 1 and np.mean(diff == 0) >= 0.99
+
+
+@vnni
+@settings(max_examples=8, deadline=None)
+@given(
+    m=st.integers(1, 20),
+    out_zero=st.integers(0, 255),
+    activation=st.sampled_from(["", "relu", "relu6", "gelu"]),
+    requant=st.one_of(st.none(), st.tuples(st.floats(0.005, 0.05), st.integers(0, 255))),
+    seed=st.integers(0, 2**16),
+)
+def test_qdq_tail_in_the_epilogue(m, out_zero, activation, requant, seed):
+    """The ops a QDQ model runs after the output quantize, in the epilogue: dequantize, bias,
+    activation, then float32 out or the next quantize (times its scale's reciprocal)."""
+    from scipy.special import erf
+
+    from sparse_tvm.kernels.spmm_int8 import Int8Tail
+
+    rng = np.random.default_rng(seed)
+    w = _weight(rng, 32, 64, 0.5, 0.3)
+    n, k = w.shape
+    blocks = int8_blocks(w)
+    tail = Int8Tail(
+        0.05, relu=activation in ("relu", "relu6"), relu6=activation == "relu6",
+        gelu=activation == "gelu", requant=None if requant is None else (*requant, False),
+    )  # fmt: skip
+    spec = Int8Spec(n, k, m, blocks.blocks, out_zero=out_zero, tail=tail)
+    lib = tvm.compile(int8_spmm_kernel(spec).with_attr("global_symbol", "k"), TARGET).jit()
+    x = rng.integers(0, 256, (m, k)).astype(np.uint8)
+    scale = (rng.random(n) * 0.01 + 1e-3).astype(np.float32)
+    bias, tail_bias = rng.standard_normal((2, n)).astype(np.float32)
+    correction = (7 * blocks.row_sums).astype(np.int32)
+    y = np.zeros((m, n), spec.out_dtype)
+    args = [x, blocks.data, blocks.indices, blocks.indptr, correction, scale, bias, tail_bias, y]
+    tensors = [tvm.runtime.tensor(a) for a in args]
+    lib["k"](*tensors)
+    got = tensors[-1].numpy()
+    exact = x.astype(np.int64) @ w.T.astype(np.int64) - 7 * w.astype(np.int64).sum(1)
+    steps = np.clip(np.rint(exact.astype(np.float32) * scale + bias) + out_zero, 0, 255) - out_zero
+    f = (steps * np.float32(0.05) + tail_bias).astype(np.float32)
+    if activation in ("relu", "relu6"):
+        f = np.maximum(f, 0)
+    if activation == "relu6":
+        f = np.minimum(f, 6)
+    if activation == "gelu":
+        f = (f * 0.5 * (1 + erf(f / np.sqrt(2)))).astype(np.float32)
+    if requant is None:
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, f, rtol=1e-5, atol=1e-5)
+        return
+    want = np.clip(np.rint(f / np.float32(requant[0])) + requant[1], 0, 255)
+    assert got.dtype == np.uint8
+    diff = np.abs(got.astype(np.int32) - want.astype(np.int32))
     assert diff.max() <= 1 and np.mean(diff == 0) >= 0.99
 
 

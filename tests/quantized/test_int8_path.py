@@ -77,6 +77,12 @@ def test_compiled_int8_layers_match_onnxruntime(gemm, per_channel):
     assert {row.format for row in rows.values()} == {"int8 bsr 16x4"}, compiled.report
     for row in rows.values():
         assert "measured" in row.reason and row.stored_bytes < row.dense_bytes / 8
+    # the float ops between the layers' quantizes run in the kernels' epilogues
+    up_tail = (
+        "quantize+dequantize+relu+quantize" if gemm else "quantize+dequantize+bias+relu+quantize"
+    )
+    assert "+".join(rows["w1"].fused).endswith(up_tail), rows["w1"].fused
+    assert "+".join(rows["w2"].fused).endswith("quantize+dequantize" + ("" if gemm else "+bias"))
     x = np.random.default_rng(3).standard_normal((32, 64)).astype(np.float32)
     got, want = np.asarray(compiled.run({"x": x})[0]), run_ort(q, x)
     # exact int32 sums, the same roundings: a flip of a rounding step at most, rarely (the
