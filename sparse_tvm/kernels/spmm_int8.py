@@ -205,7 +205,7 @@ def int8_spmm_kernel(spec: Int8Spec) -> tvm.tirx.PrimFunc:
             m0 = T.meta_var(task % tiles * mt)
             acc = T.alloc_buffer((mt, L), "int32", scope="global")
             for i in T.unroll(mt):
-                acc[i, lanes] = T.broadcast(T.int32(0), L)
+                acc[i, lanes] = T.broadcast(T.int32(0), L) - correction[T.ramp(br * L, 1, L)]
             for b in range(indptr[br + 1] - indptr[br]):
                 for i in T.unroll(mt):
                     acc[i, lanes] = T.call_llvm_pure_intrin(
@@ -221,7 +221,7 @@ def int8_spmm_kernel(spec: Int8Spec) -> tvm.tirx.PrimFunc:
             for i in T.unroll(mt):
                 if m0 + i < m:
                     Yf[T.ramp((m0 + i) * n + br * L, 1, L)] = _epilogue(
-                        acc[i, lanes] - correction[T.ramp(br * L, 1, L)],
+                        acc[i, lanes],
                         scale[T.ramp(br * L, 1, L)],
                         bias[T.ramp(br * L, 1, L)],
                         tail_bias[T.ramp(br * L, 1, L)],
