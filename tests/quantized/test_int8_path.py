@@ -108,3 +108,25 @@ def test_untimed_decision_follows_the_zero_blocks():
     assert all("estimated" in row.reason for row in sparse.report.layers)
     dense = st.compile(quantized_ffn(sparsity=0), "x86", options)
     assert all("int8" not in row.format for row in dense.report.layers)
+
+
+@vnni  # the float decision is timed: cascadelake code runs
+@pytest.mark.parametrize(
+    ("float_s", "int8_s", "kept"),
+    [(1.0, 0.5, "int8"), (1.0, 1.02, "int8"), (1.0, 1.1, "float"), (1.0, 2.0, "float")],
+)
+def test_int8_is_kept_unless_the_float_path_is_clearly_faster(monkeypatch, float_s, int8_s, kept):
+    """The int8 kernel computes the quantized model exactly; the float path must beat it by
+    KEEP_SPARSE_MARGIN to replace it (timings stubbed: the rule, not the machine)."""
+    from sparse_tvm.analysis import analyse
+    from sparse_tvm.backends import backend_for
+    from sparse_tvm.decision import decide, int8_decision
+    from sparse_tvm.target.machine import has_vnni
+
+    monkeypatch.setattr(int8_decision, "time_int8_against_float", lambda *a: (float_s, int8_s))
+    backend = backend_for({"kind": "llvm", "mcpu": "cascadelake", "num-cores": 2})
+    assert has_vnni(backend.tvm_target)
+    layer = analyse(import_onnx(quantized_ffn()))[0]
+    decision = decide(layer, backend, st.CompileOptions(measure=True))
+    assert decision.choice.label.startswith("int8") == (kept == "int8"), decision.choice.reason
+    assert f"measured {float_s / int8_s:.2f}x" in decision.choice.reason
