@@ -33,6 +33,7 @@ from tvm import relax
 from sparse_tvm.analysis.format_choice import FormatChoice
 from sparse_tvm.analysis.layers import Layer, find_layers
 from sparse_tvm.decision.layer_timing import bind_weights, emit_activation, layer_timer
+from sparse_tvm.decision.machine_load import ForeignLoad
 from sparse_tvm.frontend.fold_dequantize import WeightScale
 from sparse_tvm.kernels.spmm_int8 import Int8Blocks, int8_blocks_fit
 from sparse_tvm.report import ESTIMATED, MEASURED, MEASURED_AS_TWIN
@@ -99,8 +100,9 @@ def decide_int8(decision, backend, options, twins: Int8Twins | None = None):
     timed = twins.get(layer, float_label, density) if twins is not None else None
     decided_by = MEASURED_AS_TWIN if timed is not None else MEASURED
     if timed is None:
-        timed = time_int8_against_float(layer, decision, blocks, backend)
-        if twins is not None:
+        with ForeignLoad() as load:
+            timed = time_int8_against_float(layer, decision, blocks, backend)
+        if twins is not None and not load.loaded:  # a loaded timing is not handed on
             twins.add(layer, float_label, density, *timed)
     float_s, int8_s = timed
     speedup = float_s / int8_s
