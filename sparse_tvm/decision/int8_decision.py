@@ -1,8 +1,8 @@
 """The int8 choice of a quantized model's layer: the VNNI kernel, or the float path it replaces.
 
 A layer with int8 operands (``Layer.int8``: a QDQ model's matmul with a symmetric int8 weight
-and per-tensor 8-bit activations) on a target with AVX-512 VNNI can run as the int8 16x4-block
-kernel (:mod:`sparse_tvm.transform.int8_lowering`). Whether that is faster is measured, like
+and per-tensor 8-bit activations) on a target with AVX-512 VNNI or the Arm dot product can
+run as the int8 16x4-block kernel (:mod:`sparse_tvm.transform.int8_lowering`). Whether that is faster is measured, like
 every sparse decision ("never slower"): the layer is built alone twice from the same 8-bit
 input, as the model runs it,
 
@@ -17,8 +17,9 @@ layers: 2e-2 relative on MiniLM with 6 of its 36 layers float, 2e-7 with none), 
 unless the float path is faster by
 :data:`~sparse_tvm.decision.layer_decision.KEEP_SPARSE_MARGIN` ("never slower", within the
 timing noise the margin stands for). Same-shape layers of about the same block density take a
-measured twin's result. Where layers are not timed, the int8 kernel
-is chosen when at least :data:`INT8_MIN_ZERO_BLOCKS` of the 16x4 blocks are zero (an int8
+measured twin's result. Where layers are not timed (an Arm target
+compiled on an x86 host), the int8 kernel is chosen when at least
+:data:`INT8_MIN_ZERO_BLOCKS` of the 16x4 blocks are zero (an int8
 multiply-add does 4x a float32 FMA's work, so half the blocks is a safe gain).
 """
 
@@ -37,7 +38,7 @@ from sparse_tvm.decision.machine_load import ForeignLoad
 from sparse_tvm.frontend.fold_dequantize import WeightScale
 from sparse_tvm.kernels.spmm_int8 import Int8Blocks, int8_blocks_fit
 from sparse_tvm.report import ESTIMATED, MEASURED, MEASURED_AS_TWIN
-from sparse_tvm.target.machine import has_vnni
+from sparse_tvm.target.machine import int8_isa
 from sparse_tvm.transform.dense_to_sparse import DenseToSparse, SparsePlan
 from sparse_tvm.transform.int8_lowering import int8_layer
 from sparse_tvm.tuning.records import layer_key
@@ -53,7 +54,7 @@ def int8_possible(layer: Layer, backend) -> bool:
     """Whether the int8 kernel can run ``layer`` on ``backend``'s target."""
     return (
         layer.int8 is not None
-        and has_vnni(getattr(backend, "tvm_target", None))
+        and int8_isa(getattr(backend, "tvm_target", None)) is not None
         and int8_blocks_fit(*layer.shape)
         and layer.op == "matmul"
     )

@@ -1,4 +1,5 @@
-"""int8 block-sparse matrix product on AVX-512 VNNI: 16x4 blocks, one ``vpdpbusd`` each.
+"""int8 block-sparse matrix product on AVX-512 VNNI (16x4 blocks, one ``vpdpbusd`` each) and
+Arm dotprod (four ``sdot`` a block).
 
 ``Y[m, n] = scale[n] * (sum_k X[m, k] * W[n, k] - correction[n]) + bias[n]`` (float32 out)
 
@@ -11,7 +12,9 @@ bytes are one register (lane ``i``: the 4 weights of output feature ``n0 + i``).
 multiply-adds an instruction against a float32 FMA's 16.
 
 int8 activations (symmetric, ``Int8Spec.x_signed``) are read as uint8 ``X + 128`` (each
-byte's sign bit flipped as the dword is broadcast), their zero point 128 higher.
+byte's sign bit flipped as the dword is broadcast), their zero point 128 higher. On Arm
+(``isa="sdot"``, Armv8.2 dotprod: 4 int32 lanes, both operands signed) a block is four
+``sdot`` of 4 output features each, and uint8 X is read as ``X - 128`` (:func:`x_offset`).
 ``correction[n] = x_zero_point * sum_k W[n, k]`` takes the activations' zero point out (the
 weights' is 0: symmetric), ``scale[n]`` is the activation scale times the weight's (per
 tensor or per channel); bias and ReLU come after. The int32 sums are exact: the result is
@@ -46,17 +49,51 @@ from tvm.script import tirx as T
 from sparse_tvm.kernels.fast_gelu import gelu
 
 __all__ = [
+    "ISAS",
+    "DotIsa",
     "Int8Blocks",
     "Int8Spec",
     "Int8Tail",
     "int8_blocks",
     "int8_blocks_fit",
     "int8_spmm_kernel",
+    "x_offset",
 ]
 
 LANES = 16  # int32 lanes of a zmm register: the block's output features
 QUAD = 4  # bytes a vpdpbusd lane sums: the block's input features
 VNNI = "llvm.x86.avx512.vpdpbusd.512"
+
+
+@dataclass(frozen=True)
+class DotIsa:
+    """A 4-byte dot-product instruction: ``lanes`` int32 lanes, each adding the products of
+    4 bytes of X (unsigned or signed) with 4 signed bytes of W."""
+
+    name: str
+    lanes: int
+    intrinsic: str
+    unsigned_x: bool
+    m_tile: int  # rows of X a task keeps in accumulators (x 16 / lanes registers each)
+
+
+ISAS = {
+    # x86 AVX-512 VNNI: u8 x s8, 16 lanes: a 16x4 block is one instruction
+    "vnni": DotIsa("vnni", 16, VNNI, True, 16),
+    # Armv8.2 dotprod: s8 x s8, 4 lanes: a 16x4 block is four (16 accumulators at 4 rows)
+    "sdot": DotIsa("sdot", 4, "llvm.aarch64.neon.sdot.v4i32.v16i8", False, 4),
+}
+
+
+def x_offset(isa: str, x_signed: bool) -> int:
+    """What the kernel adds to X to give the instruction the bytes it multiplies: VNNI reads
+    int8 X as X + 128, sdot reads uint8 X as X - 128 (each byte's sign bit flipped); the
+    zero-point correction takes ``x_zero + x_offset`` out."""
+    if ISAS[isa].unsigned_x:
+        return 128 if x_signed else 0
+    return 0 if x_signed else -128
+
+
 _SIGN_BITS = -0x7F7F7F80  # 0x80808080 as int32: XOR flips each byte's sign bit (x + 128)
 
 
@@ -136,10 +173,11 @@ class Int8Spec:
     blocks: int
     relu: bool = False
     out_zero: int | None = None  # a uint8 output with this zero point (None: float32 out)
-    m_tile: int = 16
+    m_tile: int | None = None
     x_signed: bool = False  # X is int8 (symmetric activations), read as uint8 X + 128
     out_signed: bool = False  # with out_zero: an int8 output instead of uint8
     tail: Int8Tail | None = None  # with out_zero: the float ops after it (then a tail_bias)
+    isa: str = "vnni"  # the dot-product instruction (ISAS); m_tile None: the ISA's
 
     @property
     def out_dtype(self) -> str:
@@ -163,7 +201,9 @@ def int8_spmm_kernel(spec: Int8Spec) -> tvm.tirx.PrimFunc:
     n, k, m, L = spec.n, spec.k, spec.m, LANES
     if n % L or k % QUAD:
         raise ValueError(f"16x4 blocks need n a multiple of 16 and k of 4, not {n}x{k}")
-    mt = max(1, min(spec.m_tile, m))
+    isa = ISAS[spec.isa]
+    vl, parts = isa.lanes, LANES // isa.lanes  # instruction lanes; instructions a block
+    mt = max(1, min(spec.m_tile or isa.m_tile, m))
     tiles = -(-m // mt)
     block_rows = n // L
     quads = k // QUAD
@@ -176,8 +216,8 @@ def int8_spmm_kernel(spec: Int8Spec) -> tvm.tirx.PrimFunc:
     x_dtype = "int8" if spec.x_signed else "uint8"
 
     def x_dword(xq, at):
-        """4 bytes of X as vpdpbusd's unsigned operand: int8 X flipped to X + 128."""
-        if spec.x_signed:
+        """4 bytes of X as the instruction's operand (:func:`x_offset`)."""
+        if x_offset(spec.isa, spec.x_signed):
             return T.bitwise_xor(xq[at], T.int32(_SIGN_BITS))
         return xq[at]
 
@@ -208,16 +248,20 @@ def int8_spmm_kernel(spec: Int8Spec) -> tvm.tirx.PrimFunc:
                 acc[i, lanes] = T.broadcast(T.int32(0), L) - correction[T.ramp(br * L, 1, L)]
             for b in range(indptr[br + 1] - indptr[br]):
                 for i in T.unroll(mt):
-                    acc[i, lanes] = T.call_llvm_pure_intrin(
-                        "int32x16",
-                        VNNI,
-                        acc[i, lanes],
-                        T.reinterpret(
-                            "int8x64",
-                            T.broadcast(x_dword(Xq, x_at(m0 + i, br, b, indices, indptr)), L),
-                        ),
-                        T.reinterpret("int8x64", data[T.ramp((indptr[br] + b) * L, 1, L)]),
-                    )
+                    for p in T.unroll(parts):
+                        acc[i, T.ramp(p * vl, 1, vl)] = T.call_llvm_pure_intrin(
+                            f"int32x{vl}",
+                            isa.intrinsic,
+                            acc[i, T.ramp(p * vl, 1, vl)],
+                            T.reinterpret(
+                                f"int8x{4 * vl}",
+                                T.broadcast(x_dword(Xq, x_at(m0 + i, br, b, indices, indptr)), vl),
+                            ),
+                            T.reinterpret(
+                                f"int8x{4 * vl}",
+                                data[T.ramp((indptr[br] + b) * L + p * vl, 1, vl)],
+                            ),
+                        )
             for i in T.unroll(mt):
                 if m0 + i < m:
                     Yf[T.ramp((m0 + i) * n + br * L, 1, L)] = _epilogue(

@@ -66,6 +66,24 @@ def has_vnni(target: tvm.target.Target | None) -> bool:
     return bool(codegen.target_has_features("avx512vnni", target))
 
 
+def has_dotprod(target: tvm.target.Target | None) -> bool:
+    """Whether ``target`` is aarch64 with the Armv8.2 dot product (``sdot``)."""
+    if target is None or target.kind.name != "llvm":
+        return False
+    triple = str(target.attrs.get("mtriple", ""))
+    return triple.startswith("aarch64") and bool(codegen.target_has_features("dotprod", target))
+
+
+def int8_isa(target: tvm.target.Target | None) -> str | None:
+    """The int8 dot-product instruction the int8 kernels use on ``target`` (``"vnni"``,
+    ``"sdot"``; ``kernels.spmm_int8.ISAS``), None where it has neither."""
+    if has_vnni(target):
+        return "vnni"
+    if has_dotprod(target):
+        return "sdot"
+    return None
+
+
 def num_cores(target: tvm.target.Target | None) -> int:
     """The target's ``num-cores``; :data:`DEFAULT_CORES` when it has none (or no target)."""
     if target is not None and "num-cores" in target.attrs:
@@ -75,7 +93,9 @@ def num_cores(target: tvm.target.Target | None) -> int:
 
 __all__ = [
     "DEFAULT_CORES",
+    "has_dotprod",
     "has_vnni",
+    "int8_isa",
     "machine_key",
     "num_cores",
     "vector_bits",

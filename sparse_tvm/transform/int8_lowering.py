@@ -32,6 +32,7 @@ from sparse_tvm.kernels.spmm_int8 import (
     Int8Tail,
     int8_blocks,
     int8_spmm_kernel,
+    x_offset,
 )
 from sparse_tvm.transform.lowering import SparsePlan, add_kernel, sanitize, tensor_type
 
@@ -66,8 +67,9 @@ def int8_layer(layer: Layer) -> tuple[Layer, Int8Blocks]:
     return layer, blocks
 
 
-def int8_arguments(layer: Layer, blocks: Int8Blocks) -> list[np.ndarray]:
-    """The kernel's arrays after ``X``: blocks, zero-point correction, scale, bias."""
+def int8_arguments(layer: Layer, blocks: Int8Blocks, isa: str = "vnni") -> list[np.ndarray]:
+    """The kernel's arrays after ``X`` for the ``isa`` kernel: blocks, zero-point correction,
+    scale, bias, tail bias."""
     ops = layer.int8
     n = layer.shape[0]
     scale = (np.float32(ops.x_scale) * ops.weight_scale).astype(np.float32)
@@ -75,7 +77,7 @@ def int8_arguments(layer: Layer, blocks: Int8Blocks) -> list[np.ndarray]:
     if requantizes(layer):  # in steps of the output
         scale = (scale / np.float32(ops.out_scale)).astype(np.float32)
         bias = (bias / np.float32(ops.out_scale)).astype(np.float32)
-    x_zero = ops.x_zero + 128 if ops.x_signed else ops.x_zero  # int8 X is read as X + 128
+    x_zero = ops.x_zero + x_offset(isa, ops.x_signed)  # X as the instruction reads it
     correction = (x_zero * blocks.row_sums.astype(np.int64)).astype(np.int32)
     tail = ops.tail if _fuses_tail(layer) else None
     tail_bias = np.zeros(n, np.float32)
@@ -84,8 +86,11 @@ def int8_arguments(layer: Layer, blocks: Int8Blocks) -> list[np.ndarray]:
     return [blocks.data, blocks.indices, blocks.indptr, correction, scale, bias, tail_bias]
 
 
-def lower_int8(builder: relax.BlockBuilder, plan: SparsePlan, xq: relax.Expr) -> relax.Expr:
-    """The kernel call of ``plan`` (an :class:`Int8Blocks` weight) reading the 8-bit ``xq``."""
+def lower_int8(
+    builder: relax.BlockBuilder, plan: SparsePlan, xq: relax.Expr, isa: str = "vnni"
+) -> relax.Expr:
+    """The ``isa`` kernel call of ``plan`` (an :class:`Int8Blocks` weight) reading the 8-bit
+    ``xq``."""
     layer, blocks = plan.layer, plan.weight
     n, k = layer.shape
     requant = requantizes(layer)
@@ -97,11 +102,11 @@ def lower_int8(builder: relax.BlockBuilder, plan: SparsePlan, xq: relax.Expr) ->
     spec = Int8Spec(
         n, k, layer.m, blocks.blocks, relu=layer.relu,
         out_zero=ops.out_zero if requant else None,
-        x_signed=ops.x_signed, out_signed=requant and ops.out_signed, tail=tail,
+        x_signed=ops.x_signed, out_signed=requant and ops.out_signed, tail=tail, isa=isa,
     )  # fmt: skip
     kernel = add_kernel(builder, int8_spmm_kernel(spec), f"int8_16x4_{sanitize(layer.name)}")
     x2 = xq if len(layer.input_shape) == 2 else builder.emit(relax.op.reshape(xq, (layer.m, k)))
-    constants = [relax.const(a) for a in int8_arguments(layer, blocks)]
+    constants = [relax.const(a) for a in int8_arguments(layer, blocks, isa)]
     y = builder.emit(
         relax.call_tir(kernel, [x2, *constants], tensor_type((layer.m, n), spec.out_dtype))
     )

@@ -41,6 +41,7 @@ from sparse_tvm.kernels.im2col import im2col_nhwc_columns_kernel
 from sparse_tvm.kernels.spmm import choose_strategy, spmm_arrays, spmm_spec, vector_lanes
 from sparse_tvm.kernels.spmm_int8 import Int8Blocks
 from sparse_tvm.kernels.spmm_unrolled import unroll_eligible
+from sparse_tvm.target.machine import int8_isa
 from sparse_tvm.transform.int8_lowering import lower_int8
 from sparse_tvm.transform.lowering import SparsePlan, add_kernel, sanitize, tensor_type
 
@@ -101,7 +102,7 @@ class SpmmLowering:
         """The SpMM call(s) of ``plan`` reading ``x`` (see the module doc); an int8 plan's
         kernel reads the uint8 activations instead (:mod:`.int8_lowering`)."""
         if isinstance(plan.weight, Int8Blocks):
-            return lower_int8(builder, plan, x)
+            return lower_int8(builder, plan, x, int8_isa(self.target) or "vnni")
         layer = plan.layer
         n = layer.weight.shape[0]
         if layer.op == "conv2d" and layer.conv.layout == "NHWC":

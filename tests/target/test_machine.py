@@ -39,7 +39,7 @@ def test_haswell_is_eight_lanes_whatever_the_host(spec):
     assert vector_bits(target) == 256 and vector_lanes(target, 16) == 16
 
 
-@pytest.mark.parametrize("name", ["aarch64", "rpi4"])
+@pytest.mark.parametrize("name", ["aarch64", "rpi4", "aarch64-dotprod"])
 def test_arm_presets_are_neon_with_four_cores(name):
     target = resolve_target(name).tvm_target
     spec = _kernel_spec(target)
