@@ -41,8 +41,9 @@ class QuantizedOperands:
     """What an int8 kernel of the layer reads instead of the float operands."""
 
     x: relax.Expr  # the 8-bit activations (the dequantize's input), the layer's input shape
-    x_scale: float
-    x_zero: int
+    # constants, or one-element tensors computed at run time (dynamic quantization)
+    x_scale: float | relax.Expr
+    x_zero: int | relax.Expr
     x_signed: bool  # int8 activations (else uint8)
     weight: np.ndarray  # int8, (n, k)
     weight_scale: np.ndarray  # float32, (n,)
@@ -53,6 +54,11 @@ class QuantizedOperands:
     out_zero: int = 0
     out_signed: bool = False
     tail: QdqTail | None = None  # the float ops after the output quantize, if fusable
+
+    @property
+    def dynamic(self) -> bool:
+        """Whether the activations' scale and zero point are computed at run time."""
+        return not isinstance(self.x_scale, float)
 
 
 @dataclass(frozen=True)
@@ -81,11 +87,27 @@ class QdqTail:
         return parts + (["quantize"] if self.requant else [])
 
 
+def _runtime_scalar(expr: relax.Expr, dtypes: tuple[str, ...]) -> bool:
+    """Whether ``expr`` is a one-element tensor of one of ``dtypes`` (computed at run time)."""
+    ty = expr.ty
+    if not isinstance(ty, relax.TensorType) or str(ty.dtype) not in dtypes or ty.shape is None:
+        return False
+    try:
+        return int(np.prod([int(d) for d in ty.shape])) == 1
+    except (TypeError, ValueError):
+        return False
+
+
 def _per_tensor_8bit(
-    value: relax.Expr | None, op: str, weights: dict[relax.Var, np.ndarray]
-) -> tuple[relax.Expr, float, int, bool] | None:
+    value: relax.Expr | None,
+    op: str,
+    weights: dict[relax.Var, np.ndarray],
+    runtime: bool = False,
+) -> tuple[relax.Expr, float | relax.Expr, int | relax.Expr, bool] | None:
     """``(data, scale, zero point, signed)`` of a per-tensor uint8 or int8 ``op``
-    ("relax.quantize" / "relax.dequantize") call ``value``, else None."""
+    ("relax.quantize" / "relax.dequantize") call ``value``, else None. With ``runtime``, a
+    scale and zero point computed at run time (one-element tensors: a dynamically quantized
+    model's) are the expressions themselves."""
     if not isinstance(value, relax.Call) or getattr(value.op, "name", "") != op:
         return None
     if len(value.args) != 3:
@@ -97,10 +119,14 @@ def _per_tensor_8bit(
     dtype = str(quantized.ty.dtype)
     if dtype not in ("uint8", "int8"):
         return None
-    scale, zero = _scalar_of(scale, weights), _scalar_of(zero, weights)
-    if scale is None or zero is None or not float(scale) > 0:
+    scale_value, zero_value = _scalar_of(scale, weights), _scalar_of(zero, weights)
+    if scale_value is None and zero_value is None and runtime:
+        if _runtime_scalar(scale, ("float32",)) and _runtime_scalar(zero, (dtype,)):
+            return data, scale, zero, dtype == "int8"
         return None
-    return data, float(np.float32(scale)), int(zero), dtype == "int8"
+    if scale_value is None or zero_value is None or not float(scale_value) > 0:
+        return None
+    return data, float(np.float32(scale_value)), int(zero_value), dtype == "int8"
 
 
 def dequantize_of(
@@ -170,7 +196,7 @@ def quantized_operands(
     weight ``w_nk`` quantized as ``scale`` (a :class:`WeightScale`, or None), else None."""
     if scale is None:
         return None
-    x_side = _per_tensor_8bit(x_value, "relax.dequantize", weights)
+    x_side = _per_tensor_8bit(x_value, "relax.dequantize", weights, runtime=True)
     if x_side is None:
         return None
     found = _int8_weight(w_nk, scale, transposed)

@@ -14,6 +14,7 @@ from tvm.relax.frontend import detach_params
 from tvm.relax.frontend.onnx import from_onnx
 
 from sparse_tvm.errors import CompileError, ModelLoadError
+from sparse_tvm.frontend.dynamic_quantization import matmul_integer_to_qdq
 from sparse_tvm.frontend.fold import fold_constants
 from sparse_tvm.frontend.fold_batchnorm import fold_batchnorm
 from sparse_tvm.frontend.fold_dequantize import WeightScale, fold_quantized_weights
@@ -187,8 +188,10 @@ def import_onnx(
     """
     proto = load_onnx(model)
     folded = fold_constants(fix_input_shapes(proto, input_shapes))  # always a new proto
-    # quantized models: QLinearMatMul / QLinearConv as QDQ, int8 weights -> float layers
-    folded, weight_scales = fold_quantized_weights(qoperators_to_qdq(folded))
+    # quantized models: QLinearMatMul / QLinearConv and dynamically quantized MatMulInteger
+    # layers as QDQ, int8 weights -> float layers (their scales kept for the int8 kernels)
+    folded = qoperators_to_qdq(matmul_integer_to_qdq(folded))
+    folded, weight_scales = fold_quantized_weights(folded)
     if fold_batchnorms:  # Conv/Gemm + BatchNormalization -> one layer with a bias
         folded = fold_batchnorm(folded)
     _inline_static_initializers(folded)

@@ -13,6 +13,8 @@ The Linux back ends lower with :class:`~sparse_tvm.transform.spmm_lowering.SpmmL
 
 from __future__ import annotations
 
+import dataclasses
+
 import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
@@ -60,7 +62,13 @@ class _Rewriter(PyExprMutator):
         # the layer's first op (matmul / conv2d) reads the activation: its args[0]; an int8
         # plan reads the uint8 activations behind its dequantize
         if isinstance(plan.weight, Int8Blocks):
-            x = self.visit_expr(plan.layer.int8.x)
+            ops = plan.layer.int8
+            x = self.visit_expr(ops.x)
+            if ops.dynamic:  # the run-time scale and zero point, as rewritten so far
+                ops = dataclasses.replace(
+                    ops, x_scale=self.visit_expr(ops.x_scale), x_zero=self.visit_expr(ops.x_zero)
+                )
+                plan = dataclasses.replace(plan, layer=dataclasses.replace(plan.layer, int8=ops))
         else:
             x = self.visit_expr(self.bindings[plan.layer.call_var].args[0])
         rebind(self, binding.var, self.lowering.lower(self.builder_, plan, x))

@@ -5,7 +5,9 @@ float ones: the kernel reads the 8-bit activations the model's ``quantize`` wrot
 ``dequantize`` in front of the matmul goes dead) and the weight's int8 values in 16x4 blocks.
 
 - Its output is float32 ``x_scale * w_scale[n] * (sum_k xq * wq - x_zero * sum_k wq) + bias``
-  [ReLU], what the QDQ layer computes, followed in Relax by a ReLU6's clamp or a GELU the
+  [ReLU], what the QDQ layer computes (a dynamically quantized model's ``x_scale`` and
+  ``x_zero`` are computed at run time: the scale and correction vectors are then two small
+  Relax ops in front of the kernel), followed in Relax by a ReLU6's clamp or a GELU the
   layer fused (the kernel's epilogue has neither).
 - Where the layer ends in the per-tensor 8-bit ``quantize`` that alone reads its output (a QDQ
   model's layers do: the next layer reads the quantized values), the kernel writes those
@@ -72,12 +74,13 @@ def int8_arguments(layer: Layer, blocks: Int8Blocks, isa: str = "vnni") -> list[
     scale, bias, tail bias."""
     ops = layer.int8
     n = layer.shape[0]
-    scale = (np.float32(ops.x_scale) * ops.weight_scale).astype(np.float32)
+    x_scale = 1.0 if ops.dynamic else ops.x_scale  # dynamic: times the scale at run time
+    scale = (np.float32(x_scale) * ops.weight_scale).astype(np.float32)
     bias = np.zeros(n, np.float32) if layer.bias is None else layer.bias.astype(np.float32)
     if requantizes(layer):  # in steps of the output
         scale = (scale / np.float32(ops.out_scale)).astype(np.float32)
         bias = (bias / np.float32(ops.out_scale)).astype(np.float32)
-    x_zero = ops.x_zero + x_offset(isa, ops.x_signed)  # X as the instruction reads it
+    x_zero = (0 if ops.dynamic else ops.x_zero) + x_offset(isa, ops.x_signed)  # X as read
     correction = (x_zero * blocks.row_sums.astype(np.int64)).astype(np.int32)
     tail = ops.tail if _fuses_tail(layer) else None
     tail_bias = np.zeros(n, np.float32)
@@ -107,6 +110,11 @@ def lower_int8(
     kernel = add_kernel(builder, int8_spmm_kernel(spec), f"int8_16x4_{sanitize(layer.name)}")
     x2 = xq if len(layer.input_shape) == 2 else builder.emit(relax.op.reshape(xq, (layer.m, k)))
     constants = [relax.const(a) for a in int8_arguments(layer, blocks, isa)]
+    if ops.dynamic:  # scale and zero point computed at run time: scale and correct by them
+        constants[4] = builder.emit(relax.op.multiply(constants[4], ops.x_scale))
+        zero = relax.op.astype(ops.x_zero, "int32")
+        row_sums = relax.const(blocks.row_sums.astype(np.int32))
+        constants[3] = builder.emit(relax.op.add(constants[3], relax.op.multiply(zero, row_sums)))
     y = builder.emit(
         relax.call_tir(kernel, [x2, *constants], tensor_type((layer.m, n), spec.out_dtype))
     )
