@@ -2,7 +2,9 @@
 
 Each case is an ONNX model pruned to 90 % in 16x4 blocks (the int8 kernel's block; the float
 kernels run it as 16x1) and quantized by ``st.quantize`` (QDQ, per-channel symmetric int8
-weights, uint8 activations). In the same process, interleaved round by round:
+weights, uint8 activations), or with ``--quantization dynamic`` by onnxruntime's
+``quantize_dynamic`` (MatMulInteger; the activations' scale computed at run time). In the
+same process, interleaved round by round:
 
     st int8      sparse-tvm's build of the quantized model (int8 VNNI kernels where measured
                  faster than the float path, QDQ ops as the model has them)
@@ -91,7 +93,24 @@ def _max_rel(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))
 
 
-def run_case(name: str, sparsity: float, rounds: int, seed: int, say, m: int = 128) -> dict:
+def quantize_dynamically(model: onnx.ModelProto) -> onnx.ModelProto:
+    """onnxruntime's ``quantize_dynamic`` (per-channel int8 weights; activations quantized at
+    run time by DynamicQuantizeLinear)."""
+    import tempfile
+    from pathlib import Path
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as folder:
+        source, target = Path(folder) / "float.onnx", Path(folder) / "q.onnx"
+        onnx.save(model, source)
+        quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=True)
+        return onnx.load(target)
+
+
+def run_case(
+    name: str, sparsity: float, rounds: int, seed: int, say, m: int = 128, mode: str = "static"
+) -> dict:
     if name == "minilm":
         model, x, calibration = minilm_case()
     elif name == "bert_layer":
@@ -99,8 +118,11 @@ def run_case(name: str, sparsity: float, rounds: int, seed: int, say, m: int = 1
     else:
         model, x, calibration = ffn_case(name, m, seed)
     pruned = st.prune(model, sparsity, "16x4").model
-    quantized = st.quantize(pruned, calibration, per_channel=True)
-    case: dict = {"case": name, "sparsity": sparsity, "pattern": "16x4"}
+    if mode == "dynamic":
+        quantized = quantize_dynamically(pruned)
+    else:
+        quantized = st.quantize(pruned, calibration, per_channel=True)
+    case: dict = {"case": name, "sparsity": sparsity, "pattern": "16x4", "quantization": mode}
     if name in FFN:
         case["m"] = m
     say(f"{name}: compiling the quantized and the float model")
@@ -137,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--sparsity", type=float, default=0.9)
     parser.add_argument("--m", type=int, default=128, help="tokens of the FFN cases")
+    parser.add_argument(
+        "--quantization",
+        choices=["static", "dynamic"],
+        default="static",
+        help="st.quantize (QDQ, calibrated) or onnxruntime's quantize_dynamic (MatMulInteger)",
+    )
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="JSON path")
@@ -148,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     print(common.header_line(common.machine()))
     cases = []
     for name in args.cases:
-        case = run_case(name, args.sparsity, args.rounds, args.seed, print, args.m)
+        case = run_case(
+            name, args.sparsity, args.rounds, args.seed, print, args.m, args.quantization
+        )
         cases.append(case)
         lat = ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in case["latency_s"].items() if v)
         over = ", ".join(f"{k} {v:.2f}x" for k, v in case["int8_speedup_over"].items())
