@@ -42,6 +42,7 @@ from sparse_tvm.transform.depthwise_nchw import DepthwiseNCHW
 from sparse_tvm.transform.fast_math import FastMath
 from sparse_tvm.transform.fused_attention import FuseAttention
 from sparse_tvm.transform.max_pool_nchw import MaxPoolNCHW
+from sparse_tvm.transform.split_reductions import SplitFullReductions
 
 logger = logging.getLogger(__name__)
 
@@ -268,7 +269,7 @@ def cpu_pipeline(target: Target) -> tvm.transform.Pass:
         originals = scheduled_kernels(mod)
         with target:
             seq = tvm.transform.Sequential(
-                [FuseAttention(target), FastMath()]
+                [FuseAttention(target), FastMath(), SplitFullReductions()]
                 + cpu_generic.library_dispatch_passes(target)
                 + [DepthwiseNCHW(target), MaxPoolNCHW(target)]
                 + legalize_passes(target)

@@ -4,8 +4,9 @@
 rule                 handles
 ===================  =========================================================
 ``Matmul``           dense / batched matmul (+ epilogue), weight pre-packing
+``RowReduction``     softmax, layer norm, a lone max / min / sum over the last axis: vector
+                     partial results per row
 ``SpatialReduction`` conv2d, depthwise conv, pooling: tiled along the output rows
-``RowReduction``     softmax, layer norm over the last axis: vector partial sums per row
 ``dl.cpu.Reduction`` other reductions (mean, short rows): rows in parallel (TVM dlight)
 ``Elementwise``      injective chains: fused, parallel, vectorized
 ``Fallback``         anything else: outer loops in parallel
@@ -30,8 +31,8 @@ def default_rules(target: Target) -> list[ScheduleRule]:
     del target  # the rules read vector width and core count from the target themselves
     return [
         Matmul(),
+        RowReduction(),  # before SpatialReduction: a lone row max would be "spatial" there
         SpatialReduction(),
-        RowReduction(),
         dl.cpu.Reduction(),
         Elementwise(),
         Fallback(),

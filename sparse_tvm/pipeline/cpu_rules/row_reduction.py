@@ -11,7 +11,8 @@ of its consumers: cheaper than writing it out), the output stage is vectorized.
 
 The rule applies where every reduction reduces only the innermost axis, over a constant extent
 of at least two vectors that the vector width divides, and the function ends in an injective
-stage; else ``None`` and the next rule (``dlight.cpu.Reduction``) takes it.
+stage or is that one reduction (a row max, e.g. of ``transform/split_reductions``); else
+``None`` and the next rule (``dlight.cpu.Reduction``) takes it.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ class RowReduction(ScheduleRule):
             return None
         sch = s_tir.Schedule(func)
         infos = inline_injective(sch)
-        if not infos or len(infos) < 2 or not infos[-1].is_injective():
+        if not infos:
+            return None
+        if not infos[-1].is_injective() and len(infos) > 1:  # a reduction alone is one too
             return None
         reductions = [info for info in infos if not info.is_injective()]
         if not reductions:
