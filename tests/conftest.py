@@ -9,6 +9,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from sparse_tvm.target.host_cpu import cpu_flags
+
 # CI (`.ci/run`, CI=true) installs every tool the tests use (README test command): there a
 # missing tool is a broken set-up, so the tests that need it run and fail instead of skipping.
 IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false")
@@ -21,6 +23,13 @@ os.environ.setdefault("SPARSE_TVM_STRICT_SCHEDULES", "1")
 def needs(available: bool, reason: str) -> pytest.MarkDecorator:
     """Skip where a system tool is missing, except in CI (see ``IN_CI``)."""
     return pytest.mark.skipif(not available and not IN_CI, reason=reason)
+
+
+# Hardware, not a tool: the int8 x86 kernels' runs need AVX-512 VNNI (compile-only checks of
+# their code run everywhere)
+vnni = pytest.mark.skipif(
+    "avx512_vnni" not in cpu_flags(), reason="runs AVX-512 VNNI code: the host has none"
+)
 
 
 def skip_missing(reason: str) -> None:

@@ -21,6 +21,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from sparse_tvm.analysis.constants import scalar_value
 from sparse_tvm.analysis.quantized import (
     QdqTail,
     QuantizedOperands,
@@ -260,16 +261,6 @@ def _fuse_epilogue(layer: Layer, weights, index: FuncIndex, gelu: bool) -> None:
         layer.fused.append("gelu")
 
 
-def _scalar(expr: relax.Expr, weights: dict[relax.Var, np.ndarray] | None = None) -> float | None:
-    """The value of a one-element constant (or one-element weight in ``weights``), else None."""
-    if weights and isinstance(expr, relax.Var) and expr in weights:
-        arr = weights[expr]
-        return float(arr.reshape(())) if arr.size == 1 else None
-    if isinstance(expr, tvm.ir.expr.GenericConst) and expr.value.numpy().size == 1:
-        return float(expr.value.numpy().reshape(()))
-    return None
-
-
 def _bound(
     index: FuncIndex,
     var: relax.Var,
@@ -278,7 +269,7 @@ def _bound(
 ) -> float | None:
     """The scalar constant that the binary op bound to ``var`` applies to ``source``."""
     a, b = index.value[var].args
-    return _scalar(b, weights) if a.same_as(source) else _scalar(a, weights)
+    return scalar_value(b, weights) if a.same_as(source) else scalar_value(a, weights)
 
 
 def activation_after(index: FuncIndex, var: relax.Var) -> tuple[relax.Var, str | None]:
@@ -329,7 +320,7 @@ def _over_sqrt2(index: FuncIndex, var: relax.Var, weights) -> relax.Var | None:
             continue
         name = op_name(value)
         if name == "relax.divide" and value.args[0].same_as(var):
-            if _near(_scalar(value.args[1], weights), math.sqrt(2.0)):
+            if _near(scalar_value(value.args[1], weights), math.sqrt(2.0)):
                 return user
         elif name == "relax.multiply" and _near(_bound(index, user, var, weights), math.sqrt(0.5)):
             return user

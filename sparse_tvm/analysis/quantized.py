@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import tvm
 from tvm import relax
+
+from sparse_tvm.analysis.constants import scalar_value
 
 __all__ = [
     "QdqTail",
@@ -80,11 +81,10 @@ class QdqTail:
     @property
     def fused(self) -> list[str]:
         """What the chain holds, for the report."""
-        parts = ["dequantize"]
-        parts += ["bias"] if self.bias is not None else []
-        parts += [n for n, on in (("relu6", self.relu6), ("relu", self.relu and not self.relu6),
-                                  ("gelu", self.gelu)) if on]  # fmt: skip
-        return parts + (["quantize"] if self.requant else [])
+        activation = "relu6" if self.relu6 else "relu" if self.relu else "gelu" if self.gelu else ""
+        steps = ["dequantize", "bias" if self.bias is not None else "", activation]
+        steps.append("quantize" if self.requant else "")
+        return [step for step in steps if step]
 
 
 def _runtime_scalar(expr: relax.Expr, dtypes: tuple[str, ...]) -> bool:
@@ -119,7 +119,7 @@ def _per_tensor_8bit(
     dtype = str(quantized.ty.dtype)
     if dtype not in ("uint8", "int8"):
         return None
-    scale_value, zero_value = _scalar_of(scale, weights), _scalar_of(zero, weights)
+    scale_value, zero_value = scalar_value(scale, weights), scalar_value(zero, weights)
     if scale_value is None and zero_value is None and runtime:
         if _runtime_scalar(scale, ("float32",)) and _runtime_scalar(zero, (dtype,)):
             return data, scale, zero, dtype == "int8"
@@ -149,17 +149,6 @@ def requantize_of(
     """``(scale, zero point, signed)`` of a per-tensor 8-bit ``quantize`` call, else None."""
     side = _per_tensor_8bit(value, "relax.quantize", weights)
     return None if side is None else side[1:]
-
-
-def _scalar_of(expr: relax.Expr, weights: dict[relax.Var, np.ndarray]) -> np.ndarray | None:
-    """The one value of a one-element constant or weight, else None."""
-    if isinstance(expr, relax.Var) and expr in weights:
-        value = weights[expr]
-    elif isinstance(expr, tvm.ir.expr.GenericConst):
-        value = expr.value.numpy()
-    else:
-        return None
-    return value.reshape(()) if value.size == 1 else None
 
 
 def _int8_weight(w_nk: np.ndarray, scale: Any, transposed: bool) -> tuple | None:
@@ -213,10 +202,10 @@ def with_output_quantize(
 ) -> QuantizedOperands:
     """``operands`` with the output quantize ``user`` (the one reader of the layer's output,
     bound to ``user_value``) where it is a per-tensor 8-bit one."""
-    out_side = _per_tensor_8bit(user_value, "relax.quantize", weights)
-    if user is None or out_side is None:
+    found = requantize_of(user_value, weights)
+    if user is None or found is None:
         return operands
-    _, scale, zero, signed = out_side
+    scale, zero, signed = found
     return dataclasses.replace(
         operands, out=user, out_scale=scale, out_zero=zero, out_signed=signed
     )

@@ -65,24 +65,25 @@ def int8_possible(layer: Layer, backend) -> bool:
 
 
 class Int8Twins:
-    """Measured int8-against-float timings by layer shape, epilogue, block density and float
-    format: a transformer's repeated layers are timed once."""
+    """Measured int8-against-float timings by layer shape, the ops the int8 kernel fuses
+    (its QDQ tail included), block density and float format: a transformer's repeated layers
+    are timed once."""
 
     def __init__(self) -> None:
         self._seen: dict[tuple, list[tuple[float, float, float]]] = {}
 
     @staticmethod
-    def _key(layer: Layer, float_label: str) -> tuple:
-        return (layer_key(layer, pattern=False), layer.int8.out is not None, float_label)
+    def _key(int8: Layer, float_label: str) -> tuple:
+        return (layer_key(int8, pattern=False), tuple(int8.fused), float_label)
 
-    def get(self, layer: Layer, float_label: str, density: float):
-        for seen_density, float_s, int8_s in self._seen.get(self._key(layer, float_label), []):
+    def get(self, int8: Layer, float_label: str, density: float):
+        for seen_density, float_s, int8_s in self._seen.get(self._key(int8, float_label), []):
             if abs(seen_density - density) <= TWIN_DENSITY_TOLERANCE:
                 return float_s, int8_s
         return None
 
-    def add(self, layer: Layer, float_label: str, density: float, float_s, int8_s) -> None:
-        self._seen.setdefault(self._key(layer, float_label), []).append((density, float_s, int8_s))
+    def add(self, int8: Layer, float_label: str, density: float, float_s, int8_s) -> None:
+        self._seen.setdefault(self._key(int8, float_label), []).append((density, float_s, int8_s))
 
 
 def decide_int8(decision, backend, options, twins: Int8Twins | None = None):
@@ -104,13 +105,13 @@ def decide_int8(decision, backend, options, twins: Int8Twins | None = None):
         reason = f"{label}: estimated {estimate:.1f}x over float32 dense, not timed"
         choice = FormatChoice("int8 bsr", (16, 4), estimate, reason)
         return LayerDecision(int8, choice, blocks, decided_by=ESTIMATED)
-    timed = twins.get(layer, float_label, density) if twins is not None else None
+    timed = twins.get(int8, float_label, density) if twins is not None else None
     decided_by = MEASURED_AS_TWIN if timed is not None else MEASURED
     if timed is None:
         with ForeignLoad() as load:
             timed = time_int8_against_float(layer, decision, blocks, backend)
         if twins is not None and not load.loaded:  # a loaded timing is not handed on
-            twins.add(layer, float_label, density, *timed)
+            twins.add(int8, float_label, density, *timed)
     float_s, int8_s = timed
     speedup = float_s / int8_s
     against = f"the float32 {float_label} layer (with its QDQ ops)"

@@ -36,7 +36,7 @@ from sparse_tvm.analysis.format_choice import (
     format_of,
 )
 from sparse_tvm.analysis.layers import Layer
-from sparse_tvm.decision.int8_decision import Int8Twins, decide_int8, int8_possible
+from sparse_tvm.decision.int8_decision import Int8Twins, decide_int8
 from sparse_tvm.decision.layer_timing import retime, time_dense, time_sparse
 from sparse_tvm.decision.machine_load import ForeignLoad
 from sparse_tvm.errors import RecordsError
@@ -216,8 +216,8 @@ def decide(
     """
     options = options or CompileOptions()
     decision = _decide(layer, backend, options, records, board, zero_fractions, twins)
-    if int8_possible(layer, backend):  # a quantized model's layer: the int8 kernel, if faster
-        decision = decide_int8(decision, backend, options, twins.int8 if twins else None)
+    # a quantized model's layer: the int8 kernel where the target has one and it is faster
+    decision = decide_int8(decision, backend, options, twins.int8 if twins else None)
     return backend.store(decision)
 
 

@@ -79,17 +79,12 @@ def _value(
     return value, weight_scale
 
 
-def fold_dequantized_weights(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of ``model`` in which every all-constant ``DequantizeLinear`` is the float
-    initializer it computes (module doc); ``model`` is not modified."""
-    return fold_quantized_weights(model)[0]
-
-
 def fold_quantized_weights(
     model: onnx.ModelProto,
 ) -> tuple[onnx.ModelProto, dict[str, WeightScale]]:
-    """:func:`fold_dequantized_weights`, and the scale of each folded symmetric int8 weight
-    by its float initializer's name."""
+    """A copy of ``model`` in which every all-constant ``DequantizeLinear`` is the float
+    initializer it computes (module doc), and the scale of each folded symmetric int8 weight by
+    its float initializer's name; ``model`` is not modified."""
     scales: dict[str, WeightScale] = {}
     folded = onnx.ModelProto()
     folded.CopyFrom(model)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 # Checked in order: the first whose flags the host has all of wins. cascadelake is
 # skylake-avx512 with AVX-512 VNNI (``vpdpbusd``, the int8 kernels' instruction): the same
-# float32 code, so tuned records of one count for the other (``same_machine``).
+# float32 code, so tuned records of one count for the other (``machine.machine_key``).
 _AVX512 = {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx2", "fma"}
 X86_LEVELS = (
     ("cascadelake", _AVX512 | {"avx512_vnni"}),

@@ -90,10 +90,12 @@ def int8_arguments(layer: Layer, blocks: Int8Blocks, isa: str = "vnni") -> list[
 
 
 def lower_int8(
-    builder: relax.BlockBuilder, plan: SparsePlan, xq: relax.Expr, isa: str = "vnni"
+    builder: relax.BlockBuilder, plan: SparsePlan, xq: relax.Expr, isa: str | None
 ) -> relax.Expr:
     """The ``isa`` kernel call of ``plan`` (an :class:`Int8Blocks` weight) reading the 8-bit
-    ``xq``."""
+    ``xq``; ``isa`` None (a target without int8 dot products) is an error."""
+    if isa is None:
+        raise ValueError(f"layer {plan.layer.name}: an int8 plan for a target without VNNI / sdot")
     layer, blocks = plan.layer, plan.weight
     n, k = layer.shape
     requant = requantizes(layer)

@@ -102,7 +102,7 @@ class SpmmLowering:
         """The SpMM call(s) of ``plan`` reading ``x`` (see the module doc); an int8 plan's
         kernel reads the uint8 activations instead (:mod:`.int8_lowering`)."""
         if isinstance(plan.weight, Int8Blocks):
-            return lower_int8(builder, plan, x, int8_isa(self.target) or "vnni")
+            return lower_int8(builder, plan, x, int8_isa(self.target))
         layer = plan.layer
         n = layer.weight.shape[0]
         if layer.op == "conv2d" and layer.conv.layout == "NHWC":

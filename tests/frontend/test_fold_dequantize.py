@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import sparse_tvm as st
 from sparse_tvm.examples import mlp
-from sparse_tvm.frontend.fold_dequantize import fold_dequantized_weights
+from sparse_tvm.frontend.fold_dequantize import fold_quantized_weights
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def _inits(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 def test_weights_dequantized_exactly_and_named_as_before(float_and_quantized, per_channel):
     model, quantized = float_and_quantized
     q = quantized[per_channel]
-    folded = fold_dequantized_weights(q)
+    folded = fold_quantized_weights(q)[0]
     ints, floats, weights = _inits(q), _inits(folded), _inits(model)
     for name in ("fc1.weight", "fc2.weight", "fc3.weight"):
         w = floats[name]
@@ -83,7 +83,7 @@ def test_shared_and_non_constant_dequantize_nodes():
         [q, s1, s2],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
-    folded = fold_dequantized_weights(model)
+    folded = fold_quantized_weights(model)[0]
     onnx.checker.check_model(folded)
     inits = _inits(folded)
     matmul_weights = [n.input[1] for n in folded.graph.node if n.op_type == "MatMul"]

@@ -11,12 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sparse_tvm.kernels.spmm_int8 import Int8Spec, int8_blocks, int8_spmm_kernel
-from sparse_tvm.target.host_cpu import cpu_flags
+from tests.conftest import vnni
 
 TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "cascadelake", "num-cores": 2})
-vnni = pytest.mark.skipif(
-    "avx512_vnni" not in cpu_flags(), reason="runs AVX-512 VNNI code: the host has none"
-)
 
 
 def _weight(rng, n, k, sparsity, block_sparsity):

@@ -7,15 +7,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
-import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import sparse_tvm as st
-from sparse_tvm.target.host_cpu import cpu_flags
-
-vnni = pytest.mark.skipif(
-    "avx512_vnni" not in cpu_flags(), reason="runs AVX-512 VNNI code: the host has none"
-)
 
 
 def ffn(m: int = 32, d: int = 64, h: int = 256, *, gemm: bool = False, seed: int = 0):

@@ -14,8 +14,9 @@ import sparse_tvm as st
 from sparse_tvm.analysis import analyse
 from sparse_tvm.frontend import import_onnx
 from sparse_tvm.frontend.dynamic_quantization import matmul_integer_to_qdq
+from tests.conftest import vnni
 
-from .models import ffn, run_ort, vnni
+from .models import ffn, run_ort
 
 
 def dynamic_ffn(tmp_path, *, gemm=False, per_channel=False, weight_type=QuantType.QInt8):

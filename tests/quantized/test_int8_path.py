@@ -11,8 +11,9 @@ from onnx import numpy_helper
 import sparse_tvm as st
 from sparse_tvm.analysis import analyse
 from sparse_tvm.frontend import import_onnx
+from tests.conftest import vnni
 
-from .models import ffn, output_step, quantized_ffn, run_ort, vnni
+from .models import ffn, output_step, quantized_ffn, run_ort
 
 
 def _inits(model) -> dict[str, np.ndarray]:
