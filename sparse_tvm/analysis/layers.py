@@ -398,7 +398,7 @@ def _matmul_layer(var, call, weights, names, index, scales) -> Layer | None:
 _CONV_LAYOUTS = {("NCHW", "OIHW"), ("NHWC", "HWIO")}
 
 
-def _conv_layer(var, call, weights, names, index) -> Layer | None:
+def _conv_layer(var, call, weights, names, index, scales) -> Layer | None:
     weight_var = call.args[1]
     x_shape, out_shape = static_shape(call.args[0]), static_shape(var)
     if not (isinstance(weight_var, relax.Var) and weight_var in weights) or x_shape is None:
@@ -453,6 +453,12 @@ def _conv_layer(var, call, weights, names, index) -> Layer | None:
         layer.dense_reason = f"layout {layouts[0]}/{layouts[1]} stays dense"
     elif w.dtype != np.float32:
         layer.dense_reason = f"dtype {w.dtype}: sparse kernels are float32"
+    elif weight_var.name in scales and layouts == ("NCHW", "OIHW"):
+        x = call.args[0]  # the OIHW weight's per-channel axis 0 is the (n, k) view's rows
+        layer.int8 = quantized_operands(
+            x, index.value.get(x) if isinstance(x, relax.Var) else None,
+            layer.weight, scales[weight_var.name], True, weights,
+        )  # fmt: skip
     return layer
 
 
@@ -508,7 +514,8 @@ def find_layers(
         in their epilogue (``Backend.fuses_gelu``).
     weight_scales
         The scales of a quantized model's int8 weights by name (``ImportedModel.weight_scales``):
-        matmul layers with int8 operands get ``Layer.int8`` (:mod:`.quantized`).
+        matmul layers and channels-first convs with int8 operands get ``Layer.int8``
+        (:mod:`.quantized`).
     """
     names = names or {}
     scales = weight_scales or {}
@@ -519,7 +526,7 @@ def find_layers(
         if op == "relax.matmul":
             layer = _matmul_layer(var, value, weights, names, index, scales)
         elif op == "relax.nn.conv2d":
-            layer = _conv_layer(var, value, weights, names, index)
+            layer = _conv_layer(var, value, weights, names, index, scales)
         else:
             continue
         if layer is None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import tvm
 
-from sparse_tvm.analysis.format_choice import format_of
+from sparse_tvm.analysis.format_choice import FormatChoice, format_of
 from sparse_tvm.backends.base import Backend, Say
 from sparse_tvm.errors import TargetError, UsageError
 from sparse_tvm.micro.report import LayerRow
@@ -77,9 +77,13 @@ class MicroBackend(Backend):
 
     def store(self, decision):
         """A layer decided sparse keeps the smallest compact encoding if it is smaller than
-        the dense weight; dense otherwise."""
+        the dense weight; dense otherwise. A quantized model's layer with int8 operands runs
+        the int8 kernel (:meth:`_store_int8`)."""
         from sparse_tvm.micro.compact import smallest_compact
+        from sparse_tvm.micro.int8_lowering import micro_int8_possible
 
+        if micro_int8_possible(decision.layer):
+            return self._store_int8(decision)
         if decision.weight is None:
             return decision
         layer = decision.layer
@@ -100,6 +104,34 @@ class MicroBackend(Backend):
         )
         return dataclasses.replace(decision, weight=None, kernel=None, choice=choice)
 
+    @staticmethod
+    def _store_int8(decision):
+        """The int8 kernel with the smaller of the dense int8 layout and the sparse ones (the
+        dense one for a dense build): 8-bit weights take a quarter of the float bytes, and
+        the ``SMLAD`` kernel does two multiply-adds an instruction."""
+        from sparse_tvm.micro.conv_patches import patch_offsets
+        from sparse_tvm.micro.int8_lowering import micro_int8_layer
+        from sparse_tvm.micro.int8_weight import dense_int8, smallest_int8
+        from sparse_tvm.report import REQUESTED
+
+        layer = decision.layer
+        weight = layer.int8.weight
+        dense_requested = decision.decided_by == REQUESTED and decision.weight is None
+        # a conv's sparse kernel stores offsets into its padded input as column indices
+        columns = None if layer.conv is None else patch_offsets(layer.conv)
+        stored = dense_int8(weight) if dense_requested else smallest_int8(weight, columns=columns)
+        float_bytes = int(layer.weight.size * 4)
+        if stored.dense:
+            choice = FormatChoice("int8 dense", None, 1.0, "")
+        else:
+            choice = FormatChoice(f"int8 {format_of(stored.block)}", stored.block, 1.0, "")
+        why = "dense build requested" if dense_requested else "the smallest int8 layout"
+        reason = f"{why}: {stored.nbytes / float_bytes:.0%} of the float32 bytes"
+        choice = dataclasses.replace(choice, reason=reason)
+        return dataclasses.replace(
+            decision, layer=micro_int8_layer(layer), weight=stored, kernel=None, choice=choice
+        )
+
     def build(
         self,
         imported: ImportedModel,
@@ -108,17 +140,22 @@ class MicroBackend(Backend):
         options: CompileOptions,
         say: Say,
     ) -> MicroProject:
+        from sparse_tvm.micro.int8_weight import dense_int8
         from sparse_tvm.micro.project import build_project
         from sparse_tvm.micro.target import micro_target
         from sparse_tvm.transform.dense_to_sparse import SparsePlan
 
-        plans, rows = [], []
+        plans, rows, dense_plans = [], [], []
         for decision in decisions:
             layer = decision.layer
             dense_bytes = int(layer.weight.size * 4)
             sparse = decision.weight is not None
             if sparse:
                 plans.append(SparsePlan(layer, decision.weight))
+            if getattr(decision.weight, "is_int8", False):  # its dense build: int8 dense
+                stored = decision.weight
+                dense = stored if stored.dense else dense_int8(layer.int8.weight)
+                dense_plans.append(SparsePlan(layer, dense))
             rows.append(
                 LayerRow(
                     layer.name,
@@ -140,6 +177,7 @@ class MicroBackend(Backend):
             name=report.model,
             prefix=options.prefix,
             compare_dense=options.compare_dense,
+            dense_plans=dense_plans,
             say=say,
         )
 

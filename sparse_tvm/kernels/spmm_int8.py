@@ -106,6 +106,8 @@ class Int8Blocks:
     indptr: np.ndarray  # (n / 16 + 1,) int32: the blocks of block row br
     row_sums: np.ndarray  # (n,) int32: sum_k W[n, k]
 
+    is_int8 = True  # DenseToSparse: the kernel reads the layer's 8-bit activations
+
     @property
     def blocks(self) -> int:
         return int(self.indptr[-1])

@@ -24,8 +24,9 @@ from sparse_tvm.micro.compact import CompactSparseWeight
 _ATTRS = {"tirx.is_scheduled": True, "tirx.noalias": True}
 
 
-def _decoder(weight: CompactSparseWeight):
-    """``(start, step)`` macros that track the block column of block ``b`` in ``col[0]``."""
+def column_decoder(weight):
+    """``(start, step)`` macros that track the block column of block ``b`` in ``col[0]``
+    (a :class:`CompactSparseWeight` or ``MicroInt8Weight``: 8-bit deltas or columns)."""
     delta = weight.encoding == "delta8"
 
     @T.macro
@@ -82,7 +83,7 @@ def spmm_rows(weight: CompactSparseWeight, m: int, *, bias: bool, relu: bool) ->
     """``Y (m, n) = X (m, k) @ W.T`` (+ bias, ReLU): a MatMul / Gemm layer."""
     n, k = weight.shape
     r, nbr = weight.r, weight.block_rows
-    start, step = _decoder(weight)
+    start, step = column_decoder(weight)
 
     @T.macro
     def body(X, data, indices, indptr, B, Y):
@@ -110,7 +111,7 @@ def spmm_channels(
     """``Y[b] (n, m) = W @ X[b] (k, m)`` (+ bias, ReLU): a 1x1 convolution in NCHW."""
     n, k = weight.shape
     r, nbr = weight.r, weight.block_rows
-    start, step = _decoder(weight)
+    start, step = column_decoder(weight)
 
     @T.macro
     def body(X, data, indices, indptr, B, Y):
@@ -164,7 +165,7 @@ def sparse_conv2d(
     dh, dw = dilation
     oh, ow = output_hw
     r, nbr = weight.r, weight.block_rows
-    start, step = _decoder(weight)
+    start, step = column_decoder(weight)
 
     @T.macro
     def body(X, data, indices, indptr, B, Y):

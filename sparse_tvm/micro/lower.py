@@ -3,7 +3,10 @@
 Stages, in order:
 
 1. ``DenseToSparse``       the chosen layers become micro sparse kernel calls (``MicroLowering``)
-2. ``BindParams``          the weights left dense become constants
+2. ``BindParams``          the weights left dense become constants; a QDQ model's float32
+                           -> 8-bit quantize ops become one kernel each, its dequantize ->
+                           max pool -> quantize a max pool of the 8-bit values
+                           (``quantized_activations``)
 3. Relax legalize + fuse   ``LegalizeOps``, ``FoldConstant``, ``FuseOps``, ``FuseTIR``; reshapes
                            that only relabel memory become ``R.reshape`` (views, no copy)
 4. walk ``main``           every binding is a kernel call, a view, or unsupported (error)
@@ -26,6 +29,7 @@ from sparse_tvm.errors import CompileError
 from sparse_tvm.frontend import ImportedModel
 from sparse_tvm.logs import native_quiet
 from sparse_tvm.micro.lowering import MicroLowering
+from sparse_tvm.micro.quantized_activations import QuantizedActivations
 from sparse_tvm.micro.schedule import micro_schedule
 from sparse_tvm.transform import DenseToSparse, SparsePlan
 
@@ -248,6 +252,7 @@ def lower(imported: ImportedModel, plans: list[SparsePlan], prefix: str = "model
     present = {p.name for p in mod["main"].params}
     binding = {k: tvm.runtime.tensor(v) for k, v in imported.params.items() if k in present}
     mod = relax.transform.BindParams("main", binding)(mod)
+    mod = QuantizedActivations()(mod)
     for name, dtype in zip(imported.input_names, imported.input_dtypes):
         if dtype != "float32":
             raise CompileError(f"input '{name}' is {dtype}: micro builds take float32 inputs")

@@ -13,6 +13,7 @@ import numpy as np
 from tvm import relax
 
 from sparse_tvm.micro import kernels
+from sparse_tvm.micro.int8_lowering import lower_micro_int8
 from sparse_tvm.transform.lowering import SparsePlan, add_kernel, sanitize, tensor_type
 
 
@@ -20,7 +21,10 @@ class MicroLowering:
     """Lower a layer to one serial micro sparse kernel; ``plan.kernel`` is not used."""
 
     def lower(self, builder: relax.BlockBuilder, plan: SparsePlan, x: relax.Expr) -> relax.Expr:
-        """The kernel call of ``plan`` reading ``x``, reshaped to the layer's output shape."""
+        """The kernel call of ``plan`` reading ``x``, reshaped to the layer's output shape; an
+        int8 plan's kernel reads the 8-bit activations (:mod:`.int8_lowering`)."""
+        if getattr(plan.weight, "is_int8", False):
+            return lower_micro_int8(builder, plan, x)
         layer, w = plan.layer, plan.weight
         bias = layer.bias is not None
         args = [relax.const(w.data), relax.const(w.indices), relax.const(w.indptr)]

@@ -19,7 +19,6 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from sparse_tvm.kernels.spmm_int8 import Int8Blocks
 from sparse_tvm.transform.lowering import LayerLowering, SparsePlan
 
 # Importable from here as before: the driver, tuning and benchmarks use them.
@@ -61,7 +60,7 @@ class _Rewriter(PyExprMutator):
             return
         # the layer's first op (matmul / conv2d) reads the activation: its args[0]; an int8
         # plan reads the uint8 activations behind its dequantize
-        if isinstance(plan.weight, Int8Blocks):
+        if getattr(plan.weight, "is_int8", False):  # Int8Blocks, micro.MicroInt8Weight
             ops = plan.layer.int8
             x = self.visit_expr(ops.x)
             if ops.dynamic:  # the run-time scale and zero point, as rewritten so far

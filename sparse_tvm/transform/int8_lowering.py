@@ -38,7 +38,15 @@ from sparse_tvm.kernels.spmm_int8 import (
 )
 from sparse_tvm.transform.lowering import SparsePlan, add_kernel, sanitize, tensor_type
 
-__all__ = ["int8_arguments", "int8_layer", "lower_int8", "requantizes"]
+__all__ = [
+    "activation_after_kernel",
+    "fuses_tail",
+    "int8_arguments",
+    "int8_end",
+    "int8_layer",
+    "lower_int8",
+    "requantizes",
+]
 
 
 def requantizes(layer: Layer) -> bool:
@@ -47,10 +55,11 @@ def requantizes(layer: Layer) -> bool:
     ops = layer.int8
     if ops is None or ops.out is None:
         return False
-    return layer.end_var.same_as(ops.out) or _fuses_tail(layer)
+    return layer.end_var.same_as(ops.out) or fuses_tail(layer)
 
 
-def _fuses_tail(layer: Layer) -> bool:
+def fuses_tail(layer: Layer) -> bool:
+    """Whether the layer's kernel computes its QDQ tail (it ends at the tail's end)."""
     ops = layer.int8
     return ops.tail is not None and layer.end_var.same_as(ops.tail.end)
 
@@ -58,15 +67,20 @@ def _fuses_tail(layer: Layer) -> bool:
 def int8_layer(layer: Layer) -> tuple[Layer, Int8Blocks]:
     """The layer as the int8 kernel runs it, and its weight in 16x4 blocks: ending at its
     output quantize where it has one and no ReLU6 / GELU comes between (module doc)."""
-    ops = layer.int8
-    if ops is None:
+    if layer.int8 is None:
         raise ValueError(f"layer {layer.name} has no int8 operands")
-    blocks = int8_blocks(ops.weight)
+    return int8_end(layer), int8_blocks(layer.int8.weight)
+
+
+def int8_end(layer: Layer) -> Layer:
+    """The layer ending at its output quantize (and its QDQ tail) where it has one and no
+    ReLU6 / GELU comes between: where an int8 kernel's epilogue ends."""
+    ops = layer.int8
     if ops.out is not None and not (layer.relu6 or layer.gelu):
         end = ops.out if ops.tail is None else ops.tail.end
         fused = ["quantize"] + ([] if ops.tail is None else ops.tail.fused)
         layer = dataclasses.replace(layer, end_var=end, fused=[*layer.fused, *fused])
-    return layer, blocks
+    return layer
 
 
 def int8_arguments(layer: Layer, blocks: Int8Blocks, isa: str = "vnni") -> list[np.ndarray]:
@@ -82,7 +96,7 @@ def int8_arguments(layer: Layer, blocks: Int8Blocks, isa: str = "vnni") -> list[
         bias = (bias / np.float32(ops.out_scale)).astype(np.float32)
     x_zero = (0 if ops.dynamic else ops.x_zero) + x_offset(isa, ops.x_signed)  # X as read
     correction = (x_zero * blocks.row_sums.astype(np.int64)).astype(np.int32)
-    tail = ops.tail if _fuses_tail(layer) else None
+    tail = ops.tail if fuses_tail(layer) else None
     tail_bias = np.zeros(n, np.float32)
     if tail is not None and tail.bias is not None:
         tail_bias = tail.bias.astype(np.float32)
@@ -101,7 +115,7 @@ def lower_int8(
     requant = requantizes(layer)
     ops = layer.int8
     tail = None
-    if _fuses_tail(layer):
+    if fuses_tail(layer):
         t = ops.tail
         tail = Int8Tail(ops.out_scale, t.relu, t.relu6, t.gelu, t.requant)
     spec = Int8Spec(
@@ -122,6 +136,12 @@ def lower_int8(
     )
     if len(layer.output_shape) != 2:
         y = builder.emit(relax.op.reshape(y, layer.output_shape))
+    return activation_after_kernel(builder, layer, y)
+
+
+def activation_after_kernel(builder: relax.BlockBuilder, layer: Layer, y: relax.Expr) -> relax.Expr:
+    """``y`` (an int8 kernel's float32 output) with the ReLU6's clamp or the GELU the layer
+    fused before any quantize: the int8 kernels' epilogues end at the ReLU."""
     if layer.relu6:
         y = builder.emit(relax.op.minimum(y, relax.const(6.0, "float32")))
     if layer.gelu:

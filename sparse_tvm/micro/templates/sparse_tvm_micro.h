@@ -47,4 +47,52 @@ void *TVMBackendAllocWorkspace(int device_type, int device_id, uint64_t nbytes,
                                int dtype_code_hint, int dtype_bits_hint);
 int TVMBackendFreeWorkspace(int device_type, int device_id, void *ptr);
 
+/* The int8 kernels' arithmetic (sparse_tvm/micro/int8_kernels.py): the DSP extension's
+ * dual 16-bit multiply-add where the core has it (Cortex-M4 / M7 / M33 / M55), the same
+ * results in plain C elsewhere (Cortex-M3, the host build). */
+#include <math.h>
+#if defined(__ARM_FEATURE_DSP) && !defined(SPARSE_TVM_HOST)
+#include <arm_acle.h>
+/* acc + lo(a) * lo(b) + hi(a) * hi(b), 16-bit halves */
+static inline int32_t stvm_smlad(int32_t a, int32_t b, int32_t acc) { return __smlad(a, b, acc); }
+/* bytes 0 and 2 sign-extended to the two halves */
+static inline int32_t stvm_sxtb16(int32_t w) { return (int32_t)__sxtb16((uint32_t)w); }
+/* bytes 1 and 3 sign-extended to the two halves (SXTB16 with ROR #8) */
+static inline int32_t stvm_sxtb16_ror8(int32_t w) {
+  int32_t out;
+  __asm__("sxtb16 %0, %1, ror #8" : "=r"(out) : "r"(w));
+  return out;
+}
+#else
+static inline int32_t stvm_smlad(int32_t a, int32_t b, int32_t acc) {
+  return acc + (int32_t)(int16_t)a * (int16_t)b + (int32_t)(int16_t)(a >> 16) * (int16_t)(b >> 16);
+}
+static inline int32_t stvm_sxtb16(int32_t w) {
+  uint32_t v = (uint32_t)w;
+  return (int32_t)(((uint32_t)(uint16_t)(int16_t)(int8_t)v) |
+                   ((uint32_t)(uint16_t)(int16_t)(int8_t)(v >> 16) << 16));
+}
+static inline int32_t stvm_sxtb16_ror8(int32_t w) { return stvm_sxtb16((int32_t)((uint32_t)w >> 8)); }
+#endif
+/* two 16-bit values in one word: lo in bits 0-15, hi in 16-31 (PKHBT) */
+static inline int32_t stvm_pack16(int32_t lo, int32_t hi) {
+  return (int32_t)(((uint32_t)lo & 0xFFFFu) | ((uint32_t)hi << 16));
+}
+/* v rounded half to even (QuantizeLinear's rounding) as an int32, for |v| < 2^31: one VCVTR
+ * (FPSCR's default rounding, to nearest even) where the core has a single-precision FPU,
+ * else adding 1.5 * 2^23, which leaves no fraction bits (IEEE addition rounds half to even),
+ * after a clamp to +-2^22 (a value beyond is an integer already and saturates anyway) */
+static inline int32_t stvm_rint(float v) {
+#if defined(__ARM_FP) && (__ARM_FP & 4) && !defined(SPARSE_TVM_HOST)
+  float r;
+  int32_t out;
+  __asm__("vcvtr.s32.f32 %0, %1" : "=t"(r) : "t"(v));
+  __builtin_memcpy(&out, &r, sizeof out);
+  return out;
+#else
+  float c = v < -4194304.0f ? -4194304.0f : (v > 4194304.0f ? 4194304.0f : v);
+  return (int32_t)((c + 12582912.0f) - 12582912.0f);
+#endif
+}
+
 #endif /* SPARSE_TVM_MICRO_H_ */

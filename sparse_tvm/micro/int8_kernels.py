@@ -1,0 +1,308 @@
+"""int8 kernels for microcontrollers: ``SMLAD`` multiply-adds, the QDQ epilogue, C by TVM.
+
+A quantized model's MatMul / Gemm layer (``Layer.int8``) runs on its 8-bit activations and int8
+weights packed by :mod:`sparse_tvm.micro.int8_weight`: exact int32 sums, two products per
+``SMLAD``. The DSP instructions come from ``sparse_tvm_micro.h`` (``stvm_smlad``,
+``stvm_sxtb16``, ``stvm_sxtb16_ror8``, ``stvm_pack16``): the ACLE intrinsics where the core has
+the DSP extension (Cortex-M4 / M7 / M33 / M55), plain C with the same results elsewhere
+(Cortex-M3, the host build), so a project is bit-exact on every core.
+
+Epilogue per output (one float step at a time, as the QDQ graph computes it)::
+
+    y = fmaf((float)(acc - correction[n]), scale[n], bias[n])      [ReLU]
+    -> float32 out, or in the output quantize's steps: round half to even, saturate, [+ the
+       QDQ tail: dequantize, + tail bias, ReLU / ReLU6, quantize by division] -> 8-bit out
+
+``fmaf`` (one rounding) so that cores with and without a fused multiply-add agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm.script import tirx as T
+
+from sparse_tvm.analysis.layers import ConvGeometry
+from sparse_tvm.micro.conv_patches import padded_shape, patch_bases
+from sparse_tvm.micro.int8_weight import MicroInt8Weight
+from sparse_tvm.micro.kernels import column_decoder
+
+__all__ = [
+    "MicroInt8Spec",
+    "MicroTail",
+    "micro_int8_kernel",
+    "quantized_value",
+]
+
+_ATTRS = {"tirx.is_scheduled": True, "tirx.noalias": True}
+
+
+@dataclass(frozen=True)
+class MicroTail:
+    """The QDQ tail after the output quantize (``analysis.quantized.QdqTail``): dequantize by
+    ``scale``, + ``tail_bias``, ReLU / ReLU6, then a quantize ``(scale, zero, signed)`` or
+    float32."""
+
+    scale: float
+    relu: bool = False
+    relu6: bool = False
+    requant: tuple[float, int, bool] | None = None
+
+
+@dataclass(frozen=True)
+class MicroInt8Spec:
+    """What the kernel is specialised on (the arrays' presence included: flash is the
+    budget, so a zero correction or bias is not stored)."""
+
+    m: int
+    x_signed: bool = False
+    correction: bool = True  # subtract correction[n] (activations with a zero point)
+    bias: bool = False
+    relu: bool = False
+    out_zero: int | None = None  # 8-bit output in the quantize's steps (None: float32)
+    out_signed: bool = False
+    tail: MicroTail | None = None
+    tail_bias: bool = False
+    # a conv read directly (sparse only): X is its padded input, flat, and the weight's
+    # indices are offsets into it (sparse_tvm.micro.conv_patches)
+    direct: ConvGeometry | None = None
+    # a conv's output written channels first, (batch, n, pixels), rows being (batch, pixel)
+    pixels: int | None = None
+
+    @property
+    def out_dtype(self) -> str:
+        if self.out_zero is None or (self.tail is not None and self.tail.requant is None):
+            return "float32"
+        signed = self.tail.requant[2] if self.tail is not None else self.out_signed
+        return "int8" if signed else "uint8"
+
+
+def _ext(dtype: str, name: str, *args):
+    return T.call_extern(dtype, name, *args)
+
+
+def _smlad(a, b, acc):
+    return _ext("int32", "stvm_smlad", a, b, acc)
+
+
+def _pair(X, row, cols, e: int, direct: bool):
+    """The activations of columns ``cols[e]``, ``cols[e + 1]`` of ``row`` as one half-word
+    pair; ``direct``: ``row`` is the pixel's offset into the flat padded input."""
+    if direct:
+        lo, hi = X[row + cols[e]], X[row + cols[e + 1]]
+    else:
+        lo, hi = X[row, cols[e]], X[row, cols[e + 1]]
+    return _ext("int32", "stvm_pack16", T.Cast("int32", lo), T.Cast("int32", hi))
+
+
+def _range(signed: bool) -> tuple[int, int]:
+    return (-128, 127) if signed else (0, 255)
+
+
+def quantized_value(y, zero: int, signed: bool, low: int | None = None, high: int | None = None):
+    """``y`` (in output steps) rounded half to even plus ``zero``, saturated to the 8-bit
+    range, or to ``[low, high]`` inside it (an activation as a clamp of the quantized value:
+    rounding is monotone and keeps 0, so ``q(max(f, 0)) = max(q(f), zero)``); an int32."""
+    lowest, highest = _range(signed)
+    low = lowest if low is None else max(low, lowest)
+    high = highest if high is None else min(high, highest)
+    q = _ext("int32", "stvm_rint", y) + zero
+    return T.min(T.max(q, low), high)
+
+
+def _scaled(x, scale, bias):
+    """``x * scale + bias`` rounded once (``fmaf``), or ``x * scale`` without a bias (the
+    same value: no register copy of a zero addend)."""
+    return x * scale if bias is None else _ext("float32", "fmaf", x, scale, bias)
+
+
+def _epilogue_value(total, s, b, tb, spec: MicroInt8Spec):
+    """Expression of the stored value from the corrected int32 sum ``total`` and the output's
+    ``scale`` / ``bias`` / ``tail bias`` values (float expressions; None: no bias)."""
+    y = _scaled(T.Cast("float32", total), s, b)
+    if spec.out_zero is None:
+        return T.max(y, T.float32(0)) if spec.relu else y
+    zero, signed = spec.out_zero, spec.out_signed
+    q = quantized_value(y, zero, signed, zero if spec.relu else None)
+    tail = spec.tail
+    if tail is None:
+        return T.Cast("int8" if signed else "uint8", q)
+    f = _scaled(T.Cast("float32", q - zero), T.float32(tail.scale), tb)
+    if tail.requant is None:
+        if tail.relu or tail.relu6:
+            f = T.max(f, T.float32(0))
+        return T.min(f, T.float32(6)) if tail.relu6 else f
+    scale2, zero2, signed2 = tail.requant
+    low = zero2 if tail.relu or tail.relu6 else None
+    # ReLU6 as the quantized 6 (the quantize of min(f, 6) is min(q(f), q(6)))
+    high = zero2 + round(np.float32(6) / np.float32(scale2)) if tail.relu6 else None
+    q2 = quantized_value(f / T.float32(scale2), zero2, signed2, low, high)
+    return T.Cast("int8" if signed2 else "uint8", q2)
+
+
+def micro_int8_kernel(weight: MicroInt8Weight, spec: MicroInt8Spec) -> tvm.tirx.PrimFunc:
+    """``Y (m, n) = epilogue(X (m, k) @ W.T)`` for the packed ``weight`` (module doc).
+
+    Parameters, in order: ``X`` (uint8 / int8), ``data`` (int32 words), [``indices``,
+    ``indptr``: sparse], [``correction`` int32], ``scale`` float32, [``bias``], [``tail_bias``],
+    ``Y``; the bracketed ones only where the spec says so."""
+    n, k = weight.shape
+    m = spec.m
+    x_dtype = "int8" if spec.x_signed else "uint8"
+    y_dtype = spec.out_dtype
+    d_len = int(weight.data.shape[0])
+
+    @T.macro
+    def store(Y, mi, row, total, corr, scale, bias, tail_bias):
+        c = T.meta_var(corr[row] if spec.correction else 0)
+        b = T.meta_var(bias[row] if spec.bias else None)
+        tb = T.meta_var(tail_bias[row] if spec.tail_bias else None)
+        value = T.meta_var(_epilogue_value(total - c, scale[row], b, tb, spec))
+        if spec.pixels is None:
+            Y[mi, row] = value
+        else:
+            Y[mi // spec.pixels, row, mi % spec.pixels] = value
+
+    body = (_dense_body if weight.dense else _sparse_body)(weight, spec, store)
+
+    # one signature for every combination of optional arrays: those the spec leaves out are
+    # unused by the body and dropped from the parameters below (the lowering never passes them)
+    i_len = 1 if weight.dense else int(weight.indices.shape[0])
+    p_len = 1 if weight.dense else int(weight.indptr.shape[0])
+    i_dtype = "uint8" if weight.dense else str(weight.indices.dtype)
+    p_dtype = "int32" if weight.dense else str(weight.indptr.dtype)
+
+    x_shape = (int(np.prod(padded_shape(spec.direct))),) if spec.direct else (m, k)
+    y_shape = (m, n) if spec.pixels is None else (m // spec.pixels, n, spec.pixels)
+
+    @T.prim_func
+    def kernel(
+        X: T.Buffer(x_shape, x_dtype),
+        data: T.Buffer((d_len,), "int32"),
+        indices: T.Buffer((i_len,), i_dtype),
+        indptr: T.Buffer((p_len,), p_dtype),
+        corr: T.Buffer((n,), "int32"),
+        scale: T.Buffer((n,), "float32"),
+        bias: T.Buffer((n,), "float32"),
+        tail_bias: T.Buffer((n,), "float32"),
+        Y: T.Buffer(y_shape, y_dtype),
+    ):
+        T.func_attr(_ATTRS)
+        body(X, data, indices, indptr, corr, scale, bias, tail_bias, Y)
+
+    keep = [True, True, not weight.dense, not weight.dense, spec.correction, True]
+    keep += [spec.bias, spec.tail_bias, True]
+    return _only(kernel, keep)
+
+
+def _only(func: tvm.tirx.PrimFunc, keep: list[bool]) -> tvm.tirx.PrimFunc:
+    """``func`` without the parameters ``keep`` drops (unused by its body)."""
+    params = [p for p, k in zip(func.params, keep) if k]
+    return tvm.tirx.PrimFunc(params, func.body, func.ret_type, func.attrs)
+
+
+def _dense_body(weight: MicroInt8Weight, spec: MicroInt8Spec, store):
+    """Two output rows at a time over the activation pairs packed once per input row."""
+    n, k = weight.shape
+    m = spec.m
+    words = -(-k // 4)  # words per row
+    pairs = 2 * words
+
+    @T.macro
+    def body(X, data, indices, indptr, corr, scale, bias, tail_bias, Y):
+        for mi in range(m):
+            xp = T.alloc_buffer((pairs,), "int32", scope="global")
+            for j in range(pairs):
+                lo = T.meta_var(
+                    T.if_then_else(2 * j < k, T.Cast("int32", X[mi, T.min(2 * j, k - 1)]), 0)
+                )
+                hi = T.meta_var(
+                    T.if_then_else(
+                        2 * j + 1 < k, T.Cast("int32", X[mi, T.min(2 * j + 1, k - 1)]), 0
+                    )
+                )
+                xp[j] = _ext("int32", "stvm_pack16", lo, hi)
+            for rp in range((n + 1) // 2):
+                acc = T.alloc_buffer((2,), "int32", scope="global")
+                acc[0] = 0
+                acc[1] = 0
+                for j in range(words):
+                    w0 = T.meta_var(data[(2 * rp) * words + j])
+                    w1 = T.meta_var(data[(2 * rp + 1) * words + j])
+                    a = T.meta_var(xp[2 * j])
+                    b = T.meta_var(xp[2 * j + 1])
+                    acc[0] = _ext(
+                        "int32", "stvm_smlad", _ext("int32", "stvm_sxtb16", w0), a, acc[0]
+                    )
+                    acc[0] = _ext(
+                        "int32", "stvm_smlad", _ext("int32", "stvm_sxtb16_ror8", w0), b, acc[0]
+                    )
+                    acc[1] = _ext(
+                        "int32", "stvm_smlad", _ext("int32", "stvm_sxtb16", w1), a, acc[1]
+                    )
+                    acc[1] = _ext(
+                        "int32", "stvm_smlad", _ext("int32", "stvm_sxtb16_ror8", w1), b, acc[1]
+                    )
+                store(Y, mi, 2 * rp, acc[0], corr, scale, bias, tail_bias)
+                if 2 * rp + 1 < n:
+                    store(Y, mi, 2 * rp + 1, acc[1], corr, scale, bias, tail_bias)
+
+    return body
+
+
+def _sparse_body(weight: MicroInt8Weight, spec: MicroInt8Spec, store):
+    """Per block row, the blocks two at a time: one activation pair, ``r`` ``SMLAD`` s."""
+    n, _ = weight.shape
+    m, r, g = spec.m, weight.r, weight.group
+    nbr = weight.block_rows
+    _, column = column_decoder(weight)
+
+    direct = spec.direct is not None
+    row_of = patch_bases(spec.direct) if direct else (lambda mi: mi)  # what _pair reads
+
+    @T.macro
+    def group(X, data, indices, mi, grp, acc, col, cols, xp):
+        """The ``g`` blocks of group ``grp``: ``r`` (r = 1: 2) ``SMLAD`` s a word."""
+        for e in T.unroll(g):
+            column(col, indices, grp * g + e)
+            cols[e] = col[0]
+        if r == 1:
+            w = T.meta_var(data[grp])
+            a = T.meta_var(_pair(X, mi, cols, 0, direct))
+            b = T.meta_var(_pair(X, mi, cols, 2, direct))
+            acc[0] = _smlad(_ext("int32", "stvm_sxtb16", w), a, acc[0])
+            acc[0] = _smlad(_ext("int32", "stvm_sxtb16_ror8", w), b, acc[0])
+        else:
+            xp[0] = _pair(X, mi, cols, 0, direct)
+            for h in T.unroll(r // 2):
+                w = T.meta_var(data[grp * (r // 2) + h])
+                acc[2 * h] = _smlad(_ext("int32", "stvm_sxtb16", w), xp[0], acc[2 * h])
+                acc[2 * h + 1] = _smlad(_ext("int32", "stvm_sxtb16_ror8", w), xp[0], acc[2 * h + 1])
+
+    @T.macro
+    def body(X, data, indices, indptr, corr, scale, bias, tail_bias, Y):
+        for mi, br in T.grid(m, nbr):
+            acc = T.alloc_buffer((r,), "int32", scope="global")
+            col = T.alloc_buffer((1,), "int32", scope="global")
+            cols = T.alloc_buffer((g,), "int32", scope="global")
+            xp = T.alloc_buffer((1,), "int32", scope="global")
+            pos = T.alloc_buffer((1,), "int32", scope="global")
+            row = T.alloc_buffer((1,), "int32", scope="global")
+            row[0] = row_of(mi)
+            for ri in T.unroll(r):
+                acc[ri] = 0
+            col[0] = 0
+            # a while loop over the groups: the C compiler turns the running group into
+            # pointer increments (a normalised for loop re-adds its start at every access;
+            # 36 % more instructions), and unrolled twice it ran out of registers (9 % more)
+            pos[0] = T.Cast("int32", indptr[br])
+            while pos[0] < T.Cast("int32", indptr[br + 1]):
+                group(X, data, indices, row[0], pos[0], acc, col, cols, xp)
+                pos[0] = pos[0] + 1
+            for ri in T.unroll(r):
+                if br * r + ri < n:
+                    store(Y, mi, br * r + ri, acc[ri], corr, scale, bias, tail_bias)
+
+    return body
