@@ -185,7 +185,10 @@ class _Emitter:
         ]
         for i, t in enumerate(self.constants):
             parts.append(f"/* {t.name}: {t.dtype} {list(t.shape)} */")
-            parts.append(c_array(f"{self.prefix}_c{i}", np.asarray(t.value)))
+            # word-aligned: a kernel reads words (LDRD, LDM: no unaligned access) out of a
+            # byte blob (micro/int8_kernels.blob_layout)
+            text = c_array(f"{self.prefix}_c{i}", np.asarray(t.value))
+            parts.append(text.replace(" = {", " __attribute__((aligned(8))) = {", 1))
         return "\n".join(parts)
 
     def source(self) -> str:

@@ -32,7 +32,9 @@ from sparse_tvm.micro.kernels import column_decoder
 __all__ = [
     "MicroInt8Spec",
     "MicroTail",
+    "blob_layout",
     "micro_int8_kernel",
+    "pack_blob",
     "quantized_value",
 ]
 
@@ -142,17 +144,75 @@ def _epilogue_value(total, s, b, tb, spec: MicroInt8Spec):
     return T.Cast("int8" if signed2 else "uint8", q2)
 
 
+_SECTIONS = ("data", "corr", "scale", "bias", "tail_bias", "indptr", "indices")
+
+
+def _section_bytes(dtype: str, length: int) -> int:
+    return -(-length * np.dtype(dtype).itemsize // 4) * 4
+
+
+def blob_layout(weight: MicroInt8Weight, spec: MicroInt8Spec) -> dict[str, tuple[str, int, int]]:
+    """Where each of the kernel's arrays lies in its one constant blob: ``name -> (dtype,
+    length, byte offset)``, 4-byte aligned, in the order of ``_SECTIONS`` (the words first);
+    the arrays the spec leaves out are absent. One blob, not an argument per array: each
+    argument of a micro kernel costs a 40-byte DLTensor descriptor, its shape and an argument
+    slot in flash, and code to unpack it."""
+    n = weight.shape[0]
+    present = {
+        "data": ("int32", int(weight.data.shape[0])),
+        "corr": ("int32", n) if spec.correction else None,
+        "scale": ("float32", n),
+        "bias": ("float32", n) if spec.bias else None,
+        "tail_bias": ("float32", n) if spec.tail_bias else None,
+    }
+    if not weight.dense:
+        present["indptr"] = (str(weight.indptr.dtype), int(weight.indptr.shape[0]))
+        present["indices"] = (str(weight.indices.dtype), int(weight.indices.shape[0]))
+    layout, offset = {}, 0
+    for name in _SECTIONS:
+        if present.get(name) is None:
+            continue
+        dtype, length = present[name]
+        layout[name] = (dtype, length, offset)
+        offset += _section_bytes(dtype, length)
+    return layout
+
+
+def _blob_bytes(layout: dict[str, tuple[str, int, int]]) -> int:
+    dtype, length, offset = list(layout.values())[-1]
+    return offset + _section_bytes(dtype, length)
+
+
+def pack_blob(weight: MicroInt8Weight, spec: MicroInt8Spec, arrays: dict) -> np.ndarray:
+    """The kernel's arrays by name (``None``: absent) in one uint8 blob laid out by
+    :func:`blob_layout`."""
+    layout = blob_layout(weight, spec)
+    blob = np.zeros(_blob_bytes(layout), np.uint8)
+    for name, (dtype, length, offset) in layout.items():
+        raw = np.ascontiguousarray(arrays[name], dtype).reshape(-1).view(np.uint8)
+        if raw.size != length * np.dtype(dtype).itemsize:
+            raise ValueError(f"blob section {name}: {raw.size} bytes, not {length} {dtype}")
+        blob[offset : offset + raw.size] = raw
+    return blob
+
+
 def micro_int8_kernel(weight: MicroInt8Weight, spec: MicroInt8Spec) -> tvm.tirx.PrimFunc:
     """``Y (m, n) = epilogue(X (m, k) @ W.T)`` for the packed ``weight`` (module doc).
 
-    Parameters, in order: ``X`` (uint8 / int8), ``data`` (int32 words), [``indices``,
-    ``indptr``: sparse], [``correction`` int32], ``scale`` float32, [``bias``], [``tail_bias``],
-    ``Y``; the bracketed ones only where the spec says so."""
+    Parameters: ``X`` (uint8 / int8), ``blob`` (uint8: the weight's words and indices and the
+    epilogue's arrays, :func:`blob_layout`), ``Y``."""
     n, k = weight.shape
     m = spec.m
     x_dtype = "int8" if spec.x_signed else "uint8"
     y_dtype = spec.out_dtype
-    d_len = int(weight.data.shape[0])
+    layout = blob_layout(weight, spec)
+    blob_len = _blob_bytes(layout)
+
+    def view(name: str, dtype: str = "int32"):
+        """(shape, dtype, element offset) of a blob section; an absent one is a placeholder
+        the body never reads."""
+        dtype, length, offset = layout.get(name, (dtype, 1, 0))
+        return (length,), dtype, offset // np.dtype(dtype).itemsize
 
     @T.macro
     def store(Y, mi, row, total, corr, scale, bias, tail_bias):
@@ -166,41 +226,31 @@ def micro_int8_kernel(weight: MicroInt8Weight, spec: MicroInt8Spec) -> tvm.tirx.
             Y[mi // spec.pixels, row, mi % spec.pixels] = value
 
     body = (_dense_body if weight.dense else _sparse_body)(weight, spec, store)
-
-    # one signature for every combination of optional arrays: those the spec leaves out are
-    # unused by the body and dropped from the parameters below (the lowering never passes them)
-    i_len = 1 if weight.dense else int(weight.indices.shape[0])
-    p_len = 1 if weight.dense else int(weight.indptr.shape[0])
-    i_dtype = "uint8" if weight.dense else str(weight.indices.dtype)
-    p_dtype = "int32" if weight.dense else str(weight.indptr.dtype)
-
     x_shape = (int(np.prod(padded_shape(spec.direct))),) if spec.direct else (m, k)
     y_shape = (m, n) if spec.pixels is None else (m // spec.pixels, n, spec.pixels)
+    v_data, v_indices, v_indptr = view("data"), view("indices", "uint8"), view("indptr")
+    v_corr, v_scale = view("corr"), view("scale", "float32")
+    v_bias, v_tail = view("bias", "float32"), view("tail_bias", "float32")
 
     @T.prim_func
     def kernel(
         X: T.Buffer(x_shape, x_dtype),
-        data: T.Buffer((d_len,), "int32"),
-        indices: T.Buffer((i_len,), i_dtype),
-        indptr: T.Buffer((p_len,), p_dtype),
-        corr: T.Buffer((n,), "int32"),
-        scale: T.Buffer((n,), "float32"),
-        bias: T.Buffer((n,), "float32"),
-        tail_bias: T.Buffer((n,), "float32"),
+        blob: T.Buffer((blob_len,), "uint8"),
         Y: T.Buffer(y_shape, y_dtype),
     ):
         T.func_attr(_ATTRS)
+        data = T.decl_buffer(v_data[0], v_data[1], data=blob.data, elem_offset=v_data[2])
+        indices = T.decl_buffer(
+            v_indices[0], v_indices[1], data=blob.data, elem_offset=v_indices[2]
+        )
+        indptr = T.decl_buffer(v_indptr[0], v_indptr[1], data=blob.data, elem_offset=v_indptr[2])
+        corr = T.decl_buffer(v_corr[0], v_corr[1], data=blob.data, elem_offset=v_corr[2])
+        scale = T.decl_buffer(v_scale[0], v_scale[1], data=blob.data, elem_offset=v_scale[2])
+        bias = T.decl_buffer(v_bias[0], v_bias[1], data=blob.data, elem_offset=v_bias[2])
+        tail_bias = T.decl_buffer(v_tail[0], v_tail[1], data=blob.data, elem_offset=v_tail[2])
         body(X, data, indices, indptr, corr, scale, bias, tail_bias, Y)
 
-    keep = [True, True, not weight.dense, not weight.dense, spec.correction, True]
-    keep += [spec.bias, spec.tail_bias, True]
-    return _only(kernel, keep)
-
-
-def _only(func: tvm.tirx.PrimFunc, keep: list[bool]) -> tvm.tirx.PrimFunc:
-    """``func`` without the parameters ``keep`` drops (unused by its body)."""
-    params = [p for p, k in zip(func.params, keep) if k]
-    return tvm.tirx.PrimFunc(params, func.body, func.ret_type, func.attrs)
+    return kernel
 
 
 def _dense_body(weight: MicroInt8Weight, spec: MicroInt8Spec, store):

@@ -19,7 +19,7 @@ from tvm import relax
 
 from sparse_tvm.analysis.layers import Layer
 from sparse_tvm.micro.conv_patches import im2col_kernel, pad_kernel, padded_shape
-from sparse_tvm.micro.int8_kernels import MicroInt8Spec, MicroTail, micro_int8_kernel
+from sparse_tvm.micro.int8_kernels import MicroInt8Spec, MicroTail, micro_int8_kernel, pack_blob
 from sparse_tvm.micro.int8_weight import MicroInt8Weight
 from sparse_tvm.transform.int8_lowering import (
     activation_after_kernel,
@@ -48,12 +48,11 @@ def micro_int8_layer(layer: Layer) -> Layer:
     return int8_end(layer)
 
 
-def micro_int8_arrays(
-    layer: Layer, weight: MicroInt8Weight
-) -> tuple[MicroInt8Spec, list[np.ndarray]]:
-    """The kernel's spec and its arrays after ``X``, in parameter order; arrays that would
-    be all zeros (a correction for activations without a zero point, an absent bias) are
-    left out and the spec says so."""
+def micro_int8_arrays(layer: Layer, weight: MicroInt8Weight) -> tuple[MicroInt8Spec, np.ndarray]:
+    """The kernel's spec and its constant blob (the weight's arrays and the epilogue's,
+    :func:`~sparse_tvm.micro.int8_kernels.pack_blob`); arrays that would be all zeros (a
+    correction for activations without a zero point, an absent bias) are left out and the
+    spec says so."""
     ops = layer.int8
     n = layer.shape[0]
     requant = requantizes(layer)
@@ -83,14 +82,11 @@ def micro_int8_arrays(
         direct=direct,
         pixels=None if conv is None else conv.output_hw[0] * conv.output_hw[1],
     )
-    arrays = [weight.data]
+    arrays = {"data": weight.data, "corr": correction, "scale": scale}
+    arrays |= {"bias": bias, "tail_bias": tail_bias}
     if not weight.dense:
-        arrays += [weight.indices, weight.indptr]
-    if spec.correction:
-        arrays.append(correction)
-    arrays.append(scale)
-    arrays += [a for a in (bias, tail_bias) if a is not None]
-    return spec, arrays
+        arrays |= {"indices": weight.indices, "indptr": weight.indptr}
+    return spec, pack_blob(weight, spec, arrays)
 
 
 def lower_micro_int8(builder: relax.BlockBuilder, plan: SparsePlan, xq: relax.Expr) -> relax.Expr:
@@ -99,7 +95,7 @@ def lower_micro_int8(builder: relax.BlockBuilder, plan: SparsePlan, xq: relax.Ex
     n, k = layer.shape
     conv = layer.conv
     m = layer.m * layer.batch  # a conv's rows: every output pixel of every image
-    spec, arrays = micro_int8_arrays(dataclasses.replace(layer, m=m), weight)
+    spec, blob = micro_int8_arrays(dataclasses.replace(layer, m=m), weight)
     kind = "dense" if weight.dense else f"{weight.r}x1"
     name = sanitize(layer.name)
     gv = add_kernel(
@@ -124,9 +120,10 @@ def lower_micro_int8(builder: relax.BlockBuilder, plan: SparsePlan, xq: relax.Ex
         x2 = builder.emit(relax.op.reshape(xq, (m, k)))
     else:
         x2 = xq
-    constants = [relax.const(a) for a in arrays]
     shape = (m, n) if conv is None else (layer.batch, n, layer.m)  # a conv's: channels first
-    out = builder.emit(relax.call_tir(gv, [x2, *constants], tensor_type(shape, spec.out_dtype)))
+    out = builder.emit(
+        relax.call_tir(gv, [x2, relax.const(blob)], tensor_type(shape, spec.out_dtype))
+    )
     if tuple(int(s) for s in out.ty.shape) != tuple(layer.output_shape):
         out = builder.emit(relax.op.reshape(out, layer.output_shape))
     return activation_after_kernel(builder, layer, out)
