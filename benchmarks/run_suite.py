@@ -4,6 +4,7 @@
     python benchmarks/run_suite.py --quick         # ~3 min: 2 shapes, 2 sparsities, 2 models
     python benchmarks/run_suite.py --preset cnn    # ~10 min: the CNN goals (dense and 90 % 4x1)
     python benchmarks/run_suite.py --preset transformer  # MiniLM-L6 + BERT-base layer goals
+    python benchmarks/run_suite.py --preset int8   # ~5 min: the int8 goals (needs AVX-512 VNNI)
     python benchmarks/run_suite.py --out DIR       # default benchmarks/results/suite
     python benchmarks/run_suite.py --redraw DIR    # tables and plots again from DIR/suite.json
 
@@ -15,11 +16,14 @@ layer at sequence 128, ResNet-50, MobileNet-v1 and -v2 at 224x224 and an MLP, de
 90 % in each pattern, against onnxruntime and OpenVINO (where installed: ``pip install -r
 benchmarks/requirements.txt``) and DeepSparse (where ``$DEEPSPARSE_PYTHON`` names its own
 environment's Python); for the CNNs, where each build's time goes (``suite_split.py``).
+int8 (``suite_int8.py``, hosts with AVX-512 VNNI): the BERT-base FFN layers, a BERT-base layer
+and MiniLM-L6 pruned 90 % in 16x4, quantized and compiled, against onnxruntime int8 / float32
+and sparse-tvm's float build.
 
 Writes into the output folder: ``suite.json`` (every sample, the machine, the config),
 ``suite.md`` (the tables, the goals), ``speedup_vs_sparsity.png``, ``per_layer_<model>.png``,
-``time_split.png`` (the CNN builds' time split) and ``report_<model>.html`` (sparse-tvm's own
-HTML report of the model's 90 % 16x1 build).
+``time_split.png`` (the CNN builds' time split), ``int8.png`` and ``report_<model>.html``
+(sparse-tvm's own HTML report of the model's 90 % 16x1 build).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from pathlib import Path
 import common  # noqa: I001  (puts the repository root on sys.path, sets TVM_NUM_THREADS)
 
 import suite_kernels
+import suite_int8
 import suite_models
 import suite_report
 from suite_kernels import KernelShape
@@ -63,6 +68,7 @@ PRESETS = {
         "model_rounds": 9,
         "model_batch_s": 0.25,
         "split_runs": 20,
+        "int8_cases": ["ffn.up", "ffn.down", "bert_layer", "minilm"],
     },
     "quick": {
         "shapes": [BERT_SHAPES[2], CONV_SHAPES[2]],
@@ -75,6 +81,7 @@ PRESETS = {
         "model_rounds": 3,
         "model_batch_s": 0.05,
         "split_runs": 5,
+        "int8_cases": ["ffn.down"],
     },
     # the CNN goals only (issue 14's table): three CNNs, dense and 90 % 4x1, no kernel cases
     "cnn": {
@@ -108,7 +115,20 @@ PRESETS["transformer"] = {
     "model_batch_s": 0.25,
     "split_runs": 10,
 }
-SPARSITY = 0.9  # whole models, and the headline kernel table
+# the int8 goals (issue 16) only
+PRESETS["int8"] = {
+    "shapes": [],
+    "sparsities": [],
+    "patterns": [],
+    "kernel_rounds": 0,
+    "kernel_batch_s": 0.0,
+    "models": [],
+    "model_patterns": [],
+    "model_rounds": 11,
+    "model_batch_s": 0.05,
+    "int8_cases": ["ffn.up", "ffn.down", "bert_layer", "minilm"],
+}
+SPARSITY = 0.9  # whole models, the int8 cases and the headline kernel table
 
 
 def lscpu_model() -> str | None:
@@ -159,6 +179,9 @@ def run(config: dict, seed: int = 0) -> dict:
         )
         for name in config["models"]
     ]
+    int8 = suite_int8.run_int8(
+        config.get("int8_cases", []), SPARSITY, config["model_rounds"], seed, say
+    )
     stored = dict(config)
     stored["shapes"] = [asdict(shape) for shape in config["shapes"]]
     stored["seed"] = seed
@@ -172,6 +195,8 @@ def run(config: dict, seed: int = 0) -> dict:
         "kernels": kernels,
         "models": models,
         "goals": suite_report.goals(models),
+        "int8": int8,
+        "int8_goals": suite_int8.int8_goals(int8),
     }
 
 
@@ -196,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         "--preset",
         choices=sorted(PRESETS),
         help="a named preset (cnn: the CNN goals, ~10 min; transformer: MiniLM-L6 and the "
-        "BERT-base layer, the FFN kernels at 90 %% 1x1)",
+        "BERT-base layer, the FFN kernels at 90 %% 1x1; int8: the int8 goals, ~5 min)",
     )
     parser.add_argument(
         "--out", default=str(common.RESULTS / "suite"), help="output folder (created)"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import common  # noqa: I001  (puts the repository root on sys.path)
 
+import suite_int8
 from suite_split import BUCKET_LABELS as BUCKETS  # bucket -> label, the tables' order
 
 SPEEDUP_PNG = "speedup_vs_sparsity.png"
@@ -447,21 +448,25 @@ def markdown(data: dict, headline_sparsity: float = 0.9) -> str:
         f"Machine: {machine_line(data)}.",
         "",
         f"Latencies are medians over {cfg['kernel_rounds']} (kernels) and "
-        f"{cfg['model_rounds']} (models) interleaved rounds; every ratio compares timings "
+        f"{cfg['model_rounds']} (models, int8 cases) interleaved rounds; every ratio compares timings "
         "measured in the same run (same process, same rounds). A ratio > 1 means sparse-tvm is "
         "faster. Weights are pruned by block magnitude; `bytes` / `weight bytes` = stored "
         "sparse weights / dense weights.",
         "",
         *placement_line(data),
-        "### Whole models",
-        "",
-        *model_notes(data.get("models", [])),
-        *model_table(data.get("models", [])),
-        "",
-        *goals_section(data.get("models", [])),
-        *time_split_section(data.get("models", [])),
-        *op_split_section(data.get("models", [])),
     ]
+    if data.get("models"):  # the int8 preset times no whole float models
+        lines += [
+            "### Whole models",
+            "",
+            *model_notes(data["models"]),
+            *model_table(data["models"]),
+            "",
+            *goals_section(data["models"]),
+            *time_split_section(data["models"]),
+            *op_split_section(data["models"]),
+        ]
+    lines += suite_int8.int8_section(data.get("int8", []))
     if data.get("kernels"):  # the CNN preset times no kernel cases: no empty table
         lines += [
             f"### Kernels at {headline_sparsity:.0%}",
@@ -663,6 +668,9 @@ def plot_all(data: dict, folder: Path, per_layer_pattern: str = "16x1") -> list[
         if path is not None:
             written.append(path)
     path = plot_time_split(data.get("models", []), folder / TIME_SPLIT_PNG)
+    if path is not None:
+        written.append(path)
+    path = suite_int8.plot_int8(data.get("int8", []), folder / suite_int8.INT8_PNG)
     if path is not None:
         written.append(path)
     return written

@@ -30,6 +30,7 @@ def needs(available: bool, reason: str) -> pytest.MarkDecorator:
 vnni = pytest.mark.skipif(
     "avx512_vnni" not in cpu_flags(), reason="runs AVX-512 VNNI code: the host has none"
 )
+avx2 = pytest.mark.skipif("avx2" not in cpu_flags(), reason="runs AVX2 code: the host has none")
 
 
 def skip_missing(reason: str) -> None:

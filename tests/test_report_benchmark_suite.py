@@ -368,3 +368,47 @@ def test_mobilenet_example_compiles_sparse_and_matches_onnxruntime():
     np.testing.assert_allclose(
         compiled.run(inputs)[0], ort_run(model, inputs)[0], rtol=1e-4, atol=1e-4
     )
+
+
+def test_int8_cases_reach_the_table_the_goals_and_the_plot(tmp_path):
+    import suite_int8
+
+    def case(name, lat, err):
+        st_int8 = lat["st_int8"]
+        return {
+            "case": name,
+            "int8_layers": 1,
+            "layers": 1,
+            "latency_s": lat,
+            "int8_speedup_over": {k: v / st_int8 for k, v in lat.items() if k != "st_int8"},
+            "max_rel_err": {"st_int8_vs_ort_int8": err},
+        }
+
+    cases = [
+        case(
+            "ffn.down",
+            {"st_int8": 1e-4, "st_float32": 3e-4, "ort_int8": 6e-4, "ort_float32": 3e-3},
+            7e-8,
+        ),
+        case(
+            "minilm",
+            {"st_int8": 3e-3, "st_float32": 3.5e-3, "ort_int8": 6e-3, "ort_float32": 2e-2},
+            0.02,
+        ),
+    ]
+    goals = {(g["case"], g["goal"].split(" (")[0]): g for g in suite_int8.int8_goals(cases)}
+    assert goals[("ffn.down", ">= 2x sparse-tvm float32")]["met"]  # 3.00x
+    assert goals[("ffn.down", ">= 5x onnxruntime int8")]["met"]  # 6.00x
+    assert not goals[("minilm", ">= 3x onnxruntime int8")]["met"]  # 2.00x
+    assert not goals[("minilm", "max rel error vs onnxruntime int8 <= 0.01")]["met"]
+    text = "\n".join(suite_int8.int8_section(cases))
+    assert (
+        "| ffn.down | 1/1 | 0.100 | 0.300 | 0.600 | 3.000 | 3.00x / 6.00x / 30.00x | 7.0e-08 |"
+        in text
+    )
+    assert "| minilm | >= 3x onnxruntime int8 (same QDQ model) | 2.00x | MISSED |" in text
+    png = suite_int8.plot_int8(cases, tmp_path / "int8.png")
+    assert Image.open(png).size[0] > 400
+    assert (
+        suite_int8.int8_section([]) == [] and suite_int8.plot_int8([], tmp_path / "x.png") is None
+    )

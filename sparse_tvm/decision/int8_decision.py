@@ -20,7 +20,8 @@ timing noise the margin stands for). Same-shape layers of about the same block d
 measured twin's result. Where layers are not timed (an Arm target
 compiled on an x86 host), the int8 kernel is chosen when at least
 :data:`INT8_MIN_ZERO_BLOCKS` of the 16x4 blocks are zero (an int8
-multiply-add does 4x a float32 FMA's work, so half the blocks is a safe gain).
+multiply-add does 4x a float32 FMA's work, so half the blocks is a safe gain; AVX2's 16-bit
+pairs 2x: three quarters).
 """
 
 from __future__ import annotations
@@ -45,11 +46,12 @@ from sparse_tvm.tuning.records import layer_key
 
 __all__ = ["INT8_EFFICIENCY", "INT8_MIN_ZERO_BLOCKS", "Int8Twins", "decide_int8", "int8_possible"]
 
-INT8_MIN_ZERO_BLOCKS = 0.5
+INT8_MIN_ZERO_BLOCKS = {"vnni": 0.5, "sdot": 0.5, "avx2": 0.75}
 # The untimed estimate over the float32 dense layer: int8 multiply-adds do 4x a float32 FMA's
 # work, about half of it reached over 1 / block density (BERT FFN layers at 90 % 16x4, M = 128:
-# 24-27x the float32 dense layer measured, 2 / 0.1 = 20x estimated)
-INT8_EFFICIENCY = 2.0
+# 24-27x the float32 dense layer measured, 2 / 0.1 = 20x estimated); AVX2's vpmaddwd does 2x
+# an FMA's, with the X pairs to build: about half that
+INT8_EFFICIENCY = {"vnni": 2.0, "sdot": 2.0, "avx2": 1.0}
 ROUNDS = 3  # alternated timings of each path; the fastest median of each counts
 TWIN_DENSITY_TOLERANCE = 0.01
 
@@ -99,9 +101,10 @@ def decide_int8(decision, backend, options, twins: Int8Twins | None = None):
     float_label = decision.choice.label
     label = f"int8 bsr 16x4 ({1 - density:.0%} zero blocks)"
     if not options.measure:
-        if 1 - density < INT8_MIN_ZERO_BLOCKS:
+        isa = int8_isa(getattr(backend, "tvm_target", None))
+        if 1 - density < INT8_MIN_ZERO_BLOCKS[isa]:
             return decision
-        estimate = INT8_EFFICIENCY / max(density, 1e-6)
+        estimate = INT8_EFFICIENCY[isa] / max(density, 1e-6)
         reason = f"{label}: estimated {estimate:.1f}x over float32 dense, not timed"
         choice = FormatChoice("int8 bsr", (16, 4), estimate, reason)
         return LayerDecision(int8, choice, blocks, decided_by=ESTIMATED)

@@ -56,6 +56,7 @@ __all__ = [
     "Int8Tail",
     "int8_blocks",
     "int8_blocks_fit",
+    "int16_pairs",
     "int8_spmm_kernel",
     "x_offset",
 ]
@@ -75,6 +76,9 @@ class DotIsa:
     intrinsic: str
     unsigned_x: bool
     m_tile: int  # rows of X a task keeps in accumulators (x 16 / lanes registers each)
+    # 16-bit pairs (AVX2's vpmaddwd: 2 products a lane, no saturation): the block's weights
+    # stored widened, (w0, w1) and (w2, w3) per lane (:func:`int16_pairs`), two instructions
+    pairs: bool = False
 
 
 ISAS = {
@@ -82,7 +86,20 @@ ISAS = {
     "vnni": DotIsa("vnni", 16, VNNI, True, 16),
     # Armv8.2 dotprod: s8 x s8, 4 lanes: a 16x4 block is four (16 accumulators at 4 rows)
     "sdot": DotIsa("sdot", 4, "llvm.aarch64.neon.sdot.v4i32.v16i8", False, 4),
+    # AVX2 without VNNI: vpmaddwd (s16 x s16 pairs into 8 int32 lanes) on the weights widened
+    # to 16 bits and X's bytes as 16-bit pairs: exact (vpmaddubsw, u8 x s8, saturates at
+    # 2 x 255 x 127); a 16x4 block is four (8 accumulators at 4 rows)
+    "avx2": DotIsa("avx2", 8, "llvm.x86.avx2.pmadd.wd", True, 4, pairs=True),
 }
+
+
+def int16_pairs(data: np.ndarray) -> np.ndarray:
+    """:class:`Int8Blocks` data (a block: 16 lanes of 4 int8 weights) as the ``pairs`` ISAs
+    read it: per block, the 16 lanes' ``(w0, w1)`` as int16 pairs, then their ``(w2, w3)``
+    (int32 words, twice the bytes)."""
+    quads = np.asarray(data, np.int32).view(np.int8).reshape(-1, LANES, QUAD).astype(np.int16)
+    pairs = np.stack([quads[:, :, 0:2], quads[:, :, 2:4]], axis=1)  # (blocks, 2, 16, 2)
+    return np.ascontiguousarray(pairs).reshape(-1).view(np.int32)
 
 
 def x_offset(isa: str, x_signed: bool) -> int:
@@ -210,7 +227,7 @@ def int8_spmm_kernel(spec: Int8Spec) -> tvm.tirx.PrimFunc:
     block_rows = n // L
     quads = k // QUAD
     n_blocks = max(spec.blocks, 1)  # (a buffer needs an element)
-    n_data = n_blocks * L
+    n_data = n_blocks * L * (2 if isa.pairs else 1)
     lanes = T.ramp(0, 1, L)
     out_dtype = spec.out_dtype
     if spec.tail is not None and spec.out_zero is None:
@@ -250,20 +267,32 @@ def int8_spmm_kernel(spec: Int8Spec) -> tvm.tirx.PrimFunc:
                 acc[i, lanes] = T.broadcast(T.int32(0), L) - correction[T.ramp(br * L, 1, L)]
             for b in range(indptr[br + 1] - indptr[br]):
                 for i in T.unroll(mt):
-                    for p in T.unroll(parts):
-                        acc[i, T.ramp(p * vl, 1, vl)] = T.call_llvm_pure_intrin(
-                            f"int32x{vl}",
-                            isa.intrinsic,
-                            acc[i, T.ramp(p * vl, 1, vl)],
-                            T.reinterpret(
-                                f"int8x{4 * vl}",
-                                T.broadcast(x_dword(Xq, x_at(m0 + i, br, b, indices, indptr)), vl),
-                            ),
-                            T.reinterpret(
-                                f"int8x{4 * vl}",
-                                data[T.ramp((indptr[br] + b) * L + p * vl, 1, vl)],
-                            ),
-                        )
+                    if isa.pairs:  # AVX2: two vpmaddwd a part
+                        for p in T.unroll(parts):
+                            d = T.meta_var(x_dword(Xq, x_at(m0 + i, br, b, indices, indptr)))
+                            w = T.meta_var((indptr[br] + b) * (2 * L) + p * vl)
+                            acc[i, T.ramp(p * vl, 1, vl)] = (
+                                acc[i, T.ramp(p * vl, 1, vl)]
+                                + _pmaddwd(_x_pair(d, 0, vl), data[T.ramp(w, 1, vl)], isa)
+                                + _pmaddwd(_x_pair(d, 2, vl), data[T.ramp(w + L, 1, vl)], isa)
+                            )
+                    else:
+                        for p in T.unroll(parts):
+                            acc[i, T.ramp(p * vl, 1, vl)] = T.call_llvm_pure_intrin(
+                                f"int32x{vl}",
+                                isa.intrinsic,
+                                acc[i, T.ramp(p * vl, 1, vl)],
+                                T.reinterpret(
+                                    f"int8x{4 * vl}",
+                                    T.broadcast(
+                                        x_dword(Xq, x_at(m0 + i, br, b, indices, indptr)), vl
+                                    ),
+                                ),
+                                T.reinterpret(
+                                    f"int8x{4 * vl}",
+                                    data[T.ramp((indptr[br] + b) * L + p * vl, 1, vl)],
+                                ),
+                            )
             for i in T.unroll(mt):
                 if m0 + i < m:
                     Yf[T.ramp((m0 + i) * n + br * L, 1, L)] = _epilogue(
@@ -275,6 +304,24 @@ def int8_spmm_kernel(spec: Int8Spec) -> tvm.tirx.PrimFunc:
                     )
 
     return spmm_int8
+
+
+def _x_pair(dword, first: int, lanes: int):
+    """Bytes ``first`` and ``first + 1`` of X's dword (as read: unsigned) as a 16-bit pair,
+    broadcast to every int32 lane."""
+    lo = T.bitwise_and(T.shift_right(dword, 8 * first), 0xFF)
+    hi = T.bitwise_and(T.shift_left(dword, 8) if first == 0 else T.shift_right(dword, 8), 0xFF0000)
+    return T.broadcast(T.bitwise_or(lo, hi), lanes)
+
+
+def _pmaddwd(x_pairs, w_pairs, isa: DotIsa):
+    """Each int32 lane: the two 16-bit products of its X pair and weight pair, summed."""
+    return T.call_llvm_pure_intrin(
+        f"int32x{isa.lanes}",
+        isa.intrinsic,
+        T.reinterpret(f"int16x{2 * isa.lanes}", x_pairs),
+        T.reinterpret(f"int16x{2 * isa.lanes}", w_pairs),
+    )
 
 
 def _vector(value, dtype: str):

@@ -76,11 +76,17 @@ def has_dotprod(target: tvm.target.Target | None) -> bool:
 
 def int8_isa(target: tvm.target.Target | None) -> str | None:
     """The int8 dot-product instruction the int8 kernels use on ``target`` (``"vnni"``,
-    ``"sdot"``; ``kernels.spmm_int8.ISAS``), None where it has neither."""
+    ``"sdot"``, or ``"avx2"``: x86 without VNNI, 16-bit ``vpmaddwd``;
+    ``kernels.spmm_int8.ISAS``), None where it has none of them."""
     if has_vnni(target):
         return "vnni"
     if has_dotprod(target):
         return "sdot"
+    if target is not None and target.kind.name == "llvm":
+        triple = str(target.attrs.get("mtriple", ""))
+        x86 = not triple or triple.startswith(("x86_64", "i686"))
+        if x86 and codegen.target_has_features("avx2", target):
+            return "avx2"
     return None
 
 

@@ -29,11 +29,13 @@ from tvm import relax
 
 from sparse_tvm.analysis.layers import Layer
 from sparse_tvm.kernels.spmm_int8 import (
+    ISAS,
     Int8Blocks,
     Int8Spec,
     Int8Tail,
     int8_blocks,
     int8_spmm_kernel,
+    int16_pairs,
     x_offset,
 )
 from sparse_tvm.transform.lowering import SparsePlan, add_kernel, sanitize, tensor_type
@@ -100,7 +102,8 @@ def int8_arguments(layer: Layer, blocks: Int8Blocks, isa: str = "vnni") -> list[
     tail_bias = np.zeros(n, np.float32)
     if tail is not None and tail.bias is not None:
         tail_bias = tail.bias.astype(np.float32)
-    return [blocks.data, blocks.indices, blocks.indptr, correction, scale, bias, tail_bias]
+    data = int16_pairs(blocks.data) if ISAS[isa].pairs else blocks.data  # AVX2: 16-bit pairs
+    return [data, blocks.indices, blocks.indptr, correction, scale, bias, tail_bias]
 
 
 def lower_int8(

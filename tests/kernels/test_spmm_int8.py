@@ -10,10 +10,11 @@ import tvm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sparse_tvm.kernels.spmm_int8 import Int8Spec, int8_blocks, int8_spmm_kernel
-from tests.conftest import vnni
+from sparse_tvm.kernels.spmm_int8 import Int8Spec, int8_blocks, int8_spmm_kernel, int16_pairs
+from tests.conftest import avx2, vnni
 
 TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "cascadelake", "num-cores": 2})
+AVX2 = tvm.target.Target({"kind": "llvm", "mcpu": "haswell", "num-cores": 2})
 
 
 def _weight(rng, n, k, sparsity, block_sparsity):
@@ -27,17 +28,18 @@ def _weight(rng, n, k, sparsity, block_sparsity):
     return w
 
 
-def run_int8(w, m, x_zero, relu=False, m_tile=16, seed=0, out_zero=None, signed=False):
-    """Run the kernel; ``signed``: int8 X (read as X + 128) and, with ``out_zero``, int8 out."""
+def run_int8(w, m, x_zero, relu=False, m_tile=16, seed=0, out_zero=None, signed=False, isa="vnni"):
+    """Run the kernel; ``signed``: int8 X (read as X + 128) and, with ``out_zero``, int8 out;
+    ``isa`` "avx2": the vpmaddwd kernel on the weights widened to 16-bit pairs."""
     rng = np.random.default_rng(seed)
     n, k = w.shape
     blocks = int8_blocks(w)
     spec = Int8Spec(
         n, k, m, blocks.blocks, relu=relu, m_tile=m_tile, out_zero=out_zero,
-        x_signed=signed, out_signed=signed and out_zero is not None,
+        x_signed=signed, out_signed=signed and out_zero is not None, isa=isa,
     )  # fmt: skip
     func = int8_spmm_kernel(spec).with_attr("global_symbol", "spmm_int8")
-    lib = tvm.compile(func, TARGET)
+    lib = tvm.compile(func, AVX2 if isa == "avx2" else TARGET)
     x_type, out_type = (np.int8, np.int8) if signed else (np.uint8, np.uint8)
     info = np.iinfo(x_type)
     x = rng.integers(info.min, info.max + 1, (m, k)).astype(x_type)
@@ -46,7 +48,8 @@ def run_int8(w, m, x_zero, relu=False, m_tile=16, seed=0, out_zero=None, signed=
     correction = ((x_zero + 128 * signed) * blocks.row_sums).astype(np.int32)
     y = np.full((m, n), np.nan, np.float32) if out_zero is None else np.full((m, n), 7, out_type)
     tail_bias = np.full(n, np.nan, np.float32)  # read only with a tail
-    args = [x, blocks.data, blocks.indices, blocks.indptr, correction, scale, bias, tail_bias, y]
+    data = int16_pairs(blocks.data) if isa == "avx2" else blocks.data
+    args = [x, data, blocks.indices, blocks.indptr, correction, scale, bias, tail_bias, y]
     tensors = [tvm.runtime.tensor(a) for a in args]
     lib.jit()["spmm_int8"](*tensors)
     exact = x.astype(np.int64) @ w.T.astype(np.int64) - x_zero * w.astype(np.int64).sum(1)
@@ -175,6 +178,37 @@ def test_qdq_tail_in_the_epilogue(m, out_zero, activation, requant, seed):
     assert got.dtype == np.uint8
     diff = np.abs(got.astype(np.int32) - want.astype(np.int32))
     assert diff.max() <= 1 and np.mean(diff == 0) >= 0.99
+
+
+@avx2
+@settings(max_examples=10, deadline=None)
+@given(
+    n=st.sampled_from([16, 48]),
+    k=st.sampled_from([4, 12, 64]),
+    m=st.integers(1, 20),
+    block_sparsity=st.sampled_from([0.0, 0.6, 1.0]),
+    x_zero=st.integers(0, 255),
+    signed=st.booleans(),
+    relu=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_avx2_kernel_is_exact_where_vpmaddubsw_would_saturate(
+    n, k, m, block_sparsity, x_zero, signed, relu, seed
+):
+    """The AVX2 path (no VNNI): exact int32 sums, also for the extreme bytes (255 x 127 twice
+    overflows vpmaddubsw's int16)."""
+    rng = np.random.default_rng(seed)
+    w = _weight(rng, n, k, 0.0, block_sparsity)
+    w[rng.random(w.shape) < 0.3] = 127  # X up to 255: pair sums of 64,770
+    got, ref, _ = run_int8(w, m, x_zero, relu=relu, m_tile=4, seed=seed, signed=signed, isa="avx2")
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_avx2_instruction_in_the_assembly():
+    spec = Int8Spec(768, 768, 128, 4000, isa="avx2")
+    lib = tvm.compile(int8_spmm_kernel(spec).with_attr("global_symbol", "k"), AVX2)
+    asm = lib.mod.inspect_source("asm")
+    assert asm.count("vpmaddwd") >= 16 and "vpdpbusd" not in asm and "zmm" not in asm
 
 
 def test_the_instruction_in_the_assembly():
