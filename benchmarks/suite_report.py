@@ -447,8 +447,9 @@ def markdown(data: dict, headline_sparsity: float = 0.9) -> str:
         "",
         f"Machine: {machine_line(data)}.",
         "",
-        f"Latencies are medians over {cfg['kernel_rounds']} (kernels) and "
-        f"{cfg['model_rounds']} (models, int8 cases) interleaved rounds; every ratio compares timings "
+        "Latencies are medians over "
+        + (f"{cfg['kernel_rounds']} (kernels) and " if data.get("kernels") else "")
+        + f"{cfg['model_rounds']} (models, int8 cases) interleaved rounds; every ratio compares timings "
         "measured in the same run (same process, same rounds). A ratio > 1 means sparse-tvm is "
         "faster. Weights are pruned by block magnitude; `bytes` / `weight bytes` = stored "
         "sparse weights / dense weights.",
