@@ -5,7 +5,9 @@ takes the ``r x 1`` block shape and index encoding with the fewest bytes
 (:func:`sparse_tvm.micro.compact.smallest_compact`) and stays dense unless that is smaller
 than the dense weight: on a microcontroller the rule is "smaller at equal speed". The kernels are
 serial C from TVM's ``c`` target, a direct sparse convolution instead of im2col
-(:class:`sparse_tvm.micro.lowering.MicroLowering`).
+(:class:`sparse_tvm.micro.lowering.MicroLowering`). A quantized model's layers with int8
+operands run the int8 ``SMLAD`` kernels, in the smallest of the dense int8 and sparse int8
+layouts (:meth:`MicroBackend._store_int8`).
 """
 
 from __future__ import annotations

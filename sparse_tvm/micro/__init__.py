@@ -20,6 +20,14 @@ Design, layer by layer:
 - ``harness``   ``main.c`` (the example input, or a test's inputs and expected outputs), run by
                 ``make run`` (qemu) or ``make host``
 
+A quantized (QDQ) model's layers run int8 kernels instead:
+
+- ``int8_weight``            int8 weights, dense or ``r x 1`` blocks, in ``SXTB16`` / ``SMLAD`` order
+- ``int8_kernels``           the ``SMLAD`` kernels and the QDQ epilogue (one constant blob each)
+- ``conv_patches``           a conv's zero-point-padded input, read in place by the sparse kernel
+- ``int8_lowering``          a layer with int8 operands as one int8 kernel call
+- ``quantized_activations``  float -> 8-bit quantize ops as a kernel; max pools on the bytes
+
 Why TVM's ``c`` target for every kernel, sparse ones included: one code generator, and the
 kernels can be tuned like the rest later. The packed calling convention costs a few dozen
 bytes of constant ``DLTensor`` descriptors per call, all in flash.

@@ -1,8 +1,10 @@
 """int8 kernels for microcontrollers: ``SMLAD`` multiply-adds, the QDQ epilogue, C by TVM.
 
-A quantized model's MatMul / Gemm layer (``Layer.int8``) runs on its 8-bit activations and int8
-weights packed by :mod:`sparse_tvm.micro.int8_weight`: exact int32 sums, two products per
-``SMLAD``. The DSP instructions come from ``sparse_tvm_micro.h`` (``stvm_smlad``,
+A quantized model's MatMul / Gemm layer or conv (``Layer.int8``) runs on its 8-bit activations
+and int8 weights packed by :mod:`sparse_tvm.micro.int8_weight`: exact int32 sums, two products
+per ``SMLAD``; a sparse conv reads its padded input in place (``MicroInt8Spec.direct``,
+:mod:`sparse_tvm.micro.conv_patches`) and writes its output channels first. The DSP
+instructions come from ``sparse_tvm_micro.h`` (``stvm_smlad``,
 ``stvm_sxtb16``, ``stvm_sxtb16_ror8``, ``stvm_pack16``): the ACLE intrinsics where the core has
 the DSP extension (Cortex-M4 / M7 / M33 / M55), plain C with the same results elsewhere
 (Cortex-M3, the host build), so a project is bit-exact on every core.
@@ -283,18 +285,10 @@ def _dense_body(weight: MicroInt8Weight, spec: MicroInt8Spec, store):
                     w1 = T.meta_var(data[(2 * rp + 1) * words + j])
                     a = T.meta_var(xp[2 * j])
                     b = T.meta_var(xp[2 * j + 1])
-                    acc[0] = _ext(
-                        "int32", "stvm_smlad", _ext("int32", "stvm_sxtb16", w0), a, acc[0]
-                    )
-                    acc[0] = _ext(
-                        "int32", "stvm_smlad", _ext("int32", "stvm_sxtb16_ror8", w0), b, acc[0]
-                    )
-                    acc[1] = _ext(
-                        "int32", "stvm_smlad", _ext("int32", "stvm_sxtb16", w1), a, acc[1]
-                    )
-                    acc[1] = _ext(
-                        "int32", "stvm_smlad", _ext("int32", "stvm_sxtb16_ror8", w1), b, acc[1]
-                    )
+                    acc[0] = _smlad(_ext("int32", "stvm_sxtb16", w0), a, acc[0])
+                    acc[0] = _smlad(_ext("int32", "stvm_sxtb16_ror8", w0), b, acc[0])
+                    acc[1] = _smlad(_ext("int32", "stvm_sxtb16", w1), a, acc[1])
+                    acc[1] = _smlad(_ext("int32", "stvm_sxtb16_ror8", w1), b, acc[1])
                 store(Y, mi, 2 * rp, acc[0], corr, scale, bias, tail_bias)
                 if 2 * rp + 1 < n:
                     store(Y, mi, 2 * rp + 1, acc[1], corr, scale, bias, tail_bias)
