@@ -31,7 +31,6 @@ __all__ = [
     "QdqTail",
     "QuantizedOperands",
     "dequantize_of",
-    "dequantize_params",
     "quantized_operands",
     "requantize_of",
     "with_output_quantize",
@@ -149,14 +148,6 @@ def requantize_of(
 ) -> tuple[float, int, bool] | None:
     """``(scale, zero point, signed)`` of a per-tensor 8-bit ``quantize`` call, else None."""
     side = _per_tensor_8bit(value, "relax.quantize", weights)
-    return None if side is None else side[1:]
-
-
-def dequantize_params(
-    value: relax.Expr | None, weights: dict[relax.Var, np.ndarray]
-) -> tuple[float, int, bool] | None:
-    """``(scale, zero point, signed)`` of a per-tensor 8-bit ``dequantize`` call, else None."""
-    side = _per_tensor_8bit(value, "relax.dequantize", weights)
     return None if side is None else side[1:]
 
 

@@ -18,6 +18,7 @@ from sparse_tvm.frontend.dynamic_quantization import matmul_integer_to_qdq
 from sparse_tvm.frontend.fold import fold_constants
 from sparse_tvm.frontend.fold_batchnorm import fold_batchnorm
 from sparse_tvm.frontend.fold_dequantize import WeightScale, fold_quantized_weights
+from sparse_tvm.frontend.fold_requantize import fold_requantize
 from sparse_tvm.frontend.input_shapes import dynamic_dims, fix_input_shapes, graph_inputs
 from sparse_tvm.frontend.load import load_onnx
 from sparse_tvm.frontend.onnx_converters import our_converters
@@ -192,6 +193,7 @@ def import_onnx(
     # layers as QDQ, int8 weights -> float layers (their scales kept for the int8 kernels)
     folded = qoperators_to_qdq(matmul_integer_to_qdq(folded))
     folded, weight_scales = fold_quantized_weights(folded)
+    folded = fold_requantize(folded)  # transposes / reshapes / max pools between QDQ pairs
     if fold_batchnorms:  # Conv/Gemm + BatchNormalization -> one layer with a bias
         folded = fold_batchnorm(folded)
     _inline_static_initializers(folded)

@@ -1,18 +1,12 @@
-"""A QDQ model's activation ops on a microcontroller: ``quantize`` as one small kernel, and
-``dequantize -> max pool -> quantize`` as a max pool of the 8-bit values.
+"""A QDQ model's float32 -> 8-bit ``quantize`` ops on a microcontroller, as one small kernel.
 
-- TVM legalizes ``relax.quantize`` to ``nearbyint(x / scale) + zero``, and on a Cortex-M4 (no
-  ``VRINT``) ``nearbyintf`` is a libm call of some 30 instructions per element: for the digits
-  MLP's 64 inputs, a tenth of the int8 model's work. Each per-tensor float32 quantize with
-  constant scale and zero point becomes a kernel that divides (as QuantizeLinear does), rounds
-  half to even with ``stvm_rint`` (one ``VCVTR`` on a core with an FPU), adds the zero point
-  and saturates.
-- ``quantize(max_pool2d(dequantize(q)))`` with the same scale and zero point is
-  ``max_pool2d(q)``: one pass over bytes instead of three over floats (the digits CNN: 30,000
-  instructions of 330,000). Exact: dequantization is increasing, so the max of the dequantized
-  values is the dequantized max, and quantizing ``(q - z) * s`` back by the same ``s`` and
-  ``z`` rounds to ``q`` (the round trip's float error is far below half a step); the pool's
-  padding, the lowest value of the type, is never the max of a window that holds an input.
+TVM legalizes ``relax.quantize`` to ``nearbyint(x / scale) + zero``, and on a Cortex-M4 (no
+``VRINT``) ``nearbyintf`` is a libm call of some 30 instructions per element: for the digits
+MLP's 64 inputs, a tenth of the int8 model's work. Each per-tensor float32 quantize with
+constant scale and zero point becomes a kernel that divides (as QuantizeLinear does), rounds
+half to even with ``stvm_rint`` (one ``VCVTR`` on a core with an FPU), adds the zero point and
+saturates. (A max pool between a quantize / dequantize pair already runs on the 8-bit values:
+``frontend/fold_requantize``.)
 """
 
 from __future__ import annotations
@@ -23,7 +17,7 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 from tvm.script import tirx as T
 
-from sparse_tvm.analysis.quantized import dequantize_params, requantize_of
+from sparse_tvm.analysis.quantized import requantize_of
 from sparse_tvm.micro.int8_kernels import quantized_value
 from sparse_tvm.transform.lowering import add_kernel, tensor_type
 
@@ -46,13 +40,6 @@ def quantize_kernel(size: int, scale: float, zero: int, signed: bool) -> tvm.tir
 
 @mutator
 class _Rewriter(PyExprMutator):
-    def bound(self, expr: relax.Expr, op: str) -> relax.Call | None:
-        """The call of ``op`` that ``expr`` (a var) is bound to, else None."""
-        value = self.lookup_binding(expr) if isinstance(expr, relax.Var) else None
-        if isinstance(value, relax.Call) and getattr(value.op, "name", "") == op:
-            return value
-        return None
-
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
         if getattr(call.op, "name", "") != "relax.quantize":
@@ -60,10 +47,6 @@ class _Rewriter(PyExprMutator):
         found = requantize_of(call, {})
         if found is None:
             return call
-        pool = self.bound(call.args[0], "relax.nn.max_pool2d")
-        dequantize = None if pool is None else self.bound(pool.args[0], "relax.dequantize")
-        if dequantize is not None and dequantize_params(dequantize, {}) == found:
-            return relax.Call(pool.op, [dequantize.args[0]], pool.attrs)  # same 8-bit type too
         ty = call.ty
         if ty.shape is None or str(call.args[0].ty.dtype) != "float32":
             return call
@@ -79,10 +62,10 @@ class _Rewriter(PyExprMutator):
 
 @tvm.transform.module_pass(opt_level=0, name="MicroQuantizedActivations")
 class QuantizedActivations:
-    """Rewrite ``main``'s quantize ops (module doc); the dead dequantize / float pools go."""
+    """Rewrite ``main``'s float32 -> 8-bit quantize ops (module doc)."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         rewriter = _Rewriter(mod)
         main = rewriter.visit_expr(mod["main"])
         rewriter.builder_.update_func(mod.get_global_var("main"), main)
-        return relax.transform.DeadCodeElimination(["main"])(rewriter.builder_.get())
+        return rewriter.builder_.get()
