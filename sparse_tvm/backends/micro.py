@@ -154,7 +154,8 @@ class MicroBackend(Backend):
             sparse = decision.weight is not None
             if sparse:
                 plans.append(SparsePlan(layer, decision.weight))
-            if getattr(decision.weight, "is_int8", False):  # its dense build: int8 dense
+            if options.compare_dense and getattr(decision.weight, "is_int8", False):
+                # the size report's dense build of an int8 layer: int8 dense
                 stored = decision.weight
                 dense = stored if stored.dense else dense_int8(layer.int8.weight)
                 dense_plans.append(SparsePlan(layer, dense))

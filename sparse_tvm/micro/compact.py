@@ -84,7 +84,7 @@ class CompactSparseWeight:
         return out[:n]
 
 
-def _rows(bsr: BlockSparseWeight) -> list[tuple[np.ndarray, np.ndarray]]:
+def block_rows(bsr: BlockSparseWeight) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per block row: (block columns, data (blocks, r))."""
     r = bsr.block[0]
     flat = bsr.data.reshape(-1, r)  # (blocks, c=1, r) -> (blocks, r)
@@ -94,24 +94,39 @@ def _rows(bsr: BlockSparseWeight) -> list[tuple[np.ndarray, np.ndarray]]:
     ]
 
 
+def bridged_row(cols, values, r: int) -> tuple[list[int], list[np.ndarray]]:
+    """One block row's columns and values for 8-bit deltas: a zero block every 255 columns
+    across a wider gap (the first block counts from column 0)."""
+    out_cols: list[int] = []
+    out_values: list[np.ndarray] = []
+    prev = 0
+    for col, value in zip(list(cols), values):
+        while col - prev > _MAX_DELTA:  # bridge the gap with zero blocks
+            prev += _MAX_DELTA
+            out_cols.append(prev)
+            out_values.append(np.zeros(r, np.float32))
+        out_cols.append(col)
+        out_values.append(value)
+        prev = col
+    return out_cols, out_values
+
+
+def deltas(cols: list[int]) -> list[int]:
+    """A block row's columns as the 8-bit deltas ``delta8`` stores."""
+    return [c - (cols[i - 1] if i else 0) for i, c in enumerate(cols)]
+
+
 def _delta8(rows, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    deltas: list[int] = []
+    steps: list[int] = []
     data: list[np.ndarray] = []
     indptr = [0]
-    zero = np.zeros(r, np.float32)
     for cols, values in rows:
-        prev = 0
-        for col, value in zip(cols.tolist(), values):
-            while col - prev > _MAX_DELTA:  # bridge the gap with zero blocks
-                deltas.append(_MAX_DELTA)
-                data.append(zero)
-                prev += _MAX_DELTA
-            deltas.append(col - prev)
-            data.append(value)
-            prev = col
-        indptr.append(len(deltas))
+        row_cols, row_values = bridged_row(cols.tolist(), values, r)
+        steps += deltas(row_cols)
+        data += row_values
+        indptr.append(len(steps))
     return (
-        np.asarray(deltas, np.uint8),
+        np.asarray(steps, np.uint8),
         np.asarray(data, np.float32).reshape(-1) if data else np.zeros(0, np.float32),
         np.asarray(indptr, np.int64),
     )
@@ -124,7 +139,7 @@ def _indptr(indptr: np.ndarray) -> np.ndarray:
 
 def _encode(bsr: BlockSparseWeight, encoding: str) -> CompactSparseWeight | None:
     r, k = bsr.block[0], bsr.shape[1]
-    rows = _rows(bsr)
+    rows = block_rows(bsr)
     if encoding == "delta8":
         indices, data, indptr = _delta8(rows, r)
     else:

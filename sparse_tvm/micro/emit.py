@@ -41,6 +41,7 @@ _C_TYPES = {
 }
 _DL_CODES = {"i": 0, "u": 1, "f": 2}
 _C_KEYWORDS = {"int", "float", "char", "double", "void", "return", "if", "else", "for", "while"}
+_ALIGNED = "__attribute__((aligned(8)))"
 _INCLUDES = re.compile(r'^#include "tvm/[^"]+"\n', re.MULTILINE)
 
 
@@ -75,14 +76,15 @@ def _c_number(value, dtype: str) -> str:
     return str(int(value))
 
 
-def c_array(name: str, value: np.ndarray, qualifier: str = "const") -> str:
-    """``qualifier ctype name[size] = {...};`` with eight numbers a line."""
+def c_array(name: str, value: np.ndarray, qualifier: str = "const", attributes: str = "") -> str:
+    """``qualifier ctype name[size] [attributes] = {...};`` with eight numbers a line."""
     dtype = str(value.dtype)
     flat = value.reshape(-1)
     numbers = [_c_number(v, dtype) for v in flat.tolist()]
     lines = [", ".join(numbers[i : i + 8]) for i in range(0, len(numbers), 8)]
     body = ",\n  ".join(lines)
-    return f"{qualifier} {_C_TYPES[dtype]} {name}[{max(1, flat.size)}] = {{\n  {body}\n}};\n"
+    declarator = f"{name}[{max(1, flat.size)}]" + (f" {attributes}" if attributes else "")
+    return f"{qualifier} {_C_TYPES[dtype]} {declarator} = {{\n  {body}\n}};\n"
 
 
 def io_identifiers(
@@ -187,8 +189,7 @@ class _Emitter:
             parts.append(f"/* {t.name}: {t.dtype} {list(t.shape)} */")
             # word-aligned: a kernel reads words (LDRD, LDM: no unaligned access) out of a
             # byte blob (micro/int8_kernels.blob_layout)
-            text = c_array(f"{self.prefix}_c{i}", np.asarray(t.value))
-            parts.append(text.replace(" = {", " __attribute__((aligned(8))) = {", 1))
+            parts.append(c_array(f"{self.prefix}_c{i}", np.asarray(t.value), attributes=_ALIGNED))
         return "\n".join(parts)
 
     def source(self) -> str:

@@ -31,11 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from sparse_tvm.formats import BlockSparseWeight
-from sparse_tvm.micro.compact import MICRO_BLOCKS
+from sparse_tvm.micro.compact import MICRO_BLOCKS, block_rows, bridged_row, deltas
 
 __all__ = ["MicroInt8Weight", "dense_int8", "smallest_int8", "sparse_int8"]
-
-_MAX_DELTA = 255
 
 
 @dataclass(frozen=True)
@@ -150,33 +148,20 @@ def sparse_int8(w: np.ndarray, r: int, columns: np.ndarray | None = None) -> Mic
         if encoding == "int16" and k - 1 > np.iinfo(np.int16).max:
             continue
         cols_all, data_all, indptr = [], [], [0]
-        for br in range(bsr.indptr.shape[0] - 1):
-            lo, hi = bsr.indptr[br], bsr.indptr[br + 1]
-            cols = bsr.indices[lo:hi].tolist()
-            values = bsr.data[lo:hi].reshape(-1, r)
-            row_cols, row_data, prev = [], [], 0
-            for col, value in zip(cols, values):
-                while encoding == "delta8" and col - prev > _MAX_DELTA:
-                    row_cols.append(prev + _MAX_DELTA)  # a zero block bridges the gap
-                    row_data.append(np.zeros(r, np.float32))
-                    prev += _MAX_DELTA
-                row_cols.append(col)
-                row_data.append(value)
-                prev = col
+        for cols, values in block_rows(bsr):
+            row_cols, row_data = cols.tolist(), list(values)
+            if encoding == "delta8":
+                row_cols, row_data = bridged_row(row_cols, row_data, r)
             while len(row_cols) % group:  # whole words: zero blocks at the last column
                 row_cols.append(row_cols[-1] if row_cols else 0)
                 row_data.append(np.zeros(r, np.float32))
             cols_all.append(row_cols)
             data_all.extend(row_data)
             indptr.append(indptr[-1] + len(row_cols) // group)
-        flat = [c for row in cols_all for c in row]
         if encoding == "delta8":
-            indices = np.asarray(
-                [c - (row[i - 1] if i else 0) for row in cols_all for i, c in enumerate(row)],
-                np.uint8,
-            )
+            indices = np.asarray([d for row in cols_all for d in deltas(row)], np.uint8)
         else:
-            indices = np.asarray(flat, np.int16)
+            indices = np.asarray([c for row in cols_all for c in row], np.int16)
         if not data_all:  # keep every C array non-empty; indptr says no block is read
             indices = np.zeros(1, indices.dtype)
             data_all = [np.zeros(r, np.float32)] * group
