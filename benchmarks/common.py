@@ -237,6 +237,15 @@ def ort_session(model: onnx.ModelProto, threads: int = THREADS) -> ort.Inference
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
+def ort_reference(model: onnx.ModelProto, threads: int = THREADS) -> ort.InferenceSession:
+    """onnxruntime as the accuracy reference: exact quantized products on x86 without VNNI
+    (its default u8 x s8 kernels saturate there; ``sparse_tvm.runtime.onnxruntime_reference``).
+    The timed baselines keep :func:`ort_session`'s defaults."""
+    from sparse_tvm.runtime.onnxruntime_reference import reference_session
+
+    return reference_session(model, threads)
+
+
 def ort_runner(name: str, session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> Runner:
     """onnxruntime through IO binding: inputs bound once, outputs left to ORT to allocate."""
     binding = session.io_binding()

@@ -12,10 +12,10 @@ import time
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from sparse_tvm.examples import bert_block, small_cnn
 from sparse_tvm.pruning import prune_magnitude
+from sparse_tvm.runtime.onnxruntime_reference import reference_session
 
 SPARSITY = 0.9
 SETTLE_S = 0.3
@@ -53,14 +53,6 @@ def load_note(busy: float, cores: int, load: tuple[float, float, float] | None) 
     return (
         f"note: other processes keep {busy:.1f} of {cores} cores busy{average}: the timings "
         "below are unreliable; rerun on a quiet machine"
-    )
-
-
-def _ort_session(model: onnx.ModelProto) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 0
-    return ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
 
 
@@ -124,7 +116,7 @@ def _case(title: str, model: onnx.ModelProto, pattern: str, repeat: int) -> bool
         flush=True,
     )
     pruned = prune_magnitude(model, SPARSITY, pattern)
-    session = _ort_session(pruned)
+    session = reference_session(pruned)
     rng = np.random.default_rng(0)
     inputs = {
         i.name: rng.standard_normal([int(d) for d in i.shape]).astype(np.float32)

@@ -6,9 +6,9 @@ import os
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 
+from sparse_tvm.runtime.onnxruntime_reference import reference_session
 from sparse_tvm.target.host_cpu import cpu_flags
 
 # CI (`.ci/run`, CI=true) installs every tool the tests use (README test command): there a
@@ -31,6 +31,13 @@ vnni = pytest.mark.skipif(
     "avx512_vnni" not in cpu_flags(), reason="runs AVX-512 VNNI code: the host has none"
 )
 avx2 = pytest.mark.skipif("avx2" not in cpu_flags(), reason="runs AVX2 code: the host has none")
+HAS_AVX512 = {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= cpu_flags()
+avx512 = pytest.mark.skipif(not HAS_AVX512, reason="runs AVX-512 code: the host has none")
+# The x86 target of tests that run what they compile: AVX-512 where the host has it (the
+# kernels' main path), else AVX2, else baseline x86-64 (code for a wider ISA than the host's
+# dies of SIGILL and takes the whole test run with it); 2 cores, as CI has
+RUN_MCPU = "skylake-avx512" if HAS_AVX512 else "haswell" if "avx2" in cpu_flags() else "x86-64"
+RUN_TARGET = {"kind": "llvm", "mcpu": RUN_MCPU, "num-cores": 2}
 
 
 def skip_missing(reason: str) -> None:
@@ -41,7 +48,7 @@ def skip_missing(reason: str) -> None:
 
 
 def ort_run(model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = reference_session(model)
     return session.run(None, inputs)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime
 
 from sparse_tvm.analysis import analyse
 from sparse_tvm.analysis.format_choice import FormatChoice
@@ -16,6 +15,7 @@ from sparse_tvm.kernels.spmm import kernel_knobs
 from sparse_tvm.options import CompileOptions
 from sparse_tvm.pruning import prune_magnitude
 from sparse_tvm.report import Report
+from sparse_tvm.runtime.onnxruntime_reference import reference_session
 from sparse_tvm.target.machine import vector_lanes
 from sparse_tvm.transform.dense_to_sparse import kernel_options
 
@@ -31,7 +31,7 @@ def _pruned_mlp(sparsity: float, pattern: str):
     onnx_model = prune_magnitude(mlp(batch=64, features=64, hidden=512), sparsity, pattern)
     imported = import_onnx(onnx_model)
     x = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
-    session = onnxruntime.InferenceSession(onnx_model.SerializeToString())
+    session = reference_session(onnx_model)
     (want,) = session.run(None, {session.get_inputs()[0].name: x})
     return imported, analyse(imported)[1], backend_for("x86"), x, want
 
@@ -159,7 +159,7 @@ def test_a_matrix_vector_csr_layer_is_timed_with_and_without_chunks():
     imported = import_onnx(onnx_model)
     layer, target = analyse(imported)[0], backend_for("x86")
     x = np.random.default_rng(0).standard_normal((1, 256)).astype(np.float32)
-    session = onnxruntime.InferenceSession(onnx_model.SerializeToString())
+    session = reference_session(onnx_model)
     (want,) = session.run(None, {"x": x})
     weight = BlockSparseWeight.from_dense(layer.weight, (1, 1))
     strategy, knobs = kernel_knobs(

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import tvm
 from tvm import relax
 
 from sparse_tvm.frontend import ImportedModel
+from sparse_tvm.runtime.onnxruntime_reference import reference_session
 
 TARGET = {"kind": "llvm", "num-cores": 2}
 
@@ -24,7 +24,7 @@ def run_tvm(imported: ImportedModel, feeds: dict[str, np.ndarray]) -> list[np.nd
 
 def run_onnxruntime(model, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     source = model if isinstance(model, str) else model.SerializeToString()
-    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    session = reference_session(source)
     return session.run(None, feeds)
 
 

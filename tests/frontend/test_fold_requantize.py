@@ -3,10 +3,10 @@ values: the folded model computes onnxruntime's outputs of the original exactly.
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from sparse_tvm.frontend.fold_requantize import fold_requantize
+from sparse_tvm.runtime.onnxruntime_reference import reference_session
 
 
 def _model(middle: list, out_scale=0.05, out_zero=128, shape=(1, 2, 6, 6), out_shape=None):
@@ -36,7 +36,7 @@ def _model(middle: list, out_scale=0.05, out_zero=128, shape=(1, 2, 6, 6), out_s
 
 
 def _run(model, x):
-    return ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    return reference_session(model).run(None, {"x": x})[0]
 
 
 CASES = {

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
@@ -15,10 +14,11 @@ import sparse_tvm as st
 from sparse_tvm.examples import small_cnn
 from sparse_tvm.frontend.qoperators import qoperators_to_qdq
 from sparse_tvm.quantization.calibration import CalibrationReader, calibration_data
+from sparse_tvm.runtime.onnxruntime_reference import reference_session
 
 
 def _run(model: onnx.ModelProto, feed: dict) -> np.ndarray:
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = reference_session(model)
     return session.run(None, feed)[0]
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import sparse_tvm as st
+from sparse_tvm.runtime.onnxruntime_reference import reference_session
 from tests.micro.conftest import needs_qemu
 from tests.quantized.models import ffn, output_step, quantized_ffn, run_ort
 
@@ -109,9 +110,8 @@ def test_quantized_cnn_runs_int8_convs_on_qemu(tmp_path):
     q = _quantized_cnn()
     name = q.graph.input[0].name
     x = np.random.default_rng(5).random((1, 3, 8, 8)).astype(np.float32)
-    import onnxruntime as ort
 
-    ref = ort.InferenceSession(q.SerializeToString()).run(None, {name: x})[0]
+    ref = reference_session(q).run(None, {name: x})[0]
     sparse = st.compile(q, "cortex-m4", output=tmp_path / "s", compare_dense=False)
     dense = st.compile(q, "cortex-m4", output=tmp_path / "d", dense=True, compare_dense=False)
     layers = sparse.report.layers

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
@@ -14,10 +13,11 @@ import sparse_tvm as st
 from sparse_tvm.examples import mlp, small_cnn
 from sparse_tvm.frontend.initializers import prunable_weights
 from sparse_tvm.quantization import quantized_weights
+from sparse_tvm.runtime.onnxruntime_reference import reference_session
 
 
 def run(model: onnx.ModelProto, feed: dict) -> np.ndarray:
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = reference_session(model)
     return session.run(None, feed)[0]
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 import sparse_tvm as st
+from sparse_tvm.runtime.onnxruntime_reference import reference_session
 
 
 def ffn(m: int = 32, d: int = 64, h: int = 256, *, gemm: bool = False, seed: int = 0):
@@ -60,7 +60,7 @@ def quantized_ffn(
 
 
 def run_ort(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = reference_session(model)
     return session.run(None, {"x": x})[0]
 
 
