@@ -11,8 +11,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from sparse_tvm.kernels.depthwise_conv import ACTIVATIONS, DepthwiseConv, depthwise_conv_kernel
+from tests.conftest import RUN_TARGET
 
-TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
+TARGET = tvm.target.Target(RUN_TARGET)  # AVX-512 where the host has it (conftest)
 
 
 def _reference(x, w, b, geometry: DepthwiseConv, activation) -> np.ndarray:

@@ -13,8 +13,9 @@ from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.kernels import spmm_kernel
 from sparse_tvm.kernels.direct_conv import DirectConv, crop_kernel, pad_flat_kernel
 from sparse_tvm.kernels.spmm import spmm_spec
+from tests.conftest import RUN_TARGET
 
-TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
+TARGET = tvm.target.Target(RUN_TARGET)  # AVX-512 where the host has it (conftest)
 AVX2 = tvm.target.Target({"kind": "llvm", "mcpu": "haswell", "num-cores": 2})
 
 

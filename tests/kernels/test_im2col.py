@@ -13,8 +13,9 @@ from sparse_tvm.errors import InputShapeError
 from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.kernels import im2col_kernel, im2col_nhwc_kernel, spmm_kernel
 from sparse_tvm.kernels.im2col import im2col_nhwc_columns_kernel
+from tests.conftest import RUN_TARGET
 
-TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
+TARGET = tvm.target.Target(RUN_TARGET)  # AVX-512 where the host has it (conftest)
 
 
 def im2col_reference(x, kernel, stride, padding, dilation):

@@ -9,9 +9,9 @@ from tvm.script.parser.core.parser import ScriptMacro
 import sparse_tvm  # noqa: F401 - installs the lookup
 from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.kernels import macro_lookup, spmm_kernel
-from tests.conftest import sparse_array
+from tests.conftest import RUN_TARGET, sparse_array
 
-TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
+TARGET = tvm.target.Target(RUN_TARGET)  # AVX-512 where the host has it (conftest)
 
 
 def _kernels():

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 from sparse_tvm.kernels.depthwise_conv import DepthwiseConv
 from sparse_tvm.kernels.max_pool import max_pool_kernel
+from tests.conftest import RUN_TARGET
 
-TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
+TARGET = tvm.target.Target(RUN_TARGET)  # AVX-512 where the host has it (conftest)
 
 
 def _reference(x: np.ndarray, geometry: DepthwiseConv) -> np.ndarray:

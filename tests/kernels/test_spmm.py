@@ -23,8 +23,12 @@ from sparse_tvm.kernels.spmm import (
     vector_lanes,
 )
 from sparse_tvm.kernels.spmm_unrolled import unroll_eligible
+from tests.conftest import RUN_TARGET, avx512
 
-TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
+TARGET = tvm.target.Target(RUN_TARGET)  # AVX-512 where the host has it (conftest)
+AVX512 = tvm.target.Target(
+    {"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2}
+)  # compile only
 AVX2 = tvm.target.Target({"kind": "llvm", "mcpu": "haswell", "num-cores": 2})
 BLOCKS = [(1, 1), (4, 1), (8, 1), (16, 1), (1, 4)]
 
@@ -144,6 +148,7 @@ def test_relu6_clamps_every_strategy(block, layout, m):
     np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
 
 
+@avx512  # its expectations (strategy, knobs) are AVX-512's
 @pytest.mark.parametrize(
     ("block", "layout", "strategy"),
     [
@@ -170,6 +175,7 @@ def test_loop_order_knob_keeps_the_result(block, layout, strategy, order):
     np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
 
 
+@avx512  # its expectations (strategy, knobs) are AVX-512's
 @settings(max_examples=20, deadline=None)
 @given(
     n=st.integers(1, 60),
@@ -204,9 +210,9 @@ def test_csr_defaults_to_k_panels_where_x_outgrows_l1(n, k, panel):
     bw = BlockSparseWeight.from_dense(
         random_block_sparse(np.random.default_rng(0), n, k, (1, 1), 0.9), (1, 1)
     )
-    strategy, knobs = kernel_knobs(bw, 128, target=TARGET)
+    strategy, knobs = kernel_knobs(bw, 128, target=AVX512)
     assert strategy == "colvec" and knobs.panel == panel
-    data, indices, indptr = spmm_arrays(bw, 128, target=TARGET)
+    data, indices, indptr = spmm_arrays(bw, 128, target=AVX512)
     assert indptr.shape == ((-(-k // 96) if panel else 1) * n + 1,)
     assert sorted(data.ravel().tolist()) == sorted(bw.data.ravel().tolist())
     if not panel:
@@ -282,8 +288,8 @@ def test_signature_and_attributes():
 @pytest.mark.parametrize(("block", "layout", "m"), [((16, 1), "MK", 64), ((1, 1), "KM", 64)])
 def test_inner_loop_uses_zmm_fma(block, layout, m):
     w = random_block_sparse(np.random.default_rng(6), 64, 64, block, 0.5)
-    func = spmm_kernel(BlockSparseWeight.from_dense(w, block), m, x_layout=layout, target=TARGET)
-    asm = tvm.compile(func, TARGET).mod.inspect_source("asm")
+    func = spmm_kernel(BlockSparseWeight.from_dense(w, block), m, x_layout=layout, target=AVX512)
+    asm = tvm.compile(func, AVX512).mod.inspect_source("asm")
     assert any("vfmadd" in line and "zmm" in line for line in asm.splitlines())
 
 
@@ -303,7 +309,7 @@ def test_strategy_choice():
     assert choose_strategy(spec(1, 1, 1, "MK")) == "sliced"  # CSR matrix-vector
     assert choose_strategy(spec(1, 1, 1, "KM")) == "sliced"
     assert choose_strategy(spec(16, 1, 128, "KM_MK")) == "colvec"  # its only strategy
-    assert vector_lanes(TARGET) == 16 and vector_lanes(AVX2) == 8
+    assert vector_lanes(AVX512) == 16 and vector_lanes(AVX2) == 8
 
 
 def test_rejects_bad_arguments():
@@ -334,6 +340,7 @@ def test_panelled_kernel_keeps_each_threads_data_on_its_core(n, k):
     assert "T.parallel(2)" in script
 
 
+@avx512  # its expectations (strategy, knobs) are AVX-512's
 @settings(max_examples=12, deadline=None)
 @given(
     n=st.integers(1, 60),
@@ -368,7 +375,7 @@ def test_small_csr_weights_split_the_columns_by_default(n, k, split):
     bw = BlockSparseWeight.from_dense(
         random_block_sparse(np.random.default_rng(0), n, k, (1, 1), 0.9), (1, 1)
     )
-    strategy, knobs = kernel_knobs(bw, 128, target=TARGET)
+    strategy, knobs = kernel_knobs(bw, 128, target=AVX512)
     assert strategy == "colvec"
     assert (knobs.split, knobs.MV) == (split, 64 if split else 128)
 

@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.kernels import spmm_unrolled
 from sparse_tvm.kernels.spmm import kernel_knobs, spmm_arrays, spmm_kernel
+from sparse_tvm.target.machine import vector_lanes
+from tests.conftest import avx512
 from tests.formats.test_sliced_ell import random_weight
 
 from .test_spmm import AVX2, TARGET, run_spmm
@@ -41,7 +43,7 @@ def test_sliced_kernel_matches_numpy(
     w = random_weight(np.random.default_rng(seed), n, k, sparsity, empty_rows=range(0, n, 5))
     bw = BlockSparseWeight.from_dense(w, (1, c))
     knobs = {} if window is None else {"window": window}
-    if chunk is not None and not avx2:  # chunks of 32 columns: AVX-512 only
+    if chunk is not None and vector_lanes(target) == 16:  # chunks of 32 columns: AVX-512 only
         knobs["chunk"] = chunk
     knobs = knobs or None
     with pytest.MonkeyPatch.context() as patch:  # small weights would get the unrolled kernel
@@ -56,6 +58,7 @@ def test_sliced_kernel_matches_numpy(
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
 
 
+@avx512  # the AVX-512 default: chunks of 32 columns
 @pytest.mark.parametrize("chunk", [0, 32])
 def test_bert_ffn_weight_at_90_percent(chunk):
     """A weight too big to unroll takes the sliced kernel by default, its columns in chunks of

@@ -129,7 +129,8 @@ def test_is_scheduled_kernel_left_untouched():
     (add,) = [f for gv, f in after.functions_items() if gv.name_hint.startswith("add")]
     assert add.attrs["tirx.is_scheduled"]
 
-    ex = tvm.compile(_HandScheduled, target=TARGET, relax_pipeline=cpu_pipeline(TARGET))
+    host = _host_target()
+    ex = tvm.compile(_HandScheduled, target=host, relax_pipeline=cpu_pipeline(host))
     x = np.arange(64, dtype=np.float32)
     out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
     np.testing.assert_allclose(out, 2 * (2 * x + 1))

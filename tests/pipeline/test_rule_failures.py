@@ -16,8 +16,9 @@ from sparse_tvm.pipeline import ApplyCPUSchedules, ScheduleRuleWarning
 from sparse_tvm.pipeline.cpu import legalize_passes
 from sparse_tvm.pipeline.cpu_rules import Elementwise
 from sparse_tvm.pipeline.rule_failures import STRICT_ENV, ScheduleRuleError, report_rule_failure
+from tests.conftest import RUN_TARGET
 
-TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
+TARGET = tvm.target.Target(RUN_TARGET)  # AVX-512 where the host has it (conftest)
 
 
 @I.ir_module

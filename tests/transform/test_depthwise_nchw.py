@@ -13,10 +13,10 @@ from tvm.ir.expr import GenericConst
 from sparse_tvm.frontend import import_onnx
 from sparse_tvm.pipeline.cpu import cpu_pipeline
 from sparse_tvm.transform.depthwise_nchw import DepthwiseNCHW
-from tests.conftest import ort_run
+from tests.conftest import RUN_TARGET, ort_run
 from tests.transform.relax_calls import called_ops
 
-TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
+TARGET = tvm.target.Target(RUN_TARGET)  # AVX-512 where the host has it (conftest)
 
 
 def _model(seed: int = 0) -> onnx.ModelProto:

@@ -16,10 +16,10 @@ from tvm import relax
 from sparse_tvm.frontend import import_onnx
 from sparse_tvm.pipeline.cpu import cpu_pipeline
 from sparse_tvm.transform.fused_attention import FuseAttention, find_attentions
-from tests.conftest import ort_run
+from tests.conftest import RUN_TARGET, ort_run
 from tests.transform.relax_calls import called_ops
 
-TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
+TARGET = tvm.target.Target(RUN_TARGET)  # AVX-512 where the host has it (conftest)
 B, S, H, D = 1, 24, 3, 8
 
 

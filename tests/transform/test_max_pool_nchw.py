@@ -14,10 +14,10 @@ from tvm import relax
 from sparse_tvm.frontend import import_onnx
 from sparse_tvm.pipeline.cpu import cpu_pipeline
 from sparse_tvm.transform.max_pool_nchw import MaxPoolNCHW
-from tests.conftest import ort_run
+from tests.conftest import RUN_TARGET, ort_run
 from tests.transform.relax_calls import called_ops
 
-TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
+TARGET = tvm.target.Target(RUN_TARGET)  # AVX-512 where the host has it (conftest)
 
 
 def _model(**pool) -> onnx.ModelProto:

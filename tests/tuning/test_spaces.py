@@ -20,8 +20,9 @@ from sparse_tvm.tuning.space_x86 import (
     supports,
     workload,
 )
+from tests.conftest import RUN_TARGET
 
-TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
+TARGET = tvm.target.Target(RUN_TARGET)  # AVX-512 where the host has it (conftest)
 
 
 def sparse_weight(n, k, block, sparsity, seed=0, empty_rows=()):
