@@ -4,6 +4,7 @@ kernels' knob space on this host or on a board over RPC."""
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 from typing import TYPE_CHECKING, Any
 
@@ -14,8 +15,10 @@ from sparse_tvm.errors import TargetError
 from sparse_tvm.kernels.spmm import kernel_knobs, spmm_spec
 from sparse_tvm.kernels.spmm_colvec import row_split_knobs
 from sparse_tvm.pipeline import cpu_pipeline
+from sparse_tvm.target.machine import int8_isa
 from sparse_tvm.transform.channels_last import to_channels_last
 from sparse_tvm.transform.dense_to_sparse import kernel_options
+from sparse_tvm.transform.int8_lowering import int8_layer, int8_spec
 from sparse_tvm.transform.layout_choice import sparse_layout_pays
 from sparse_tvm.transform.spmm_lowering import SpmmLowering
 
@@ -104,6 +107,30 @@ class CPUBackend(LibraryBackend):
         return lookup_kernel(
             weight, layer.m, **kernel_options(layer), target=self.tvm_target, database=database
         )
+
+    def _int8_task(self, layer):
+        """The int8 kernel's (blocks, spec) of ``layer`` (a layer with int8 operands)."""
+        isa = int8_isa(self.tvm_target)
+        int8, blocks = int8_layer(layer)
+        blocks = dataclasses.replace(blocks, isa=isa)
+        return blocks, int8_spec(int8, blocks, isa)
+
+    def tune_int8_kernel(self, layer, **settings: Any):
+        """:func:`sparse_tvm.tuning.tune_int8.tune_int8_kernel` of the layer's int8 kernel
+        (``layer.int8`` set, the target with int8 dot products; settings as
+        :meth:`tune_kernel`'s)."""
+        from sparse_tvm.tuning.tune_int8 import tune_int8_kernel
+
+        blocks, spec = self._int8_task(layer)
+        return tune_int8_kernel(blocks, spec, target=self.tvm_target, **settings)
+
+    def lookup_int8_kernel(self, layer, database):
+        """The tuned knobs of the layer's int8 kernel in ``database`` (a ``KernelRecord``), or
+        None."""
+        from sparse_tvm.tuning.tune_int8 import lookup_int8_kernel
+
+        blocks, spec = self._int8_task(layer)
+        return lookup_int8_kernel(blocks, spec, target=self.tvm_target, database=database)
 
     def kernel_with_knobs(self, weight, layer, knobs: dict[str, int]):
         from sparse_tvm.tuning.tune_kernel import kernel_with_knobs

@@ -46,12 +46,15 @@ from sparse_tvm.tuning.records import layer_key
 
 __all__ = ["INT8_EFFICIENCY", "INT8_MIN_ZERO_BLOCKS", "Int8Twins", "decide_int8", "int8_possible"]
 
-INT8_MIN_ZERO_BLOCKS = {"vnni": 0.5, "sdot": 0.5, "avx2": 0.75}
+INT8_MIN_ZERO_BLOCKS = {"vnni": 0.5, "sdot": 0.5, "avx2": 0.75, "smlal": 0.75}
 # The untimed estimate over the float32 dense layer: int8 multiply-adds do 4x a float32 FMA's
 # work, about half of it reached over 1 / block density (BERT FFN layers at 90 % 16x4, M = 128:
 # 24-27x the float32 dense layer measured, 2 / 0.1 = 20x estimated); AVX2's vpmaddwd does 2x
 # an FMA's, with the X pairs to build: about half that
-INT8_EFFICIENCY = {"vnni": 2.0, "sdot": 2.0, "avx2": 1.0}
+# NEON's smull + smlal + sadalp: 16 multiply-adds in 3 instructions on one pipe of a
+# Cortex-A72 against 4 FMA lanes an instruction on two: about the FMA's rate, a quarter of
+# the weight bytes
+INT8_EFFICIENCY = {"vnni": 2.0, "sdot": 2.0, "avx2": 1.0, "smlal": 1.0}
 ROUNDS = 3  # alternated timings of each path; the fastest median of each counts
 TWIN_DENSITY_TOLERANCE = 0.01
 
@@ -88,33 +91,37 @@ class Int8Twins:
         self._seen.setdefault(self._key(int8, float_label), []).append((density, float_s, int8_s))
 
 
-def decide_int8(decision, backend, options, twins: Int8Twins | None = None):
+def decide_int8(decision, backend, options, twins: Int8Twins | None = None, records=None):
     """``decision`` (the layer's float decision), or the int8 kernel's decision where that is
-    faster (module doc)."""
+    faster (module doc); ``records`` (a MetaSchedule database) may hold the kernel's tuned
+    knobs (``sparse-tvm tune``), which it then runs with."""
     from sparse_tvm.decision.layer_decision import KEEP_SPARSE_MARGIN, LayerDecision
 
     layer = decision.layer
     if options.dense or options.force_block is not None or not int8_possible(layer, backend):
         return decision
     int8, blocks = int8_layer(layer)
+    isa = int8_isa(getattr(backend, "tvm_target", None))
+    blocks = dataclasses.replace(blocks, isa=isa)  # the layout stored: the report's bytes
     density = blocks.blocks / max(1, (layer.shape[0] // 16) * (layer.shape[1] // 4))
     float_label = decision.choice.label
     label = f"int8 bsr 16x4 ({1 - density:.0%} zero blocks)"
+    knobs, tuned = _tuned_knobs(layer, backend, records)
     if not options.measure:
-        isa = int8_isa(getattr(backend, "tvm_target", None))
         if 1 - density < INT8_MIN_ZERO_BLOCKS[isa]:
             return decision
         estimate = INT8_EFFICIENCY[isa] / max(density, 1e-6)
-        reason = f"{label}: estimated {estimate:.1f}x over float32 dense, not timed"
+        reason = f"{label}{tuned}: estimated {estimate:.1f}x over float32 dense, not timed"
         choice = FormatChoice("int8 bsr", (16, 4), estimate, reason)
-        return LayerDecision(int8, choice, blocks, decided_by=ESTIMATED)
-    timed = twins.get(int8, float_label, density) if twins is not None else None
+        return LayerDecision(int8, choice, blocks, decided_by=ESTIMATED, knobs=knobs)
+    twin_label = f"{float_label} {sorted((knobs or {}).items())}"
+    timed = twins.get(int8, twin_label, density) if twins is not None else None
     decided_by = MEASURED_AS_TWIN if timed is not None else MEASURED
     if timed is None:
         with ForeignLoad() as load:
-            timed = time_int8_against_float(layer, decision, blocks, backend)
+            timed = time_int8_against_float(layer, decision, blocks, backend, knobs)
         if twins is not None and not load.loaded:  # a loaded timing is not handed on
-            twins.add(int8, float_label, density, *timed)
+            twins.add(int8, twin_label, density, *timed)
     float_s, int8_s = timed
     speedup = float_s / int8_s
     against = f"the float32 {float_label} layer (with its QDQ ops)"
@@ -126,13 +133,24 @@ def decide_int8(decision, backend, options, twins: Int8Twins | None = None):
     dense_s = decision.dense_s
     if dense_s is None and decision.choice.format == "dense":
         dense_s = float_s
-    choice = FormatChoice(
-        "int8 bsr", (16, 4), speedup, f"{label} measured {speedup:.2f}x over {against}: int8"
-    )
+    reason = f"{label}{tuned} measured {speedup:.2f}x over {against}: int8"
+    choice = FormatChoice("int8 bsr", (16, 4), speedup, reason)
     return LayerDecision(
         int8, choice, blocks, dense_s=dense_s, sparse_s=int8_s, decided_by=decided_by,
-        candidate=(16, 4),
+        candidate=(16, 4), knobs=knobs,
     )  # fmt: skip
+
+
+def _tuned_knobs(layer: Layer, backend, records) -> tuple[dict[str, int] | None, str]:
+    """The int8 kernel's tuned knobs in ``records`` (None: the hand-written kernel's) and
+    how the report says so."""
+    lookup = getattr(backend, "lookup_int8_kernel", None)
+    found = lookup(layer, records) if records is not None and lookup is not None else None
+    if found is None:
+        return None, ""
+    how = "tuned" if found.exact else "tuned on the same shapes"
+    knobs = ", ".join(f"{k} {v}" for k, v in sorted(found.knobs.items()))
+    return dict(found.knobs), f", {how} ({knobs})"
 
 
 def quantized_layer_module(layer: Layer) -> tuple[relax.Function, dict[str, np.ndarray], Layer]:
@@ -210,10 +228,11 @@ def _emit_tail(bb: relax.BlockBuilder, ops, y: relax.Expr, scalar) -> relax.Expr
 
 
 def time_int8_against_float(
-    layer: Layer, decision, blocks: Int8Blocks, backend
+    layer: Layer, decision, blocks: Int8Blocks, backend, knobs: dict[str, int] | None = None
 ) -> tuple[float, float]:
-    """Seconds of the layer's float path (as ``decision`` left it) and of its int8 kernel,
-    each the fastest of :data:`ROUNDS` alternated medians."""
+    """Seconds of the layer's float path (as ``decision`` left it) and of its int8 kernel
+    (with tuned ``knobs`` where given), each the fastest of :data:`ROUNDS` alternated
+    medians."""
     func, values, single = quantized_layer_module(layer)
     x_dtype = "int8" if layer.int8.x_signed else "uint8"
     base = tvm.IRModule({"main": func})
@@ -222,7 +241,7 @@ def time_int8_against_float(
         plan = SparsePlan(single, decision.weight, decision.kernel, decision.knobs)
         float_mod = DenseToSparse([plan], backend.lowering())(base)
     int8, _ = int8_layer(single)
-    int8_mod = DenseToSparse([SparsePlan(int8, blocks)], backend.lowering())(base)
+    int8_mod = DenseToSparse([SparsePlan(int8, blocks, knobs=knobs)], backend.lowering())(base)
     timers = [
         layer_timer(bind_weights(mod, values), backend, layer.input_shape, 5, 5, dtype=x_dtype)
         for mod in (float_mod, int8_mod)

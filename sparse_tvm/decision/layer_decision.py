@@ -217,7 +217,7 @@ def decide(
     options = options or CompileOptions()
     decision = _decide(layer, backend, options, records, board, zero_fractions, twins)
     # a quantized model's layer: the int8 kernel where the target has one and it is faster
-    decision = decide_int8(decision, backend, options, twins.int8 if twins else None)
+    decision = decide_int8(decision, backend, options, twins.int8 if twins else None, records)
     return backend.store(decision)
 
 

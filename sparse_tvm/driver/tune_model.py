@@ -3,7 +3,9 @@
 For each layer that could go sparse, every candidate format the weights allow (CSR and the BSR
 block shapes whose zero blocks promise a gain) gets its kernel tuned by MetaSchedule
 (the back end's tuner: :func:`sparse_tvm.tuning.tune_kernel` on CPUs; on a GPU the kernel of
-the one format the cost model picks, :func:`sparse_tvm.tuning.tune_cuda.tune_cuda_kernel`); the
+the one format the cost model picks, :func:`sparse_tvm.tuning.tune_cuda.tune_cuda_kernel`),
+and a quantized model's layer with int8 operands its int8 kernel on a target with int8 dot
+products (:func:`sparse_tvm.tuning.tune_int8.tune_int8_kernel`); the
 dense layer is measured as it compiles where this host can time the target's code. The
 records land in one MetaSchedule JSON database in the folder the user names; ``compile
 --records`` then picks, per layer, the fastest of the tuned candidates and keeps it only if it
@@ -33,12 +35,16 @@ from sparse_tvm.analysis.format_choice import format_label
 from sparse_tvm.analysis.layers import Layer
 from sparse_tvm.backends import backend_for
 from sparse_tvm.decision import tuning_blocks
+from sparse_tvm.decision.int8_decision import int8_possible
 from sparse_tvm.decision.layer_timing import time_dense, time_layer_on_board
 from sparse_tvm.driver.tune_progress import TuneProgress
 from sparse_tvm.errors import UsageError
 from sparse_tvm.formats import BlockSparseWeight
 from sparse_tvm.frontend import import_onnx
 from sparse_tvm.tuning.tune_kernel import NoTuningSpaceError
+
+INT8 = "int8"  # the job of a layer's int8 kernel (sparse_tvm.tuning.tune_int8)
+INT8_LABEL = "int8 bsr 16x4"
 
 # Wall time of an emulated board (qemu) is no performance figure: the summary says where it
 # measured, and the caller knows whether that board is real.
@@ -137,6 +143,8 @@ def tune_model(
             fractions = block_zero_fractions(layer.weight)
             for block in tuning_blocks(layer, backend, fractions):
                 jobs.append((layer, block))
+            if int8_possible(layer, backend):  # a quantized model's layer: its int8 kernel
+                jobs.append((layer, INT8))
         summary = TuneSummary(records=str(store.folder), measured_on=backend.measured_on(board))
         start = time.perf_counter()
         counter = TuneProgress(len(jobs), trials, timeout)
@@ -158,7 +166,7 @@ def tune_model(
         for index, (layer, block) in enumerate(jobs):
             if index and jobs[index - 1][0] is not layer:
                 time_on_board(jobs[index - 1][0])
-            label = format_label(block)
+            label = INT8_LABEL if block == INT8 else format_label(block)
             budget = None
             if timeout is not None:
                 left = timeout - (time.perf_counter() - start)
@@ -166,21 +174,24 @@ def tune_model(
                     say(f"  time is up: {len(jobs) - index} kernels left untuned")
                     break
                 budget = left / (len(jobs) - index)
-            weight = BlockSparseWeight.from_dense(layer.weight, block)
             say(f"[{index + 1}/{len(jobs)}] {layer.name}: {label} ...")
+            settings = dict(
+                trials=trials,
+                database=store.database,
+                board=board,
+                max_seconds=budget,
+                work_dir=str(store.folder),
+                progress=lambda done, best, i=index + 1, n=layer.name, f=label: show(
+                    counter.line(i, n, f, done, best)
+                ),
+            )
+            weight = None
             try:
-                tuned = backend.tune_kernel(
-                    weight,
-                    layer,
-                    trials=trials,
-                    database=store.database,
-                    board=board,
-                    max_seconds=budget,
-                    work_dir=str(store.folder),
-                    progress=lambda done, best, i=index + 1, n=layer.name, f=label: show(
-                        counter.line(i, n, f, done, best)
-                    ),
-                )
+                if block == INT8:
+                    tuned = backend.tune_int8_kernel(layer, **settings)
+                else:
+                    weight = BlockSparseWeight.from_dense(layer.weight, block)
+                    tuned = backend.tune_kernel(weight, layer, **settings)
             except NoTuningSpaceError as err:  # no search space for this kernel
                 summary.candidates.append(
                     CandidateResult(layer.name, label, None, None, 0, str(err))
@@ -204,7 +215,8 @@ def tune_model(
                     f"    best {tuned.latency_s * 1e6:.1f} us (default schedule "
                     f"{default_s * 1e6:.1f} us) after {new_trials} new trials"
                 )
-            tuned_of.setdefault(layer.name, []).append((block, weight, tuned))
+            if weight is not None:  # the board's layer timings weigh the float candidates
+                tuned_of.setdefault(layer.name, []).append((block, weight, tuned))
             counter.next_kernel()
             if board is None and backend.can_time_here() and layer.name not in summary.dense_us:
                 summary.dense_us[layer.name] = time_dense(layer, backend) * 1e6

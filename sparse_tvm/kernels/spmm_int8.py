@@ -21,7 +21,8 @@ tensor or per channel); bias and ReLU come after. The int32 sums are exact: the 
 onnxruntime's ``MatMulInteger`` followed by its float scaling.
 
 One parallel task per (block row, tile of ``m_tile`` rows of X), a block row's tiles
-consecutive (its blocks stay in cache on one core): ``m_tile`` int32 accumulator registers
+consecutive (its blocks stay in cache on one core; ``order`` 1: a tile's block rows), with
+``m_tile`` int32 accumulator registers
 (16 by default, with the weight register and a broadcast under AVX-512's 32). A last short
 tile clamps its rows to the last one (recomputed, the same values stored).
 
@@ -58,6 +59,8 @@ __all__ = [
     "int8_blocks_fit",
     "int16_pairs",
     "int8_spmm_kernel",
+    "smull_quads",
+    "weight_layout",
     "x_offset",
 ]
 
@@ -76,9 +79,16 @@ class DotIsa:
     intrinsic: str
     unsigned_x: bool
     m_tile: int  # rows of X a task keeps in accumulators (x 16 / lanes registers each)
-    # 16-bit pairs (AVX2's vpmaddwd: 2 products a lane, no saturation): the block's weights
-    # stored widened, (w0, w1) and (w2, w3) per lane (:func:`int16_pairs`), two instructions
-    pairs: bool = False
+    # how the block's 64 weights are stored (:func:`weight_layout`): "quads" (lane i: the 4
+    # weights of row i), "pairs16" (AVX2's vpmaddwd: 2 products a lane, no saturation: the
+    # weights widened, (w0, w1) and (w2, w3) per lane, two instructions), "smull" (NEON
+    # without dotprod: per 4 rows, (w0, w1) of each row then (w2, w3), int8)
+    layout: str = "quads"
+
+    @property
+    def pairs(self) -> bool:
+        """Whether the weights are stored widened to 16-bit pairs (twice the bytes)."""
+        return self.layout == "pairs16"
 
 
 ISAS = {
@@ -89,7 +99,11 @@ ISAS = {
     # AVX2 without VNNI: vpmaddwd (s16 x s16 pairs into 8 int32 lanes) on the weights widened
     # to 16 bits and X's bytes as 16-bit pairs: exact (vpmaddubsw, u8 x s8, saturates at
     # 2 x 255 x 127); a 16x4 block is four (8 accumulators at 4 rows)
-    "avx2": DotIsa("avx2", 8, "llvm.x86.avx2.pmadd.wd", True, 4, pairs=True),
+    "avx2": DotIsa("avx2", 8, "llvm.x86.avx2.pmadd.wd", True, 4, layout="pairs16"),
+    # Armv8.0 NEON (Cortex-A53/A72, Raspberry Pi 3/4): smull + smlal of 8 int8 pairs into
+    # int16 (two products a lane), sadalp into 4 int32 lanes: 12 instructions a 16x4 block
+    # (:func:`_smull_group`), s8 x s8 like sdot
+    "smlal": DotIsa("smlal", 4, "llvm.aarch64.neon.smull.v8i16", False, 4, layout="smull"),
 }
 
 
@@ -100,6 +114,27 @@ def int16_pairs(data: np.ndarray) -> np.ndarray:
     quads = np.asarray(data, np.int32).view(np.int8).reshape(-1, LANES, QUAD).astype(np.int16)
     pairs = np.stack([quads[:, :, 0:2], quads[:, :, 2:4]], axis=1)  # (blocks, 2, 16, 2)
     return np.ascontiguousarray(pairs).reshape(-1).view(np.int32)
+
+
+def smull_quads(data: np.ndarray) -> np.ndarray:
+    """:class:`Int8Blocks` data as the ``smull`` ISA reads it: per block and group of 4 rows,
+    8 bytes ``(w0, w1)`` of each row, then 8 bytes ``(w2, w3)`` (the same bytes, reordered):
+    ``smull`` of the first 8 with X's ``(x0, x1)`` repeated gives each row's two products in
+    adjacent int16 lanes, ``smlal`` of the next 8 with ``(x2, x3)`` adds the other two, and
+    ``sadalp`` sums each adjacent pair into the row's int32 lane."""
+    quads = np.asarray(data, np.int32).view(np.int8).reshape(-1, LANES // 4, 4, QUAD)
+    halves = np.stack([quads[..., 0:2], quads[..., 2:4]], axis=2)  # (blocks, 4, 2, 4, 2)
+    return np.ascontiguousarray(halves).reshape(-1).view(np.int32)
+
+
+def weight_layout(isa: str, data: np.ndarray) -> np.ndarray:
+    """:class:`Int8Blocks` data laid out for ``isa``'s kernel (:attr:`DotIsa.layout`)."""
+    layout = ISAS[isa].layout
+    if layout == "pairs16":
+        return int16_pairs(data)
+    if layout == "smull":
+        return smull_quads(data)
+    return np.asarray(data, np.int32)
 
 
 def x_offset(isa: str, x_signed: bool) -> int:
@@ -122,6 +157,10 @@ class Int8Blocks:
     indices: np.ndarray  # (blocks,) int32: the block's column quad (first column / 4)
     indptr: np.ndarray  # (n / 16 + 1,) int32: the blocks of block row br
     row_sums: np.ndarray  # (n,) int32: sum_k W[n, k]
+    # some weight is -128: two such products overflow an int16 lane (the smull ISA then
+    # widens each product on its own)
+    full_range: bool = False
+    isa: str = "vnni"  # the kernel's ISA: how the weights are laid out (weight_layout)
 
     is_int8 = True  # DenseToSparse: the kernel reads the layer's 8-bit activations
 
@@ -136,8 +175,10 @@ class Int8Blocks:
 
     @property
     def nbytes(self) -> int:
-        """Bytes stored: the blocks' int8 values and the int32 indices."""
-        return int(self.blocks * LANES * QUAD + 4 * (self.blocks + self.indptr.size))
+        """Bytes stored: the blocks' values as ``isa`` lays them out (AVX2: widened to 16
+        bits) and the int32 indices."""
+        value_bytes = 2 if ISAS[self.isa].pairs else 1
+        return int(self.blocks * LANES * QUAD * value_bytes + 4 * (self.blocks + self.indptr.size))
 
 
 def int8_blocks_fit(n: int, k: int) -> bool:
@@ -163,7 +204,8 @@ def int8_blocks(w: np.ndarray) -> Int8Blocks:
     indices = quads.astype(np.int32)
     if data.size == 0:  # a kernel argument needs an element
         data, indices = np.zeros(LANES, np.int32), np.zeros(1, np.int32)
-    return Int8Blocks(data, indices, indptr, w.astype(np.int32).sum(axis=1).astype(np.int32))
+    row_sums = w.astype(np.int32).sum(axis=1).astype(np.int32)
+    return Int8Blocks(data, indices, indptr, row_sums, bool((w == -128).any()))
 
 
 @dataclass(frozen=True)
@@ -197,6 +239,10 @@ class Int8Spec:
     out_signed: bool = False  # with out_zero: an int8 output instead of uint8
     tail: Int8Tail | None = None  # with out_zero: the float ops after it (then a tail_bias)
     isa: str = "vnni"  # the dot-product instruction (ISAS); m_tile None: the ISA's
+    full_range: bool = False  # Int8Blocks.full_range (the smull ISA: no int16 pair sums)
+    # the tasks' order (a tuning knob): 0, a block row's tiles of X consecutive (its blocks
+    # stay in cache on one core); 1, a tile's block rows consecutive (its rows of X do)
+    order: int = 0
 
     @property
     def out_dtype(self) -> str:
@@ -260,8 +306,8 @@ def int8_spmm_kernel(spec: Int8Spec) -> tvm.tirx.PrimFunc:
         Xq = T.decl_buffer((m * quads,), "int32", data=X.data)  # a dword: 4 bytes of a row
         Yf = T.decl_buffer((m * n,), out_dtype, data=Y.data)
         for task in T.parallel(block_rows * tiles):
-            br = T.meta_var(task // tiles)
-            m0 = T.meta_var(task % tiles * mt)
+            br = T.meta_var(task // tiles if spec.order == 0 else task % block_rows)
+            m0 = T.meta_var((task % tiles if spec.order == 0 else task // block_rows) * mt)
             acc = T.alloc_buffer((mt, L), "int32", scope="global")
             for i in T.unroll(mt):
                 acc[i, lanes] = T.broadcast(T.int32(0), L) - correction[T.ramp(br * L, 1, L)]
@@ -275,6 +321,15 @@ def int8_spmm_kernel(spec: Int8Spec) -> tvm.tirx.PrimFunc:
                                 acc[i, T.ramp(p * vl, 1, vl)]
                                 + _pmaddwd(_x_pair(d, 0, vl), data[T.ramp(w, 1, vl)], isa)
                                 + _pmaddwd(_x_pair(d, 2, vl), data[T.ramp(w + L, 1, vl)], isa)
+                            )
+                    elif isa.layout == "smull":  # NEON: 3 instructions a 4-row group
+                        for p in T.unroll(parts):
+                            d = T.meta_var(x_dword(Xq, x_at(m0 + i, br, b, indices, indptr)))
+                            w = T.meta_var((indptr[br] + b) * L + p * 4)
+                            acc[i, T.ramp(p * vl, 1, vl)] = acc[
+                                i, T.ramp(p * vl, 1, vl)
+                            ] + _smull_group(
+                                d, data[T.ramp(w, 1, 2)], data[T.ramp(w + 2, 1, 2)], spec
                             )
                     else:
                         for p in T.unroll(parts):
@@ -312,6 +367,29 @@ def _x_pair(dword, first: int, lanes: int):
     lo = T.bitwise_and(T.shift_right(dword, 8 * first), 0xFF)
     hi = T.bitwise_and(T.shift_left(dword, 8) if first == 0 else T.shift_right(dword, 8), 0xFF0000)
     return T.broadcast(T.bitwise_or(lo, hi), lanes)
+
+
+def _smull_group(dword, w01, w23, spec: Int8Spec):
+    """The 4 int32 sums of a 4-row group of a block (:func:`smull_quads`): ``smull`` of the
+    rows' ``(w0, w1)`` bytes with X's ``(x0, x1)`` repeated, plus (``smlal``) that of
+    ``(w2, w3)`` with ``(x2, x3)``, pairs summed into int32 (``sadalp``). Two products of
+    at most 128 x 127 fit an int16 lane; with a -128 weight (``spec.full_range``) each
+    ``smull`` is widened on its own."""
+    x01 = T.reinterpret("int8x8", T.broadcast(T.Cast("int16", dword), 4))
+    x23 = T.reinterpret("int8x8", T.broadcast(T.Cast("int16", T.shift_right(dword, 16)), 4))
+    lo = _smull(T.reinterpret("int8x8", w01), x01)
+    hi = _smull(T.reinterpret("int8x8", w23), x23)
+    if spec.full_range:
+        return _saddlp(lo) + _saddlp(hi)
+    return _saddlp(lo + hi)
+
+
+def _smull(a, b):
+    return T.call_llvm_pure_intrin("int16x8", "llvm.aarch64.neon.smull.v8i16", a, b)
+
+
+def _saddlp(pairs):
+    return T.call_llvm_pure_intrin("int32x4", "llvm.aarch64.neon.saddlp.v4i32.v8i16", pairs)
 
 
 def _pmaddwd(x_pairs, w_pairs, isa: DotIsa):

@@ -76,14 +76,17 @@ def has_dotprod(target: tvm.target.Target | None) -> bool:
 
 def int8_isa(target: tvm.target.Target | None) -> str | None:
     """The int8 dot-product instruction the int8 kernels use on ``target`` (``"vnni"``,
-    ``"sdot"``, or ``"avx2"``: x86 without VNNI, 16-bit ``vpmaddwd``;
-    ``kernels.spmm_int8.ISAS``), None where it has none of them."""
+    ``"sdot"``, ``"avx2"``: x86 without VNNI, 16-bit ``vpmaddwd``, or ``"smlal"``: aarch64
+    without dotprod, NEON's widening multiply-adds; ``kernels.spmm_int8.ISAS``), None where
+    it has none of them."""
     if has_vnni(target):
         return "vnni"
     if has_dotprod(target):
         return "sdot"
     if target is not None and target.kind.name == "llvm":
         triple = str(target.attrs.get("mtriple", ""))
+        if triple.startswith("aarch64"):  # NEON is part of Armv8-A
+            return "smlal"
         x86 = not triple or triple.startswith(("x86_64", "i686"))
         if x86 and codegen.target_has_features("avx2", target):
             return "avx2"

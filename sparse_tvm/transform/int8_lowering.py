@@ -29,19 +29,19 @@ from tvm import relax
 
 from sparse_tvm.analysis.layers import Layer
 from sparse_tvm.kernels.spmm_int8 import (
-    ISAS,
     Int8Blocks,
     Int8Spec,
     Int8Tail,
     int8_blocks,
     int8_spmm_kernel,
-    int16_pairs,
+    weight_layout,
     x_offset,
 )
 from sparse_tvm.transform.lowering import SparsePlan, add_kernel, sanitize, tensor_type
 
 __all__ = [
     "activation_after_kernel",
+    "int8_spec",
     "fuses_tail",
     "int8_arguments",
     "int8_end",
@@ -102,18 +102,15 @@ def int8_arguments(layer: Layer, blocks: Int8Blocks, isa: str = "vnni") -> list[
     tail_bias = np.zeros(n, np.float32)
     if tail is not None and tail.bias is not None:
         tail_bias = tail.bias.astype(np.float32)
-    data = int16_pairs(blocks.data) if ISAS[isa].pairs else blocks.data  # AVX2: 16-bit pairs
+    data = weight_layout(isa, blocks.data)  # AVX2: 16-bit pairs, NEON: smull's byte order
     return [data, blocks.indices, blocks.indptr, correction, scale, bias, tail_bias]
 
 
-def lower_int8(
-    builder: relax.BlockBuilder, plan: SparsePlan, xq: relax.Expr, isa: str | None
-) -> relax.Expr:
-    """The ``isa`` kernel call of ``plan`` (an :class:`Int8Blocks` weight) reading the 8-bit
-    ``xq``; ``isa`` None (a target without int8 dot products) is an error."""
-    if isa is None:
-        raise ValueError(f"layer {plan.layer.name}: an int8 plan for a target without VNNI / sdot")
-    layer, blocks = plan.layer, plan.weight
+def int8_spec(
+    layer: Layer, blocks: Int8Blocks, isa: str, knobs: dict[str, int] | None = None
+) -> Int8Spec:
+    """The int8 kernel's spec for ``layer`` (an :func:`int8_layer`) on ``isa``, with the tuned
+    ``knobs`` (``m_tile``, ``order``) where given."""
     n, k = layer.shape
     requant = requantizes(layer)
     ops = layer.int8
@@ -121,11 +118,27 @@ def lower_int8(
     if fuses_tail(layer):
         t = ops.tail
         tail = Int8Tail(ops.out_scale, t.relu, t.relu6, t.gelu, t.requant)
-    spec = Int8Spec(
+    knobs = knobs or {}
+    return Int8Spec(
         n, k, layer.m, blocks.blocks, relu=layer.relu,
         out_zero=ops.out_zero if requant else None,
         x_signed=ops.x_signed, out_signed=requant and ops.out_signed, tail=tail, isa=isa,
+        full_range=blocks.full_range, m_tile=knobs.get("m_tile"), order=knobs.get("order", 0),
     )  # fmt: skip
+
+
+def lower_int8(
+    builder: relax.BlockBuilder, plan: SparsePlan, xq: relax.Expr, isa: str | None
+) -> relax.Expr:
+    """The ``isa`` kernel call of ``plan`` (an :class:`Int8Blocks` weight, its tuned knobs in
+    ``plan.knobs``) reading the 8-bit ``xq``; ``isa`` None (a target without int8 dot
+    products) is an error."""
+    if isa is None:
+        raise ValueError(f"layer {plan.layer.name}: an int8 plan for a target without VNNI / sdot")
+    layer, blocks = plan.layer, plan.weight
+    n, k = layer.shape
+    ops = layer.int8
+    spec = int8_spec(layer, blocks, isa, plan.knobs)
     kernel = add_kernel(builder, int8_spmm_kernel(spec), f"int8_16x4_{sanitize(layer.name)}")
     x2 = xq if len(layer.input_shape) == 2 else builder.emit(relax.op.reshape(xq, (layer.m, k)))
     constants = [relax.const(a) for a in int8_arguments(layer, blocks, isa)]

@@ -6,10 +6,11 @@ record. The spaces' wrappers materialise the kernel from the knobs:
 :func:`~sparse_tvm.tuning.tune_kernel.lookup_kernel` (x86 / Arm, with the same-shapes fallback)
 and :func:`~sparse_tvm.tuning.tune_cuda.lookup_cuda_kernel` (CUDA, exact only).
 
-Both spaces tune the same naive workload (:func:`~sparse_tvm.tuning.space_x86.workload`), with
+The float spaces tune the same naive workload (:func:`~sparse_tvm.tuning.space_x86.workload`), with
 the knobs annotated on its root sblock (:func:`~sparse_tvm.tuning.space_x86.knobs_of`), so the
 query needs no space of its own: the workload's ``sparse_tvm.space`` attribute keeps one
-space's records from answering for the other.
+space's records from answering for the other. The int8 space (:mod:`.space_int8`) annotates
+its knobs the same way on a workload of its own, keyed by its spec.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import numpy as np
 import tvm
 from tvm.s_tir import meta_schedule as ms
 
-from ..kernels.spmm import SpmmSpec
 from ..target.machine import machine_key
+from .space_int8 import is_int8_workload, shapes_key
 from .space_x86 import knobs_of, spec_of
 
 __all__ = ["FoundRecord", "find_record"]
@@ -85,6 +86,8 @@ def _same_shapes_record(
     return None
 
 
-def _shapes(func: tvm.tirx.PrimFunc) -> tuple[str, SpmmSpec]:
+def _shapes(func: tvm.tirx.PrimFunc) -> tuple[str, object]:
     """What a record must share to lend its knobs: the space and the spec but the block count."""
+    if is_int8_workload(func):
+        return shapes_key(func)
     return str(func.attrs[_SPACE_ATTR]), dataclasses.replace(spec_of(func), n_data_blocks=0)

@@ -62,6 +62,7 @@ __all__ = [
     "WORKLOAD_FILE",
     "RecordStore",
     "RecordsError",
+    "blocks_digest",
     "layer_key",
     "load_exported",
     "measured_records",
@@ -89,6 +90,11 @@ def structure_digest(weight: BlockSparseWeight) -> str:
     nnz = weight.nnz_blocks
     # repr of the weight's own tuples, as it always was: the digests in records stay valid
     return _digest(repr((weight.shape, weight.block)), weight.indptr, weight.indices[:nnz])
+
+
+def blocks_digest(shape, block, indptr: np.ndarray, indices: np.ndarray) -> str:
+    """sha1 of a block structure given by its arrays (the int8 16x4 blocks' digest)."""
+    return _digest(repr((tuple(shape), tuple(block))), indptr, indices)
 
 
 def _digest(shape_repr: str, indptr: np.ndarray, indices: np.ndarray) -> str:

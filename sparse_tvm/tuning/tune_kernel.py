@@ -57,6 +57,7 @@ __all__ = [
     "TunedKernel",
     "kernel_with_knobs",
     "lookup_kernel",
+    "run_search",
     "tune_kernel",
 ]
 
@@ -185,6 +186,11 @@ class KernelRecord:
     latency_s: float | None  # as measured while tuning (on the record's own structure)
     exact: bool  # tuned on this very sparsity structure, not only the same shapes
 
+    @classmethod
+    def of(cls, found, func: tvm.tirx.PrimFunc) -> KernelRecord:
+        """The record ``found`` (a :class:`~.lookup.FoundRecord`) with its kernel ``func``."""
+        return cls(func=func, knobs=found.knobs, latency_s=found.latency_s, exact=found.exact)
+
 
 def lookup_kernel(
     weight: BlockSparseWeight,
@@ -214,12 +220,7 @@ def lookup_kernel(
     found = find_record(database, mod, target, same_shapes=True)
     if found is None or not knobs_fit(spec, found.knobs):  # another kernel's record: stale
         return None
-    return KernelRecord(
-        func=materialize(mod["main"], knobs=found.knobs, spec=spec),
-        knobs=found.knobs,
-        latency_s=found.latency_s,
-        exact=found.exact,
-    )
+    return KernelRecord.of(found, materialize(mod["main"], knobs=found.knobs, spec=spec))
 
 
 def kernel_with_knobs(
@@ -292,6 +293,62 @@ def measure_on_board(
         out = tensors[-1].numpy()
         results.append((time_remote(module, "main", device, tensors, repeat=repeat), out))
     return results
+
+
+def run_search(
+    mod: tvm.IRModule,
+    target: tvm.target.Target,
+    work_dir: str,
+    *,
+    trials: int,
+    database: ms.database.Database,
+    builder: ms.builder.Builder,
+    runner: ms.runner.Runner,
+    space: ms.space_generator.SpaceGenerator,
+    extractor: ms.feature_extractor.FeatureExtractor,
+    max_seconds: float | None = None,
+    progress=None,
+    num_trials_per_iter: int = 16,
+    seed: int | None = None,
+    population_size: int = 128,
+) -> tuple[int, float]:
+    """The MetaSchedule search of one knob space's workload ``mod`` (XGBoost on the space's
+    features, evolutionary search); a rerun continues an interrupted one: the budget counts
+    the records already there, the cost model starts from them, and recorded schedules are
+    not measured again. Returns the records there were before and the search's seconds."""
+    callbacks = list(ms.measure_callback.MeasureCallback.create("default"))
+    if max_seconds is not None:
+        callbacks.append(_StopAfter(max_seconds))
+    if progress is not None:
+        callbacks.append(_Progress(progress))
+    previous = len(measured_records(database, mod, target))
+    remaining = trials - previous
+    start = time.perf_counter()
+    if remaining > 0:
+        strategy = ContinueFromRecords(
+            ms.search_strategy.EvolutionarySearch(
+                population_size=population_size,
+                init_min_unmeasured=population_size // 4,
+                genetic_num_iters=3,
+            )
+        )
+        tune_tir(
+            mod,
+            target,
+            work_dir,
+            max_trials_global=remaining,
+            num_trials_per_iter=min(num_trials_per_iter, remaining),
+            builder=builder,
+            runner=runner,
+            database=database,
+            cost_model=ms.cost_model.XGBModel(extractor=extractor, adaptive_training=True),
+            measure_callbacks=callbacks,
+            task_scheduler="round-robin",
+            space=space,
+            strategy=strategy,
+            seed=seed,
+        )
+    return previous, time.perf_counter() - start
 
 
 def tune_kernel(
@@ -385,39 +442,11 @@ def tune_kernel(
         export = CrossExport(board.cross_compiler) if board is not None else None
         builder = ms.builder.LocalBuilder(f_build=MaterializeBuild(spec), f_export=export)
     mod = _tuning_module(weight, spec)
-    callbacks = list(ms.measure_callback.MeasureCallback.create("default"))
-    if max_seconds is not None:
-        callbacks.append(_StopAfter(max_seconds))
-    if progress is not None:
-        callbacks.append(_Progress(progress))
-    previous = len(measured_records(database, mod, target))
-    remaining = trials - previous
-    start = time.perf_counter()
-    if remaining > 0:
-        # A rerun continues an interrupted one: the budget counts the records already there,
-        # the cost model starts from them, and recorded schedules are not measured again.
-        strategy = ContinueFromRecords(
-            ms.search_strategy.EvolutionarySearch(
-                population_size=128, init_min_unmeasured=32, genetic_num_iters=3
-            )
-        )
-        tune_tir(
-            mod,
-            target,
-            work_dir,
-            max_trials_global=remaining,
-            num_trials_per_iter=min(num_trials_per_iter, remaining),
-            builder=builder,
-            runner=runner,
-            database=database,
-            cost_model=ms.cost_model.XGBModel(extractor=KnobFeatures(), adaptive_training=True),
-            measure_callbacks=callbacks,
-            task_scheduler="round-robin",
-            space=_space(spec),
-            strategy=strategy,
-            seed=seed,
-        )
-    tuning_s = time.perf_counter() - start
+    previous, tuning_s = run_search(
+        mod, target, work_dir, trials=trials, database=database, builder=builder,
+        runner=runner, space=_space(spec), extractor=KnobFeatures(), max_seconds=max_seconds,
+        progress=progress, num_trials_per_iter=num_trials_per_iter, seed=seed,
+    )  # fmt: skip
     best = find_record(database, mod, target)
     if best is None:
         raise TuningError(f"tuning measured no valid candidate (see the logs in {work_dir})")

@@ -10,7 +10,13 @@ import tvm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sparse_tvm.kernels.spmm_int8 import Int8Spec, int8_blocks, int8_spmm_kernel, int16_pairs
+from sparse_tvm.kernels.spmm_int8 import (
+    Int8Spec,
+    int8_blocks,
+    int8_spmm_kernel,
+    int16_pairs,
+    weight_layout,
+)
 from tests.conftest import avx2, vnni
 
 TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "cascadelake", "num-cores": 2})
@@ -28,15 +34,18 @@ def _weight(rng, n, k, sparsity, block_sparsity):
     return w
 
 
-def run_int8(w, m, x_zero, relu=False, m_tile=16, seed=0, out_zero=None, signed=False, isa="vnni"):
+def run_int8(
+    w, m, x_zero, relu=False, m_tile=16, seed=0, out_zero=None, signed=False, isa="vnni", order=0
+):
     """Run the kernel; ``signed``: int8 X (read as X + 128) and, with ``out_zero``, int8 out;
-    ``isa`` "avx2": the vpmaddwd kernel on the weights widened to 16-bit pairs."""
+    ``isa`` "avx2": the vpmaddwd kernel on the weights widened to 16-bit pairs; ``order``
+    the tasks' order knob."""
     rng = np.random.default_rng(seed)
     n, k = w.shape
     blocks = int8_blocks(w)
     spec = Int8Spec(
         n, k, m, blocks.blocks, relu=relu, m_tile=m_tile, out_zero=out_zero,
-        x_signed=signed, out_signed=signed and out_zero is not None, isa=isa,
+        x_signed=signed, out_signed=signed and out_zero is not None, isa=isa, order=order,
     )  # fmt: skip
     func = int8_spmm_kernel(spec).with_attr("global_symbol", "spmm_int8")
     lib = tvm.compile(func, AVX2 if isa == "avx2" else TARGET)
@@ -74,13 +83,14 @@ def run_int8(w, m, x_zero, relu=False, m_tile=16, seed=0, out_zero=None, signed=
     x_zero=st.integers(0, 255),
     relu=st.booleans(),
     m_tile=st.sampled_from([4, 16]),
+    order=st.sampled_from([0, 1]),
     seed=st.integers(0, 2**16),
 )
 def test_int8_kernel_is_numpy_integer_arithmetic(
-    n, k, m, sparsity, block_sparsity, x_zero, relu, m_tile, seed
+    n, k, m, sparsity, block_sparsity, x_zero, relu, m_tile, order, seed
 ):
     w = _weight(np.random.default_rng(seed), n, k, sparsity, block_sparsity)
-    got, ref, _ = run_int8(w, m, x_zero, relu=relu, m_tile=m_tile, seed=seed)
+    got, ref, _ = run_int8(w, m, x_zero, relu=relu, m_tile=m_tile, seed=seed, order=order)
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
 
 
@@ -190,17 +200,21 @@ def test_qdq_tail_in_the_epilogue(m, out_zero, activation, requant, seed):
     x_zero=st.integers(0, 255),
     signed=st.booleans(),
     relu=st.booleans(),
+    m_tile=st.sampled_from([1, 3, 4, 8]),
+    order=st.sampled_from([0, 1]),
     seed=st.integers(0, 2**16),
 )
 def test_avx2_kernel_is_exact_where_vpmaddubsw_would_saturate(
-    n, k, m, block_sparsity, x_zero, signed, relu, seed
+    n, k, m, block_sparsity, x_zero, signed, relu, m_tile, order, seed
 ):
     """The AVX2 path (no VNNI): exact int32 sums, also for the extreme bytes (255 x 127 twice
     overflows vpmaddubsw's int16)."""
     rng = np.random.default_rng(seed)
     w = _weight(rng, n, k, 0.0, block_sparsity)
     w[rng.random(w.shape) < 0.3] = 127  # X up to 255: pair sums of 64,770
-    got, ref, _ = run_int8(w, m, x_zero, relu=relu, m_tile=4, seed=seed, signed=signed, isa="avx2")
+    got, ref, _ = run_int8(
+        w, m, x_zero, relu=relu, m_tile=m_tile, seed=seed, signed=signed, isa="avx2", order=order
+    )
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
 
 
@@ -238,3 +252,16 @@ def test_refusals():
         int8_blocks(np.zeros((12, 4), np.int8))
     with pytest.raises(ValueError, match="multiple of 16"):
         int8_spmm_kernel(Int8Spec(16, 6, 1, 1))
+
+
+def test_stored_bytes_follow_the_isas_layout():
+    """The report's stored bytes: int8 values (VNNI, sdot, smlal), 16-bit pairs (AVX2)."""
+    import dataclasses
+
+    w = _weight(np.random.default_rng(5), 32, 64, 0.0, 0.5)
+    blocks = int8_blocks(w)
+    index_bytes = 4 * (blocks.blocks + blocks.indptr.size)
+    for isa, value_bytes in (("vnni", 1), ("sdot", 1), ("smlal", 1), ("avx2", 2)):
+        stored = dataclasses.replace(blocks, isa=isa)
+        assert stored.nbytes == blocks.blocks * 64 * value_bytes + index_bytes
+        assert weight_layout(isa, blocks.data).nbytes == blocks.blocks * 64 * value_bytes
