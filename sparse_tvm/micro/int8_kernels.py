@@ -11,7 +11,7 @@ the DSP extension (Cortex-M4 / M7 / M33 / M55), plain C with the same results el
 
 Epilogue per output (one float step at a time, as the QDQ graph computes it)::
 
-    y = fmaf((float)(acc - correction[n]), scale[n], bias[n])      [ReLU]
+    y = fmaf((float)acc, scale[n], bias[n])      [ReLU]   (acc starts at -correction[n])
     -> float32 out, or in the output quantize's steps: round half to even, saturate, [+ the
        QDQ tail: dequantize, + tail bias, ReLU / ReLU6, quantize by division] -> 8-bit out
 
@@ -146,55 +146,88 @@ def _epilogue_value(total, s, b, tb, spec: MicroInt8Spec):
     return T.Cast("int8" if signed2 else "uint8", q2)
 
 
-_SECTIONS = ("data", "corr", "scale", "bias", "tail_bias", "indptr", "indices")
+_SECTIONS = ("data", "rows", "indptr", "indices")
+# the per-output-row values, one record a row (the fields the spec has, 4 bytes each): the
+# epilogue reads them at small offsets of one pointer (Thumb-2's VLDR reaches 1020 bytes,
+# so separate arrays behind a large weight cost an address add per value)
+_ROW_FIELDS = ("corr", "scale", "bias", "tail_bias")
+_ROW_DTYPES = {"corr": "int32", "scale": "float32", "bias": "float32", "tail_bias": "float32"}
 
 
 def _section_bytes(dtype: str, length: int) -> int:
     return -(-length * np.dtype(dtype).itemsize // 4) * 4
 
 
-def blob_layout(weight: MicroInt8Weight, spec: MicroInt8Spec) -> dict[str, tuple[str, int, int]]:
-    """Where each of the kernel's arrays lies in its one constant blob: ``name -> (dtype,
-    length, byte offset)``, 4-byte aligned, in the order of ``_SECTIONS`` (the words first);
-    the arrays the spec leaves out are absent. One blob, not an argument per array: each
-    argument of a micro kernel costs a 40-byte DLTensor descriptor, its shape and an argument
-    slot in flash, and code to unpack it."""
+def padded_rows(weight: MicroInt8Weight) -> int:
+    """Output rows the kernel's loops run over: whole blocks (sparse), pairs (dense)."""
     n = weight.shape[0]
-    present = {
-        "data": ("int32", int(weight.data.shape[0])),
-        "corr": ("int32", n) if spec.correction else None,
-        "scale": ("float32", n),
-        "bias": ("float32", n) if spec.bias else None,
-        "tail_bias": ("float32", n) if spec.tail_bias else None,
-    }
-    if not weight.dense:
-        present["indptr"] = (str(weight.indptr.dtype), int(weight.indptr.shape[0]))
-        present["indices"] = (str(weight.indices.dtype), int(weight.indices.shape[0]))
+    return n + n % 2 if weight.dense else weight.block_rows * weight.r
+
+
+def blob_layout(
+    weight: MicroInt8Weight, spec: MicroInt8Spec
+) -> dict[str, tuple[str, int, int, int]]:
+    """Where each of the kernel's arrays lies in its one constant blob: ``name -> (dtype,
+    length, byte offset, stride in elements)``, 4-byte aligned, in the order of ``_SECTIONS``
+    (the words first); the per-row values (``corr`` stored negated, as each sum's start;
+    ``scale``, ``bias``, ``tail_bias``) interleaved as one record a row over
+    :func:`padded_rows` (the padding rows zero); the arrays the spec leaves out are absent. One
+    blob, not an argument per array: each argument of a micro kernel costs a 40-byte DLTensor
+    descriptor, its shape and an argument slot in flash, and code to unpack it."""
+    rows = padded_rows(weight)
+    fields = [
+        name
+        for name, present in zip(
+            _ROW_FIELDS, (spec.correction, True, spec.bias, spec.tail_bias), strict=True
+        )
+        if present
+    ]
     layout, offset = {}, 0
-    for name in _SECTIONS:
-        if present.get(name) is None:
+    for section in _SECTIONS:
+        if section == "rows":
+            for j, name in enumerate(fields):
+                layout[name] = (_ROW_DTYPES[name], rows, offset + 4 * j, len(fields))
+            offset += 4 * len(fields) * rows
             continue
-        dtype, length = present[name]
-        layout[name] = (dtype, length, offset)
+        if section == "data":
+            dtype, length = "int32", int(weight.data.shape[0])
+        elif weight.dense:
+            continue
+        else:
+            array = weight.indptr if section == "indptr" else weight.indices
+            dtype, length = str(array.dtype), int(array.shape[0])
+        layout[section] = (dtype, length, offset, 1)
         offset += _section_bytes(dtype, length)
     return layout
 
 
-def _blob_bytes(layout: dict[str, tuple[str, int, int]]) -> int:
-    dtype, length, offset = list(layout.values())[-1]
-    return offset + _section_bytes(dtype, length)
+def _blob_bytes(layout: dict[str, tuple[str, int, int, int]]) -> int:
+    return max(
+        offset + _section_bytes(dtype, stride * (length - 1) + 1)
+        for dtype, length, offset, stride in layout.values()
+    )
 
 
 def pack_blob(weight: MicroInt8Weight, spec: MicroInt8Spec, arrays: dict) -> np.ndarray:
-    """The kernel's arrays by name (``None``: absent) in one uint8 blob laid out by
-    :func:`blob_layout`."""
+    """The kernel's arrays by name (``None``: absent; ``corr`` the positive correction) in one
+    uint8 blob laid out by :func:`blob_layout`."""
     layout = blob_layout(weight, spec)
     blob = np.zeros(_blob_bytes(layout), np.uint8)
-    for name, (dtype, length, offset) in layout.items():
-        raw = np.ascontiguousarray(arrays[name], dtype).reshape(-1).view(np.uint8)
-        if raw.size != length * np.dtype(dtype).itemsize:
-            raise ValueError(f"blob section {name}: {raw.size} bytes, not {length} {dtype}")
-        blob[offset : offset + raw.size] = raw
+    n = weight.shape[0]
+    for name, (dtype, length, offset, stride) in layout.items():
+        values = np.ascontiguousarray(arrays[name], dtype).reshape(-1)
+        if name not in _ROW_FIELDS:
+            raw = values.view(np.uint8)
+            if raw.size != length * np.dtype(dtype).itemsize:
+                raise ValueError(f"blob section {name}: {raw.size} bytes, not {length} {dtype}")
+            blob[offset : offset + raw.size] = raw
+            continue
+        if values.size != n:
+            raise ValueError(f"blob field {name}: {values.size} values, not one per row ({n})")
+        if name == "corr":  # each sum starts at -correction
+            values = (-values.astype(np.int64)).astype(np.int32)
+        field = blob[offset : offset + 4 * (stride * (length - 1) + 1)].view(np.uint32)[::stride]
+        field[:n] = values.view(np.uint32)  # the padding rows stay zero
     return blob
 
 
@@ -213,21 +246,26 @@ def micro_int8_kernel(weight: MicroInt8Weight, spec: MicroInt8Spec) -> tvm.tirx.
     def view(name: str, dtype: str = "int32"):
         """(shape, dtype, element offset) of a blob section; an absent one is a placeholder
         the body never reads."""
-        dtype, length, offset = layout.get(name, (dtype, 1, 0))
-        return (length,), dtype, offset // np.dtype(dtype).itemsize
+        dtype, length, offset, stride = layout.get(name, (dtype, 1, 0, 1))
+        return (stride * (length - 1) + 1,), dtype, offset // np.dtype(dtype).itemsize
+
+    rs = layout["scale"][3]  # elements from one row's record to the next
+
+    def start(corr, row):
+        """Where output ``row``'s sum starts: minus its zero-point correction."""
+        return corr[row * rs] if spec.correction else 0
 
     @T.macro
     def store(Y, mi, row, total, corr, scale, bias, tail_bias):
-        c = T.meta_var(corr[row] if spec.correction else 0)
-        b = T.meta_var(bias[row] if spec.bias else None)
-        tb = T.meta_var(tail_bias[row] if spec.tail_bias else None)
-        value = T.meta_var(_epilogue_value(total - c, scale[row], b, tb, spec))
+        b = T.meta_var(bias[row * rs] if spec.bias else None)
+        tb = T.meta_var(tail_bias[row * rs] if spec.tail_bias else None)
+        value = T.meta_var(_epilogue_value(total, scale[row * rs], b, tb, spec))
         if spec.pixels is None:
             Y[mi, row] = value
         else:
             Y[mi // spec.pixels, row, mi % spec.pixels] = value
 
-    body = (_dense_body if weight.dense else _sparse_body)(weight, spec, store)
+    body = (_dense_body if weight.dense else _sparse_body)(weight, spec, start, store)
     x_shape = (int(np.prod(padded_shape(spec.direct))),) if spec.direct else (m, k)
     y_shape = (m, n) if spec.pixels is None else (m // spec.pixels, n, spec.pixels)
     v_data, v_indices, v_indptr = view("data"), view("indices", "uint8"), view("indptr")
@@ -255,7 +293,7 @@ def micro_int8_kernel(weight: MicroInt8Weight, spec: MicroInt8Spec) -> tvm.tirx.
     return kernel
 
 
-def _dense_body(weight: MicroInt8Weight, spec: MicroInt8Spec, store):
+def _dense_body(weight: MicroInt8Weight, spec: MicroInt8Spec, start, store):
     """Two output rows at a time over the activation pairs packed once per input row."""
     n, k = weight.shape
     m = spec.m
@@ -278,8 +316,8 @@ def _dense_body(weight: MicroInt8Weight, spec: MicroInt8Spec, store):
                 xp[j] = _ext("int32", "stvm_pack16", lo, hi)
             for rp in range((n + 1) // 2):
                 acc = T.alloc_buffer((2,), "int32", scope="global")
-                acc[0] = 0
-                acc[1] = 0
+                acc[0] = start(corr, 2 * rp)
+                acc[1] = start(corr, 2 * rp + 1)
                 for j in range(words):
                     w0 = T.meta_var(data[(2 * rp) * words + j])
                     w1 = T.meta_var(data[(2 * rp + 1) * words + j])
@@ -296,7 +334,7 @@ def _dense_body(weight: MicroInt8Weight, spec: MicroInt8Spec, store):
     return body
 
 
-def _sparse_body(weight: MicroInt8Weight, spec: MicroInt8Spec, store):
+def _sparse_body(weight: MicroInt8Weight, spec: MicroInt8Spec, start, store):
     """Per block row, the blocks two at a time: one activation pair, ``r`` ``SMLAD`` s."""
     n, _ = weight.shape
     m, r, g = spec.m, weight.r, weight.group
@@ -336,7 +374,7 @@ def _sparse_body(weight: MicroInt8Weight, spec: MicroInt8Spec, store):
             row = T.alloc_buffer((1,), "int32", scope="global")
             row[0] = row_of(mi)
             for ri in T.unroll(r):
-                acc[ri] = 0
+                acc[ri] = start(corr, br * r + ri)
             col[0] = 0
             # a while loop over the groups: the C compiler turns the running group into
             # pointer increments (a normalised for loop re-adds its start at every access;

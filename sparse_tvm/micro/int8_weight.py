@@ -12,8 +12,9 @@ extractions read them. The layouts here do that:
     multiplied by the activation pair of the same columns. ``k`` is padded to a multiple of 4
     with zeros, ``n`` to a multiple of 2 (the kernel runs two rows at a time).
 ``sparse``
-    ``r x 1`` blocks (r of 1, 2, 4, 8) with the micro float kernels' compact indices (8-bit
-    deltas, or 16-bit columns): two consecutive blocks of a block row share the activation
+    ``r x 1`` blocks (r of 1, 2, 4, 8) with compact indices: 8-bit columns (``col8``, where
+    ``k <= 256``: one load a block), else the micro float kernels' 8-bit deltas (``delta8``,
+    a load and an add) or 16-bit columns: two consecutive blocks of a block row share the activation
     pair ``(x[c0], x[c1])``, and their weights for row ``i`` are the half-word pair
     ``(w0[i], w1[i])``. These pairs are stored two to a word (bytes ``a0, b0, a1, b1`` for
     pairs ``a``, ``b``): with ``r >= 2`` rows ``i, i + 1`` of one block pair, with ``r == 1``
@@ -42,9 +43,9 @@ class MicroInt8Weight:
 
     shape: tuple[int, int]
     r: int  # rows of a block; 0 for the dense layout
-    encoding: str  # "dense", "delta8" or "int16"
+    encoding: str  # "dense", "col8", "delta8" or "int16"
     data: np.ndarray  # int32 words of four packed int8 weights
-    indices: np.ndarray | None  # uint8 deltas / int16 columns, one per block (sparse)
+    indices: np.ndarray | None  # uint8 columns / deltas, int16 columns: one a block (sparse)
     indptr: np.ndarray | None  # uint16 / int32: groups of blocks per block row (sparse)
     row_sums: np.ndarray  # int64 (n,)
 
@@ -144,8 +145,11 @@ def sparse_int8(w: np.ndarray, r: int, columns: np.ndarray | None = None) -> Mic
     group = 4 if r == 1 else 2
     bsr = BlockSparseWeight.from_dense(w.astype(np.float32), (r, 1))
     found = []
-    for encoding in ("delta8", "int16"):
+    # col8 first: as small as delta8 where it fits (no gap to bridge), one instruction less
+    for encoding in ("col8", "delta8", "int16"):
         if encoding == "int16" and k - 1 > np.iinfo(np.int16).max:
+            continue
+        if encoding == "col8" and k - 1 > np.iinfo(np.uint8).max:
             continue
         cols_all, data_all, indptr = [], [], [0]
         for cols, values in block_rows(bsr):
@@ -161,7 +165,8 @@ def sparse_int8(w: np.ndarray, r: int, columns: np.ndarray | None = None) -> Mic
         if encoding == "delta8":
             indices = np.asarray([d for row in cols_all for d in deltas(row)], np.uint8)
         else:
-            indices = np.asarray([c for row in cols_all for c in row], np.int16)
+            dtype = np.uint8 if encoding == "col8" else np.int16
+            indices = np.asarray([c for row in cols_all for c in row], dtype)
         if not data_all:  # keep every C array non-empty; indptr says no block is read
             indices = np.zeros(1, indices.dtype)
             data_all = [np.zeros(r, np.float32)] * group

@@ -73,6 +73,18 @@ def test_block_pair_words_hold_two_rows_of_two_blocks():
     np.testing.assert_array_equal(packed.to_dense(), w)
 
 
+def test_inputs_up_to_256_store_columns_not_deltas():
+    """k <= 256: 8-bit columns, as small as deltas (no gap to bridge) and read by one load."""
+    w = np.zeros((4, 256), np.int8)
+    w[0:4, [3, 200, 255]] = 7
+    packed = sparse_int8(w, 4)
+    assert packed.encoding == "col8" and packed.indices.dtype == np.uint8
+    assert list(packed.indices) == [3, 200, 255, 255]  # padded to whole words at the last
+    assert packed.label == "int8 bsr 4x1 col8"
+    np.testing.assert_array_equal(packed.to_dense(), w)
+    assert sparse_int8(np.zeros((4, 257), np.int8), 4).encoding != "col8"
+
+
 def test_smallest_prefers_dense_for_a_dense_weight_and_blocks_for_a_sparse_one():
     rng = np.random.default_rng(0)
     dense = _weight(rng, 64, 64, 1.0)
