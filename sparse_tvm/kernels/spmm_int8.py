@@ -84,6 +84,9 @@ class DotIsa:
     # weights widened, (w0, w1) and (w2, w3) per lane, two instructions), "smull" (NEON
     # without dotprod: per 4 rows, (w0, w1) of each row then (w2, w3), int8)
     layout: str = "quads"
+    # X widened to int16 (m x k) before the kernel (a cast the lowering emits): a pair of
+    # columns is one int32 word, broadcast from memory (AVX2: no shifts and masks a block)
+    x_wide: bool = False
 
     @property
     def pairs(self) -> bool:
@@ -99,7 +102,7 @@ ISAS = {
     # AVX2 without VNNI: vpmaddwd (s16 x s16 pairs into 8 int32 lanes) on the weights widened
     # to 16 bits and X's bytes as 16-bit pairs: exact (vpmaddubsw, u8 x s8, saturates at
     # 2 x 255 x 127); a 16x4 block is four (8 accumulators at 4 rows)
-    "avx2": DotIsa("avx2", 8, "llvm.x86.avx2.pmadd.wd", True, 4, layout="pairs16"),
+    "avx2": DotIsa("avx2", 8, "llvm.x86.avx2.pmadd.wd", True, 4, layout="pairs16", x_wide=True),
     # Armv8.0 NEON (Cortex-A53/A72, Raspberry Pi 3/4): smull + smlal of 8 int8 pairs into
     # int16 (two products a lane), sadalp into 4 int32 lanes: 12 instructions a 16x4 block
     # (:func:`_smull_group`), s8 x s8 like sdot
@@ -140,7 +143,10 @@ def weight_layout(isa: str, data: np.ndarray) -> np.ndarray:
 def x_offset(isa: str, x_signed: bool) -> int:
     """What the kernel adds to X to give the instruction the bytes it multiplies: VNNI reads
     int8 X as X + 128, sdot reads uint8 X as X - 128 (each byte's sign bit flipped); the
-    zero-point correction takes ``x_zero + x_offset`` out."""
+    zero-point correction takes ``x_zero + x_offset`` out. X widened to int16 (AVX2) is read
+    as it is."""
+    if ISAS[isa].x_wide:
+        return 0
     if ISAS[isa].unsigned_x:
         return 128 if x_signed else 0
     return 0 if x_signed else -128
@@ -278,7 +284,8 @@ def int8_spmm_kernel(spec: Int8Spec) -> tvm.tirx.PrimFunc:
     out_dtype = spec.out_dtype
     if spec.tail is not None and spec.out_zero is None:
         raise ValueError("a tail follows a requantized output: give out_zero")
-    x_dtype = "int8" if spec.x_signed else "uint8"
+    x_dtype = "int16" if isa.x_wide else "int8" if spec.x_signed else "uint8"
+    half = k // 2  # int32 words (16-bit pairs) of a widened X row
 
     def x_dword(xq, at):
         """4 bytes of X as the instruction's operand (:func:`x_offset`)."""
@@ -304,6 +311,7 @@ def int8_spmm_kernel(spec: Int8Spec) -> tvm.tirx.PrimFunc:
     ):
         T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
         Xq = T.decl_buffer((m * quads,), "int32", data=X.data)  # a dword: 4 bytes of a row
+        Xw = T.decl_buffer((m * half,), "int32", data=X.data)  # widened X: a 16-bit pair
         Yf = T.decl_buffer((m * n,), out_dtype, data=Y.data)
         for task in T.parallel(block_rows * tiles):
             br = T.meta_var(task // tiles if spec.order == 0 else task % block_rows)
@@ -315,12 +323,14 @@ def int8_spmm_kernel(spec: Int8Spec) -> tvm.tirx.PrimFunc:
                 for i in T.unroll(mt):
                     if isa.pairs:  # AVX2: two vpmaddwd a part
                         for p in T.unroll(parts):
-                            d = T.meta_var(x_dword(Xq, x_at(m0 + i, br, b, indices, indptr)))
+                            at = T.meta_var(2 * x_at(m0 + i, br, b, indices, indptr))
                             w = T.meta_var((indptr[br] + b) * (2 * L) + p * vl)
                             acc[i, T.ramp(p * vl, 1, vl)] = (
                                 acc[i, T.ramp(p * vl, 1, vl)]
-                                + _pmaddwd(_x_pair(d, 0, vl), data[T.ramp(w, 1, vl)], isa)
-                                + _pmaddwd(_x_pair(d, 2, vl), data[T.ramp(w + L, 1, vl)], isa)
+                                + _pmaddwd(T.broadcast(Xw[at], vl), data[T.ramp(w, 1, vl)], isa)
+                                + _pmaddwd(
+                                    T.broadcast(Xw[at + 1], vl), data[T.ramp(w + L, 1, vl)], isa
+                                )
                             )
                     elif isa.layout == "smull":  # NEON: 3 instructions a 4-row group
                         for p in T.unroll(parts):
@@ -359,14 +369,6 @@ def int8_spmm_kernel(spec: Int8Spec) -> tvm.tirx.PrimFunc:
                     )
 
     return spmm_int8
-
-
-def _x_pair(dword, first: int, lanes: int):
-    """Bytes ``first`` and ``first + 1`` of X's dword (as read: unsigned) as a 16-bit pair,
-    broadcast to every int32 lane."""
-    lo = T.bitwise_and(T.shift_right(dword, 8 * first), 0xFF)
-    hi = T.bitwise_and(T.shift_left(dword, 8) if first == 0 else T.shift_right(dword, 8), 0xFF0000)
-    return T.broadcast(T.bitwise_or(lo, hi), lanes)
 
 
 def _smull_group(dword, w01, w23, spec: Int8Spec):

@@ -29,6 +29,7 @@ from tvm import relax
 
 from sparse_tvm.analysis.layers import Layer
 from sparse_tvm.kernels.spmm_int8 import (
+    ISAS,
     Int8Blocks,
     Int8Spec,
     Int8Tail,
@@ -141,6 +142,8 @@ def lower_int8(
     spec = int8_spec(layer, blocks, isa, plan.knobs)
     kernel = add_kernel(builder, int8_spmm_kernel(spec), f"int8_16x4_{sanitize(layer.name)}")
     x2 = xq if len(layer.input_shape) == 2 else builder.emit(relax.op.reshape(xq, (layer.m, k)))
+    if ISAS[isa].x_wide:  # AVX2: X widened once, a 16-bit pair per word for the kernel
+        x2 = builder.emit(relax.op.astype(x2, "int16"))
     constants = [relax.const(a) for a in int8_arguments(layer, blocks, isa)]
     if ops.dynamic:  # scale and zero point computed at run time: scale and correct by them
         constants[4] = builder.emit(relax.op.multiply(constants[4], ops.x_scale))

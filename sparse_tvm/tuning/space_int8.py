@@ -97,7 +97,7 @@ def workload(spec: Int8Spec, blocks: Int8Blocks, cores: int) -> tvm.tirx.PrimFun
     n, k, m = spec.n, spec.k, spec.m
     n_data = max(spec.blocks, 1) * LANES * (2 if ISAS[spec.isa].pairs else 1)
     n_blocks, block_rows = max(spec.blocks, 1), n // LANES
-    x_dtype = "int8" if spec.x_signed else "uint8"
+    x_dtype = "int16" if ISAS[spec.isa].x_wide else "int8" if spec.x_signed else "uint8"
     out_dtype = spec.out_dtype
     digest = blocks_digest((n, k), (LANES, QUAD), blocks.indptr, blocks.indices[: spec.blocks])
     attrs = {
@@ -208,9 +208,9 @@ class Int8Arguments:
             shape = tuple(int(v) for v in shape)
             if index in self.fixed:
                 out.append(self.fixed[index])
-            elif index == 0:  # X
-                info = np.iinfo(dtype)
-                out.append(rng.integers(info.min, info.max + 1, shape).astype(dtype))
+            elif index == 0:  # X: 8-bit values (widened to int16 for AVX2)
+                low, high = (-128, 127) if dtype == "int8" else (0, 255)
+                out.append(rng.integers(low, high + 1, shape).astype(dtype))
             elif index == 5:  # scale: outputs in range
                 out.append(np.full(shape, 1e-3, dtype))
             else:
