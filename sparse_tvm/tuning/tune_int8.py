@@ -17,9 +17,10 @@ import tempfile
 import numpy as np
 import tvm
 from tvm.s_tir import meta_schedule as ms
+from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
 from ..errors import TuningError
-from ..kernels.spmm_int8 import Int8Blocks, Int8Spec, int8_spmm_kernel
+from ..kernels.spmm_int8 import Int8Blocks, Int8Spec
 from .cross_build import CrossExport
 from .lookup import find_record
 from .records import measured_records
@@ -110,8 +111,7 @@ def tune_int8_kernel(
         raise TuningError(f"tuning measured no valid candidate (see the logs in {work_dir})")
     func = materialize(mod["main"], knobs=best.knobs, spec=spec)
     default = materialize(mod["main"], knobs=default_knobs(spec), spec=spec)
-    info = [("TENSOR", p.dtype, p.shape) for p in int8_spmm_kernel(spec).params]
-    args = arguments.arrays(info)
+    args = arguments.arrays([info.as_json() for info in ArgInfo.from_prim_func(mod["main"])])
     if board is None:
         timed = [measure(default, args, target), measure(func, args, target)]
     else:

@@ -26,9 +26,13 @@ def test_sdot_in_the_assembly():
     assert asm.count("\tsdot\t") == 16
 
 
-@pytest.mark.skipif(
+# the qemu runs: an aarch64 build emulated on an x86-64 host (CI's)
+on_x86 = pytest.mark.skipif(
     platform.machine() != "x86_64", reason="runs an aarch64 build emulated on an x86-64 host"
 )
+
+
+@on_x86
 def test_quantized_ffn_runs_sdot_under_qemu(arm64_root, tmp_path):
     q = quantized_ffn()
     compiled = st.compile(q, "aarch64-dotprod")  # not timed here: the block rule decides

@@ -7,7 +7,6 @@ and a quantized model compiled for ``rpi4`` against onnxruntime on the same QDQ 
 from __future__ import annotations
 
 import json
-import platform
 import subprocess
 import textwrap
 
@@ -30,12 +29,8 @@ from sparse_tvm.kernels.spmm_int8 import (
 from sparse_tvm.target import resolve_target
 from sparse_tvm.target.machine import int8_isa
 from sparse_tvm.tuning.cross_build import export_shared
-from tests.arm.test_int8_sdot import assert_runs_as_onnxruntime
+from tests.arm.test_int8_sdot import assert_runs_as_onnxruntime, on_x86
 from tests.quantized.models import quantized_ffn
-
-on_x86 = pytest.mark.skipif(
-    platform.machine() != "x86_64", reason="runs an aarch64 build emulated on an x86-64 host"
-)
 
 
 def _smull_model(data: np.ndarray, x4: np.ndarray, full_range: bool) -> np.ndarray:

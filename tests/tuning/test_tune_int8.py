@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import pytest
 import tvm
 from tvm.s_tir import meta_schedule as ms
 
@@ -24,10 +23,10 @@ from sparse_tvm.tuning.space_int8 import (
     workload,
 )
 from sparse_tvm.tuning.tune_int8 import lookup_int8_kernel, tune_int8_kernel
+from tests.conftest import avx2
 
 HOST = resolve_target("x86").tvm_target  # the host: AVX-512 (VNNI) or AVX2
-ISA = int8_isa(HOST)
-needs_int8_host = pytest.mark.skipif(ISA is None, reason="the host has no int8 dot products")
+ISA = int8_isa(HOST)  # None only without AVX2: the avx2 mark skips those tests
 
 
 def _weight(n: int, k: int, seed: int) -> np.ndarray:
@@ -51,7 +50,7 @@ def test_the_workload_keeps_the_spec_and_the_knobs_make_its_kernel():
     assert default_knobs(spec) == {"m_tile": 4, "order": 0}  # the hand-written kernel's
 
 
-@needs_int8_host
+@avx2  # the host's int8 kernel (VNNI hosts have AVX2 too)
 def test_short_int8_tuning_finds_knobs_the_compiler_finds_again(tmp_path):
     w = _weight(64, 128, 1)
     blocks = dataclasses.replace(int8_blocks(w), isa=ISA)
