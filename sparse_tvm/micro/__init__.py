@@ -15,6 +15,8 @@ Design, layer by layer:
 - ``schedule``  a light schedule for TVM's dense TIR (inline pads, fuse epilogues) so that
                 intermediate buffers do not eat the RAM
 - ``lower``     Relax pipeline, walk of ``main`` into a call sequence, kernels to C
+- ``c_functions`` the kernels as plain C functions of data pointers (TVM's ``c`` target
+                without the packed calling convention)
 - ``planner``   liveness over the intermediate tensors into one arena
 - ``emit``      the C files; ``report`` the size table and the budget check
 - ``harness``   ``main.c`` (the example input, or a test's inputs and expected outputs), run by
@@ -29,8 +31,9 @@ A quantized (QDQ) model's layers run int8 kernels instead:
 - ``quantized_activations``  float -> 8-bit quantize ops as a kernel; max pools on the bytes
 
 Why TVM's ``c`` target for every kernel, sparse ones included: one code generator, and the
-kernels can be tuned like the rest later. The packed calling convention costs a few dozen
-bytes of constant ``DLTensor`` descriptors per call, all in flash.
+kernels can be tuned like the rest later. They are built as plain C functions of data
+pointers (``c_functions``), not tvm-ffi packed functions: no ``DLTensor`` descriptors in
+flash, no argument unpacking in each kernel.
 """
 
 from sparse_tvm.errors import MicroBudgetError

@@ -172,8 +172,8 @@ def blob_layout(
     (the words first); the per-row values (``corr`` stored negated, as each sum's start;
     ``scale``, ``bias``, ``tail_bias``) interleaved as one record a row over
     :func:`padded_rows` (the padding rows zero); the arrays the spec leaves out are absent. One
-    blob, not an argument per array: each argument of a micro kernel costs a 40-byte DLTensor
-    descriptor, its shape and an argument slot in flash, and code to unpack it."""
+    blob, not an argument per array: one base pointer in a register for all of them (a
+    Cortex-M has a dozen free registers, and arguments past the fourth come on the stack)."""
     rows = padded_rows(weight)
     fields = [
         name

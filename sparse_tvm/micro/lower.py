@@ -28,6 +28,7 @@ from tvm import relax
 from sparse_tvm.errors import CompileError
 from sparse_tvm.frontend import ImportedModel
 from sparse_tvm.logs import native_quiet
+from sparse_tvm.micro.c_functions import compile_plain_c
 from sparse_tvm.micro.lowering import MicroLowering
 from sparse_tvm.micro.quantized_activations import QuantizedActivations
 from sparse_tvm.micro.schedule import micro_schedule
@@ -61,7 +62,7 @@ class Tensor:
 class Call:
     """``kernel(*args)``: the last ``n_outputs`` args are written."""
 
-    kernel: str  # PrimFunc name in the kernels module (C symbol __tvm_ffi_<kernel>)
+    kernel: str  # the kernel's C function (a PrimFunc name until ``lower`` prefixes it)
     args: list[int]
     n_outputs: int = 1
 
@@ -205,7 +206,7 @@ class _Walker:
         )
 
 
-_FUNC_START = re.compile(r"int32_t __tvm_ffi_(\w+)\(void\* self_handle[^)]*\) \{")
+_FUNC_START = re.compile(r"int32_t (\w+)\([^)]*\) \{")
 _WORKSPACE = re.compile(r"TVMBackendAllocWorkspace\([^,]+, [^,]+, \(uint64_t\)(\d+)ULL")
 _RUNTIME_CALL = re.compile(r"\b(TVM\w+)\(")
 
@@ -224,18 +225,18 @@ def _workspaces(source: str) -> dict[str, int]:
 def build_kernels(
     mod: tvm.IRModule, names: set[str], prefix: str = ""
 ) -> tuple[str, dict[str, int]]:
-    """C source of the called PrimFuncs (TVM's ``c`` target) and their workspace bytes.
+    """C source of the called PrimFuncs (TVM's ``c`` target, plain C functions of data
+    pointers: :mod:`~sparse_tvm.micro.c_functions`) and their workspace bytes.
 
-    The C symbols are ``__tvm_ffi_<prefix><name>``, so that two models can share a firmware.
+    The C symbols are ``<prefix><name>``, so that two models can share a firmware.
     """
-    funcs = {}
-    for gv, func in mod.functions.items():
-        if isinstance(func, tvm.tirx.PrimFunc) and gv.name_hint in names:
-            symbol = prefix + gv.name_hint
-            funcs[gv] = micro_schedule(func).with_attr("global_symbol", symbol)
+    funcs = {
+        prefix + gv.name_hint: micro_schedule(func)
+        for gv, func in mod.functions.items()
+        if isinstance(func, tvm.tirx.PrimFunc) and gv.name_hint in names
+    }
     with tvm.transform.PassContext(opt_level=3, config=C_TARGET_CONFIG), native_quiet():
-        executable = tvm.compile(tvm.IRModule(funcs), target=tvm.target.Target({"kind": "c"}))
-    source = executable.mod.inspect_source()
+        source = compile_plain_c(funcs)
     foreign = set(_RUNTIME_CALL.findall(source)) - ALLOWED_RUNTIME_CALLS
     if foreign:
         raise CompileError(

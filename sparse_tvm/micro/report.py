@@ -123,7 +123,7 @@ def _stack_usage(folder: Path, prefix: str) -> int:
             parts = line.split("\t")
             if len(parts) >= 2:
                 frames[parts[0].rsplit(":", 1)[-1]] = int(parts[1])
-    kernels = [v for k, v in frames.items() if k.startswith("__tvm_ffi_")]
+    kernels = [v for k, v in frames.items() if k.startswith(f"{prefix}_") and k != f"{prefix}_run"]
     workspace = frames.get("TVMBackendAllocWorkspace", 0)
     # PREFIX_run -> one kernel -> the workspace allocator; 64 bytes for the exception frame
     # an interrupt may push on top.

@@ -124,4 +124,5 @@ def test_quantized_cnn_runs_int8_convs_on_qemu(tmp_path):
     # the sparse convs read their padded input in place: no im2col buffer, no transposes
     source = (tmp_path / "s" / "model.c").read_text()
     assert "im2col" not in source and "transpose" not in source
+    assert "DLTensor" not in source  # kernels take plain pointers (micro/c_functions.py)
     assert "im2col" in (tmp_path / "d" / "model.c").read_text()
