@@ -13,8 +13,10 @@ same process, interleaved round by round:
     ort float32  onnxruntime on the pruned float model
 
 Cases: ``ffn.up`` / ``ffn.down`` (a BERT-base FFN layer alone, ``--m`` tokens (128), with its
-QDQ ops), ``bert_layer`` (a BERT-base encoder layer, 128 tokens) and ``minilm``
-(all-MiniLM-L6-v2, 128 tokens; needs the test extra's packaged weights). The
+QDQ ops), ``bert_layer`` (a BERT-base encoder layer, 128 tokens), ``minilm``
+(all-MiniLM-L6-v2, 128 tokens; needs the test extra's packaged weights) and ``resnet50``
+(ResNet-50 with conv biases instead of batch norms, one 112x112 image: its convs run int8
+through the 8-bit im2col where the model runs channels-first). The
 accuracy column is the int8 build's max error relative to onnxruntime's run of the same
 quantized model (issue 16: within 1e-2), and both against the float model.
 
@@ -84,6 +86,18 @@ def bert_case(seed: int) -> tuple[onnx.ModelProto, dict, dict]:
     return model, x, calibration
 
 
+def resnet50_case(seed: int) -> tuple[onnx.ModelProto, dict, dict]:
+    """ResNet-50 (``sparse_tvm.examples.resnet50``, conv biases: a quantized export folds its
+    batch norms), one 112x112 image; calibrated on four random images."""
+    from sparse_tvm.examples import resnet50
+
+    model = resnet50(size=112, batchnorm=False, seed=seed)
+    rng = np.random.default_rng(seed)
+    x = {"image": rng.random((1, 3, 112, 112)).astype(np.float32)}
+    calibration = {"image": rng.random((4, 3, 112, 112)).astype(np.float32)}
+    return model, x, calibration
+
+
 def minilm_case() -> tuple[onnx.ModelProto, dict, dict]:
     from sparse_tvm.examples import minilm
 
@@ -119,6 +133,8 @@ def run_case(
         model, x, calibration = minilm_case()
     elif name == "bert_layer":
         model, x, calibration = bert_case(seed)
+    elif name == "resnet50":
+        model, x, calibration = resnet50_case(seed)
     else:
         model, x, calibration = ffn_case(name, m, seed)
     pruned = st.prune(model, sparsity, "16x4").model

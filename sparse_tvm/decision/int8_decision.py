@@ -60,13 +60,19 @@ TWIN_DENSITY_TOLERANCE = 0.01
 
 
 def int8_possible(layer: Layer, backend) -> bool:
-    """Whether the int8 kernel can run ``layer`` on ``backend``'s target."""
+    """Whether the int8 kernel can run ``layer`` on ``backend``'s target: a matmul, or a
+    channels-first conv of one group with static quantization (through the 8-bit im2col)."""
     return (
         layer.int8 is not None
         and int8_isa(getattr(backend, "tvm_target", None)) is not None
         and int8_blocks_fit(*layer.shape)
-        and layer.op == "matmul"
+        and (layer.op == "matmul" or _int8_conv(layer))
     )
+
+
+def _int8_conv(layer: Layer) -> bool:
+    g = layer.conv
+    return layer.op == "conv2d" and g.layout == "NCHW" and g.groups == 1 and not layer.int8.dynamic
 
 
 class Int8Twins:
@@ -166,10 +172,12 @@ def quantized_layer_module(layer: Layer) -> tuple[relax.Function, dict[str, np.n
     w = relax.Var(layer.name, relax.TensorType(list(layer.weight_shape), "float32"))
     params, values = [xq, w], {layer.name: layer.stored_weight()}
     bias = None
-    if layer.bias is not None:
-        bias = relax.Var(f"{layer.name}.bias", relax.TensorType([layer.shape[0]], "float32"))
+    if layer.bias is not None:  # a conv's as (1, n, 1, 1), as ONNX importers write it
+        n = layer.shape[0]
+        shape = [1, n, 1, 1] if layer.op == "conv2d" else [n]
+        bias = relax.Var(f"{layer.name}.bias", relax.TensorType(shape, "float32"))
         params.append(bias)
-        values[bias.name] = layer.bias
+        values[bias.name] = layer.bias.reshape(shape)
 
     def scalar(value, dtype):
         return relax.const(np.array(value, dtype))
@@ -180,8 +188,7 @@ def quantized_layer_module(layer: Layer) -> tuple[relax.Function, dict[str, np.n
             x = bb.emit(
                 relax.op.dequantize(xq, scalar(ops.x_scale, "float32"), scalar(ops.x_zero, x_dtype))
             )
-            weight = bb.emit(relax.op.permute_dims(w, [1, 0])) if layer.transposed else w
-            y = bb.emit(relax.op.matmul(x, weight))
+            y = _emit_linear(bb, layer, x, w)
             if bias is not None:
                 y = bb.emit(relax.op.add(y, bias))
             y = emit_activation(bb, layer, y)
@@ -198,9 +205,23 @@ def quantized_layer_module(layer: Layer) -> tuple[relax.Function, dict[str, np.n
         bb.emit_func_output(out)
     func = bb.get()["main"]
     weights = {p: values[p.name] for p in func.params[1:]}
-    scale = WeightScale(ops.weight_scale, 0 if layer.transposed else 1)
+    axis = 0 if layer.transposed or layer.op == "conv2d" else 1  # the output features' axis
+    scale = WeightScale(ops.weight_scale, axis)
     (single,) = find_layers(func, weights, gelu=layer.gelu, weight_scales={layer.name: scale})
     return func, values, single
+
+
+def _emit_linear(bb: relax.BlockBuilder, layer: Layer, x: relax.Expr, w: relax.Expr):
+    """The layer's matmul or (NCHW) conv of ``x`` by its stored weight ``w``."""
+    if layer.op == "conv2d":
+        g = layer.conv
+        return bb.emit(
+            relax.op.nn.conv2d(
+                x, w, strides=g.strides, padding=g.padding, dilation=g.dilation, groups=g.groups
+            )
+        )
+    weight = bb.emit(relax.op.permute_dims(w, [1, 0])) if layer.transposed else w
+    return bb.emit(relax.op.matmul(x, weight))
 
 
 def _emit_tail(bb: relax.BlockBuilder, ops, y: relax.Expr, scalar) -> relax.Expr:

@@ -37,6 +37,14 @@ def _output_hw(height, width, kernel, stride, padding, dilation) -> tuple[int, i
     return oh, ow
 
 
+def padded_read(load, y, x, height: int, width: int, pad):
+    """``load(y, x)`` where ``(y, x)`` lies inside the ``height x width`` image, else ``pad``
+    (the indices clamped, so that the load is in bounds either way)."""
+    inside = tvm.tirx.all(y >= 0, y < height, x >= 0, x < width)
+    clamped = T.max(T.min(y, height - 1), 0), T.max(T.min(x, width - 1), 0)
+    return T.if_then_else(inside, load(*clamped), pad)
+
+
 def im2col_kernel(
     batch: int,
     channels: int,
@@ -91,11 +99,10 @@ def im2col_kernel(
                 y = T.meta_var(oy * sh - pt + i * dh)
                 for ox in T.vectorized(ow):
                     x = T.meta_var(ox * sw - pl + j * dw)
-                    COL[b, q, oy * ow + ox] = T.if_then_else(
-                        y >= 0 and y < h and x >= 0 and x < w,
-                        X[b, ci, T.max(T.min(y, h - 1), 0), T.max(T.min(x, w - 1), 0)],
-                        T.float32(0),
-                    )
+                    COL[b, q, oy * ow + ox] = padded_read(
+                        lambda yc, xc: X[b, ci, yc, xc],  # noqa: B023 (called at once)
+                        y, x, h, w, T.float32(0),
+                    )  # fmt: skip
 
     return im2col
 
@@ -158,11 +165,10 @@ def im2col_nhwc_kernel(
                 y = T.meta_var(oy * sh - pt + i * dh)
                 x = T.meta_var(ox * sw - pl + j * dw)
                 for c1 in T.vectorized(lanes):
-                    COL[row * ow + ox, (i * kw + j) * channels + c0 * lanes + c1] = T.if_then_else(
-                        y >= 0 and y < h and x >= 0 and x < w,
-                        X[b, T.max(T.min(y, h - 1), 0), T.max(T.min(x, w - 1), 0), c0 * lanes + c1],
-                        T.float32(0),
-                    )
+                    COL[row * ow + ox, (i * kw + j) * channels + c0 * lanes + c1] = padded_read(
+                        lambda yc, xc: X[b, yc, xc, c0 * lanes + c1],  # noqa: B023 (called at once)
+                        y, x, h, w, T.float32(0),
+                    )  # fmt: skip
 
     return im2col_nhwc
 

@@ -28,6 +28,7 @@ import numpy as np
 from tvm import relax
 
 from sparse_tvm.analysis.layers import Layer
+from sparse_tvm.kernels.im2col_rows import im2col_rows_kernel
 from sparse_tvm.kernels.spmm_int8 import (
     ISAS,
     Int8Blocks,
@@ -47,6 +48,7 @@ __all__ = [
     "int8_arguments",
     "int8_end",
     "int8_layer",
+    "int8_rows",
     "lower_int8",
     "requantizes",
 ]
@@ -65,6 +67,11 @@ def fuses_tail(layer: Layer) -> bool:
     """Whether the layer's kernel computes its QDQ tail (it ends at the tail's end)."""
     ops = layer.int8
     return ops.tail is not None and layer.end_var.same_as(ops.tail.end)
+
+
+def int8_rows(layer: Layer) -> int:
+    """The int8 kernel's ``m``: a matmul's rows, or a conv's output pixels of every image."""
+    return layer.m * layer.batch if layer.op == "conv2d" else layer.m
 
 
 def int8_layer(layer: Layer) -> tuple[Layer, Int8Blocks]:
@@ -121,7 +128,7 @@ def int8_spec(
         tail = Int8Tail(ops.out_scale, t.relu, t.relu6, t.gelu, t.requant)
     knobs = knobs or {}
     return Int8Spec(
-        n, k, layer.m, blocks.blocks, relu=layer.relu,
+        n, k, int8_rows(layer), blocks.blocks, relu=layer.relu,
         out_zero=ops.out_zero if requant else None,
         x_signed=ops.x_signed, out_signed=requant and ops.out_signed, tail=tail, isa=isa,
         full_range=blocks.full_range, m_tile=knobs.get("m_tile"), order=knobs.get("order", 0),
@@ -141,7 +148,7 @@ def lower_int8(
     ops = layer.int8
     spec = int8_spec(layer, blocks, isa, plan.knobs)
     kernel = add_kernel(builder, int8_spmm_kernel(spec), f"int8_16x4_{sanitize(layer.name)}")
-    x2 = xq if len(layer.input_shape) == 2 else builder.emit(relax.op.reshape(xq, (layer.m, k)))
+    x2 = _rows(builder, layer, xq)
     if ISAS[isa].x_wide:  # AVX2: X widened once, a 16-bit pair per word for the kernel
         x2 = builder.emit(relax.op.astype(x2, "int16"))
     constants = [relax.const(a) for a in int8_arguments(layer, blocks, isa)]
@@ -151,11 +158,30 @@ def lower_int8(
         row_sums = relax.const(blocks.row_sums.astype(np.int32))
         constants[3] = builder.emit(relax.op.add(constants[3], relax.op.multiply(zero, row_sums)))
     y = builder.emit(
-        relax.call_tir(kernel, [x2, *constants], tensor_type((layer.m, n), spec.out_dtype))
+        relax.call_tir(kernel, [x2, *constants], tensor_type((spec.m, n), spec.out_dtype))
     )
+    if layer.op == "conv2d":  # (b * pixels, n) -> (b, n, oh, ow)
+        batch, pixels = layer.batch, layer.m
+        y = builder.emit(relax.op.reshape(y, (batch, pixels, n)))
+        y = builder.emit(relax.op.permute_dims(y, [0, 2, 1]))
     if len(layer.output_shape) != 2:
         y = builder.emit(relax.op.reshape(y, layer.output_shape))
     return activation_after_kernel(builder, layer, y)
+
+
+def _rows(builder: relax.BlockBuilder, layer: Layer, xq: relax.Expr) -> relax.Expr:
+    """The 8-bit activations as the kernel's ``(m, k)`` rows: a matmul's as they are, a
+    conv's im2col rows (module doc)."""
+    k = layer.shape[1]
+    if layer.op != "conv2d":
+        return (
+            xq if len(layer.input_shape) == 2 else builder.emit(relax.op.reshape(xq, (layer.m, k)))
+        )
+    ops = layer.int8
+    dtype = "int8" if ops.x_signed else "uint8"
+    im2col = im2col_rows_kernel(layer.conv, dtype, int(ops.x_zero))
+    kernel = add_kernel(builder, im2col, f"im2col_rows_{sanitize(layer.name)}")
+    return builder.emit(relax.call_tir(kernel, [xq], tensor_type((int8_rows(layer), k), dtype)))
 
 
 def activation_after_kernel(builder: relax.BlockBuilder, layer: Layer, y: relax.Expr) -> relax.Expr:

@@ -42,11 +42,24 @@ def test_quantized_ffn_runs_sdot_under_qemu(arm64_root, tmp_path):
     assert_runs_as_onnxruntime(compiled, q, tmp_path, cpu="max")
 
 
-def assert_runs_as_onnxruntime(compiled, q, tmp_path, *, cpu: str) -> None:
-    """``compiled`` (the quantized FFN ``q`` for an aarch64 target) exported and run under
-    qemu-aarch64 on ``cpu`` with the TVM runtime only: onnxruntime's outputs on ``q``, a
-    rounding step apart at most and rarely."""
-    x = np.random.default_rng(3).standard_normal((32, 64)).astype(np.float32)
+@on_x86
+def test_quantized_convs_run_sdot_under_qemu(arm64_root, tmp_path):
+    """The convs' 8-bit im2col rows into the sdot kernel (tests/quantized/test_int8_conv.py)."""
+    from tests.quantized.test_int8_conv import two_convs
+
+    q = two_convs(2)
+    compiled = st.compile(q, "aarch64-dotprod")
+    assert [row.format for row in compiled.report.layers] == ["int8 bsr 16x4"] * 3
+    x = np.random.default_rng(5).random((2, 4, 9, 9)).astype(np.float32)
+    assert_runs_as_onnxruntime(compiled, q, tmp_path, cpu="max", x=x)
+
+
+def assert_runs_as_onnxruntime(compiled, q, tmp_path, *, cpu: str, x=None) -> None:
+    """``compiled`` (the quantized model ``q``, input ``x``: by default the FFN's, for an
+    aarch64 target) exported and run under qemu-aarch64 on ``cpu`` with the TVM runtime only:
+    onnxruntime's outputs on ``q``, a rounding step apart at most and rarely."""
+    if x is None:
+        x = np.random.default_rng(3).standard_normal((32, 64)).astype(np.float32)
     np.savez(tmp_path / "in.npz", x=x)
     compiled.export(tmp_path / "ffn.tar")
     run_artefacts([(tmp_path / "ffn.tar", tmp_path / "in.npz", tmp_path / "out.npz")], cpu=cpu)

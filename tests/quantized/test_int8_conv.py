@@ -1,0 +1,98 @@
+"""A quantized CNN's channels-first convs on the CPU int8 kernel (through the 8-bit im2col,
+transform/int8_lowering.py), against onnxruntime running the same QDQ model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import sparse_tvm as st
+from sparse_tvm.examples import small_cnn
+from sparse_tvm.runtime.onnxruntime_reference import reference_session
+from tests.conftest import avx2
+
+from .models import output_step
+
+
+def _quantize(model, shape):
+    calib = {model.graph.input[0].name: np.random.default_rng(0).random(shape).astype(np.float32)}
+    return st.quantize(model, calib, per_channel=True)
+
+
+def _quantized_cnn(pattern: str = "16x4"):
+    return _quantize(st.prune(small_cnn(size=8), 0.9, pattern).model, (16, 3, 8, 8))
+
+
+def two_convs(batch: int):
+    """A 3x3 conv (4 -> 32, padded, stride 2) and a 1x1 conv (32 -> 32), ReLUs, global
+    average pool and a Gemm; no depthwise conv, so channels-first at any batch."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+
+    def init(name, *shape):
+        return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.3, name)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1] * 4, strides=[2, 2]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("GlobalAveragePool", ["r2"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "w3", "b3"], ["y"], transB=1),
+    ]
+    inits = [
+        init("w1", 32, 4, 3, 3), init("b1", 32), init("w2", 32, 32, 1, 1), init("b2", 32),
+        init("w3", 16, 32), init("b3", 16),
+    ]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "two_convs",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 4, 9, 9])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 16])], inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return _quantize(st.prune(model, 0.9, "16x4").model, (8, 4, 9, 9))
+
+
+@avx2
+@pytest.mark.parametrize("batch", [1, 3])
+def test_strided_convs_of_several_images_run_int8_as_onnxruntime(batch):
+    """The kernel's rows are the pixels of every image; a stride-2 padded conv's im2col."""
+    q = two_convs(batch)
+    compiled = st.compile(q, "x86-avx2", measure=False)
+    formats = [row.format for row in compiled.report.layers]
+    assert formats == ["int8 bsr 16x4"] * 3, formats
+    x = np.random.default_rng(5).random((batch, 4, 9, 9)).astype(np.float32)
+    want = reference_session(q).run(None, {"x": x})[0]
+    got = np.asarray(compiled.run({"x": x})[0])
+    assert np.abs(got - want).max() <= output_step(q) * 1.001
+
+
+@avx2
+def test_quantized_cnn_runs_its_convs_int8_as_onnxruntime():
+    q = _quantized_cnn()
+    name = q.graph.input[0].name
+    shape = (1, 3, 8, 8)
+    compiled = st.compile(q, "x86-avx2", measure=False)
+    formats = {row.name: row.format for row in compiled.report.layers}
+    # the 3x3 conv of 32 channels, the 1x1 convs and the classifier: k a multiple of 4;
+    # the first conv (k = 27) and the depthwise conv keep the float path
+    int8 = {n for n, f in formats.items() if f == "int8 bsr 16x4"}
+    assert {"conv2.weight", "conv3.weight", "conv4.weight"} <= int8, formats
+    assert "int8" not in formats["conv1.weight"] and "int8" not in formats["dwconv.weight"]
+
+    x = np.random.default_rng(5).random(shape).astype(np.float32)
+    want = reference_session(q).run(None, {name: x})[0]
+    got = np.asarray(compiled.run({name: x})[0])
+    # the first conv's float sums may round a step the other way now and then
+    assert np.abs(got - want).max() <= 2 * output_step(q), np.abs(got - want).max()
+    assert np.abs(got - want).mean() <= 0.05 * output_step(q)
+
+
+@avx2
+def test_few_zero_blocks_keep_the_float_conv():
+    """4x1-pruned weights leave most 16x4 blocks non-zero: the untimed rule keeps float."""
+    q = _quantized_cnn("4x1")
+    compiled = st.compile(q, "x86-avx2", measure=False)
+    assert all("int8" not in row.format for row in compiled.report.layers if row.op == "conv2d")
