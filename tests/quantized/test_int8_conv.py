@@ -96,3 +96,26 @@ def test_few_zero_blocks_keep_the_float_conv():
     q = _quantized_cnn("4x1")
     compiled = st.compile(q, "x86-avx2", measure=False)
     assert all("int8" not in row.format for row in compiled.report.layers if row.op == "conv2d")
+
+
+@avx2
+def test_timed_conv_decision_builds_the_conv_from_its_8bit_input():
+    """The decision times the int8 conv against the float conv, each built alone from the
+    same 8-bit input with the layer's QDQ ops (decision/int8_decision.py)."""
+    from sparse_tvm.analysis import analyse
+    from sparse_tvm.decision.int8_decision import quantized_layer_module
+    from sparse_tvm.frontend import import_onnx
+
+    q = two_convs(1)
+    conv = next(layer for layer in analyse(import_onnx(q)) if layer.op == "conv2d")
+    _, _, single = quantized_layer_module(conv)
+    assert single.op == "conv2d" and single.conv == conv.conv and single.int8 is not None
+    assert single.fused == conv.fused and single.int8.out_scale == conv.int8.out_scale
+    np.testing.assert_array_equal(single.int8.weight, conv.int8.weight)
+
+    compiled = st.compile(q, "x86-avx2")  # measured
+    rows = [row for row in compiled.report.layers if row.op == "conv2d"]
+    assert all("measured" in row.reason and "int8 bsr 16x4" in row.reason for row in rows)
+    x = np.random.default_rng(2).random((1, 4, 9, 9)).astype(np.float32)
+    want = reference_session(q).run(None, {"x": x})[0]
+    assert np.abs(np.asarray(compiled.run({"x": x})[0]) - want).max() <= 2 * output_step(q)
