@@ -269,6 +269,8 @@ def micro_int8_kernel(weight: MicroInt8Weight, spec: MicroInt8Spec) -> tvm.tirx.
     x_shape = (int(np.prod(padded_shape(spec.direct))),) if spec.direct else (m, k)
     y_shape = (m, n) if spec.pixels is None else (m // spec.pixels, n, spec.pixels)
     v_data, v_indices, v_indptr = view("data"), view("indices", "uint8"), view("indptr")
+    if _dword_groups(weight):  # the words two at a time: one LDRD, one base register
+        v_data = ((v_data[0][0] // 2,), "int64", v_data[2] // 2)
     v_corr, v_scale = view("corr"), view("scale", "float32")
     v_bias, v_tail = view("bias", "float32"), view("tail_bias", "float32")
 
@@ -334,6 +336,12 @@ def _dense_body(weight: MicroInt8Weight, spec: MicroInt8Spec, start, store):
     return body
 
 
+def _dword_groups(weight: MicroInt8Weight) -> bool:
+    """Whether a sparse weight's groups are whole dwords (``r`` a multiple of 4: ``r / 2``
+    words a group), read as int64 (the data section is first in the 8-byte aligned blob)."""
+    return not weight.dense and weight.r % 4 == 0
+
+
 def _sparse_body(weight: MicroInt8Weight, spec: MicroInt8Spec, start, store):
     """Per block row, the blocks two at a time: one activation pair, ``r`` ``SMLAD`` s."""
     n, _ = weight.shape
@@ -345,7 +353,7 @@ def _sparse_body(weight: MicroInt8Weight, spec: MicroInt8Spec, start, store):
     row_of = patch_bases(spec.direct) if direct else (lambda mi: mi)  # what _pair reads
 
     @T.macro
-    def group(X, data, indices, mi, grp, acc, col, cols, xp):
+    def group(X, data, indices, mi, grp, acc, col, cols, xp, wd):
         """The ``g`` blocks of group ``grp``: ``r`` (r = 1: 2) ``SMLAD`` s a word."""
         for e in T.unroll(g):
             column(col, indices, grp * g + e)
@@ -356,6 +364,15 @@ def _sparse_body(weight: MicroInt8Weight, spec: MicroInt8Spec, start, store):
             b = T.meta_var(_pair(X, mi, cols, 2, direct))
             acc[0] = _smlad(_ext("int32", "stvm_sxtb16", w), a, acc[0])
             acc[0] = _smlad(_ext("int32", "stvm_sxtb16_ror8", w), b, acc[0])
+        elif _dword_groups(weight):  # word 2 * d + 1 of the group: the dword's high half
+            xp[0] = _pair(X, mi, cols, 0, direct)
+            for d in T.unroll(r // 4):
+                wd[0] = data[grp * (r // 4) + d]
+                for half in T.unroll(2):
+                    w = T.meta_var(T.Cast("int32", wd[0] >> T.Cast("int64", 32 * half)))
+                    a = T.meta_var(4 * d + 2 * half)
+                    acc[a] = _smlad(_ext("int32", "stvm_sxtb16", w), xp[0], acc[a])
+                    acc[a + 1] = _smlad(_ext("int32", "stvm_sxtb16_ror8", w), xp[0], acc[a + 1])
         else:
             xp[0] = _pair(X, mi, cols, 0, direct)
             for h in T.unroll(r // 2):
@@ -370,6 +387,7 @@ def _sparse_body(weight: MicroInt8Weight, spec: MicroInt8Spec, start, store):
             col = T.alloc_buffer((1,), "int32", scope="global")
             cols = T.alloc_buffer((g,), "int32", scope="global")
             xp = T.alloc_buffer((1,), "int32", scope="global")
+            wd = T.alloc_buffer((1,), "int64", scope="global")
             pos = T.alloc_buffer((1,), "int32", scope="global")
             row = T.alloc_buffer((1,), "int32", scope="global")
             row[0] = row_of(mi)
@@ -381,7 +399,7 @@ def _sparse_body(weight: MicroInt8Weight, spec: MicroInt8Spec, start, store):
             # 36 % more instructions), and unrolled twice it ran out of registers (9 % more)
             pos[0] = T.Cast("int32", indptr[br])
             while pos[0] < T.Cast("int32", indptr[br + 1]):
-                group(X, data, indices, row[0], pos[0], acc, col, cols, xp)
+                group(X, data, indices, row[0], pos[0], acc, col, cols, xp, wd)
                 pos[0] = pos[0] + 1
             for ri in T.unroll(r):
                 if br * r + ri < n:
