@@ -25,6 +25,8 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from sparse_tvm.transform.qdq_permutes import cancel_qdq_permutes
+
 if TYPE_CHECKING:
     from sparse_tvm.frontend import ImportedModel
 
@@ -141,6 +143,7 @@ def to_channels_last(imported: ImportedModel) -> ImportedModel:
     mod = relax.transform.ConvertLayout(DESIRED_LAYOUTS)(imported.mod)
     mod, params = fold_weight_permutes(mod, imported.params)
     mod = relax.transform.CanonicalizeBindings()(mod)
+    mod = cancel_qdq_permutes(mod)  # a QDQ model's quantize chains channels-last too
     return dataclasses.replace(imported, mod=mod, params=params)
 
 
