@@ -453,8 +453,10 @@ def _conv_layer(var, call, weights, names, index, scales) -> Layer | None:
         layer.dense_reason = f"layout {layouts[0]}/{layouts[1]} stays dense"
     elif w.dtype != np.float32:
         layer.dense_reason = f"dtype {w.dtype}: sparse kernels are float32"
-    elif weight_var.name in scales and layouts == ("NCHW", "OIHW"):
-        x = call.args[0]  # the OIHW weight's per-channel axis 0 is the (n, k) view's rows
+    elif weight_var.name in scales:
+        # the scale is per output channel of the ONNX (OIHW) weight: the (n, k) view's rows in
+        # either layout (an HWIO weight is the OIHW one transposed)
+        x = call.args[0]
         layer.int8 = quantized_operands(
             x, index.value.get(x) if isinstance(x, relax.Var) else None,
             layer.weight, scales[weight_var.name], True, weights,

@@ -61,7 +61,7 @@ TWIN_DENSITY_TOLERANCE = 0.01
 
 def int8_possible(layer: Layer, backend) -> bool:
     """Whether the int8 kernel can run ``layer`` on ``backend``'s target: a matmul, or a
-    channels-first conv of one group with static quantization (through the 8-bit im2col)."""
+    conv of one group with static quantization (through the 8-bit im2col)."""
     return (
         layer.int8 is not None
         and int8_isa(getattr(backend, "tvm_target", None)) is not None
@@ -72,7 +72,7 @@ def int8_possible(layer: Layer, backend) -> bool:
 
 def _int8_conv(layer: Layer) -> bool:
     g = layer.conv
-    return layer.op == "conv2d" and g.layout == "NCHW" and g.groups == 1 and not layer.int8.dynamic
+    return layer.op == "conv2d" and g.groups == 1 and not layer.int8.dynamic
 
 
 class Int8Twins:
@@ -172,9 +172,11 @@ def quantized_layer_module(layer: Layer) -> tuple[relax.Function, dict[str, np.n
     w = relax.Var(layer.name, relax.TensorType(list(layer.weight_shape), "float32"))
     params, values = [xq, w], {layer.name: layer.stored_weight()}
     bias = None
-    if layer.bias is not None:  # a conv's as (1, n, 1, 1), as ONNX importers write it
+    if layer.bias is not None:  # a conv's as (1, n, 1, 1) (NHWC: (1, 1, 1, n))
         n = layer.shape[0]
-        shape = [1, n, 1, 1] if layer.op == "conv2d" else [n]
+        shape = [n]
+        if layer.op == "conv2d":
+            shape = [1, 1, 1, n] if layer.conv.layout == "NHWC" else [1, n, 1, 1]
         bias = relax.Var(f"{layer.name}.bias", relax.TensorType(shape, "float32"))
         params.append(bias)
         values[bias.name] = layer.bias.reshape(shape)
@@ -212,14 +214,16 @@ def quantized_layer_module(layer: Layer) -> tuple[relax.Function, dict[str, np.n
 
 
 def _emit_linear(bb: relax.BlockBuilder, layer: Layer, x: relax.Expr, w: relax.Expr):
-    """The layer's matmul or (NCHW) conv of ``x`` by its stored weight ``w``."""
+    """The layer's matmul or conv of ``x`` by its stored weight ``w``."""
     if layer.op == "conv2d":
         g = layer.conv
+        kernel_layout = "HWIO" if g.layout == "NHWC" else "OIHW"
         return bb.emit(
             relax.op.nn.conv2d(
-                x, w, strides=g.strides, padding=g.padding, dilation=g.dilation, groups=g.groups
+                x, w, strides=g.strides, padding=g.padding, dilation=g.dilation, groups=g.groups,
+                data_layout=g.layout, kernel_layout=kernel_layout,
             )
-        )
+        )  # fmt: skip
     weight = bb.emit(relax.op.permute_dims(w, [1, 0])) if layer.transposed else w
     return bb.emit(relax.op.matmul(x, weight))
 

@@ -1,11 +1,12 @@
-"""im2col of an NCHW image into rows, any dtype, padded with a given value: the int8 conv's
-input.
+"""im2col of an NCHW or NHWC image into rows, any dtype, padded with a given value: the int8
+conv's input.
 
-A quantized model's NCHW conv with int8 operands runs as the int8 SpMM kernel
+A quantized model's conv with int8 operands runs as the int8 SpMM kernel
 (:mod:`sparse_tvm.kernels.spmm_int8`), which reads its activations as ``(m, k)`` rows (the
 matmul layout), on the 8-bit values the model's ``quantize`` wrote: row
 ``p = (b * oh + oy) * ow + ox`` is output pixel ``p``'s patch, column
-``q = (ci * kh + i) * kw + j`` the ONNX weight's ``w.reshape(out, -1)`` column. The padding is
+``q = (ci * kh + i) * kw + j`` the ONNX weight's ``w.reshape(out, -1)`` column (channels-last:
+``q = (i * kw + j) * c + ci``, the HWIO weight's). The padding is
 the activations' zero point, the 8-bit value of 0.0 (what the float conv pads with once
 dequantized). Bytes: ``kh * kw`` times the 8-bit input, a quarter of a float im2col's.
 """
@@ -21,9 +22,10 @@ __all__ = ["im2col_rows_kernel"]
 
 
 def im2col_rows_kernel(geometry, dtype: str, pad_value: int) -> tvm.tirx.PrimFunc:
-    """``(X, COL)``: ``X`` the NCHW ``geometry.input_shape`` input of ``dtype``, ``COL``
-    ``(batch * oh * ow, c * kh * kw)`` of ``dtype`` (module doc); parallel over the output
-    rows of pixels. ``geometry``: a conv's ``analysis.layers.ConvGeometry``."""
+    """``(X, COL)``: ``X`` the ``geometry.layout`` (NCHW or NHWC) input of ``dtype``, ``COL``
+    ``(batch * oh * ow, c * kh * kw)`` of ``dtype`` (module doc; NHWC: column
+    ``q = (i * kw + j) * c + ci``, the HWIO weight's order); parallel over the output rows of
+    pixels. ``geometry``: a conv's ``analysis.layers.ConvGeometry``."""
     batch, c, h, w = geometry.input_shape
     kh, kw = geometry.kernel
     sh, sw = geometry.strides
@@ -31,9 +33,17 @@ def im2col_rows_kernel(geometry, dtype: str, pad_value: int) -> tvm.tirx.PrimFun
     dh, dw = geometry.dilation
     oh, ow = geometry.output_hw
     cols = c * kh * kw
+    nhwc = geometry.layout == "NHWC"
+    x_shape = (batch, h, w, c) if nhwc else (batch, c, h, w)
+
+    def load(X, b, ci, yc, xc):
+        return X[b, yc, xc, ci] if nhwc else X[b, ci, yc, xc]
+
+    def column(ci, i, j):
+        return (i * kw + j) * c + ci if nhwc else (ci * kh + i) * kw + j
 
     @T.prim_func
-    def im2col_rows(X: T.Buffer((batch, c, h, w), dtype), COL: T.Buffer((batch * oh * ow, cols), dtype)):  # fmt: skip
+    def im2col_rows(X: T.Buffer(x_shape, dtype), COL: T.Buffer((batch * oh * ow, cols), dtype)):
         T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
         for row in T.parallel(batch * oh):
             b = T.meta_var(row // oh)
@@ -41,8 +51,8 @@ def im2col_rows_kernel(geometry, dtype: str, pad_value: int) -> tvm.tirx.PrimFun
             for ox, ci, i, j in T.grid(ow, c, kh, kw):
                 y = T.meta_var(oy * sh - pt + i * dh)
                 x = T.meta_var(ox * sw - pl + j * dw)
-                COL[row * ow + ox, (ci * kh + i) * kw + j] = padded_read(
-                    lambda yc, xc: X[b, ci, yc, xc],  # noqa: B023 (called at once)
+                COL[row * ow + ox, column(ci, i, j)] = padded_read(
+                    lambda yc, xc: load(X, b, ci, yc, xc),  # noqa: B023 (called at once)
                     y, x, h, w, T.Cast(dtype, pad_value),
                 )  # fmt: skip
 

@@ -18,6 +18,11 @@ float ones: the kernel reads the 8-bit activations the model's ``quantize`` wrot
   activation, the next quantize: how onnxruntime's quantizer leaves an ONNX MatMul + Add),
   the kernel computes those in its epilogue too, rounding where the graph rounds, and the
   plan's layer ends at the tail's end.
+- A conv (groups 1, static quantization) reads the rows of the im2col of its 8-bit input
+  (:mod:`sparse_tvm.kernels.im2col_rows`, padded with the activations' zero point; a
+  channels-last 1x1 conv's input is those rows already): one row per output pixel of every
+  image, the kernel's ``m``. Its ``(pixels, n)`` output is the NHWC output; a channels-first
+  conv's is transposed back to NCHW (8-bit where it requantizes).
 """
 
 from __future__ import annotations
@@ -160,7 +165,7 @@ def lower_int8(
     y = builder.emit(
         relax.call_tir(kernel, [x2, *constants], tensor_type((spec.m, n), spec.out_dtype))
     )
-    if layer.op == "conv2d":  # (b * pixels, n) -> (b, n, oh, ow)
+    if layer.op == "conv2d" and layer.conv.layout == "NCHW":  # (b * pixels, n) -> (b, n, oh, ow)
         batch, pixels = layer.batch, layer.m
         y = builder.emit(relax.op.reshape(y, (batch, pixels, n)))
         y = builder.emit(relax.op.permute_dims(y, [0, 2, 1]))
@@ -179,7 +184,10 @@ def _rows(builder: relax.BlockBuilder, layer: Layer, xq: relax.Expr) -> relax.Ex
         )
     ops = layer.int8
     dtype = "int8" if ops.x_signed else "uint8"
-    im2col = im2col_rows_kernel(layer.conv, dtype, int(ops.x_zero))
+    g = layer.conv
+    if g.layout == "NHWC" and g.is_pointwise:  # already the (pixels, c) rows
+        return builder.emit(relax.op.reshape(xq, (int8_rows(layer), k)))
+    im2col = im2col_rows_kernel(g, dtype, int(ops.x_zero))
     kernel = add_kernel(builder, im2col, f"im2col_rows_{sanitize(layer.name)}")
     return builder.emit(relax.call_tir(kernel, [xq], tensor_type((int8_rows(layer), k), dtype)))
 
