@@ -121,6 +121,8 @@ def im2col_nhwc_kernel(
     stride: tuple[int, int],
     padding: tuple[int, int, int, int],
     dilation: tuple[int, int],
+    dtype: str = "float32",
+    pad_value: int | float = 0,
 ) -> tvm.tirx.PrimFunc:
     """Build the channels-last im2col kernel ``(X, COL)``: one row per output pixel.
 
@@ -133,11 +135,14 @@ def im2col_nhwc_kernel(
         The input ``X`` is NHWC: ``(batch, height, width, channels)``.
     kernel, stride, dilation, padding
         As for :func:`im2col_kernel`.
+    dtype, pad_value
+        The tensors' dtype and the padding's value (an int8 conv's 8-bit input: its zero
+        point).
 
     Returns
     -------
     tvm.tirx.PrimFunc
-        Parameters ``X`` float32 ``(batch, h, w, c)`` and ``COL`` float32
+        Parameters ``X`` ``(batch, h, w, c)`` and ``COL``
         ``(batch * oh * ow, kh * kw * c)``: row ``p = (b * oh + oy) * ow + ox``, column
         ``q = (i * kw + j) * c + ci``. Marked ``tirx.is_scheduled``; parallel over output rows
         ``(b, oy)``, vectorised along the channels.
@@ -154,8 +159,8 @@ def im2col_nhwc_kernel(
 
     @T.prim_func
     def im2col_nhwc(
-        X: T.Buffer((batch, h, w, channels), "float32"),
-        COL: T.Buffer((batch * oh * ow, cols), "float32"),
+        X: T.Buffer((batch, h, w, channels), dtype),
+        COL: T.Buffer((batch * oh * ow, cols), dtype),
     ):
         T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
         for row in T.parallel(batch * oh):
@@ -167,7 +172,7 @@ def im2col_nhwc_kernel(
                 for c1 in T.vectorized(lanes):
                     COL[row * ow + ox, (i * kw + j) * channels + c0 * lanes + c1] = padded_read(
                         lambda yc, xc: X[b, yc, xc, c0 * lanes + c1],  # noqa: B023 (called at once)
-                        y, x, h, w, T.float32(0),
+                        y, x, h, w, T.Cast(dtype, pad_value),
                     )  # fmt: skip
 
     return im2col_nhwc

@@ -16,34 +16,30 @@ from __future__ import annotations
 import tvm
 from tvm.script import tirx as T
 
-from sparse_tvm.kernels.im2col import padded_read
+from sparse_tvm.kernels.im2col import im2col_nhwc_kernel, padded_read
 
 __all__ = ["im2col_rows_kernel"]
 
 
 def im2col_rows_kernel(geometry, dtype: str, pad_value: int) -> tvm.tirx.PrimFunc:
     """``(X, COL)``: ``X`` the ``geometry.layout`` (NCHW or NHWC) input of ``dtype``, ``COL``
-    ``(batch * oh * ow, c * kh * kw)`` of ``dtype`` (module doc; NHWC: column
-    ``q = (i * kw + j) * c + ci``, the HWIO weight's order); parallel over the output rows of
-    pixels. ``geometry``: a conv's ``analysis.layers.ConvGeometry``."""
+    ``(batch * oh * ow, c * kh * kw)`` of ``dtype`` (module doc); parallel over the output
+    rows of pixels. ``geometry``: a conv's ``analysis.layers.ConvGeometry``. NHWC is the float
+    path's channels-last im2col (:func:`~sparse_tvm.kernels.im2col.im2col_nhwc_kernel`,
+    columns ``(i * kw + j) * c + ci``, the HWIO weight's order) on ``dtype``."""
     batch, c, h, w = geometry.input_shape
+    shape = (geometry.kernel, geometry.strides, geometry.padding, geometry.dilation)
+    if geometry.layout == "NHWC":
+        return im2col_nhwc_kernel(batch, c, h, w, *shape, dtype=dtype, pad_value=pad_value)
     kh, kw = geometry.kernel
     sh, sw = geometry.strides
     pt, pl, _, _ = geometry.padding
     dh, dw = geometry.dilation
     oh, ow = geometry.output_hw
     cols = c * kh * kw
-    nhwc = geometry.layout == "NHWC"
-    x_shape = (batch, h, w, c) if nhwc else (batch, c, h, w)
-
-    def load(X, b, ci, yc, xc):
-        return X[b, yc, xc, ci] if nhwc else X[b, ci, yc, xc]
-
-    def column(ci, i, j):
-        return (i * kw + j) * c + ci if nhwc else (ci * kh + i) * kw + j
 
     @T.prim_func
-    def im2col_rows(X: T.Buffer(x_shape, dtype), COL: T.Buffer((batch * oh * ow, cols), dtype)):
+    def im2col_rows(X: T.Buffer((batch, c, h, w), dtype), COL: T.Buffer((batch * oh * ow, cols), dtype)):  # fmt: skip
         T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
         for row in T.parallel(batch * oh):
             b = T.meta_var(row // oh)
@@ -51,8 +47,8 @@ def im2col_rows_kernel(geometry, dtype: str, pad_value: int) -> tvm.tirx.PrimFun
             for ox, ci, i, j in T.grid(ow, c, kh, kw):
                 y = T.meta_var(oy * sh - pt + i * dh)
                 x = T.meta_var(ox * sw - pl + j * dw)
-                COL[row * ow + ox, column(ci, i, j)] = padded_read(
-                    lambda yc, xc: load(X, b, ci, yc, xc),  # noqa: B023 (called at once)
+                COL[row * ow + ox, (ci * kh + i) * kw + j] = padded_read(
+                    lambda yc, xc: X[b, ci, yc, xc],  # noqa: B023 (called at once)
                     y, x, h, w, T.Cast(dtype, pad_value),
                 )  # fmt: skip
 
