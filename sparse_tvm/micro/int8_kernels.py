@@ -29,6 +29,7 @@ from tvm.script import tirx as T
 from sparse_tvm.analysis.layers import ConvGeometry
 from sparse_tvm.micro.conv_patches import padded_shape, patch_bases
 from sparse_tvm.micro.int8_weight import MicroInt8Weight
+from sparse_tvm.micro.integer_tail import IntegerTail, tail_bounds
 from sparse_tvm.micro.kernels import column_decoder
 
 __all__ = [
@@ -53,6 +54,9 @@ class MicroTail:
     relu: bool = False
     relu6: bool = False
     requant: tuple[float, int, bool] | None = None
+    # the same tail in fixed point where that is exact (a requantizing tail only); with a
+    # tail bias, the blob's ``tail_bias`` field holds its offsets (int32)
+    integer: IntegerTail | None = None
 
 
 @dataclass(frozen=True)
@@ -133,15 +137,24 @@ def _epilogue_value(total, s, b, tb, spec: MicroInt8Spec):
     tail = spec.tail
     if tail is None:
         return T.Cast("int8" if signed else "uint8", q)
+    if tail.integer is not None:  # exact in fixed point (integer_tail): MLA + USAT
+        fixed = tail.integer
+        offset = tb if fixed.offset is None else T.int32(fixed.offset)
+        low, high = tail_bounds(tail)
+        v = T.shift_right(q * T.int32(fixed.multiplier) + offset, T.int32(fixed.shift))
+        signed2 = tail.requant[2]
+        if (low, high) == _range(signed2):  # USAT / SSAT, with the shift as its operand
+            clamped = _ext("int32", "stvm_ssat8" if signed2 else "stvm_usat8", v)
+        else:
+            clamped = T.min(T.max(v, low), high)
+        return T.Cast("int8" if signed2 else "uint8", clamped)
     f = _scaled(T.Cast("float32", q - zero), T.float32(tail.scale), tb)
     if tail.requant is None:
         if tail.relu or tail.relu6:
             f = T.max(f, T.float32(0))
         return T.min(f, T.float32(6)) if tail.relu6 else f
     scale2, zero2, signed2 = tail.requant
-    low = zero2 if tail.relu or tail.relu6 else None
-    # ReLU6 as the quantized 6 (the quantize of min(f, 6) is min(q(f), q(6)))
-    high = zero2 + round(np.float32(6) / np.float32(scale2)) if tail.relu6 else None
+    low, high = tail_bounds(tail)
     q2 = quantized_value(f / T.float32(scale2), zero2, signed2, low, high)
     return T.Cast("int8" if signed2 else "uint8", q2)
 
@@ -152,6 +165,13 @@ _SECTIONS = ("data", "rows", "indptr", "indices")
 # so separate arrays behind a large weight cost an address add per value)
 _ROW_FIELDS = ("corr", "scale", "bias", "tail_bias")
 _ROW_DTYPES = {"corr": "int32", "scale": "float32", "bias": "float32", "tail_bias": "float32"}
+
+
+def _row_dtype(name: str, spec: MicroInt8Spec) -> str:
+    """A per-row field's dtype: a fixed-point tail's per-row offsets are int32."""
+    if name == "tail_bias" and spec.tail is not None and spec.tail.integer is not None:
+        return "int32"
+    return _ROW_DTYPES[name]
 
 
 def _section_bytes(dtype: str, length: int) -> int:
@@ -186,7 +206,7 @@ def blob_layout(
     for section in _SECTIONS:
         if section == "rows":
             for j, name in enumerate(fields):
-                layout[name] = (_ROW_DTYPES[name], rows, offset + 4 * j, len(fields))
+                layout[name] = (_row_dtype(name, spec), rows, offset + 4 * j, len(fields))
             offset += 4 * len(fields) * rows
             continue
         if section == "data":
@@ -269,6 +289,10 @@ def micro_int8_kernel(weight: MicroInt8Weight, spec: MicroInt8Spec) -> tvm.tirx.
     x_shape = (int(np.prod(padded_shape(spec.direct))),) if spec.direct else (m, k)
     y_shape = (m, n) if spec.pixels is None else (m // spec.pixels, n, spec.pixels)
     v_data, v_indices, v_indptr = view("data"), view("indices", "uint8"), view("indptr")
+    word = _delta_words(weight)
+    if word is not None:
+        g = weight.group
+        v_indices = ((max(1, v_indices[0][0] // g),), word, v_indices[2] // g)
     if _dword_groups(weight):  # the words two at a time: one LDRD, one base register
         v_data = ((v_data[0][0] // 2,), "int64", v_data[2] // 2)
     v_corr, v_scale = view("corr"), view("scale", "float32")
@@ -342,6 +366,15 @@ def _dword_groups(weight: MicroInt8Weight) -> bool:
     return not weight.dense and weight.r % 4 == 0
 
 
+def _delta_words(weight: MicroInt8Weight) -> str | None:
+    """The dtype a group's 8-bit column deltas are read as, one little-endian word (one load,
+    each column an add of one of its bytes: UXTAB), or None where they are read byte by byte
+    (8-bit columns; groups of one or three). Sections start 4-byte aligned, groups are whole."""
+    if weight.dense or weight.encoding != "delta8":
+        return None
+    return {2: "uint16", 4: "uint32"}.get(weight.group)
+
+
 def _sparse_body(weight: MicroInt8Weight, spec: MicroInt8Spec, start, store):
     """Per block row, the blocks two at a time: one activation pair, ``r`` ``SMLAD`` s."""
     n, _ = weight.shape
@@ -352,12 +385,21 @@ def _sparse_body(weight: MicroInt8Weight, spec: MicroInt8Spec, start, store):
     direct = spec.direct is not None
     row_of = patch_bases(spec.direct) if direct else (lambda mi: mi)  # what _pair reads
 
+    packed = _delta_words(weight) is not None
+
     @T.macro
     def group(X, data, indices, mi, grp, acc, col, cols, xp, wd):
         """The ``g`` blocks of group ``grp``: ``r`` (r = 1: 2) ``SMLAD`` s a word."""
-        for e in T.unroll(g):
-            column(col, indices, grp * g + e)
-            cols[e] = col[0]
+        if packed:
+            deltas = T.meta_var(T.Cast("int32", indices[grp]))
+            for e in T.unroll(g):
+                byte = T.meta_var(deltas >> (8 * e) if e == g - 1 else (deltas >> (8 * e)) & 255)
+                col[0] = col[0] + byte
+                cols[e] = col[0]
+        else:
+            for e in T.unroll(g):
+                column(col, indices, grp * g + e)
+                cols[e] = col[0]
         if r == 1:
             w = T.meta_var(data[grp])
             a = T.meta_var(_pair(X, mi, cols, 0, direct))
@@ -389,6 +431,7 @@ def _sparse_body(weight: MicroInt8Weight, spec: MicroInt8Spec, start, store):
             xp = T.alloc_buffer((1,), "int32", scope="global")
             wd = T.alloc_buffer((1,), "int64", scope="global")
             pos = T.alloc_buffer((1,), "int32", scope="global")
+            left = T.alloc_buffer((1,), "int32", scope="global")
             row = T.alloc_buffer((1,), "int32", scope="global")
             row[0] = row_of(mi)
             for ri in T.unroll(r):
@@ -397,8 +440,11 @@ def _sparse_body(weight: MicroInt8Weight, spec: MicroInt8Spec, start, store):
             # a while loop over the groups: the C compiler turns the running group into
             # pointer increments (a normalised for loop re-adds its start at every access;
             # 36 % more instructions), and unrolled twice it ran out of registers (9 % more)
+            # counted down: the compiler ends the loop on a pointer compare, no index kept
             pos[0] = T.Cast("int32", indptr[br])
-            while pos[0] < T.Cast("int32", indptr[br + 1]):
+            left[0] = T.Cast("int32", indptr[br + 1]) - pos[0]
+            while left[0] > 0:
+                left[0] = left[0] - 1
                 group(X, data, indices, row[0], pos[0], acc, col, cols, xp, wd)
                 pos[0] = pos[0] + 1
             for ri in T.unroll(r):

@@ -21,6 +21,7 @@ from sparse_tvm.analysis.layers import Layer
 from sparse_tvm.micro.conv_patches import im2col_kernel, pad_kernel, padded_shape
 from sparse_tvm.micro.int8_kernels import MicroInt8Spec, MicroTail, micro_int8_kernel, pack_blob
 from sparse_tvm.micro.int8_weight import MicroInt8Weight
+from sparse_tvm.micro.integer_tail import integer_tail
 from sparse_tvm.transform.int8_lowering import (
     activation_after_kernel,
     fuses_tail,
@@ -67,6 +68,13 @@ def micro_int8_arrays(layer: Layer, weight: MicroInt8Weight) -> tuple[MicroInt8S
         t = ops.tail
         tail = MicroTail(float(ops.out_scale), t.relu, t.relu6, t.requant)
         tail_bias = None if t.bias is None else np.asarray(t.bias, np.float32).reshape(n)
+        if t.requant is not None:  # in fixed point where that gives every value
+            lowest, highest = (-128, 127) if ops.out_signed else (0, 255)
+            q_range = (ops.out_zero if layer.relu else lowest, highest)
+            found = integer_tail(q_range, ops.out_zero, tail, tail_bias)
+            if found is not None:
+                tail = dataclasses.replace(tail, integer=found[0])
+                tail_bias = found[1]
     conv = layer.conv
     direct = conv if conv is not None and not weight.dense else None
     spec = MicroInt8Spec(

@@ -46,11 +46,30 @@ def micro_schedule(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
         if n_spatial == 0 or "S" in kinds[n_spatial:]:
             continue
         anchor = info.iters[n_spatial - 1].loop_rv
+        attached = 0
         for consumer in infos[position + 1 :]:
             if not consumer.is_injective():
                 break
             if not _try(sch.reverse_compute_at, consumer.block_rv, anchor):
                 break
+            attached += 1
+        if attached == 0 and _writes_param(sch, info.block_rv):
+            # accumulate in a local, stored once: the C compiler cannot keep an element of
+            # an output pointer in a register (the input may alias it)
+            _try(_local_accumulator, sch, info.block_rv, anchor)
         if n_spatial < len(kinds):
             _try(sch.decompose_reduction, info.block_rv, info.iters[n_spatial].loop_rv)
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+
+
+def _writes_param(sch: s_tir.Schedule, block) -> bool:
+    """Whether ``block`` writes one of the function's parameters."""
+    params = sch.mod["main"].params
+    return any(
+        any(region.source.same_as(param) for param in params) for region in sch.get(block).writes
+    )
+
+
+def _local_accumulator(sch: s_tir.Schedule, block, anchor) -> None:
+    written = sch.cache_write(block, 0, "global")  # small: on the C stack
+    sch.reverse_compute_at(written, anchor)

@@ -23,8 +23,15 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
 from sparse_tvm.formats import BlockSparseWeight
+from sparse_tvm.target.machine import machine_key
 from sparse_tvm.tuning import TunedKernel, tune_kernel
-from sparse_tvm.tuning.records import RECORD_FILE, WORKLOAD_FILE, RecordStore, structure_digest
+from sparse_tvm.tuning.records import (
+    RECORD_FILE,
+    WORKLOAD_FILE,
+    RecordStore,
+    measured_records,
+    structure_digest,
+)
 from sparse_tvm.tuning.space_x86 import MaterializeBuild, make_spec, workload
 from tests.tuning.test_spaces import TARGET, sparse_weight
 
@@ -157,9 +164,14 @@ def _why_not_continued(folder: Path, kept: list[str], warned: list[str]) -> str:
     computed = tvm_ffi.structural_hash(task(weight))
     stored = [json.loads(line)[0] for line in workloads if line.startswith("[")]
     indices = sorted({json.loads(line)[0] for line in kept})
+    targets = sorted({machine_key(json.loads(line)[1][2]) for line in kept})
+    database = RecordStore(folder).database
+    matching = len(measured_records(database, task(weight)))
     return (
         f"kept {len(kept)} records (workload indices {indices}); {len(workloads)} workload "
-        f"line(s), stored hashes {stored}, this process's {computed}; warnings {warned}"
+        f"line(s), stored hashes {stored}, this process's {computed}; warnings {warned}; "
+        f"kept records' targets {targets}, this process's {machine_key(TARGET)}; now "
+        f"{len(_record_lines(folder))} record lines, {matching} of the workload on any target"
     )
 
 

@@ -46,6 +46,16 @@ static inline int32_t stvm_sxtb16_ror8(int32_t w) { return stvm_sxtb16((int32_t)
 static inline int32_t stvm_pack16(int32_t lo, int32_t hi) {
   return (int32_t)(((uint32_t)lo & 0xFFFFu) | ((uint32_t)hi << 16));
 }
+/* v saturated to 8 bits, unsigned or signed: one USAT / SSAT (Armv7-M, the M3 too), which
+ * takes a preceding arithmetic shift as its operand */
+#if defined(__ARM_FEATURE_SAT) && !defined(SPARSE_TVM_HOST)
+#include <arm_acle.h>
+static inline int32_t stvm_usat8(int32_t v) { return (int32_t)__usat(v, 8); }
+static inline int32_t stvm_ssat8(int32_t v) { return __ssat(v, 8); }
+#else
+static inline int32_t stvm_usat8(int32_t v) { return v < 0 ? 0 : (v > 255 ? 255 : v); }
+static inline int32_t stvm_ssat8(int32_t v) { return v < -128 ? -128 : (v > 127 ? 127 : v); }
+#endif
 /* v rounded half to even (QuantizeLinear's rounding) as an int32, for |v| < 2^31: one VCVTR
  * (FPSCR's default rounding, to nearest even) where the core has a single-precision FPU,
  * else adding 1.5 * 2^23, which leaves no fraction bits (IEEE addition rounds half to even),
