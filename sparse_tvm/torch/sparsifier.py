@@ -1,0 +1,250 @@
+"""``Sparsifier``: sparse-tvm's pruning inside the user's own PyTorch training loop.
+
+The lifecycle is torch.ao.pruning's::
+
+    s = Sparsifier(model, sparsity=0.9, pattern="16x1", method="gmp", steps=N)
+    for batch in data:                     # N optimizer steps in all
+        loss = criterion(model(x), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        s.step()
+    s.squash()                             # exact zeros in the weights, masks and gates gone
+    torch.onnx.export(model, ...)          # then: sparse-tvm compile model.onnx
+
+The masks and the schedule are :mod:`sparse_tvm.pruning`'s own (the numpy sparsifiers that
+``st.prune`` drives): ``magnitude`` prunes at once, ``gmp`` raises the sparsity along Zhu &
+Gupta's cubic schedule over the first 3/4 of ``steps`` and holds it, ``l0`` trains a
+hard-concrete gate per block for the first 70 % of ``steps`` (the penalty's multipliers kept on
+the same schedule by :class:`~sparse_tvm.pruning.l0_controller.L0Controller`; the gates'
+``log_alpha`` trained by the sparsifier's own Adam on the task gradient the user's
+``backward`` left plus the penalty's), then folds them into a mask of exactly ``sparsity`` that
+the rest of the run trains under. The forward reads ``weight * mask`` through a
+``torch.nn.utils.parametrize`` parametrization (:mod:`.masking`), as torch.ao's sparsifiers
+do; ``squash`` removes it, leaving plain parameters with exact zeros.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from sparse_tvm.errors import UsageError
+from sparse_tvm.pruning.api import METHODS, make_sparsifier
+from sparse_tvm.pruning.l0 import L0Sparsifier
+from sparse_tvm.pruning.patterns import Pattern, parse
+from sparse_tvm.torch.layers import TorchWeight, prunable_parameters
+from sparse_tvm.torch.masking import MaskedWeight, expected_density
+
+__all__ = ["GATE_LR", "Sparsifier"]
+
+GATE_LR = 0.05  # Adam on the gates' log_alpha (st.prune's TrainConfig.gate_lr)
+
+
+class Sparsifier:
+    """Prune ``model``'s ``nn.Linear`` / ``nn.Conv2d`` / attention weights while it trains.
+
+    Parameters
+    ----------
+    model
+        The ``torch.nn.Module``; its weights get masks at once (one-shot magnitude: pruned).
+    sparsity
+        Share of zeros per weight (``scope="layer"``) or over all of them (``"global"``), in
+        [0, 1).
+    pattern
+        ``"1x1"``, a block of the (n, k) view (``"4x1"``, ``"16x1"``, ``"1x4"``, ...; it must
+        divide every pruned weight) or N:M (``"2:4"``), as ``st.prune``.
+    method
+        ``"magnitude"``, ``"gmp"`` or ``"l0"``.
+    steps
+        How many times :meth:`step` will be called (optimizer steps of the run); required by
+        ``gmp`` and ``l0``, whose schedules it spans.
+    scope, exclude, seed
+        As ``st.prune``: per layer or global; weights (``"fc.weight"``) or modules (``"fc"``)
+        left dense; the L0 gates' initial values.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        sparsity: float,
+        pattern: str = "1x1",
+        method: str = "gmp",
+        steps: int | None = None,
+        *,
+        scope: str = "layer",
+        exclude: Iterable[str] = (),
+        seed: int = 0,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise UsageError(f"Sparsifier prunes a torch.nn.Module, not a {type(model).__name__}")
+        if not 0.0 <= sparsity < 1.0:
+            raise UsageError(f"sparsity {sparsity} is outside [0, 1)")
+        if method not in METHODS:
+            raise UsageError(f"method '{method}' is not one of {', '.join(METHODS)}")
+        if method != "magnitude" and (steps is None or int(steps) < 1):
+            raise UsageError(
+                f"method '{method}' needs steps=N: how many times step() will be called "
+                "(the optimizer steps of the run), which its schedule spans"
+            )
+        self.pattern: Pattern = parse(pattern)
+        self.method, self.steps = method, int(steps or 1)
+        self.weights: list[TorchWeight] = prunable_parameters(model, exclude)
+        _check_divides(self.weights, self.pattern)
+        self.model = model
+        self.inner = make_sparsifier(
+            method, sparsity, self.pattern, scope, epochs=self.steps, seed=seed
+        )
+        self._arrays = {w.name: _numpy(w.parameter) for w in self.weights}
+        self.inner.prepare(None, [w.spec for w in self.weights], self._arrays)
+        self.masks: dict[str, MaskedWeight] = {}
+        for w in self.weights:
+            masked = MaskedWeight(w.parameter.detach())
+            parametrize.register_parametrization(w.module, w.attr, masked, unsafe=True)
+            self.masks[w.name] = masked
+        self.count = 0
+        self.log_alpha: dict[str, torch.Tensor] = {}
+        self.gate_optimizer: torch.optim.Optimizer | None = None
+        if isinstance(self.inner, L0Sparsifier):
+            self._attach_gates()
+        if method == "magnitude":
+            self._update_masks()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def step(self) -> None:
+        """After each optimizer step: the schedule's masks (gmp), or the gates' own step and
+        their controller (l0); the gates become a fixed mask when their phase ends."""
+        self.count += 1
+        if self.count == self.steps + 1:
+            warnings.warn(
+                f"Sparsifier.step() called more than steps={self.steps} times: the schedule "
+                "ended, the sparsity holds",
+                stacklevel=2,
+            )
+        if self.gate_optimizer is not None:
+            self._gate_step()
+            return
+        if self.method == "gmp" and self.count <= self.steps:
+            self._update_masks(self.count, self.steps)
+
+    def squash(self) -> dict[str, float]:
+        """Fold the masks (and gates) into the weights and remove the parametrizations: the
+        model's parameters are plain tensors again, with exact zeros. Returns each weight's
+        sparsity."""
+        if self.gate_optimizer is not None:
+            self._drop_gates()
+        self._sync_to_numpy()
+        folded = self.inner.squash_mask()
+        report = {}
+        for w in self.weights:
+            parametrize.remove_parametrizations(w.module, w.attr, leave_parametrized=False)
+            with torch.no_grad():
+                parameter = getattr(w.module, w.attr)
+                parameter.copy_(torch.from_numpy(folded[w.name]).to(parameter.dtype))
+            report[w.name] = float((parameter == 0).float().mean())
+        self.masks = {}
+        return report
+
+    def sparsity(self) -> float:
+        """Share of zeros of the masks over the pruned weights now (l0: of the expected
+        gates while they train)."""
+        if self.gate_optimizer is not None:
+            self._sync_gates()
+            return self.inner.current_sparsity()
+        zeros = sum(int((m.mask == 0).sum()) for m in self.masks.values())
+        return zeros / max(1, sum(m.mask.numel() for m in self.masks.values()))
+
+    # -- masks --------------------------------------------------------------------------------
+
+    def _sync_to_numpy(self) -> None:
+        """The masked weights as the numpy sparsifier scores them (pruned ones stay zero)."""
+        for w in self.weights:
+            masked = w.parameter.detach() * self.masks[w.name].mask
+            self._arrays[w.name][...] = _numpy(masked)
+
+    def _update_masks(self, step: int | None = None, total: int | None = None) -> None:
+        self._sync_to_numpy()
+        self.inner.step(step, total)
+        self._load_masks()
+
+    def _load_masks(self) -> None:
+        with torch.no_grad():
+            for w in self.weights:
+                mask = self.masks[w.name].mask
+                mask.copy_(torch.from_numpy(self.inner.mask[w.name]).to(mask.dtype))
+                w.parameter.mul_(mask)  # the pruned values are gone, as st.prune's
+
+    # -- L0 gates -----------------------------------------------------------------------------
+
+    def _attach_gates(self) -> None:
+        inner = self.inner
+        for g in inner.gates:
+            name = g.weight.name
+            la = torch.tensor(inner.log_alpha[name], requires_grad=True)
+            self.log_alpha[name] = la
+            self.masks[name].gate(la, g.block)
+        self._block_sizes = {g.weight.name: torch.from_numpy(g.block_sizes()) for g in inner.gates}
+        self.gate_optimizer = torch.optim.Adam(list(self.log_alpha.values()), lr=GATE_LR)
+        self.gate_steps = inner.gate_epochs  # in steps: the inner sparsifier's epochs are steps
+        inner.step(0, self.steps)
+
+    def _gate_step(self) -> None:
+        inner = self.inner
+        penalty = sum(
+            inner.lambdas[g.weight.name]
+            * expected_density(
+                self.log_alpha[g.weight.name],
+                self._block_sizes[g.weight.name],
+                g.nk_shape[0] * g.nk_shape[1],
+            )
+            for g in inner.gates
+        )
+        penalty.backward()  # onto the task gradient the user's backward left on log_alpha
+        self.gate_optimizer.step()
+        self.gate_optimizer.zero_grad()
+        self._sync_gates()
+        inner.controller.update([])
+        if self.count >= self.gate_steps:
+            self._drop_gates()
+        else:
+            inner.step(self.count, self.steps)
+
+    def _sync_gates(self) -> None:
+        for name, la in self.log_alpha.items():
+            self.inner.log_alpha[name] = la.detach().numpy().copy()
+
+    def _drop_gates(self) -> None:
+        """The gates folded into the weights and a fixed mask of exactly ``sparsity``."""
+        self._sync_gates()
+        self._sync_to_numpy()
+        self.inner.drop_gates()
+        with torch.no_grad():
+            for w in self.weights:
+                self.masks[w.name].gate(None)
+                w.parameter.copy_(torch.from_numpy(self._arrays[w.name]))
+        self._load_masks()
+        self.gate_optimizer = None
+        self.log_alpha = {}
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().to("cpu", torch.float32).numpy().copy()
+
+
+def _check_divides(weights: list[TorchWeight], pattern: Pattern) -> None:
+    """Every pruned weight is a whole number of the pattern's blocks (N:M: groups of M)."""
+    r, c = (1, pattern.n_of_m[1]) if pattern.n_of_m else pattern.block
+    for w in weights:
+        n, k = w.spec.to_nk(_numpy(w.parameter)).shape
+        if n % r or k % c:
+            raise UsageError(
+                f"{w.name} ({n}x{k} as out x in) is not a whole number of {pattern.text} "
+                f"blocks: choose a pattern that divides it, or leave it dense "
+                f"(exclude=['{w.spec.node or w.name}'])"
+            )
