@@ -21,13 +21,28 @@ import onnx
 from tvm import relax
 
 from sparse_tvm.frontend.initializers import PrunableWeight
-from sparse_tvm.pruning.gates import emit_gate, hard_concrete_eval, make_gates, prob_nonzero
+from sparse_tvm.pruning.gates import (
+    Gate,
+    emit_gate,
+    hard_concrete_eval,
+    make_gates,
+    prob_nonzero,
+)
 from sparse_tvm.pruning.l0_controller import L0Controller
-from sparse_tvm.pruning.patterns import Pattern, global_masks
+from sparse_tvm.pruning.patterns import Pattern, block_scores, global_masks
 from sparse_tvm.pruning.sparsifier import Sparsifier
 from sparse_tvm.training.hooks import LossInput, LossTerms
 
 INITIAL_LOG_ALPHA = 2.5  # gates start open: z = 1 at test time, P(z != 0) = 0.98
+# ... spread by the blocks' magnitudes: + MAGNITUDE_SPREAD * the z-score of log(mean |w|) per
+# block, clipped to [-1, 3]. The penalty moves every gate of a layer at Adam's one step size,
+# so gates started equal close together and by noise: at 90 % in 16x1 blocks the digits MLP
+# kept 83.6 % (from 97.5 % dense; gmp: 96.0 %); started by magnitude they close in
+# magnitude's order, corrected by the task gradient: 96.2 % (1x1 97.7 -> 98.0 %, 4x1 95.2 ->
+# 96.5 %; torch loop of tests/torch, 420 steps). Blocks above the mean start fully open, those
+# below it partly (z >= 0.65 at test time). Shifted so that every gate starts fully open
+# (log_alpha >= 2.5), 16x1 kept 88.9 %: the penalty then has to close more at once.
+MAGNITUDE_SPREAD, SPREAD_CLIP = 2.0, (-1.0, 3.0)
 GATE_PHASE = 0.7  # share of the epochs l0 trains its gates; the rest fine-tunes the fixed mask
 OPEN_LOG_ALPHA = 30.0  # gates pinned open: z = 1 exactly (the clip saturates)
 
@@ -76,9 +91,10 @@ class L0Sparsifier(Sparsifier):
         self.gates = make_gates(self.weights, self.prunable, self.pattern)
         rng = np.random.default_rng(self.seed)
         self.log_alpha = {
-            g.weight.name: (INITIAL_LOG_ALPHA + 0.01 * rng.standard_normal(g.grid)).astype(
-                np.float32
-            )
+            g.weight.name: (
+                _magnitude_start(g, self.weights[g.weight.name])
+                + 0.01 * rng.standard_normal(g.grid)
+            ).astype(np.float32)
             for g in self.gates
         }
         self.controller = L0Controller(self, self.gates, self.sparsity, self.scope, self.rate)
@@ -213,6 +229,17 @@ class L0Sparsifier(Sparsifier):
 
     def current_sparsity(self) -> float:
         return self.expected_sparsity() if self.gates_active else self.masked_sparsity()
+
+
+def _magnitude_start(gate: Gate, weight: np.ndarray) -> np.ndarray:
+    """Initial ``log_alpha`` per block: ``INITIAL_LOG_ALPHA`` spread by the blocks' magnitude
+    (see ``MAGNITUDE_SPREAD``); all equal where the blocks are."""
+    log_scores = np.log(block_scores(gate.weight.to_nk(weight), gate.block) + 1e-12)
+    spread = log_scores.std()
+    if not spread > 1e-6:
+        return np.full(gate.grid, INITIAL_LOG_ALPHA)
+    z = np.clip((log_scores - log_scores.mean()) / spread, *SPREAD_CLIP)
+    return INITIAL_LOG_ALPHA + MAGNITUDE_SPREAD * z
 
 
 __all__ = ["GATE_PHASE", "INITIAL_LOG_ALPHA", "L0Sparsifier"]

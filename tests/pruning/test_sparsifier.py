@@ -11,6 +11,7 @@ import sparse_tvm as st
 from sparse_tvm.examples import mlp
 from sparse_tvm.frontend.initializers import prunable_weights, read_initializer
 from sparse_tvm.pruning import GMPSparsifier, L0Sparsifier, MagnitudeSparsifier, cubic_sparsity
+from sparse_tvm.pruning.patterns import block_scores
 from sparse_tvm.training import TrainingHooks
 
 
@@ -69,11 +70,22 @@ def test_l0_sparsifier_hooks_name_its_gate_inputs():
     assert inputs[0].shape == (8, 64)  # 32 outputs in blocks of 4 x 64 inputs
     values = sparsifier.input_values(np.random.default_rng(0))
     assert set(values) == {i.name for i in inputs}
-    # gates start open: evaluation sees the dense weights
-    dense = {w.name: read_initializer(model, w.name) for w in prunable_weights(model)}
+    # gates start by magnitude: open (evaluation sees the dense weights) for blocks above the
+    # mean log-magnitude, partly open below it, in the blocks' order
+    weights = prunable_weights(model)
+    dense = {w.name: read_initializer(model, w.name) for w in weights}
     gated = sparsifier.eval_weights(dense)
-    for name, value in dense.items():
-        np.testing.assert_array_equal(gated[name], value)
+    for w in weights:
+        value = dense[w.name]
+        scores = block_scores(w.to_nk(value), (4, 1))
+        order = np.argsort(scores.ravel())
+        log_alpha = sparsifier.log_alpha[w.name].ravel()
+        assert np.all(np.diff(log_alpha[order]) > -0.1)  # up to the 0.01 noise
+        above = np.log(scores) > np.log(scores).mean() + 0.05
+        n = w.to_nk(value).shape[0]
+        kept = w.from_nk(np.repeat(above, 4, axis=0)[:n], value)
+        np.testing.assert_array_equal(gated[w.name][kept], value[kept])
+        assert np.all(np.abs(gated[w.name]) >= 0.6 * np.abs(value))
     sparsifier.drop_gates()
     assert not sparsifier.trains_inputs()
     assert sparsifier.current_sparsity() == pytest.approx(0.5, abs=0.01)
