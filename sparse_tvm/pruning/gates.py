@@ -69,17 +69,32 @@ def _const(value: np.ndarray | float, dtype: str = "float32") -> relax.Constant:
     return relax.const(np.asarray(value, dtype), dtype)
 
 
+def expand_blocks(z: relax.Expr, block: tuple[int, int], nk_shape: tuple[int, int]) -> relax.Expr:
+    """Per-block values ``(ceil(n / r), ceil(k / c))`` -> the ``(n, k)`` view, differentiably.
+
+    A broadcast between reshapes (Relax's ``repeat`` has no gradient; the one-hot expansion
+    matmuls used before cost ``2 n k (nb + k)`` multiply-adds a step: a 4x1 l0 run of a
+    512-wide MLP took 347 s against 47 s in 1x1, now 43 s), the edge blocks cut by ``take``
+    (``strided_slice`` has no gradient either)."""
+    (n, k), (r, c) = nk_shape, block
+    nb, kb = -(-n // r), -(-k // c)
+    z = relax.op.reshape(z, (nb, 1, kb, 1))
+    z = relax.op.reshape(relax.op.broadcast_to(z, (nb, r, kb, c)), (nb * r, kb * c))
+    if nb * r != n:
+        z = relax.op.take(z, _const(np.arange(n), "int64"), axis=0)
+    if kb * c != k:
+        z = relax.op.take(z, _const(np.arange(k), "int64"), axis=1)
+    return z
+
+
 def emit_gate(bb: relax.BlockBuilder, gate: Gate, log_alpha, noise) -> tuple:
     """Emit ``z`` in the stored layout and the expected density of one gate; ``noise`` is
     the logit of a uniform sample."""
     s = bb.emit(relax.op.sigmoid(relax.op.divide(noise + log_alpha, _const(BETA))))
     z = bb.emit(relax.op.clip(s * _const(ZETA - GAMMA) + _const(GAMMA), 0.0, 1.0))
-    (n, k), (nb, kb) = gate.nk_shape, gate.grid
+    n, k = gate.nk_shape
     if gate.block != (1, 1):
-        # one-hot expansion matrices: matmul has a gradient, repeat does not
-        rows = np.repeat(np.eye(nb, dtype=np.float32), gate.block[0], axis=0)[:n]
-        cols = np.repeat(np.eye(kb, dtype=np.float32), gate.block[1], axis=0)[:k]
-        z = bb.emit(relax.op.matmul(relax.op.matmul(_const(rows), z), _const(cols.T)))
+        z = bb.emit(expand_blocks(z, gate.block, (n, k)))
     w = gate.weight
     if w.op == "Conv":
         z = bb.emit(relax.op.reshape(z, gate.stored_shape))
@@ -95,6 +110,7 @@ def emit_gate(bb: relax.BlockBuilder, gate: Gate, log_alpha, noise) -> tuple:
 
 __all__ = [
     "BETA",
+    "expand_blocks",
     "GAMMA",
     "ZETA",
     "Gate",

@@ -114,3 +114,19 @@ def test_gelu_tanh_gradient_matches_torch():
     (out * torch.from_numpy(c)).sum().backward()
     np.testing.assert_allclose(value, out.detach().numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(grad, leaf.grad.numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("nk", "block"), [((8, 6), (4, 1)), ((10, 7), (4, 2)), ((16, 3), (16, 1))])
+def test_l0_block_expansion_gradient_sums_each_block(nk, block):
+    """The gates' per-block values over their blocks (``pruning.gates.expand_blocks``, edge
+    blocks cut): the value repeats each block's, the gradient sums its block's."""
+    from sparse_tvm.pruning.gates import expand_blocks
+
+    (n, k), (r, c) = nk, block
+    nb, kb = -(-n // r), -(-k // c)
+    z = np.random.default_rng(3).standard_normal((nb, kb)).astype(np.float32)
+    value, (grad,), out_grad = _run(lambda v: expand_blocks(v, block, nk), [z])
+    np.testing.assert_array_equal(value, np.repeat(np.repeat(z, r, 0), c, 1)[:n, :k])
+    padded = np.zeros((nb * r, kb * c), np.float32)
+    padded[:n, :k] = out_grad
+    np.testing.assert_allclose(grad, padded.reshape(nb, r, kb, c).sum(axis=(1, 3)), rtol=1e-5)
