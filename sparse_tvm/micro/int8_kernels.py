@@ -393,7 +393,8 @@ def _sparse_body(weight: MicroInt8Weight, spec: MicroInt8Spec, start, store):
         if packed:
             deltas = T.meta_var(T.Cast("int32", indices[grp]))
             for e in T.unroll(g):
-                byte = T.meta_var(deltas >> (8 * e) if e == g - 1 else (deltas >> (8 * e)) & 255)
+                # each byte masked (UXTAB with a rotation; a 32-bit word's int32 can be < 0)
+                byte = T.meta_var((deltas >> (8 * e)) & 255)
                 col[0] = col[0] + byte
                 cols[e] = col[0]
         else:

@@ -120,6 +120,7 @@ class Sparsifier:
     def step(self) -> None:
         """After each optimizer step: the schedule's masks (gmp), or the gates' own step and
         their controller (l0); the gates become a fixed mask when their phase ends."""
+        self._check_not_squashed("step")
         self.count += 1
         if self.count == self.steps + 1:
             warnings.warn(
@@ -137,6 +138,7 @@ class Sparsifier:
         """Fold the masks (and gates) into the weights and remove the parametrizations: the
         model's parameters are plain tensors again, with exact zeros. Returns each weight's
         sparsity."""
+        self._check_not_squashed("squash")
         if self.gate_optimizer is not None:
             self._drop_gates()
         self._sync_to_numpy()
@@ -159,6 +161,13 @@ class Sparsifier:
             return self.inner.current_sparsity()
         zeros = sum(int((m.mask == 0).sum()) for m in self.masks.values())
         return zeros / max(1, sum(m.mask.numel() for m in self.masks.values()))
+
+    def _check_not_squashed(self, call: str) -> None:
+        if not self.masks:
+            raise UsageError(
+                f"{call}() after squash(): the masks are folded in; make a new Sparsifier to "
+                "prune again"
+            )
 
     # -- masks --------------------------------------------------------------------------------
 

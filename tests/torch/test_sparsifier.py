@@ -202,3 +202,13 @@ def test_bad_settings_get_one_line_errors(build, kwargs, message):
     after = dict(model.named_parameters())
     assert set(after) == set(before)
     assert all(torch.equal(before[name], after[name]) for name in before)
+
+
+def test_step_or_squash_after_squash_is_a_clear_error():
+    model = nn.Linear(64, 32)
+    sparsifier = Sparsifier(model, 0.5, "1x1", "magnitude")
+    assert sparsifier.squash() == {"weight": 0.5}
+    for call in (sparsifier.step, sparsifier.squash):
+        with pytest.raises(UsageError, match=r"after squash\(\): the masks are folded in"):
+            call()
+    assert float((model.weight == 0).float().mean()) == 0.5
