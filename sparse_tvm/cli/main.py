@@ -192,13 +192,14 @@ def cmd_prune(args) -> int:
     from sparse_tvm.training import print_progress
 
     exclude = [name for name in (args.exclude or "").split(",") if name]
-    training = {}
+    options: dict = {}
     if args.method != "magnitude":
-        training = dict(
+        options = dict(
             data=args.data,
             eval_data=args.eval_data,
             epochs=args.epochs,
             lr=args.lr,
+            distill=args.distill,
             seed=args.seed,
             optimizer=args.optimizer,
             batch_size=args.batch_size,
@@ -206,6 +207,10 @@ def cmd_prune(args) -> int:
         )
     elif args.data or args.eval_data:
         raise CLIError("--data and --eval-data are for fine-tuning: use --method gmp or l0")
+    if args.target is not None:
+        options["target"] = args.target
+    if args.input_shapes is not None:
+        options["input_shapes"] = _shapes(args.input_shapes)
     result = st.prune(
         args.model,
         args.sparsity,
@@ -213,7 +218,7 @@ def cmd_prune(args) -> int:
         method=args.method,
         exclude=exclude,
         scope=args.scope,
-        **training,
+        **options,
     )
     _write_atomically(Path(args.output), lambda tmp: onnx.save(result.model, tmp))
     print(result.report.to_json() if args.json else result.report)
@@ -373,7 +378,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--pattern",
         default="1x1",
-        help="1x1, 4x1, 8x1, 16x1, 1x4, 16x4 (int8 on x86) (output x input blocks) or N:M such as 2:4",
+        help="1x1, 4x1, 8x1, 16x1, 1x4, 16x4 (int8 on x86) (output x input blocks), N:M such as "
+        "2:4, or auto: per layer the block its sparse kernel runs fastest in on --target",
+    )
+    p.add_argument("--target", help="for --pattern auto: the target preset or TVM target JSON")
+    p.add_argument(
+        "--input-shapes",
+        help="for --pattern auto: static shapes for dynamic inputs: name:1x128,...",
     )
     p.add_argument(
         "--method",
@@ -390,7 +401,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude", help="weights or layers to keep dense: name,name")
     p.add_argument("--data", help="TRAIN.npz: the model inputs plus labels or targets")
     p.add_argument("--eval-data", help="VAL.npz to report accuracy (or loss) before and after")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument(
+        "--epochs", type=int, help="fine-tuning epochs (default: about 1,500 steps of --data)"
+    )
+    p.add_argument(
+        "--distill",
+        type=_probability,
+        default=0.5,
+        help="with labels: the dense model's share of the targets, in [0, 1] (default 0.5)",
+    )
     p.add_argument("--lr", type=float, help="learning rate (default: 0.05 SGD, 0.002 Adam)")
     p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
     p.add_argument("--batch-size", type=int, default=32)

@@ -26,10 +26,24 @@ from sparse_tvm.frontend.initializers import (
 from sparse_tvm.pruning.gmp import GMPSparsifier
 from sparse_tvm.pruning.l0 import L0Sparsifier
 from sparse_tvm.pruning.one_shot import MagnitudeSparsifier
+from sparse_tvm.pruning.pattern_choice import choose_patterns
 from sparse_tvm.pruning.patterns import Pattern, parse
 from sparse_tvm.pruning.sparsifier import Sparsifier, check_settings
 
 METHODS = ("magnitude", "gmp", "l0")
+AUTO = "auto"  # the pattern that asks the compiler, per layer
+# The dense model's share of the targets when fine-tuning on labels (distillation at
+# temperature 1). The digits MLP of benchmarks/prune_accuracy.py, 16x1 blocks, points lost
+# with 0.5 / without: 30 epochs 1.1 / 1.1 at 90 %, 1.1 / 1.7 at 95 % (gmp), 0.6 / 0.6 (l0,
+# 90 %); 10 epochs gmp 1x1 95 % 1.1 / 2.2, l0 16x1 90 % 2.2 / 2.8, gmp 16x1 90 % 2.2 / 1.7.
+DISTILL = 0.5
+
+
+def _progress():
+    """One line per stage on stderr where it is a terminal, else nothing."""
+    if not sys.stderr.isatty():
+        return None
+    return lambda line: print(line, file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -50,6 +64,9 @@ class PruneReport:
     after: float | None = None  # pruned (and fine-tuned) model
     evaluated_on: str | None = None  # "eval_data" or "training data"
     gate_sparsity: dict[str, float] | None = None  # l0: zeros the gates reached themselves
+    distill: float | None = None  # the dense model's share of the targets (labels: the rest)
+    # pattern "auto": weight name -> the PatternChoice fields (pattern, expected speedup, ...)
+    auto: dict[str, dict] | None = None
 
     def __getitem__(self, name: str) -> float:
         return self.sparsity[name]
@@ -82,6 +99,10 @@ class PruneReport:
         ]
         for name, value in self.sparsity.items():
             note = "  (excluded)" if name in self.excluded else ""
+            if self.auto and name in self.auto:
+                c = self.auto[name]
+                gain = f"{c['speedup']:.2f}x" if c["speedup"] > 1.0 else "stays dense"
+                note += f"  {c['pattern']}: {gain} ({c['decided_by']})"
             lines.append(f"  {name.ljust(width)}  {value:.1%}{note}")
         for e in self.epochs:
             lines.append(f"  epoch {e['epoch']}: loss {e['loss']:.4f}")
@@ -119,15 +140,17 @@ def make_sparsifier(
     *,
     epochs: int = 10,
     seed: int = 0,
+    patterns: dict[str, str] | None = None,
 ) -> Sparsifier:
     """The sparsifier of ``method`` (``"magnitude"``, ``"gmp"`` or ``"l0"``); ``epochs`` and
-    ``seed`` are those of the fine-tuning run (the L0 gates' phase and initial values)."""
+    ``seed`` are those of the fine-tuning run (the L0 gates' phase and initial values);
+    ``patterns``: some weights' own patterns, by name, in place of ``pattern``."""
     if method == "magnitude":
-        return MagnitudeSparsifier(sparsity, pattern, scope)
+        return MagnitudeSparsifier(sparsity, pattern, scope, patterns)
     if method == "gmp":
-        return GMPSparsifier(sparsity, pattern, scope)
+        return GMPSparsifier(sparsity, pattern, scope, patterns=patterns)
     if method == "l0":
-        return L0Sparsifier(sparsity, pattern, scope, epochs=epochs, seed=seed)
+        return L0Sparsifier(sparsity, pattern, scope, epochs=epochs, seed=seed, patterns=patterns)
     raise UsageError(f"method '{method}' is not one of {', '.join(METHODS)}")
 
 
@@ -149,7 +172,7 @@ def prune(
     scope: str = "layer",
     data=None,
     eval_data=None,
-    epochs: int = 10,
+    epochs: int | None = None,
     lr: float | None = None,
     batch_size: int = 32,
     optimizer: str = "sgd",
@@ -158,6 +181,9 @@ def prune(
     lr_schedule: str = "cosine",
     momentum: float = 0.9,
     weight_decay: float = 0.0,
+    target: str | dict | None = None,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    distill: float = DISTILL,
     **unknown,
 ) -> PruneResult:
     """Prune the prunable weights of ``model`` (MatMul, Gemm, Conv) to ``sparsity``.
@@ -171,7 +197,13 @@ def prune(
         (``"global"``), in [0, 1]. N:M patterns fix it at ``1 - N/M``.
     pattern
         ``1x1`` (unstructured), ``r x c`` blocks on the (output x input) view (``4x1``,
-        ``16x1``, ``1x4``), or N:M (``2:4``, ``1:4``).
+        ``16x1``, ``1x4``), N:M (``2:4``, ``1:4``), or ``auto``: each layer in the block shape
+        its sparse kernel runs fastest in on ``target`` (measured where this machine runs the
+        target's code, else the compiler's cost model; a finer shape within 10 % of the
+        fastest wins, for accuracy); the report gives each layer's pattern and expected speedup.
+    target, input_shapes
+        For ``pattern="auto"``: the target (a preset name or TVM target JSON, as
+        ``st.compile``) and static shapes for inputs with dynamic dimensions.
     method
         ``"magnitude"`` (one-shot), ``"gmp"`` (gradual magnitude + fine-tuning) or ``"l0"``
         (hard-concrete L0 gates + fine-tuning); the last two need ``data``.
@@ -185,9 +217,13 @@ def prune(
         outputs are the targets (distillation). ``eval_data`` (default: ``data``) gives the
         metric before and after.
     epochs, lr, batch_size, optimizer, seed, lr_schedule, momentum, weight_decay
-        Fine-tuning: ``optimizer`` is ``"sgd"`` (momentum) or ``"adam"``; ``lr`` defaults to
-        0.05 (sgd) / 0.002 (adam); ``lr_schedule`` is ``cosine``, ``linear`` or ``constant``.
-        The same ``seed`` gives identical weights.
+        Fine-tuning: ``epochs`` defaults to what gives the schedule about 1,500 steps (at
+        least 3; fewer than half that warns); ``optimizer`` is ``"sgd"`` (momentum) or
+        ``"adam"``; ``lr`` defaults to 0.05 (sgd) / 0.002 (adam); ``lr_schedule`` is
+        ``cosine``, ``linear`` or ``constant``. The same ``seed`` gives identical weights.
+    distill
+        With labels: the share of the dense model's class probabilities in the training
+        targets, the labels' one-hot the rest (0: labels only).
     callbacks
         Called with an :class:`~sparse_tvm.training.EpochLog` after every epoch; default:
         a progress line on stderr when it is a terminal.
@@ -201,31 +237,52 @@ def prune(
 
     if unknown:
         raise UsageError(f"prune() has no option(s) {', '.join(sorted(unknown))}")
-    parsed = parse(pattern)
+    auto = str(pattern).strip().lower() == AUTO
+    if auto and target is None:
+        raise UsageError(
+            "pattern 'auto' prunes each layer for the kernel that will run it: give the "
+            "target (target='x86'; CLI --target x86)"
+        )
+    if not auto and (target is not None or input_shapes is not None):
+        raise UsageError("target and input shapes are for pattern 'auto': pass pattern='auto'")
+    parsed = parse("1x1" if auto else pattern)
     _check(sparsity, parsed, method, scope)
+    if method == "magnitude" and (data is not None or eval_data is not None):
+        raise UsageError(
+            "method 'magnitude' prunes without data: use method='gmp' or 'l0' to fine-tune"
+        )
+    if method != "magnitude":
+        if data is None:
+            raise UsageError(
+                f"method '{method}' fine-tunes and needs data=(inputs, labels) or a .npz file"
+            )
+        if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
+            raise UsageError(f"epochs must be a positive integer, not {epochs!r}")
+        if lr is not None and not lr > 0:
+            raise UsageError(f"lr must be positive, not {lr!r}")
+        if not 0.0 <= distill <= 1.0:
+            raise UsageError(
+                f"distill is the dense model's share of the targets, in [0, 1], not {distill!r}"
+            )
     proto = load_onnx(model)
     chosen, excluded = select_weights(proto, exclude)
+    patterns, choices = None, None
+    if auto:
+        choices = choose_patterns(
+            proto, chosen, sparsity, target, input_shapes=input_shapes, progress=_progress()
+        )
+        patterns = {name: c.pattern for name, c in choices.items()}
+        choices = {name: asdict(c) for name, c in choices.items()}
+    label = AUTO if auto else parsed.text
     if method == "magnitude":
-        if data is not None or eval_data is not None:
-            raise UsageError(
-                "method 'magnitude' prunes without data: use method='gmp' or 'l0' to fine-tune"
-            )
-        sparsifier = make_sparsifier(method, sparsity, parsed, scope)
+        sparsifier = make_sparsifier(method, sparsity, parsed, scope, patterns=patterns)
         sparsifier.prepare(proto, chosen)
         sparsifier.step()
         sparsifier.squash_mask()
         out = sparsifier.convert()
-        report = PruneReport(method, parsed.text, sparsity, _sparsity_report(out), excluded)
+        report = PruneReport(method, label, sparsity, _sparsity_report(out), excluded, auto=choices)
         return PruneResult(out, report)
 
-    if data is None:
-        raise UsageError(
-            f"method '{method}' fine-tunes and needs data=(inputs, labels) or a .npz file"
-        )
-    if not isinstance(epochs, int) or epochs < 1:
-        raise UsageError(f"epochs must be a positive integer, not {epochs!r}")
-    if lr is not None and not lr > 0:
-        raise UsageError(f"lr must be positive, not {lr!r}")
     from sparse_tvm.pruning.fine_tune import fine_tune
     from sparse_tvm.training import TrainConfig, print_progress
 
@@ -241,9 +298,18 @@ def prune(
         lr_schedule=lr_schedule,
         seed=seed,
     )
-    sparsifier = make_sparsifier(method, sparsity, parsed, scope, epochs=epochs, seed=seed)
-    out, extra = fine_tune(proto, chosen, sparsifier, config, data, eval_data, callbacks)
-    report = PruneReport(method, parsed.text, sparsity, _sparsity_report(out), excluded, **extra)
+
+    def sparsifier(run_epochs: int) -> Sparsifier:
+        return make_sparsifier(
+            method, sparsity, parsed, scope, epochs=run_epochs, seed=seed, patterns=patterns
+        )
+
+    out, extra = fine_tune(
+        proto, chosen, sparsifier, config, data, eval_data, callbacks, distill=distill
+    )
+    report = PruneReport(
+        method, label, sparsity, _sparsity_report(out), excluded, auto=choices, **extra
+    )
     return PruneResult(out, report)
 
 

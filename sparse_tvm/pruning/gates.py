@@ -6,13 +6,14 @@ gate ``z`` the training graph multiplies the weight by, and its expected density
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from tvm import relax
 
 from sparse_tvm.frontend.initializers import PrunableWeight
-from sparse_tvm.pruning.patterns import Pattern
+from sparse_tvm.pruning.patterns import Pattern, per_weight
 
 # hard-concrete constants of Louizos et al. (2018)
 BETA, GAMMA, ZETA = 2.0 / 3.0, -0.1, 1.1
@@ -47,11 +48,18 @@ class Gate:
 
 
 def make_gates(
-    weights: dict[str, np.ndarray], prunable: list[PrunableWeight], pattern: Pattern
+    weights: dict[str, np.ndarray],
+    prunable: list[PrunableWeight],
+    pattern: Pattern | Mapping[str, Pattern],
 ) -> list[Gate]:
-    """A gate grid per prunable weight: the pattern's blocks, single weights for N:M."""
-    block = pattern.block if pattern.n_of_m is None else (1, 1)
-    return [Gate(w, w.to_nk(weights[w.name]).shape, weights[w.name].shape, block) for w in prunable]
+    """A gate grid per prunable weight: its pattern's blocks, single weights for N:M."""
+    patterns = per_weight(pattern, (w.name for w in prunable))
+    gates = []
+    for w in prunable:
+        p = patterns[w.name]
+        block = p.block if p.n_of_m is None else (1, 1)
+        gates.append(Gate(w, w.to_nk(weights[w.name]).shape, weights[w.name].shape, block))
+    return gates
 
 
 def hard_concrete_eval(log_alpha: np.ndarray) -> np.ndarray:

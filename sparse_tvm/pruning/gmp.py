@@ -3,6 +3,8 @@ the model fine-tunes, then the last steps train at the final sparsity."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from sparse_tvm.pruning.one_shot import MagnitudeSparsifier
@@ -34,8 +36,9 @@ class GMPSparsifier(MagnitudeSparsifier):
         scope: str = "layer",
         ramp: float = 0.75,
         updates: int = 20,
+        patterns: Mapping[str, str | Pattern] | None = None,
     ):
-        super().__init__(sparsity, pattern, scope)
+        super().__init__(sparsity, pattern, scope, patterns)
         self.ramp, self.updates = ramp, updates
 
     def step(self, step: int | None = None, total: int | None = None) -> None:

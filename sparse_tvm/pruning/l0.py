@@ -66,8 +66,9 @@ class L0Sparsifier(Sparsifier):
         gate_epochs: int | None = None,
         seed: int = 0,
         rate: float = 0.03,
+        patterns: Mapping[str, str | Pattern] | None = None,
     ):
-        super().__init__(sparsity, pattern, scope)
+        super().__init__(sparsity, pattern, scope, patterns)
         self.epochs = epochs
         self.gate_epochs = (
             max(1, round(GATE_PHASE * epochs)) if gate_epochs is None else gate_epochs
@@ -88,7 +89,7 @@ class L0Sparsifier(Sparsifier):
     ) -> None:
         """Masks of ones, and a gate per block of every prunable weight, nearly open."""
         super().prepare(model, prunable, weights)
-        self.gates = make_gates(self.weights, self.prunable, self.pattern)
+        self.gates = make_gates(self.weights, self.prunable, self.layer_patterns)
         rng = np.random.default_rng(self.seed)
         self.log_alpha = {
             g.weight.name: (
@@ -113,10 +114,11 @@ class L0Sparsifier(Sparsifier):
         (pinned open) and later steps train under that mask."""
         folded = self.gated(self._masked())
         scores = {name: s + 1e-12 for name, s in self.gate_scores().items()}
+        patterns = self.layer_patterns
         if self.scope == "global":
-            nk_masks = global_masks(scores, self.sparsity, self.pattern)
+            nk_masks = global_masks(scores, self.sparsity, patterns)
         else:
-            nk_masks = {name: self.pattern.mask(s, self.sparsity) for name, s in scores.items()}
+            nk_masks = {name: patterns[name].mask(s, self.sparsity) for name, s in scores.items()}
         for g in self.gates:
             w = g.weight
             mask = w.from_nk(nk_masks[w.name].astype(np.float32), folded[w.name])

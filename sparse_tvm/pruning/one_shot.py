@@ -4,10 +4,12 @@ threshold."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from sparse_tvm.frontend.initializers import PrunableWeight
-from sparse_tvm.pruning.patterns import Pattern, global_masks
+from sparse_tvm.pruning.patterns import Pattern, global_masks, per_weight
 from sparse_tvm.pruning.sparsifier import Sparsifier
 
 
@@ -15,15 +17,17 @@ def magnitude_masks(
     weights: dict[str, np.ndarray],
     prunable: list[PrunableWeight],
     sparsity: float,
-    pattern: Pattern,
+    pattern: Pattern | Mapping[str, Pattern],
     scope: str,
 ) -> dict[str, np.ndarray]:
-    """Keep-masks (stored layout) of the ``prunable`` weights by magnitude, per layer or global."""
+    """Keep-masks (stored layout) of the ``prunable`` weights by magnitude, per layer or global;
+    ``pattern``: one for all, or by weight name."""
     views = {w.name: w.to_nk(weights[w.name]) for w in prunable}
     if scope == "global":
         nk_masks = global_masks(views, sparsity, pattern)
     else:
-        nk_masks = {name: pattern.mask(np.abs(v), sparsity) for name, v in views.items()}
+        patterns = per_weight(pattern, views)
+        nk_masks = {name: patterns[name].mask(np.abs(v), sparsity) for name, v in views.items()}
     return {
         w.name: w.from_nk(nk_masks[w.name].astype(np.float32), weights[w.name]) for w in prunable
     }
@@ -36,7 +40,7 @@ class MagnitudeSparsifier(Sparsifier):
         """Masks by magnitude at ``sparsity``, applied to the weights at once (a pruned weight
         stays zero, so it scores lowest at the next update)."""
         self.mask.update(
-            magnitude_masks(self.weights, self.prunable, sparsity, self.pattern, self.scope)
+            magnitude_masks(self.weights, self.prunable, sparsity, self.layer_patterns, self.scope)
         )
         for w in self.prunable:
             self.weights[w.name] = self.weights[w.name] * self.mask[w.name]

@@ -7,6 +7,7 @@ shorter: it keeps at most N). Masks are keep-masks (True = kept).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,19 +91,36 @@ def block_scores(nk: np.ndarray, block: tuple[int, int]) -> np.ndarray:
     return sums / count.reshape(nb, r, kb, c).sum(axis=(1, 3))
 
 
+def per_weight(
+    pattern: Pattern | Mapping[str, Pattern], names: Iterable[str]
+) -> dict[str, Pattern]:
+    """Each weight's pattern: one ``pattern`` for all, or a mapping by weight name."""
+    if isinstance(pattern, Pattern):
+        return {name: pattern for name in names}
+    return {name: pattern[name] for name in names}
+
+
 def global_masks(
-    weights: dict[str, np.ndarray], sparsity: float, pattern: Pattern
+    weights: dict[str, np.ndarray], sparsity: float, pattern: Pattern | Mapping[str, Pattern]
 ) -> dict[str, np.ndarray]:
     """Keep-masks of (n, k) arrays with one magnitude threshold over all of them.
 
     The share of zeroed *weights* overall is ``sparsity`` (up to one block); a block's score
-    is its mean |w|, so blocks cut by a matrix edge compete fairly. N:M is local to its
-    group: every weight gets the N:M mask.
+    is its mean |w|, so blocks cut by a matrix edge, and blocks of other shapes (``pattern``
+    by weight name: ``pattern="auto"``), compete fairly. N:M is local to its group: every
+    N:M weight gets the N:M mask.
     """
-    if pattern.n_of_m is not None:
-        return {name: pattern.mask(np.abs(w), sparsity) for name, w in weights.items()}
-    scores = {name: block_scores(w, pattern.block) for name, w in weights.items()}
-    sizes = {name: _block_sizes(w.shape, pattern.block) for name, w in weights.items()}
+    patterns = per_weight(pattern, weights)
+    masks = {
+        name: patterns[name].mask(np.abs(w), sparsity)
+        for name, w in weights.items()
+        if patterns[name].n_of_m is not None
+    }
+    blocks = {name: patterns[name].block for name in weights if name not in masks}
+    if not blocks:
+        return masks
+    scores = {name: block_scores(weights[name], block) for name, block in blocks.items()}
+    sizes = {name: _block_sizes(weights[name].shape, block) for name, block in blocks.items()}
     flat_scores = np.concatenate([s.ravel() for s in scores.values()])
     flat_sizes = np.concatenate([s.ravel() for s in sizes.values()])
     order = np.argsort(flat_scores, kind="stable")
@@ -111,11 +129,11 @@ def global_masks(
     drop = int(np.searchsorted(dropped_weights, budget + 0.5 * flat_sizes.min(), side="right"))
     keep = np.ones(flat_scores.size, bool)
     keep[order[:drop]] = False
-    masks, start = {}, 0
+    start = 0
     for name, s in scores.items():
         part = keep[start : start + s.size].reshape(s.shape)
         start += s.size
-        masks[name] = _expand(part, pattern.block, weights[name].shape)
+        masks[name] = _expand(part, blocks[name], weights[name].shape)
     return masks
 
 

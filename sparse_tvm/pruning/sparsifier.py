@@ -16,7 +16,7 @@ step.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -59,11 +59,24 @@ class Sparsifier(TrainingHooks):
         ``"1x1"``, a block pattern (``"4x1"``, ``"16x1"``, ...) or N:M (``"2:4"``).
     scope
         ``"layer"`` or ``"global"``.
+    patterns
+        Patterns of some weights by name, in place of ``pattern`` (``pattern="auto"``: the
+        block shape each layer runs fastest in, :mod:`~sparse_tvm.pruning.pattern_choice`).
     """
 
-    def __init__(self, sparsity: float, pattern: str | Pattern = "1x1", scope: str = "layer"):
+    def __init__(
+        self,
+        sparsity: float,
+        pattern: str | Pattern = "1x1",
+        scope: str = "layer",
+        patterns: Mapping[str, str | Pattern] | None = None,
+    ):
         self.pattern = pattern if isinstance(pattern, Pattern) else parse(pattern)
-        check_settings(sparsity, self.pattern, scope)
+        self.patterns = {
+            name: p if isinstance(p, Pattern) else parse(p) for name, p in (patterns or {}).items()
+        }
+        for checked in (self.pattern, *self.patterns.values()):
+            check_settings(sparsity, checked, scope)
         self.sparsity, self.scope = sparsity, scope
         self.model: onnx.ModelProto | None = None
         self.prunable: list[PrunableWeight] = []
@@ -89,6 +102,11 @@ class Sparsifier(TrainingHooks):
             }
         self.weights = weights
         self.mask = {w.name: np.ones_like(weights[w.name]) for w in self.prunable}
+
+    @property
+    def layer_patterns(self) -> dict[str, Pattern]:
+        """The pattern of every prunable weight, by name."""
+        return {w.name: self.patterns.get(w.name, self.pattern) for w in self.prunable}
 
     def step(self, step: int | None = None, total: int | None = None) -> None:
         """Update the masks: at ``step`` of ``total`` training steps, else the final ones."""

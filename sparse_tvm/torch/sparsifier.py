@@ -26,17 +26,23 @@ do; ``squash`` removes it, leaving plain parameters with exact zeros.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import warnings
 from collections.abc import Iterable
+from dataclasses import replace
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
 from sparse_tvm.errors import UsageError
-from sparse_tvm.pruning.api import METHODS, make_sparsifier
+from sparse_tvm.frontend.initializers import prunable_weights
+from sparse_tvm.pruning.api import AUTO, METHODS, make_sparsifier
 from sparse_tvm.pruning.l0 import L0Sparsifier
+from sparse_tvm.pruning.pattern_choice import PatternChoice, choose_patterns, pick_pattern
 from sparse_tvm.pruning.patterns import Pattern, parse
 from sparse_tvm.torch.layers import TorchWeight, prunable_parameters
 from sparse_tvm.torch.masking import MaskedWeight, expected_density
@@ -58,7 +64,10 @@ class Sparsifier:
         [0, 1).
     pattern
         ``"1x1"``, a block of the (n, k) view (``"4x1"``, ``"16x1"``, ``"1x4"``, ...; it must
-        divide every pruned weight) or N:M (``"2:4"``), as ``st.prune``.
+        divide every pruned weight) or N:M (``"2:4"``), as ``st.prune``; or ``"auto"``: each
+        weight in the block shape the compiler runs its layer fastest in on ``target`` (the
+        model exported once with ``example_inputs`` and rated as ``st.prune(pattern="auto")``
+        does; only shapes that divide the weight), see :attr:`choices`.
     method
         ``"magnitude"``, ``"gmp"`` or ``"l0"``.
     steps
@@ -67,6 +76,9 @@ class Sparsifier:
     scope, exclude, seed
         As ``st.prune``: per layer or global; weights (``"fc.weight"``) or modules (``"fc"``)
         left dense; the L0 gates' initial values.
+    target, example_inputs
+        For ``pattern="auto"``: the target (a preset name or TVM target JSON) and a tuple of
+        inputs to export the model with (their shapes are the ones the layers are timed at).
     """
 
     def __init__(
@@ -80,6 +92,8 @@ class Sparsifier:
         scope: str = "layer",
         exclude: Iterable[str] = (),
         seed: int = 0,
+        target: str | dict | None = None,
+        example_inputs: tuple | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise UsageError(f"Sparsifier prunes a torch.nn.Module, not a {type(model).__name__}")
@@ -92,13 +106,33 @@ class Sparsifier:
                 f"method '{method}' needs steps=N: how many times step() will be called "
                 "(the optimizer steps of the run), which its schedule spans"
             )
-        self.pattern: Pattern = parse(pattern)
+        auto = str(pattern).strip().lower() == AUTO
+        if auto and (target is None or example_inputs is None):
+            raise UsageError(
+                "pattern 'auto' asks the compiler which block each layer runs fastest in: "
+                "give target='x86' (or another preset) and example_inputs=(x,) to export with"
+            )
+        if not auto and (target is not None or example_inputs is not None):
+            raise UsageError("target and example_inputs are for pattern 'auto'")
+        self.pattern: Pattern = parse("1x1" if auto else pattern)
         self.method, self.steps = method, int(steps or 1)
         self.weights: list[TorchWeight] = prunable_parameters(model, exclude)
-        _check_divides(self.weights, self.pattern)
+        # pattern "auto": weight name -> the compiler's PatternChoice for it
+        self.choices: dict[str, PatternChoice] = {}
+        if auto:
+            self.choices = _auto_patterns(model, self.weights, sparsity, target, example_inputs)
+        patterns = {name: parse(c.pattern) for name, c in self.choices.items()}
+        for w in self.weights:
+            _check_divides(w, patterns.get(w.name, self.pattern))
         self.model = model
         self.inner = make_sparsifier(
-            method, sparsity, self.pattern, scope, epochs=self.steps, seed=seed
+            method,
+            sparsity,
+            self.pattern,
+            scope,
+            epochs=self.steps,
+            seed=seed,
+            patterns={name: p.text for name, p in patterns.items()},
         )
         self._arrays = {w.name: _numpy(w.parameter) for w in self.weights}
         self.inner.prepare(None, [w.spec for w in self.weights], self._arrays)
@@ -246,14 +280,61 @@ def _numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().to("cpu", torch.float32).numpy().copy()
 
 
-def _check_divides(weights: list[TorchWeight], pattern: Pattern) -> None:
-    """Every pruned weight is a whole number of the pattern's blocks (N:M: groups of M)."""
+def _nk_shape(w: TorchWeight) -> tuple[int, int]:
+    """The (n, k) shape of a weight: out features x the rest (a conv's in x kh x kw)."""
+    shape = tuple(w.parameter.shape)
+    return shape[0], int(np.prod(shape[1:]))
+
+
+def _divides(pattern: Pattern, shape: tuple[int, int]) -> bool:
     r, c = (1, pattern.n_of_m[1]) if pattern.n_of_m else pattern.block
-    for w in weights:
-        n, k = w.spec.to_nk(_numpy(w.parameter)).shape
-        if n % r or k % c:
-            raise UsageError(
-                f"{w.name} ({n}x{k} as out x in) is not a whole number of {pattern.text} "
-                f"blocks: choose a pattern that divides it, or leave it dense "
-                f"(exclude=['{w.spec.node or w.name}'])"
-            )
+    return shape[0] % r == 0 and shape[1] % c == 0
+
+
+def _check_divides(w: TorchWeight, pattern: Pattern) -> None:
+    """The pruned weight is a whole number of the pattern's blocks (N:M: groups of M)."""
+    if not _divides(pattern, _nk_shape(w)):
+        n, k = _nk_shape(w)
+        raise UsageError(
+            f"{w.name} ({n}x{k} as out x in) is not a whole number of {pattern.text} "
+            f"blocks: choose a pattern that divides it, or leave it dense "
+            f"(exclude=['{w.spec.node or w.name}'])"
+        )
+
+
+def _export(model: nn.Module, example_inputs: tuple) -> onnx.ModelProto:
+    """``model`` exported to ONNX (``torch.onnx.export``, dynamo), quietly, in eval mode."""
+    training = model.training
+    model.eval()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(model, tuple(example_inputs), dynamo=True)
+    except Exception as error:  # torch raises many kinds; the user needs the one line
+        raise UsageError(
+            f"pattern 'auto' exports the model to ONNX to ask the compiler, and the export "
+            f"failed ({type(error).__name__}): check example_inputs, or give a pattern"
+        ) from None
+    finally:
+        model.train(training)
+    buffer = io.BytesIO()
+    program.save(buffer)
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def _auto_patterns(
+    model: nn.Module, weights: list[TorchWeight], sparsity: float, target, example_inputs
+) -> dict[str, PatternChoice]:
+    """Each weight's pattern for ``target``: the compiler's choice among the shapes that
+    divide it (those the exported graph holds as a constant layer weight; 1x1 elsewhere)."""
+    exported = _export(model, example_inputs)
+    names = {w.name for w in weights}
+    prunable = [w for w in prunable_weights(exported) if w.name in names]
+    choices = choose_patterns(exported, prunable, sparsity, target)
+    shapes = {w.name: _nk_shape(w) for w in weights}
+    out = {}
+    for name, choice in choices.items():
+        fits = {p: v for p, v in choice.speedups.items() if _divides(parse(p), shapes[name])}
+        pattern = pick_pattern(fits)
+        out[name] = replace(choice, pattern=pattern, speedup=fits.get(pattern, 1.0))
+    return out

@@ -30,6 +30,9 @@ class Dataset:
     inputs: dict[str, np.ndarray]
     labels: np.ndarray | None = None
     targets: np.ndarray | None = None
+    # the cross-entropy's target distribution per sample in place of the labels' one-hot
+    # (pruning mixes in the dense model's probabilities: distillation); labels still score
+    soft_labels: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(next(iter(self.inputs.values())))
@@ -39,6 +42,7 @@ class Dataset:
             {k: v[index] for k, v in self.inputs.items()},
             None if self.labels is None else self.labels[index],
             None if self.targets is None else self.targets[index],
+            None if self.soft_labels is None else self.soft_labels[index],
         )
 
 

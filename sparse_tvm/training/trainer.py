@@ -35,7 +35,7 @@ from sparse_tvm.training.optim import add_step_function, lr_at, make_optimizer, 
 class TrainConfig:
     """Hyper-parameters of a fine-tuning run."""
 
-    epochs: int = 10
+    epochs: int | None = 10  # None: pruning derives it from the data size
     lr: float | None = None  # None: 0.05 for sgd, 0.002 for adam
     batch_size: int = 32
     optimizer: str = "sgd"
@@ -282,6 +282,8 @@ class Trainer:
         return out
 
     def _y(self, data: Dataset, index: np.ndarray) -> np.ndarray:
+        if self.objective == "cross_entropy" and data.soft_labels is not None:
+            return data.soft_labels[index]
         if self.objective == "cross_entropy":
             classes = self.output_shape[-1]
             return np.eye(classes, dtype=np.float32)[data.labels[index]]

@@ -110,6 +110,35 @@ def test_prune_command(workdir):
     assert np.mean(w == 0) == pytest.approx(0.95, abs=0.01)
 
 
+def test_prune_auto_pattern_for_a_target(tmp_path):
+    onnx.save(mlp(), tmp_path / "dense.onnx")
+    out = tmp_path / "auto.onnx"
+    result = cli(
+        "prune", tmp_path / "dense.onnx", "-o", out, "--sparsity", "0.9", "--pattern", "auto",
+        "--target", "cortex-m4", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout[: result.stdout.rindex("}") + 1])
+    assert report["pattern"] == "auto"
+    from sparse_tvm.frontend.initializers import prunable_weights, read_initializer
+    from sparse_tvm.pruning import follows_pattern, parse
+
+    pruned = onnx.load(out)
+    for w in prunable_weights(pruned):
+        choice = report["auto"][w.name]
+        assert choice["speedup"] > 1.0 and choice["decided_by"].startswith("estimated")
+        nk = w.to_nk(read_initializer(pruned, w.name))
+        assert follows_pattern(nk, parse(choice["pattern"]))
+        assert np.mean(nk == 0) == pytest.approx(0.9, abs=0.02)
+
+
+def test_prune_auto_pattern_needs_a_target(workdir, tmp_path):
+    out = tmp_path / "auto.onnx"
+    result = cli("prune", workdir / "mlp.onnx", "-o", out, "--sparsity", "0.9", "--pattern", "auto")
+    assert_one_line_error(result, "give the target", "--target", status=2)
+    assert not out.exists()
+
+
 def test_missing_model(tmp_path):
     out = tmp_path / "m.tar"
     assert_one_line_error(cli("compile", tmp_path / "nope.onnx", "-o", out), "not found", status=3)

@@ -18,6 +18,7 @@ from torch import nn
 import sparse_tvm as st
 from sparse_tvm.errors import UsageError
 from sparse_tvm.pruning import follows_pattern, parse
+from sparse_tvm.pruning.pattern_choice import pick_pattern
 from sparse_tvm.torch import Sparsifier
 from tests.conftest import ort_run
 
@@ -189,6 +190,8 @@ def test_conv_and_attention_weights_are_pruned_and_export(digits):
         (lambda: nn.Linear(64, 32), {"pattern": "3x3"}, r"3x3"),
         (lambda: nn.Linear(64, 32), {"exclude": ["fc"]}, r"exclude names fc"),
         (lambda: nn.Linear(64, 32), {"pattern": "2:4"}, r"fixes the sparsity at 0.5"),
+        (lambda: nn.Linear(64, 32), {"pattern": "auto"}, r"give target='x86'"),
+        (lambda: nn.Linear(64, 32), {"target": "x86"}, r"are for pattern 'auto'"),
     ],
 )
 def test_bad_settings_get_one_line_errors(build, kwargs, message):
@@ -202,6 +205,38 @@ def test_bad_settings_get_one_line_errors(build, kwargs, message):
     after = dict(model.named_parameters())
     assert set(after) == set(before)
     assert all(torch.equal(before[name], after[name]) for name in before)
+
+
+def test_auto_pattern_asks_the_compiler_per_layer_among_the_dividing_shapes(digits):
+    x, y, xt, yt = digits
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10)
+    )  # fmt: skip
+    optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+    _train(model, optimizer, x, y, 5)
+    sparsifier = Sparsifier(
+        model, 0.9, "auto", "gmp", steps=_steps(x, 5), target="cortex-m4",
+        example_inputs=(x[:1],),
+    )  # fmt: skip
+    choices = sparsifier.choices
+    assert set(choices) == {"0.weight", "2.weight", "4.weight"}
+    for name in ("0.weight", "2.weight"):  # every candidate divides them
+        choice = choices[name]
+        assert choice.decided_by.startswith("estimated") and choice.speedup > 1.0
+        assert choice.pattern == pick_pattern(choice.speedups)
+    # the 10-output head: only 1x1 and 1x4 divide it, the faster of those (cost model) is kept
+    head = choices["4.weight"]
+    fits = {p: v for p, v in head.speedups.items() if p in ("1x1", "1x4")}
+    assert head.pattern == pick_pattern(fits) and head.speedup == fits[head.pattern]
+    _train(model, optimizer, x, y, 5, sparsifier)
+    report = sparsifier.squash()
+    for name, parameter in model.named_parameters():
+        if name in choices:
+            assert report[name] == pytest.approx(0.9, abs=0.01)
+            nk = parameter.detach().numpy().reshape(parameter.shape[0], -1)
+            assert follows_pattern(nk, parse(choices[name].pattern))
+    assert _accuracy(model, xt, yt) > 0.85
 
 
 def test_step_or_squash_after_squash_is_a_clear_error():
