@@ -67,9 +67,10 @@ def minilm_inputs(
     }
 
 
-def minilm(batch: int = 1, seq: int = 128) -> onnx.ModelProto:
-    """all-MiniLM-L6-v2 (sentence embedding: mean pooling, L2 norm) as an ONNX model with
-    static inputs ``input_ids`` / ``attention_mask`` of shape ``(batch, seq)``."""
+def sentence_model():
+    """all-MiniLM-L6-v2 as a ``torch.nn.Module`` (eval mode): ``(input_ids, attention_mask)``
+    -> the sentence embedding (mean pooling over the mask, L2-normalised), ``(batch, 384)``;
+    its ``encoder`` is transformers' ``BertModel`` (eager attention)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         import torch
@@ -79,7 +80,6 @@ def minilm(batch: int = 1, seq: int = 128) -> onnx.ModelProto:
 
     with _quiet():
         bert = AutoModel.from_pretrained(str(_model_dir()), attn_implementation="eager")
-    bert.eval()
 
     class SentenceEmbedding(torch.nn.Module):
         def __init__(self, encoder: torch.nn.Module) -> None:
@@ -92,13 +92,23 @@ def minilm(batch: int = 1, seq: int = 128) -> onnx.ModelProto:
             pooled = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             return torch.nn.functional.normalize(pooled, dim=-1)
 
+    return SentenceEmbedding(bert).eval()
+
+
+def export_sentence_model(module, batch: int = 1, seq: int = 128) -> onnx.ModelProto:
+    """``module`` (:func:`sentence_model`'s, pruned or not) as an ONNX model with static inputs
+    ``input_ids`` / ``attention_mask`` of shape ``(batch, seq)``."""
+    import torch
+
     texts = (SENTENCES * (batch // len(SENTENCES) + 1))[:batch]
     example = {k: torch.from_numpy(v) for k, v in minilm_inputs(texts, seq).items()}
+    training = module.training
+    module.eval()
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "minilm.onnx")
         with _quiet(), torch.no_grad():
             torch.onnx.export(
-                SentenceEmbedding(bert),
+                module,
                 (example["input_ids"], example["attention_mask"]),
                 path,
                 input_names=["input_ids", "attention_mask"],
@@ -106,8 +116,15 @@ def minilm(batch: int = 1, seq: int = 128) -> onnx.ModelProto:
                 opset_version=18,
             )
         model = onnx.load(path)
+    module.train(training)
     _rename_output(model, "sentence_embedding")
     return model
+
+
+def minilm(batch: int = 1, seq: int = 128) -> onnx.ModelProto:
+    """all-MiniLM-L6-v2 (sentence embedding: mean pooling, L2 norm) as an ONNX model with
+    static inputs ``input_ids`` / ``attention_mask`` of shape ``(batch, seq)``."""
+    return export_sentence_model(sentence_model(), batch, seq)
 
 
 @contextlib.contextmanager

@@ -219,8 +219,9 @@ def prune(
     epochs, lr, batch_size, optimizer, seed, lr_schedule, momentum, weight_decay
         Fine-tuning: ``epochs`` defaults to what gives the schedule about 1,500 steps (at
         least 3; fewer than half that warns); ``optimizer`` is ``"sgd"`` (momentum) or
-        ``"adam"``; ``lr`` defaults to 0.05 (sgd) / 0.002 (adam); ``lr_schedule`` is
-        ``cosine``, ``linear`` or ``constant``. The same ``seed`` gives identical weights.
+        ``"adam"``; ``lr`` defaults to 0.05 (sgd) / 0.002 (adam), reached after a linear
+        warm-up over the first 10 % of the steps; ``lr_schedule`` (after it) is ``cosine``,
+        ``linear`` or ``constant``. The same ``seed`` gives identical weights.
     distill
         With labels: the share of the dense model's class probabilities in the training
         targets, the labels' one-hot the rest (0: labels only).
@@ -296,6 +297,7 @@ def prune(
         momentum=momentum,
         weight_decay=weight_decay,
         lr_schedule=lr_schedule,
+        warmup_steps=None,  # fine_tune: a share of the run
         seed=seed,
     )
 
