@@ -31,12 +31,15 @@ WARMUP_SHARE = 0.1
 
 def schedule_epochs(samples: int, batch: int) -> int:
     """Epochs of ``samples`` in batches of ``batch`` that give :data:`SCHEDULE_STEPS` steps."""
-    steps_per_epoch = max(1, samples // batch)
-    return max(MIN_EPOCHS, math.ceil(SCHEDULE_STEPS / steps_per_epoch))
+    return max(MIN_EPOCHS, math.ceil(SCHEDULE_STEPS / _steps_per_epoch(samples, batch)))
+
+
+def _steps_per_epoch(samples: int, batch: int) -> int:
+    return max(1, samples // batch)
 
 
 def _warn_if_short(epochs: int, samples: int, batch: int) -> None:
-    steps = epochs * max(1, samples // batch)
+    steps = epochs * _steps_per_epoch(samples, batch)
     if steps * 2 < SCHEDULE_STEPS:
         warnings.warn(
             f"{epochs} epoch(s) of {samples} samples are {steps} fine-tuning steps, too few for "
@@ -87,7 +90,7 @@ def fine_tune(
     else:
         _warn_if_short(config.epochs, len(train), trainer.batch)
     if config.warmup_steps is None:
-        steps = config.epochs * max(1, len(train) // trainer.batch)
+        steps = config.epochs * _steps_per_epoch(len(train), trainer.batch)
         config.warmup_steps = round(WARMUP_SHARE * steps)
     sparsifier = make_sparsifier(config.epochs)
     sparsifier.prepare(model, prunable, weights=trainer.weights)
