@@ -102,16 +102,27 @@ def embed(model, texts: list[str], seq: int, batch: int = 64) -> np.ndarray:
         )
 
 
+def _pooled(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the real tokens, L2-normalised: the sentence embedding."""
+    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, dim=-1)
+
+
 def distil(teacher, sparsity: float, pattern: str, train: list[str], args) -> tuple:
-    """A copy of ``teacher`` pruned by gmp in a PyTorch loop; (student, seconds)."""
+    """A copy of ``teacher`` pruned by gmp in a PyTorch loop; (student, seconds).
+
+    The loss: every layer's hidden states against the teacher's (mean squared error over the
+    real tokens, each layer's scaled by the teacher's variance there: layer-wise distillation),
+    plus ``1 - cosine`` of the sentence embeddings."""
     start = time.perf_counter()
     student = copy.deepcopy(teacher)
     for p in student.parameters():
         p.requires_grad_(True)
     optimizer = torch.optim.AdamW(student.parameters(), lr=args.lr, weight_decay=0.0)
+    warmup = max(1, args.steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda step: min(1.0, (step + 1) / 50) * 0.5 * (1 + np.cos(np.pi * step / args.steps)),
+        lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * step / args.steps)),
     )
     sparsifier = Sparsifier(
         student, sparsity, pattern, "gmp", steps=args.steps, exclude=["encoder.pooler.dense"]
@@ -122,20 +133,26 @@ def distil(teacher, sparsity: float, pattern: str, train: list[str], args) -> tu
         tokens = _tokens(batch, args.seq)
         mask = tokens["attention_mask"].unsqueeze(-1).float()
         with torch.no_grad():
-            target_tokens = teacher.encoder(**tokens)[0]
-            target = teacher(**tokens)
-        hidden = student.encoder(**tokens)[0]
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        embedding = torch.nn.functional.normalize(pooled, dim=-1)
-        token_mse = (((hidden - target_tokens) ** 2) * mask).sum() / (mask.sum() * hidden.shape[-1])
-        loss = token_mse + (1 - (embedding * target).sum(-1)).mean()
+            targets = teacher.encoder(**tokens, output_hidden_states=True).hidden_states
+        hiddens = student.encoder(**tokens, output_hidden_states=True).hidden_states
+        layers = range(1, len(hiddens)) if args.layerwise else [len(hiddens) - 1]
+        mse = sum(
+            (((hiddens[i] - targets[i]) ** 2) * mask).sum()
+            / (mask.sum() * hiddens[i].shape[-1] * targets[i].var().clamp(min=1e-6))
+            for i in layers
+        ) / len(layers)
+        cosine = (_pooled(hiddens[-1], mask) * _pooled(targets[-1], mask)).sum(-1).mean()
+        loss = mse + (1 - cosine)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         schedule.step()
         sparsifier.step()
         if args.verbose and step % 50 == 0:
-            print(f"    step {step}: loss {loss.item():.4f}", flush=True)
+            print(
+                f"    step {step}: loss {loss.item():.4f} (cosine {cosine.item():.4f})",
+                flush=True,
+            )
     sparsifier.squash()
     return student.eval(), time.perf_counter() - start
 
@@ -181,6 +198,10 @@ def main() -> int:
     parser.add_argument("--seq", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--last-layer-only", dest="layerwise", action="store_false",
+        help="distil the last hidden states only (default: every layer's)",
+    )  # fmt: skip
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--json", type=Path)

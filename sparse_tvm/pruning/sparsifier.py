@@ -28,7 +28,7 @@ from sparse_tvm.frontend.initializers import (
     read_initializer,
     write_initializer,
 )
-from sparse_tvm.pruning.patterns import Pattern, parse
+from sparse_tvm.pruning.patterns import SMALL_WEIGHT, Pattern, fitted, parse
 from sparse_tvm.training.hooks import TrainingHooks
 
 SCOPES = ("layer", "global")
@@ -78,6 +78,8 @@ class Sparsifier(TrainingHooks):
         for checked in (self.pattern, *self.patterns.values()):
             check_settings(sparsity, checked, scope)
         self.sparsity, self.scope = sparsity, scope
+        # a block ``pattern`` prunes weights of fewer elements 1x1 (patterns.fitted)
+        self.unstructured_below = SMALL_WEIGHT
         self.model: onnx.ModelProto | None = None
         self.prunable: list[PrunableWeight] = []
         self.weights: dict[str, np.ndarray] = {}
@@ -105,8 +107,13 @@ class Sparsifier(TrainingHooks):
 
     @property
     def layer_patterns(self) -> dict[str, Pattern]:
-        """The pattern of every prunable weight, by name."""
-        return {w.name: self.patterns.get(w.name, self.pattern) for w in self.prunable}
+        """The pattern of every prunable weight, by name: its own (``patterns``), else
+        ``pattern`` (1x1 on a small weight, :func:`~sparse_tvm.pruning.patterns.fitted`)."""
+        return {
+            w.name: self.patterns.get(w.name)
+            or fitted(self.pattern, self.weights[w.name].size, self.unstructured_below)
+            for w in self.prunable
+        }
 
     def step(self, step: int | None = None, total: int | None = None) -> None:
         """Update the masks: at ``step`` of ``total`` training steps, else the final ones."""

@@ -43,7 +43,7 @@ from sparse_tvm.frontend.initializers import prunable_weights
 from sparse_tvm.pruning.api import AUTO, METHODS, make_sparsifier
 from sparse_tvm.pruning.l0 import L0Sparsifier
 from sparse_tvm.pruning.pattern_choice import PatternChoice, choose_patterns, pick_pattern
-from sparse_tvm.pruning.patterns import Pattern, parse
+from sparse_tvm.pruning.patterns import SMALL_WEIGHT, Pattern, fitted, parse
 from sparse_tvm.torch.layers import TorchWeight, prunable_parameters
 from sparse_tvm.torch.masking import MaskedWeight, expected_density
 
@@ -64,7 +64,8 @@ class Sparsifier:
         [0, 1).
     pattern
         ``"1x1"``, a block of the (n, k) view (``"4x1"``, ``"16x1"``, ``"1x4"``, ...; it must
-        divide every pruned weight) or N:M (``"2:4"``), as ``st.prune``; or ``"auto"``: each
+        divide every pruned weight; weights of fewer than ``unstructured_below`` elements,
+        4,096 by default, are pruned 1x1, as by ``st.prune``) or N:M (``"2:4"``), as ``st.prune``; or ``"auto"``: each
         weight in the block shape the compiler runs its layer fastest in on ``target`` (the
         model exported once with ``example_inputs`` and rated as ``st.prune(pattern="auto")``
         does; only shapes that divide the weight), see :attr:`choices`.
@@ -94,6 +95,7 @@ class Sparsifier:
         seed: int = 0,
         target: str | dict | None = None,
         example_inputs: tuple | None = None,
+        unstructured_below: int = SMALL_WEIGHT,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise UsageError(f"Sparsifier prunes a torch.nn.Module, not a {type(model).__name__}")
@@ -122,8 +124,9 @@ class Sparsifier:
         if auto:
             self.choices = _auto_patterns(model, self.weights, sparsity, target, example_inputs)
         patterns = {name: parse(c.pattern) for name, c in self.choices.items()}
-        for w in self.weights:
-            _check_divides(w, patterns.get(w.name, self.pattern))
+        for w in self.weights:  # small weights are pruned 1x1 (patterns.fitted)
+            own = fitted(self.pattern, w.parameter.numel(), unstructured_below)
+            _check_divides(w, patterns.get(w.name) or own)
         self.model = model
         self.inner = make_sparsifier(
             method,
@@ -133,6 +136,7 @@ class Sparsifier:
             epochs=self.steps,
             seed=seed,
             patterns={name: p.text for name, p in patterns.items()},
+            unstructured_below=unstructured_below,
         )
         self._arrays = {w.name: _numpy(w.parameter) for w in self.weights}
         self.inner.prepare(None, [w.spec for w in self.weights], self._arrays)

@@ -167,6 +167,9 @@ class Trainer:
         self.trainable = [
             k for k, v in self.weights.items() if _trainable(k, v) and k not in statistics
         ]
+        # weight name -> (TVM tensor, the numpy view of it in ``weights``): the step's new
+        # weights stay where the VM wrote them, and go back in without a copy
+        self._held: dict[str, tuple[tvm.runtime.Tensor, np.ndarray]] = {}
         self.hooks = TrainingHooks()
         self.masked: list[str] = []  # weights under a keep-mask (set by ``compile``)
         self.trained_inputs: list[str] = []  # loss inputs with an optimizer of their own
@@ -340,10 +343,12 @@ class Trainer:
                 hooks.before_step(step, total)
                 lr = lr_at(cfg.lr_schedule, cfg.base_lr(), step, total, cfg.warmup_steps)
                 fed = hooks.input_values(rng)
-                outputs, grads = self._loss_and_grads(data, index, rng, fed)
+                outputs, grads, fed_weights = self._loss_and_grads(data, index, rng, fed)
                 losses.append(float(outputs[0].numpy()))
                 tasks.append(float(outputs[1].numpy()))
-                params = [tvm.runtime.tensor(self.weights[n]) for n in trainable]
+                # the weights the loss saw: masked ones masked (the step masks its result
+                # again, so the new weights are those of the unmasked values)
+                params = [fed_weights[n] for n in trainable]
                 mask_values = hooks.masks()
                 masks = [tvm.runtime.tensor(mask_values[n]) for n in trainable if n in masked]
                 weight_grads = [grads[i] for i, n in enumerate(self.grad_names) if n in trainable]
@@ -351,7 +356,9 @@ class Trainer:
                     params, weight_grads, self.weight_state, scalar(lr), *masks
                 )
                 for name, value in zip(trainable, new):
-                    self.weights[name] = value.numpy()
+                    view = np.from_dlpack(value)  # the VM's output, not a copy
+                    self._held[name] = (value, view)
+                    self.weights[name] = view
                 trained = {}
                 if self.trained_inputs and hooks.trains_inputs():
                     trained = self._step_inputs(grads, fed)
@@ -389,19 +396,30 @@ class Trainer:
         rng: np.random.Generator,
         fed: dict[str, np.ndarray] | None = None,
     ):
-        """The loss outputs and gradients of one batch; ``fed``: the hooks' loss inputs
-        (default: drawn now from ``rng``)."""
+        """The loss outputs and gradients of one batch, and the weights fed (name -> TVM
+        tensor); ``fed``: the hooks' loss inputs (default: drawn now from ``rng``)."""
         args = {n: data.inputs[n][index] for n in self.imported.input_names}
-        args.update(self.effective_weights())
+        weights = {n: self._tensor(n, v) for n, v in self.effective_weights().items()}
+        args.update(weights)
         args["y"] = self._y(data, index)
         args.update(self.hooks.input_values(rng) if fed is None else fed)
         inputs = set(self.imported.input_names)
         values = [
-            tvm.runtime.tensor(args[n] if n in inputs else np.asarray(args[n], np.float32))
+            args[n]
+            if isinstance(args[n], tvm.runtime.Tensor)
+            else tvm.runtime.tensor(args[n] if n in inputs else np.asarray(args[n], np.float32))
             for n in self.loss_names
         ]
         outputs, grads = self.vm["loss_adjoint"](*values)
-        return outputs, grads
+        return outputs, grads, weights
+
+    def _tensor(self, name: str, value: np.ndarray) -> tvm.runtime.Tensor:
+        """``value`` as a TVM tensor: the one it is a view of (the last step's output, no
+        copy), else a copy."""
+        held = self._held.get(name)
+        if held is not None and held[1] is value:
+            return held[0]
+        return tvm.runtime.tensor(np.asarray(value, np.float32))
 
     def _step_inputs(self, grads, fed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One Adam step of the trained loss inputs from their values ``fed`` this step."""

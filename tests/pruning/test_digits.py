@@ -28,7 +28,9 @@ def test_mlp_gmp_90_percent_within_1_5_points_of_dense():
     dense = train(bench.digits_mlp(0), (xtr, ytr), config=TrainConfig(epochs=30, lr=0.05)).model
     dense_acc = bench.accuracy(dense, "x", xte, yte)
     assert dense_acc > 0.97
-    result = st.prune(dense, 0.9, method="gmp", data=(xtr, ytr), epochs=20, lr=0.025, callbacks=[])
+    # the fine-tuning defaults (the schedule's steps, warm-up, distillation): 1.1 points lost
+    # (seed 1: 1.4); the old explicit epochs=20, lr=0.025 lost 1.7 under the new warm-up
+    result = st.prune(dense, 0.9, method="gmp", data=(xtr, ytr), callbacks=[])
     assert result.report.pruned_sparsity == pytest.approx(0.9, abs=0.01)
     assert bench.accuracy(result.model, "x", xte, yte) >= dense_acc - 0.015
     assert bench.check_compiled(result.model, "x", xte) < 1e-4

@@ -1,9 +1,11 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis.strategies import integers as st_int
 
 import sparse_tvm as st
 from sparse_tvm.examples import mlp, small_cnn
-from sparse_tvm.frontend.initializers import read_initializer
+from sparse_tvm.frontend.initializers import PrunableWeight, read_initializer
 from sparse_tvm.pruning import (
     BLOCK_PATTERNS,
     cubic_sparsity,
@@ -13,6 +15,8 @@ from sparse_tvm.pruning import (
     prunable_weights,
     prune_magnitude,
 )
+from sparse_tvm.pruning.one_shot import MagnitudeSparsifier
+from sparse_tvm.pruning.patterns import SMALL_WEIGHT, UNSTRUCTURED, fitted
 
 
 @pytest.mark.parametrize("n,m", [(2, 4), (1, 4)])
@@ -32,13 +36,17 @@ def test_pruned_zeros_follow_the_pattern(pattern):
     parsed = parse(pattern)
     sparsity = parsed.max_sparsity if parsed.n_of_m else 0.9
     model = st.prune(small_cnn(), sparsity, pattern).model
+    blocked = 0
     for w in prunable_weights(model):
         nk = w.to_nk(read_initializer(model, w.name))
-        assert follows_pattern(nk, parsed), w.name
+        own = fitted(parsed, nk.size)  # small weights: 1x1
+        assert follows_pattern(nk, own), w.name
+        blocked += own is parsed
         if parsed.n_of_m is None and not np.any(np.mod(nk.shape, parsed.block)):
             assert np.mean(nk == 0) == pytest.approx(0.9, abs=0.02)
         elif parsed.n_of_m and nk.shape[1] % parsed.n_of_m[1] == 0:
             assert np.mean(nk == 0) == pytest.approx(sparsity, abs=1e-9)
+    assert blocked >= 1
 
 
 def test_n_of_m_refuses_another_sparsity():
@@ -126,12 +134,33 @@ def test_cli_prune_refuses_an_unknown_pattern(tmp_path, capsys):
 def test_every_offered_block_pattern_prunes_in_its_blocks(pattern):
     parsed = parse(pattern.upper())
     assert parsed.text == pattern
-    model = st.prune(mlp(), 0.75, pattern).model
+    result = st.prune(mlp(), 0.75, pattern)
+    model = result.model
     for w in prunable_weights(model):
         nk = w.to_nk(read_initializer(model, w.name))
-        assert follows_pattern(nk, parsed), w.name
-        if not np.any(np.mod(nk.shape, parsed.block)):  # no edge blocks
+        # the 10-class head: 1x1, said in the report
+        small = nk.size < SMALL_WEIGHT and parsed != UNSTRUCTURED
+        assert (w.name in result.report.unstructured) == small
+        assert follows_pattern(nk, UNSTRUCTURED if small else parsed), w.name
+        if small or not np.any(np.mod(nk.shape, parsed.block)):  # no edge blocks
             assert np.mean(nk == 0) == pytest.approx(0.75, abs=1e-9)
+    if parsed != UNSTRUCTURED:
+        assert result.report.unstructured == ["fc3.weight"]
+        assert "fc3.weight  75.0%  1x1 (a small weight)" in str(result.report)
+
+
+@pytest.mark.parametrize("pattern", ["4x1", "16x1", "1x4"])
+@given(n=st_int(1, 80), k=st_int(1, 80))
+@settings(max_examples=30, deadline=None)
+def test_small_weights_are_pruned_unstructured(pattern, n, k):
+    """Below SMALL_WEIGHT elements a block pattern gives 1x1; N:M and 1x1 are kept."""
+    parsed = parse(pattern)
+    assert fitted(parsed, n * k) == (UNSTRUCTURED if n * k < SMALL_WEIGHT else parsed)
+    assert fitted(parse("2:4"), n * k).text == "2:4"
+    weights = {"w": np.random.default_rng(n * k).standard_normal((n, k)).astype(np.float32)}
+    masks = MagnitudeSparsifier(0.5, pattern)
+    masks.prepare(None, [PrunableWeight("w", "w", "Gemm", False)], weights)
+    assert masks.layer_patterns["w"] == fitted(parsed, n * k)
 
 
 def test_offered_blocks_are_the_compilers_formats():
@@ -141,3 +170,14 @@ def test_offered_blocks_are_the_compilers_formats():
 
     offered = {parse(p).block for p in BLOCK_PATTERNS}
     assert offered == set(CANDIDATE_BLOCKS) | {(LANES, QUAD)}
+
+
+def test_unstructured_below_zero_puts_every_weight_in_blocks():
+    result = st.prune(mlp(), 0.75, "16x1", unstructured_below=0)
+    assert result.report.unstructured == []
+    for w in prunable_weights(result.model):
+        assert follows_pattern(w.to_nk(read_initializer(result.model, w.name)), parse("16x1"))
+    head = read_initializer(result.model, "fc3.weight")  # 256x10 MatMul: (n, k) = 10 x 256
+    assert np.all((head == 0).all(axis=1) | (head != 0).all(axis=1))  # whole input features
+    with pytest.raises(st.SparseTVMError, match="unstructured_below is a number of weights"):
+        st.prune(mlp(), 0.75, "16x1", unstructured_below=-1)

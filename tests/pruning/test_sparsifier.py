@@ -56,7 +56,7 @@ def test_gmp_steps_follow_the_cubic_schedule_and_squash_at_the_target():
 
 
 def test_l0_sparsifier_hooks_name_its_gate_inputs():
-    model = mlp(batch=4, hidden=32)
+    model = mlp(batch=4, hidden=64)  # fc1 64x64: not small (1x1 below 4096 weights)
     sparsifier = L0Sparsifier(0.5, "4x1", epochs=10, seed=1)
     sparsifier.prepare(model)
     assert sparsifier.gate_epochs == 7
@@ -67,7 +67,7 @@ def test_l0_sparsifier_hooks_name_its_gate_inputs():
         "fc1.weight.lambda",
     ]
     assert [i.trained for i in inputs[:3]] == [True, False, False]
-    assert inputs[0].shape == (8, 64)  # 32 outputs in blocks of 4 x 64 inputs
+    assert inputs[0].shape == (16, 64)  # 64 outputs in blocks of 4 x 64 inputs
     values = sparsifier.input_values(np.random.default_rng(0))
     assert set(values) == {i.name for i in inputs}
     # gates start by magnitude: open (evaluation sees the dense weights) for blocks above the
@@ -77,13 +77,14 @@ def test_l0_sparsifier_hooks_name_its_gate_inputs():
     gated = sparsifier.eval_weights(dense)
     for w in weights:
         value = dense[w.name]
-        scores = block_scores(w.to_nk(value), (4, 1))
+        r, c = sparsifier.layer_patterns[w.name].block  # fc3 (64x10): 1x1, a small weight
+        scores = block_scores(w.to_nk(value), (r, c))
         order = np.argsort(scores.ravel())
         log_alpha = sparsifier.log_alpha[w.name].ravel()
         assert np.all(np.diff(log_alpha[order]) > -0.1)  # up to the 0.01 noise
         above = np.log(scores) > np.log(scores).mean() + 0.05
         n = w.to_nk(value).shape[0]
-        kept = w.from_nk(np.repeat(above, 4, axis=0)[:n], value)
+        kept = w.from_nk(np.repeat(np.repeat(above, r, axis=0), c, axis=1)[:n], value)
         np.testing.assert_array_equal(gated[w.name][kept], value[kept])
         assert np.all(np.abs(gated[w.name]) >= 0.6 * np.abs(value))
     sparsifier.drop_gates()

@@ -23,7 +23,8 @@ def _quantized_cnn(pattern: str = "16x4", batch: int = 1):
     """The small CNN; channels-first at batch 1, channels-last at 2 (the NCHW depthwise
     kernel takes one image)."""
     model = small_cnn(batch=batch, size=8)
-    return _quantize(st.prune(model, 0.9, pattern).model, (16, 3, 8, 8))
+    pruned = st.prune(model, 0.9, pattern, unstructured_below=0).model  # small convs in blocks
+    return _quantize(pruned, (16, 3, 8, 8))
 
 
 def two_convs(batch: int):
@@ -55,7 +56,8 @@ def two_convs(batch: int):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 16])], inits,
     )  # fmt: skip
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    return _quantize(st.prune(model, 0.9, "16x4").model, (8, 4, 9, 9))
+    pruned = st.prune(model, 0.9, "16x4", unstructured_below=0).model  # small convs in blocks
+    return _quantize(pruned, (8, 4, 9, 9))
 
 
 @avx2

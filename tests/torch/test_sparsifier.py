@@ -181,7 +181,7 @@ def test_conv_and_attention_weights_are_pruned_and_export(digits):
 @pytest.mark.parametrize(
     ("build", "kwargs", "message"),
     [
-        (lambda: nn.Linear(64, 10), {"pattern": "16x1"}, r"10x64 .* not a whole number of 16x1"),
+        (lambda: nn.Linear(512, 10), {"pattern": "16x1"}, r"10x512 .* not a whole number of 16x1"),
         (lambda: nn.Linear(64, 32), {"sparsity": 1.0}, r"sparsity 1.0 is outside \[0, 1\)"),
         (lambda: nn.Linear(64, 32), {"sparsity": -0.1}, r"outside \[0, 1\)"),
         (lambda: nn.Sequential(nn.ReLU()), {}, r"no nn.Linear, nn.Conv2d or nn.Multihead"),

@@ -174,7 +174,7 @@ def test_gradients_match_torch_autograd_and_the_loss_goes_down(exports, name, dy
     trainer = Trainer(model, config)
     data = trainer.dataset((x, y))
     trainer.compile("cross_entropy")
-    outputs, grads = trainer._loss_and_grads(data, np.arange(BATCH), np.random.default_rng(0))
+    outputs, grads, _ = trainer._loss_and_grads(data, np.arange(BATCH), np.random.default_rng(0))
     grads = {n: g.numpy() for n, g in zip(trainer.grad_names, grads)}
     expected = _torch_gradients(module, x[:BATCH], y[:BATCH])
     unmatched = []
