@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sparse_tvm.cli.progress import StatusLine
 from sparse_tvm.errors import OutputError, SparseTVMError, UsageError, exit_status
+from sparse_tvm.pruning.patterns import SMALL_WEIGHT
 
 
 class CLIError(UsageError):
@@ -218,6 +219,7 @@ def cmd_prune(args) -> int:
         method=args.method,
         exclude=exclude,
         scope=args.scope,
+        unstructured_below=args.unstructured_below,
         **options,
     )
     _write_atomically(Path(args.output), lambda tmp: onnx.save(result.model, tmp))
@@ -399,6 +401,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="magnitude ranking per layer or over all layers",
     )
     p.add_argument("--exclude", help="weights or layers to keep dense: name,name")
+    p.add_argument(
+        "--unstructured-below",
+        type=int,
+        default=SMALL_WEIGHT,
+        metavar="N",
+        help=f"a block pattern prunes weights of fewer than N elements 1x1 "
+        f"(default {SMALL_WEIGHT}; 0: every weight in blocks)",
+    )
     p.add_argument("--data", help="TRAIN.npz: the model inputs plus labels or targets")
     p.add_argument("--eval-data", help="VAL.npz to report accuracy (or loss) before and after")
     p.add_argument(

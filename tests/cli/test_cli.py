@@ -11,7 +11,7 @@ import onnx
 import pytest
 
 from sparse_tvm.examples import mlp
-from sparse_tvm.pruning import prune_magnitude
+from sparse_tvm.pruning import follows_pattern, parse, prune_magnitude
 from tests.conftest import ort_run, random_inputs
 
 
@@ -108,6 +108,14 @@ def test_prune_command(workdir):
 
     w = read_initializer(onnx.load(out), "fc2.weight")
     assert np.mean(w == 0) == pytest.approx(0.95, abs=0.01)
+    assert "fc3.weight  95.0%  1x1 (a small weight)" in result.stdout  # 256 x 10
+    result = cli(
+        "prune", workdir / "mlp.onnx", "-o", out, "--sparsity", "0.95", "--pattern", "4x1",
+        "--unstructured-below", "0",
+    )  # fmt: skip
+    assert result.returncode == 0 and "small weight" not in result.stdout, result.stderr
+    head = read_initializer(onnx.load(out), "fc3.weight").T  # (n, k) = 10 x 256, in 4x1 blocks
+    assert follows_pattern(head, parse("4x1"))
 
 
 def test_prune_auto_pattern_for_a_target(tmp_path):
