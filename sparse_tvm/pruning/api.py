@@ -27,7 +27,13 @@ from sparse_tvm.pruning.gmp import GMPSparsifier
 from sparse_tvm.pruning.l0 import L0Sparsifier
 from sparse_tvm.pruning.one_shot import MagnitudeSparsifier
 from sparse_tvm.pruning.pattern_choice import choose_patterns
-from sparse_tvm.pruning.patterns import SMALL_WEIGHT, Pattern, fitted, parse
+from sparse_tvm.pruning.patterns import (
+    SMALL_WEIGHT,
+    Pattern,
+    check_unstructured_below,
+    fitted,
+    parse,
+)
 from sparse_tvm.pruning.sparsifier import Sparsifier, check_settings
 
 METHODS = ("magnitude", "gmp", "l0")
@@ -161,6 +167,7 @@ def make_sparsifier(
         )
     else:
         raise UsageError(f"method '{method}' is not one of {', '.join(METHODS)}")
+    check_unstructured_below(unstructured_below)
     sparsifier.unstructured_below = unstructured_below
     return sparsifier
 
@@ -221,8 +228,8 @@ def prune(
     pattern
         ``1x1`` (unstructured), ``r x c`` blocks on the (output x input) view (``4x1``,
         ``16x1``, ``1x4``; weights of fewer than ``unstructured_below`` elements in 1x1,
-        listed in the report's ``unstructured``), N:M (``2:4``, ``1:4``), or ``auto``: each layer in the block shape
-        its sparse kernel runs fastest in on ``target`` (measured where this machine runs the
+        listed in the report's ``unstructured``), N:M (``2:4``, ``1:4``), or ``auto``: each
+        layer in the block shape its sparse kernel runs fastest in on ``target`` (measured where this machine runs the
         target's code, else the compiler's cost model; a finer shape within 10 % of the
         fastest wins, for accuracy); the report gives each layer's pattern and expected speedup.
     target, input_shapes
@@ -277,6 +284,7 @@ def prune(
         raise UsageError("target and input shapes are for pattern 'auto': pass pattern='auto'")
     parsed = parse("1x1" if auto else pattern)
     _check(sparsity, parsed, method, scope)
+    check_unstructured_below(unstructured_below)  # before the (maybe long) auto measurement
     if method == "magnitude" and (data is not None or eval_data is not None):
         raise UsageError(
             "method 'magnitude' prunes without data: use method='gmp' or 'l0' to fine-tune"
@@ -304,10 +312,6 @@ def prune(
         patterns = {name: c.pattern for name, c in choices.items()}
         choices = {name: asdict(c) for name, c in choices.items()}
     label = AUTO if auto else parsed.text
-    if not isinstance(unstructured_below, int) or unstructured_below < 0:
-        raise UsageError(
-            f"unstructured_below is a number of weights (0 or more), not {unstructured_below!r}"
-        )
     unstructured = [] if auto else _small_in_1x1(proto, chosen, parsed, unstructured_below)
     if method == "magnitude":
         sparsifier = make_sparsifier(

@@ -59,6 +59,12 @@ class Pattern:
 SMALL_WEIGHT = 4096
 
 
+def check_unstructured_below(below: object) -> None:
+    """Refuse a small-weight bound that is not a count of weights."""
+    if isinstance(below, bool) or not isinstance(below, int) or below < 0:
+        raise UsageError(f"unstructured_below is a number of weights (0 or more), not {below!r}")
+
+
 def fitted(pattern: Pattern, size: int, below: int = SMALL_WEIGHT) -> Pattern:
     """``pattern`` for a weight of ``size`` elements: 1x1 in place of blocks below ``below``
     (0: blocks everywhere)."""

@@ -43,7 +43,13 @@ from sparse_tvm.frontend.initializers import prunable_weights
 from sparse_tvm.pruning.api import AUTO, METHODS, make_sparsifier
 from sparse_tvm.pruning.l0 import L0Sparsifier
 from sparse_tvm.pruning.pattern_choice import PatternChoice, choose_patterns, pick_pattern
-from sparse_tvm.pruning.patterns import SMALL_WEIGHT, Pattern, fitted, parse
+from sparse_tvm.pruning.patterns import (
+    SMALL_WEIGHT,
+    Pattern,
+    check_unstructured_below,
+    fitted,
+    parse,
+)
 from sparse_tvm.torch.layers import TorchWeight, prunable_parameters
 from sparse_tvm.torch.masking import MaskedWeight, expected_density
 
@@ -65,10 +71,11 @@ class Sparsifier:
     pattern
         ``"1x1"``, a block of the (n, k) view (``"4x1"``, ``"16x1"``, ``"1x4"``, ...; it must
         divide every pruned weight; weights of fewer than ``unstructured_below`` elements,
-        4,096 by default, are pruned 1x1, as by ``st.prune``) or N:M (``"2:4"``), as ``st.prune``; or ``"auto"``: each
-        weight in the block shape the compiler runs its layer fastest in on ``target`` (the
-        model exported once with ``example_inputs`` and rated as ``st.prune(pattern="auto")``
-        does; only shapes that divide the weight), see :attr:`choices`.
+        4,096 by default, are pruned 1x1) or N:M (``"2:4"``), as ``st.prune``; or ``"auto"``:
+        each weight in the block shape the compiler runs its layer fastest in on ``target``
+        (the model exported once with ``example_inputs`` and rated as
+        ``st.prune(pattern="auto")`` does; only shapes that divide the weight), see
+        :attr:`choices`.
     method
         ``"magnitude"``, ``"gmp"`` or ``"l0"``.
     steps
@@ -116,6 +123,7 @@ class Sparsifier:
             )
         if not auto and (target is not None or example_inputs is not None):
             raise UsageError("target and example_inputs are for pattern 'auto'")
+        check_unstructured_below(unstructured_below)
         self.pattern: Pattern = parse("1x1" if auto else pattern)
         self.method, self.steps = method, int(steps or 1)
         self.weights: list[TorchWeight] = prunable_parameters(model, exclude)

@@ -192,6 +192,7 @@ def test_conv_and_attention_weights_are_pruned_and_export(digits):
         (lambda: nn.Linear(64, 32), {"pattern": "2:4"}, r"fixes the sparsity at 0.5"),
         (lambda: nn.Linear(64, 32), {"pattern": "auto"}, r"give target='x86'"),
         (lambda: nn.Linear(64, 32), {"target": "x86"}, r"are for pattern 'auto'"),
+        (lambda: nn.Linear(64, 32), {"unstructured_below": -1}, r"unstructured_below is a num"),
     ],
 )
 def test_bad_settings_get_one_line_errors(build, kwargs, message):
